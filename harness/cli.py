@@ -1,0 +1,118 @@
+"""`harness run | plan | report`: argument parsing and the order of the pipeline, nothing more."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from harness import data, plan, results
+from harness.config import SweepConfig, load_config
+from harness.errors import HarnessError
+from harness.measure import REPO_ROOT
+
+DEFAULT_CONFIG = "configs/default.yaml"
+
+
+def resolve_config(path: str) -> Path:
+    """A relative path is looked up in the working folder first, then in the repository."""
+    given = Path(path)
+    if given.exists() or given.is_absolute():
+        return given
+    in_repo = REPO_ROOT / given
+    return in_repo if in_repo.exists() else given
+
+
+def add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default=DEFAULT_CONFIG, help=f"sweep config YAML (default: {DEFAULT_CONFIG})")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a setting (train.epochs=3), or a swept list (sweep.train.batch_size=[8,64]); "
+                        "pinning a swept key removes it from the sweep; repeatable")
+    p.add_argument("--results-dir", default="results", help="results root; cells go to RESULTS_DIR/<sweep>/<cell-id>/")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="harness", description="Find the batch-size sweet spot of the MNIST MLP.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="train every cell of a sweep (also: accelerate launch harness/run.py)",
+                         description="Train the cells of a sweep under Accelerate; cells already done are skipped. "
+                                     "Launch with `accelerate launch [--multi_gpu --num_processes P] harness/run.py` "
+                                     "or torchrun for several processes; batch sizes are GLOBAL.")
+    add_config_args(run)
+    run.add_argument("--data-dir", help=f"folder with the four MNIST .gz files (or MNIST/raw); default: "
+                                        f"${data.DATA_DIR_ENV}, else download into {data.CACHE_DIR}")
+    run.add_argument("--cells", help="comma-separated cell ids to run (see `harness plan`)")
+    run.add_argument("--array-index", type=int, help="run only the cell at this index of the plan (Slurm arrays)")
+    run.add_argument("--quiet", action="store_true", help="no progress bars (per-epoch lines still print)")
+    run.add_argument("--no-report", action="store_true", help="do not write RESULTS_DIR/<sweep>/report.html at the end")
+
+    p = sub.add_parser("plan", help="list a sweep's cells, their ids and status, without training",
+                       description="Print each cell of the sweep in run order: index, id, status "
+                                   "(done/running/failed/... from its result.json, or pending) and swept values.")
+    add_config_args(p)
+
+    rep = sub.add_parser("report", help="build one self-contained HTML report from results folders",
+                         description="Read every result.json under the folders and write one HTML file "
+                                     "(figures inline, no network).")
+    rep.add_argument("folders", nargs="+", type=Path, metavar="RESULTS_DIR")
+    rep.add_argument("-o", "--output", type=Path, default=Path("report.html"), help="HTML file to write")
+    rep.add_argument("--target", type=float, help="target validation accuracy (default: from the results' config)")
+    rep.add_argument("--tolerance", type=float, help="accuracy tolerance for the sweet spot (default: from config)")
+    return parser
+
+
+def load_plan(args) -> tuple[SweepConfig, list[plan.Cell], Path]:
+    config = load_config(resolve_config(args.config), args.set)
+    return config, plan.expand(config), Path(args.results_dir) / config.name
+
+
+def plan_command(args) -> int:
+    config, cells, sweep_dir = load_plan(args)
+    print(f"sweep {config.name}: {len(cells)} cells -> {sweep_dir}")
+    for cell in cells:
+        record = results.read_result(sweep_dir / cell.id)
+        status = record.get("status", "unknown") if record else "pending"
+        swept = " ".join(f"{k}={v}" for k, v in cell.swept.items())
+        print(f"{cell.index:4d}  {cell.id:40s}  {status:8s}  {swept}")
+    return 0
+
+
+def report_command(args) -> int:
+    from harness.report import build_report
+
+    build_report(args.folders, args.output, args.target, args.tolerance)
+    print(f"report: {args.output}")
+    return 0
+
+
+def run_command(args) -> int:
+    # Everything the user can get wrong is checked before any process trains.
+    config, cells, sweep_dir = load_plan(args)
+    ids = [i.strip() for i in args.cells.split(",") if i.strip()] if args.cells else None
+    cells = plan.select(cells, ids, args.array_index)
+    results.check_writable(sweep_dir)
+    data_dir = data.resolve_data_dir(args.data_dir)
+    mnist_folder = data.find_mnist(data_dir) if data_dir else None
+
+    from harness.sweep import run_sweep  # torch and accelerate load only when training
+
+    return run_sweep(config, cells, sweep_dir, mnist_folder, quiet=args.quiet, write_report=not args.no_report)
+
+
+COMMANDS = {"run": run_command, "plan": plan_command, "report": report_command}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except HarnessError as exc:
+        if os.environ.get("RANK", "0") == "0":  # one line per launch, not one per process
+            print(f"harness: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

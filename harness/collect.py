@@ -1,0 +1,75 @@
+"""Every result.json under one or more folders -> tidy pandas frames (cells, epochs).
+
+Unreadable or newer-schema files are skipped with a warning, never a crash.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from harness.results import SCHEMA_VERSION
+
+ENV_COLUMNS = ("device_type", "device_name", "num_processes", "distributed_type", "mixed_precision", "torch", "host")
+
+
+@dataclass
+class Collected:
+    cells: pd.DataFrame  # one row per cell
+    epochs: pd.DataFrame  # one row per (cell, epoch)
+    warnings: list[str] = field(default_factory=list)
+    records: list[dict] = field(default_factory=list)  # the raw result.json documents
+
+
+def collect(folders: list[Path]) -> Collected:
+    rows, epoch_frames, warnings, records = [], [], [], []
+    for folder in folders:
+        for path in sorted(folder.rglob("result.json")):
+            try:
+                record = json.loads(path.read_text())
+                if not isinstance(record, dict) or "cell_id" not in record:
+                    raise ValueError("not a result document")
+            except (OSError, ValueError) as exc:
+                warnings.append(f"skipped {path}: unreadable ({exc})")
+                continue
+            if record.get("schema_version", 0) > SCHEMA_VERSION:
+                warnings.append(f"skipped {path}: schema {record['schema_version']} is newer than this harness")
+                continue
+            record["source"] = folder.name or str(folder)
+            records.append(record)
+            rows.append(cell_row(record))
+            epochs_csv = path.parent / "epochs.csv"
+            if epochs_csv.is_file():
+                frame = pd.read_csv(epochs_csv)
+                frame.insert(0, "cell_id", record["cell_id"])
+                frame.insert(0, "sweep", record["sweep"])
+                frame.insert(0, "source", record["source"])
+                epoch_frames.append(frame)
+    cells = pd.DataFrame(rows)
+    epochs = pd.concat(epoch_frames, ignore_index=True) if epoch_frames else pd.DataFrame()
+    if not epochs.empty and not cells.empty:
+        epochs = epochs.merge(cells[["source", "sweep", "cell_id", "batch_size", "seed", "variant"]])
+    return Collected(cells=cells, epochs=epochs, warnings=warnings, records=records)
+
+
+def cell_row(record: dict) -> dict:
+    settings = record.get("settings", {})
+    swept = record.get("swept", {})
+    env = record.get("environment", {})
+    other = {k: v for k, v in swept.items() if k not in ("train.batch_size", "train.seed")}
+    return {
+        "source": record["source"],
+        "sweep": record.get("sweep"),
+        "cell_id": record["cell_id"],
+        "status": record.get("status"),
+        "error": record.get("error"),
+        "batch_size": settings.get("train", {}).get("batch_size"),
+        "seed": settings.get("train", {}).get("seed"),
+        # what else was swept, so batch sizes are only compared within one variant
+        "variant": ", ".join(f"{k}={v}" for k, v in sorted(other.items())),
+        **{f"env.{k}": env.get(k) for k in ENV_COLUMNS},
+        **(record.get("summary") or {}),
+    }

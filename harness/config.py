@@ -1,0 +1,230 @@
+"""Typed, frozen configuration: YAML + `--set key=value` overrides -> a validated SweepConfig.
+
+Every setting that changes what a cell computes lives in CellSettings (model, optim, data,
+train); it is stored whole in each result.json and hashed into the cell id. Infrastructure
+(where data and results live, how many processes) comes from the command line, not from here.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from harness.errors import ConfigError
+
+MNIST_TRAIN_IMAGES = 60_000
+# Switching precision means a new Accelerator, and Accelerate keeps one per process.
+UNSWEEPABLE = {"train.mixed_precision": "launch one run per precision instead"}
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSettings(_Frozen):
+    activation: Literal["relu", "softplus"] = "relu"
+    # normal: weights AND biases ~ N(0, init_std), as in the motivating case
+    init: Literal["default", "normal", "kaiming"] = "default"
+    init_std: float = Field(1.0, gt=0)
+
+
+class OptimSettings(_Frozen):
+    name: Literal["adam", "sgd"] = "adam"
+    lr: float = Field(1e-3, gt=0)
+    eps: float = Field(1e-8, gt=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    momentum: float = Field(0.0, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    grad_clip_norm: float | None = Field(None, gt=0)
+    # lr is given at lr_reference_batch; other batch sizes scale it by B/ref or sqrt(B/ref)
+    lr_scaling: Literal["none", "linear", "sqrt"] = "none"
+    lr_reference_batch: int = Field(1, ge=1)
+
+    @field_validator("betas")
+    @classmethod
+    def _betas_in_unit_interval(cls, betas: tuple[float, float]) -> tuple[float, float]:
+        if not all(0 <= b < 1 for b in betas):
+            raise ValueError("each beta must lie in [0, 1)")
+        return betas
+
+    def lr_for(self, batch_size: int) -> float:
+        ratio = batch_size / self.lr_reference_batch
+        return {"none": self.lr, "linear": self.lr * ratio, "sqrt": self.lr * math.sqrt(ratio)}[
+            self.lr_scaling
+        ]
+
+
+class DataSettings(_Frozen):
+    # held out from the START of the 60,000 training images, as TF's read_data_sets does
+    val_size: int = Field(5000, ge=1, lt=MNIST_TRAIN_IMAGES)
+    # train accuracy is measured on this fixed prefix of the training split after each epoch
+    train_eval_size: int = Field(10_000, ge=1)
+
+
+class TrainSettings(_Frozen):
+    batch_size: int = Field(64, ge=1, description="GLOBAL batch: each of P processes takes B/P")
+    epochs: int = Field(5, ge=1)
+    images_per_epoch: int | None = Field(None, ge=1, description="default: the whole training split")
+    sampling: Literal["shuffle", "with_replacement"] = "shuffle"
+    seed: int = Field(0, ge=0)
+    warmup_steps: int = Field(5, ge=0, description="first steps of the cell, excluded from timing")
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+
+
+class CellSettings(_Frozen):
+    """Everything that determines what one training run computes."""
+
+    model: ModelSettings = ModelSettings()
+    optim: OptimSettings = OptimSettings()
+    data: DataSettings = DataSettings()
+    train: TrainSettings = TrainSettings()
+
+    @property
+    def train_split_size(self) -> int:
+        return MNIST_TRAIN_IMAGES - self.data.val_size
+
+    @property
+    def images_per_epoch(self) -> int:
+        return self.train.images_per_epoch or self.train_split_size
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.images_per_epoch // self.train.batch_size
+
+    @model_validator(mode="after")
+    def _fits_training_split(self) -> CellSettings:
+        split = self.train_split_size
+        if self.train.batch_size > split:
+            raise ValueError(
+                f"train.batch_size={self.train.batch_size} is larger than the training split "
+                f"({split} images = 60000 - data.val_size); use a smaller batch or val_size"
+            )
+        if self.train.batch_size > self.images_per_epoch:
+            raise ValueError(
+                f"train.batch_size={self.train.batch_size} exceeds train.images_per_epoch="
+                f"{self.images_per_epoch}, so an epoch would have no step"
+            )
+        if self.data.train_eval_size > split:
+            raise ValueError(f"data.train_eval_size must be at most the training split ({split})")
+        return self
+
+
+class ReportSettings(_Frozen):
+    target_accuracy: float = Field(0.97, gt=0, le=1, description="validation accuracy to reach")
+    tolerance: float = Field(0.005, ge=0, lt=1, description="accuracy within this of the best counts")
+    flat_threshold: float = Field(0.05, gt=0, lt=1, description="'time per image stops improving'")
+
+
+class SweepConfig(CellSettings):
+    """A whole config file: base cell settings, the swept keys, report rules, trackers."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=100)
+    # dotted key -> list of values, e.g. {"train.batch_size": [8, 32]}; one cell per combination
+    sweep: dict[str, list[Any]] = {}
+    report: ReportSettings = ReportSettings()
+    log_with: list[str] = []
+
+    @field_validator("sweep")
+    @classmethod
+    def _sweep_keys_are_settings(cls, sweep: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for key, values in sweep.items():
+            if key in UNSWEEPABLE:
+                raise ValueError(f"'{key}' cannot be swept: {UNSWEEPABLE[key]}")
+            if not is_setting(key):
+                raise ValueError(f"'{key}' is not a setting; valid keys: {', '.join(setting_keys())}")
+            if not values:
+                raise ValueError(f"'{key}' lists no values")
+        return sweep
+
+    def base_settings(self) -> CellSettings:
+        return CellSettings(**{k: getattr(self, k) for k in CellSettings.model_fields})
+
+
+def setting_keys() -> list[str]:
+    return [
+        f"{group}.{field}"
+        for group, info in CellSettings.model_fields.items()
+        for field in info.annotation.model_fields
+    ]
+
+
+def is_setting(key: str) -> bool:
+    return key in setting_keys()
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> SweepConfig:
+    """Read a YAML file, apply `key=value` overrides, validate; ConfigError names the bad field."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist; pass --config with an existing YAML file")
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"{path}: not readable YAML ({first_line}); fix the file") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of settings, not {type(raw).__name__}")
+    raw.setdefault("name", path.stem)
+    for override in overrides:
+        apply_override(raw, override)
+    return validate(SweepConfig, raw, source=str(path))
+
+
+def apply_override(raw: dict, override: str) -> None:
+    """`a.b=v` sets raw[a][b]; `sweep.a.b=[..]` sets a swept key; pinning a swept key unsweeps it."""
+    key, sep, text = override.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {override!r}: expected KEY=VALUE, e.g. --set train.epochs=3")
+    key = key.strip()
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise ConfigError(f"--set {key}: value {text!r} is not valid YAML; quote strings, write lists as [a,b]")
+    if key.startswith("sweep."):
+        sweep = raw.setdefault("sweep", {})
+        if not isinstance(sweep, dict):
+            raise ConfigError("sweep: must be a mapping of setting -> list of values")
+        sweep[key.removeprefix("sweep.")] = value if isinstance(value, list) else [value]
+        return
+    if isinstance(raw.get("sweep"), dict):
+        raw["sweep"].pop(key, None)
+    node = raw
+    *parents, leaf = key.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {key}: '{part}' is not a section")
+    node[leaf] = value
+
+
+def validate(model: type[BaseModel], raw: dict, source: str) -> Any:
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {describe(exc.errors()[0])}") from None
+
+
+def describe(error: dict) -> str:
+    """One line for pydantic's first error: the dotted field, what is wrong, how to fix it."""
+    loc = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "extra_forbidden":
+        section = ".".join(str(p) for p in error["loc"][:-1])
+        return f"unknown key '{loc}'; valid keys: {', '.join(_valid_keys(section))}"
+    message = error["msg"].removeprefix("Value error, ")
+    got = error.get("input")
+    shown = f" (got {got!r})" if not isinstance(got, dict) and error["type"] != "value_error" else ""
+    where = f"{loc}: " if loc else ""
+    return f"{where}{message}{shown}; fix it in the config file or with --set {loc or 'KEY'}=VALUE"
+
+
+def _valid_keys(section: str) -> list[str]:
+    model: Any = SweepConfig
+    for part in filter(None, section.split(".")):
+        model = model.model_fields[part].annotation
+    return list(model.model_fields)

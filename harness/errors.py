@@ -1,0 +1,17 @@
+"""The harness's own errors: the CLI turns each into one line on stderr and exit code 2."""
+
+
+class HarnessError(Exception):
+    """A problem the user can fix; the message names what is wrong and what to do."""
+
+
+class ConfigError(HarnessError):
+    """A config file or --set override that does not describe a valid sweep."""
+
+
+class DataError(HarnessError):
+    """MNIST cannot be found, downloaded or verified."""
+
+
+class ResultsError(HarnessError):
+    """The results folder cannot be written or read."""

@@ -1,0 +1,130 @@
+"""Measurements that must be honest: synchronised timers, per-cell memory peaks, the environment.
+
+Unknown is None (null in JSON), never 0 and never a guess.
+"""
+
+from __future__ import annotations
+
+import platform
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued device work, so a clock read at the edge of a window sees it finished."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class SyncedTimer:
+    """Wall time of a region with a device sync at each edge (never inside)."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.seconds = 0.0
+
+    def __enter__(self) -> SyncedTimer:
+        synchronize(self.device)
+        self._start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        synchronize(self.device)
+        self.seconds = time.perf_counter() - self._start
+
+
+def reset_memory_peaks(device: torch.device) -> None:
+    """Start a cell with fresh peaks: the CUDA allocator's, and Linux's VmHWM (peak RSS)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    try:
+        # "5" resets the peak resident set size (Linux >= 4.0, proc(5) clear_refs)
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def memory_peaks(device: torch.device) -> dict[str, int | None]:
+    cuda = device.type == "cuda"
+    return {
+        "peak_allocated_bytes": torch.cuda.max_memory_allocated(device) if cuda else None,
+        "peak_reserved_bytes": torch.cuda.max_memory_reserved(device) if cuda else None,
+        "peak_rss_bytes": peak_rss_bytes(),
+    }
+
+
+def peak_rss_bytes() -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def environment(device: torch.device, num_processes: int, distributed_type: str, mixed_precision: str) -> dict:
+    import accelerate
+
+    cuda = device.type == "cuda"
+    return {
+        "device_type": device.type,
+        "device_name": torch.cuda.get_device_name(device) if cuda else cpu_model(),
+        "device_count": torch.cuda.device_count() if cuda else None,
+        "driver": nvidia_driver() if cuda else None,
+        "cuda": torch.version.cuda if cuda else None,
+        "torch": torch.__version__,
+        "accelerate": accelerate.__version__,
+        "python": platform.python_version(),
+        "cpu": cpu_model(),
+        "cpu_threads": torch.get_num_threads(),
+        "host": socket.gethostname(),
+        "num_processes": num_processes,
+        "distributed_type": distributed_type,
+        "mixed_precision": mixed_precision,
+        "git_commit": git_commit(),
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+    }
+
+
+def cpu_model() -> str | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def nvidia_driver() -> str | None:
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        return pynvml.nvmlSystemGetDriverVersion()
+    except Exception:  # no driver, no library: unknown, not an error
+        return None
+
+
+def git_commit() -> str | None:
+    """The harness's commit, with '+dirty' when the working tree differs from it."""
+    try:
+        run = lambda *args: subprocess.run(  # noqa: E731
+            ["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        commit = run("rev-parse", "HEAD")
+        return commit + ("+dirty" if run("status", "--porcelain", "--untracked-files=no") else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def utc_now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

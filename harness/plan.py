@@ -1,0 +1,104 @@
+"""A validated sweep -> the ordered list of cells, each with a stable id; and which cells to run.
+
+The order is the product of the sweep's keys in the order the config lists them, so a Slurm
+array index names the same cell on every machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from harness.config import CellSettings, SweepConfig, describe
+from harness.errors import ConfigError
+
+# readable slug prefixes for the keys users sweep most; other keys use their last name part
+SLUG_NAMES = {"train.batch_size": "bs", "train.seed": "seed"}
+
+
+@dataclass(frozen=True)
+class Cell:
+    index: int
+    id: str
+    settings: CellSettings
+    swept: dict[str, Any]
+
+    @property
+    def batch_size(self) -> int:
+        return self.settings.train.batch_size
+
+
+def cell_id(settings: CellSettings, swept_keys: list[str]) -> str:
+    """`<slug>-<hash8>`: the hash covers every setting, so equal settings give equal ids anywhere."""
+    canonical = json.dumps(settings.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    digest = hashlib.sha256(canonical.encode()).hexdigest()[:8]
+    keys = ["train.batch_size", "train.seed"] + [k for k in swept_keys if k not in SLUG_NAMES]
+    parts = [f"{SLUG_NAMES.get(k, k.rsplit('.', 1)[-1])}{_slug_value(get_setting(settings, k))}" for k in keys]
+    return "-".join(parts + [digest])
+
+
+def _slug_value(value: Any) -> str:
+    text = "_".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+    return re.sub(r"[^A-Za-z0-9.]+", "_", text)[:24]
+
+
+def get_setting(settings: CellSettings, key: str) -> Any:
+    group, field = key.split(".")
+    return getattr(getattr(settings, group), field)
+
+
+def expand(config: SweepConfig) -> list[Cell]:
+    """Every combination of the swept values, validated; ConfigError names the bad sweep value."""
+    base = config.base_settings().model_dump()
+    keys = list(config.sweep)
+    cells: list[Cell] = []
+    seen: dict[str, dict] = {}
+    for combo in itertools.product(*(config.sweep[k] for k in keys)):
+        raw = json.loads(json.dumps(base))  # a deep copy of plain data
+        for key, value in zip(keys, combo):
+            group, field = key.split(".")
+            raw[group][field] = value
+        try:
+            settings = CellSettings.model_validate(raw)
+        except ValidationError as exc:
+            where = ", ".join(f"sweep.{k}={v!r}" for k, v in zip(keys, combo))
+            raise ConfigError(f"{config.name}: the cell {where} is invalid: {describe(exc.errors()[0])}") from None
+        cid = cell_id(settings, keys)
+        swept = {k: get_setting(settings, k) for k in keys}
+        if cid in seen:
+            raise ConfigError(f"sweep lists the same cell twice ({seen[cid]} and {swept}); remove the repeat")
+        seen[cid] = swept
+        cells.append(Cell(index=len(cells), id=cid, settings=settings, swept=swept))
+    return cells
+
+
+def select(cells: list[Cell], ids: list[str] | None = None, array_index: int | None = None) -> list[Cell]:
+    """All cells, the ones named by id, or the one a Slurm array index points at."""
+    if ids:
+        by_id = {c.id: c for c in cells}
+        unknown = [i for i in ids if i not in by_id]
+        if unknown:
+            raise ConfigError(f"--cells: unknown cell id(s) {', '.join(unknown)}; `harness plan` lists the ids")
+        return [by_id[i] for i in ids]
+    if array_index is not None:
+        if not 0 <= array_index < len(cells):
+            raise ConfigError(f"array index {array_index} is outside 0..{len(cells) - 1} (the sweep has {len(cells)} cells)")
+        return [cells[array_index]]
+    return list(cells)
+
+
+def check_divisible(cells: list[Cell], num_processes: int) -> None:
+    """Batch size is GLOBAL: each of P processes takes B/P, so B must divide evenly."""
+    for cell in cells:
+        if cell.batch_size % num_processes:
+            raise ConfigError(
+                f"train.batch_size={cell.batch_size} (cell {cell.id}) is not divisible by the "
+                f"{num_processes} processes; use batch sizes that are multiples of {num_processes} "
+                f"or launch a number of processes that divides every batch size"
+            )

@@ -1,0 +1,66 @@
+"""Progress for long sweeps: tqdm bars over cells and steps, and one log line per epoch.
+
+Only the main process shows anything. Bars are off with --quiet or when stderr is not a
+terminal (Slurm logs, CI); the per-epoch lines always print on the main process.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from tqdm import tqdm
+
+
+class Progress:
+    def __init__(self, main_process: bool, quiet: bool):
+        self.main = main_process
+        self.bars = main_process and not quiet and sys.stderr.isatty()
+        self.cells: tqdm | None = None
+        self.steps: tqdm | None = None
+        self._pending = 0
+        self._stride = 1
+
+    def start_sweep(self, total_cells: int) -> None:
+        if self.bars:
+            self.cells = tqdm(total=total_cells, desc="cells", unit="cell", position=0, dynamic_ncols=True)
+
+    def start_cell(self, cell_id: str, total_steps: int) -> None:
+        if self.steps is not None:
+            self.steps.close()
+        if self.bars:
+            self.steps = tqdm(total=total_steps, desc=cell_id, unit="step", position=1, leave=False, dynamic_ncols=True)
+            # at most ~200 bar updates per cell keep the step loop free of printing work
+            self._stride, self._pending = max(1, total_steps // 200), 0
+
+    def advance_step(self) -> None:
+        if self.steps is not None:
+            self._pending += 1
+            if self._pending >= self._stride:
+                self.steps.update(self._pending)
+                self._pending = 0
+
+    def advance(self, steps: int) -> None:
+        if self.steps is not None and steps:
+            self.steps.update(steps)
+
+    def cell_finished(self) -> None:
+        if self.cells is not None:
+            self.cells.update(1)
+
+    def message(self, text: str) -> None:
+        if self.main:
+            tqdm.write(text, file=sys.stdout)
+
+    def epoch_line(self, cell_id: str, row: dict, epochs: int) -> None:
+        tpi = row["time_per_image_s"]
+        speed = f"{tpi * 1e6:.2f} us/img" if tpi is not None else "warm-up only"
+        self.message(
+            f"{cell_id} epoch {row['epoch']}/{epochs}: loss {row['train_loss']:.4f} "
+            f"train {row['train_accuracy']:.4f} val {row['val_accuracy']:.4f} "
+            f"test {row['test_accuracy']:.4f} | {speed} | eval {row['eval_seconds']:.2f} s"
+        )
+
+    def close(self) -> None:
+        for bar in (self.steps, self.cells):
+            if bar is not None:
+                bar.close()

@@ -1,0 +1,139 @@
+"""A results folder -> one self-contained HTML report. Reads only result files, never the trainer."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+import pandas as pd
+
+from harness import analysis, figures
+from harness.collect import collect
+from harness.config import ReportSettings
+from harness.errors import ResultsError
+from harness.results import write_atomic
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str
+    header: str
+    fmt: str  # a format spec, or "bytes"
+
+
+# add a reported metric: one line here (cells table) or in BATCH_COLUMNS (per batch size)
+CELL_COLUMNS = [
+    Column("cell_id", "cell", "s"),
+    Column("status", "status", "s"),
+    Column("batch_size", "batch", "d"),
+    Column("seed", "seed", "d"),
+    Column("epochs_completed", "epochs", "d"),
+    Column("best_epoch", "best epoch", "d"),
+    Column("best_val_accuracy", "best val acc", ".4f"),
+    Column("test_accuracy_at_best_val", "test acc @ best val", ".4f"),
+    Column("final_test_accuracy", "final test acc", ".4f"),
+    Column("time_per_image_s", "time/image (s)", ".3e"),
+    Column("images_per_second", "images/s", ",.0f"),
+    Column("time_to_target_s", "time to target (s)", ".2f"),
+    Column("eval_seconds", "eval (s)", ".2f"),
+    Column("warmup_steps", "warm-up steps", "d"),
+    Column("peak_allocated_bytes", "peak alloc", "bytes"),
+    Column("peak_rss_bytes", "peak RSS", "bytes"),
+]
+BATCH_COLUMNS = [
+    Column("batch_size", "batch", "d"),
+    Column("variant", "other settings", "s"),
+    Column("n", "n seeds", "d"),
+    Column("accuracy", "test acc (mean)", ".4f"),
+    Column("accuracy_std", "± std", ".4f"),
+    Column("time_per_image_s", "time/image (s)", ".3e"),
+    Column("images_per_second", "images/s", ",.0f"),
+    Column("n_reached", "seeds at target", "d"),
+    Column("time_to_target_s", "time to target (s)", ".2f"),
+    Column("peak_allocated_bytes", "peak alloc", "bytes"),
+    Column("peak_rss_bytes", "peak RSS", "bytes"),
+]
+
+
+def _is_missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def cell(value, fmt: str) -> dict:
+    """A table cell: the exact value for machines (data-value) and a formatted one for people."""
+    if _is_missing(value):
+        return {"text": "—", "value": ""}
+    if hasattr(value, "item"):
+        value = value.item()  # numpy scalar -> Python
+    if fmt == "bytes":
+        text = f"{value / 2**20:,.1f} MiB"
+    elif fmt == "d":
+        text = f"{int(value)}"
+    else:
+        text = format(value, fmt)
+    return {"text": text, "value": value if isinstance(value, str) else json.dumps(value)}
+
+
+def table(frame: pd.DataFrame, columns: list[Column]) -> dict:
+    present = [c for c in columns if c.key in frame.columns]
+    return {
+        "headers": [c.header for c in present],
+        "keys": [c.key for c in present],
+        "rows": [[cell(row[c.key], c.fmt) for c in present] for _, row in frame.iterrows()],
+    }
+
+
+def build_report(folders: list[Path], out: Path, target: float | None = None, tolerance: float | None = None) -> list[str]:
+    """Writes the HTML; returns the warnings it also shows in the page."""
+    for folder in folders:
+        if not folder.is_dir():
+            raise ResultsError(f"{folder} is not a folder; pass a results folder such as results/default")
+    found = collect(folders)
+    if found.cells.empty:
+        raise ResultsError(f"no result.json under {', '.join(map(str, folders))}; run a sweep first or check the path")
+    sections = [
+        _section(found, key, target, tolerance) for key in found.cells[["source", "sweep"]].drop_duplicates().itertuples(index=False)
+    ]
+    env = jinja2.Environment(loader=jinja2.PackageLoader("harness", "templates"), autoescape=True)
+    html = env.get_template("report.html.j2").render(sections=sections, warnings=found.warnings)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(out, html)
+    for warning in found.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return found.warnings
+
+
+def _section(found, key, target: float | None, tolerance: float | None) -> dict:
+    source, sweep = key
+    records = [r for r in found.records if r["source"] == source and r["sweep"] == sweep]
+    rules = ReportSettings(**records[0].get("report", {}))
+    target = rules.target_accuracy if target is None else target
+    tolerance = rules.tolerance if tolerance is None else tolerance
+    mine = (found.cells["source"] == source) & (found.cells["sweep"] == sweep)
+    cells = found.cells[mine]
+    epochs = found.epochs[(found.epochs["source"] == source) & (found.epochs["sweep"] == sweep)] if not found.epochs.empty else found.epochs
+    cells = analysis.add_time_to_target(cells, epochs, target)
+    per_batch = analysis.by_batch_size(cells)
+    verdict = analysis.sweet_spot(per_batch, tolerance, target)
+    flat = {v: analysis.flat_point(g, rules.flat_threshold) for v, g in per_batch.groupby("variant")} if not per_batch.empty else {}
+    done_epochs = epochs[epochs["cell_id"].isin(cells.loc[cells["status"] == "done", "cell_id"])] if not epochs.empty else epochs
+    env_fields = records[0].get("environment", {})
+    return {
+        "title": f"{source} / {sweep}" if source != sweep else sweep,
+        "verdict": verdict,
+        "target": target,
+        "tolerance": tolerance,
+        "flat_threshold": rules.flat_threshold,
+        "flat": flat,
+        "per_batch": table(per_batch, BATCH_COLUMNS),
+        "cells": table(cells.sort_values(["batch_size", "seed", "cell_id"]), CELL_COLUMNS),
+        "unfinished": cells[cells["status"] != "done"][["cell_id", "status", "error"]].to_dict("records"),
+        "figures": figures.render_all(done_epochs, per_batch),
+        "environment": sorted((k, v) for k, v in env_fields.items() if k != "command"),
+        "config": json.dumps(records[0].get("settings", {}), indent=2),
+        "swept": sorted({k for r in records for k in r.get("swept", {})}),
+    }

@@ -1,0 +1,90 @@
+"""The results folder contract: results/<sweep>/<cell-id>/{result.json, epochs.csv}.
+
+Every write goes to a temp file in the same folder, then os.replace: a reader sees the old file
+or the new one, never half of one. This module has no pandas: the trainer imports it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from harness.errors import ResultsError
+
+SCHEMA_VERSION = 1
+STATUSES = ("done", "oom", "diverged", "failed", "running")
+
+# one row per epoch; add a per-epoch metric here and in train.py's row
+EPOCH_COLUMNS = (
+    "epoch",
+    "train_loss",
+    "train_accuracy",
+    "val_accuracy",
+    "test_accuracy",
+    "images_seen",
+    "optimizer_steps",
+    "timed_steps",
+    "train_seconds",
+    "time_per_image_s",
+    "eval_seconds",
+    "peak_allocated_bytes",
+    "peak_reserved_bytes",
+    "peak_rss_bytes",
+)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_result(cell_dir: Path, result: dict[str, Any]) -> None:
+    write_atomic(cell_dir / "result.json", json.dumps(result, indent=2, allow_nan=False) + "\n")
+
+
+def write_epochs(cell_dir: Path, rows: list[dict[str, Any]]) -> None:
+    """The whole table each epoch: cheap at this size, and never a torn last line."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=EPOCH_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in rows)
+    write_atomic(cell_dir / "epochs.csv", out.getvalue())
+
+
+def read_result(cell_dir: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((cell_dir / "result.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def is_done(cell_dir: Path) -> bool:
+    result = read_result(cell_dir)
+    return bool(result) and result.get("status") == "done"
+
+
+def check_writable(folder: Path) -> None:
+    """Fail before training if results cannot be written; creates nothing that stays."""
+    probe = folder
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ResultsError(f"--results-dir: {probe} is a file, not a folder; choose another --results-dir")
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as exc:
+        raise ResultsError(f"--results-dir: cannot write in {probe} ({exc.strerror}); choose a writable --results-dir") from None

@@ -1,0 +1,15 @@
+"""`accelerate launch harness/run.py [--config X] [--set k=v ...]`, or the same under torchrun.
+
+Equivalent to `harness run ...`; with no arguments it trains configs/default.yaml.
+"""
+
+import sys
+from pathlib import Path
+
+# Run as a file, Python puts harness/ itself first on sys.path; the package lives one level up.
+sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
+from harness.cli import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main(["run", *sys.argv[1:]]))

@@ -1,0 +1,81 @@
+"""One process's part of a sweep: one Accelerator, the data on its device, the cells in order."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+
+from harness import data, measure, plan, results
+from harness.config import SweepConfig
+from harness.progress import Progress
+from harness.train import RunContext, run_cell
+
+
+def run_sweep(config: SweepConfig, cells: list[plan.Cell], sweep_dir: Path, mnist_folder: Path | None,
+              quiet: bool, write_report: bool) -> int:
+    accelerator = Accelerator(mixed_precision=config.train.mixed_precision,
+                              log_with=config.log_with or None, project_dir=sweep_dir)
+    plan.check_divisible(cells, accelerator.num_processes)
+    # Decided once, before any rank writes, so every rank agrees on what to train.
+    todo = [c for c in cells if not results.is_done(sweep_dir / c.id)]
+    accelerator.wait_for_everyone()
+    progress = Progress(accelerator.is_main_process, quiet)
+    progress.message(f"sweep {config.name}: {len(cells)} cells, {len(cells) - len(todo)} already done, "
+                     f"{accelerator.num_processes} process(es) on {accelerator.device}")
+    for cell in cells:
+        if cell not in todo:
+            progress.message(f"skip {cell.id}: already done")
+    if not todo:
+        return _finish(accelerator, sweep_dir, write_report, {})
+
+    if mnist_folder is None:
+        with accelerator.main_process_first():  # one download; the others then find it verified
+            mnist_folder = data.download(data.CACHE_DIR)
+    # Denormal weights make small-batch CPU steps ~3x slower; flushing them changes no result we report.
+    torch.set_flush_denormal(True)
+    arrays = data.load_mnist(mnist_folder)
+    splits = {}  # by validation size, which a sweep may vary
+    if config.log_with:
+        accelerator.init_trackers(config.name, config=_flat(config.model_dump(mode="json")))
+    environment = measure.environment(accelerator.device, accelerator.num_processes,
+                                      str(accelerator.distributed_type), accelerator.mixed_precision)
+    progress.start_sweep(len(todo))
+    statuses = {}
+    for cell in todo:
+        val_size = cell.settings.data.val_size
+        if val_size not in splits:
+            splits[val_size] = data.to_device(arrays, val_size, accelerator.device)
+        ctx = RunContext(accelerator, splits[val_size], config.name, sweep_dir, environment, progress,
+                         config.report.model_dump())
+        statuses[cell.id] = run_cell(cell, ctx)
+        progress.cell_finished()
+        if statuses[cell.id] != "done":
+            progress.message(f"{cell.id}: {statuses[cell.id]} (see {sweep_dir / cell.id / 'result.json'})")
+    progress.close()
+    return _finish(accelerator, sweep_dir, write_report, statuses)
+
+
+def _finish(accelerator: Accelerator, sweep_dir: Path, write_report: bool, statuses: dict[str, str]) -> int:
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process and write_report and sweep_dir.is_dir():
+        from harness.report import build_report
+
+        build_report([sweep_dir], sweep_dir / "report.html")
+        print(f"report: {sweep_dir / 'report.html'}")
+    accelerator.end_training()
+    failed = {cid: s for cid, s in statuses.items() if s != "done"}
+    return 1 if failed else 0
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    """Trackers such as TensorBoard take flat scalar hyperparameters."""
+    flat = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{name}."))
+        else:
+            flat[name] = value if isinstance(value, (int, float, str, bool)) else str(value)
+    return flat

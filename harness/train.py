@@ -1,0 +1,251 @@
+"""Train one cell under Accelerate and write its results. Read `train_loop` top to bottom.
+
+No pandas, no seaborn here: the trainer only produces the files that the report reads.
+"""
+
+from __future__ import annotations
+
+import math
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+
+from harness import measure, results
+from harness.config import CellSettings
+from harness.data import Splits
+from harness.model import build_mlp, count_correct
+from harness.plan import Cell
+from harness.progress import Progress
+
+
+@dataclass
+class RunContext:
+    """What every cell of one process's run shares."""
+
+    accelerator: Accelerator
+    splits: Splits
+    sweep_name: str
+    sweep_dir: Path
+    environment: dict[str, Any]
+    progress: Progress
+    report_rules: dict[str, Any]  # the config's report section, so the report can apply it
+
+
+class IndexStream:
+    """The global sample order, identical on every rank: each rank slices the same indices.
+
+    shuffle: consecutive batches walk a permutation and continue into a fresh one at its end
+    (TF's next_batch); with_replacement: every index is drawn uniformly and independently.
+    """
+
+    def __init__(self, size: int, sampling: str, seed: int):
+        self.size, self.sampling = size, sampling
+        self.generator = torch.Generator().manual_seed(seed)
+        self.perm = torch.empty(0, dtype=torch.int64)
+        self.cursor = 0
+
+    def next(self, count: int) -> torch.Tensor:
+        if self.sampling == "with_replacement":
+            return torch.randint(self.size, (count,), generator=self.generator)
+        parts = []
+        while count > 0:
+            if self.cursor == len(self.perm):
+                self.perm, self.cursor = torch.randperm(self.size, generator=self.generator), 0
+            take = min(count, len(self.perm) - self.cursor)
+            parts.append(self.perm[self.cursor : self.cursor + take])
+            self.cursor += take
+            count -= take
+        return torch.cat(parts)
+
+
+def build_optimizer(settings: CellSettings, params, device: torch.device) -> torch.optim.Optimizer:
+    o = settings.optim
+    lr = o.lr_for(settings.train.batch_size)
+    if o.name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=o.momentum, weight_decay=o.weight_decay)
+    # fused Adam: one kernel for all parameters, on CUDA and (torch >= 2.4) CPU
+    return torch.optim.Adam(params, lr=lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay, fused=True)
+
+
+def train_loop(cell: Cell, ctx: RunContext, cell_dir: Path) -> tuple[str, dict[str, Any]]:
+    """Returns (status, summary); writes epochs.csv after every epoch."""
+    acc, s = ctx.accelerator, cell.settings
+    device, rank, world = acc.device, acc.process_index, acc.num_processes
+    global_batch, steps_per_epoch = s.train.batch_size, s.steps_per_epoch
+    local = slice(rank * (global_batch // world), (rank + 1) * (global_batch // world))
+
+    # Same seed on every rank: identical initial weights (DDP also broadcasts rank 0's).
+    torch.manual_seed(s.train.seed)
+    model = build_mlp(s.model).to(device)
+    optimizer = build_optimizer(s, model.parameters(), device)
+    model, optimizer = acc.prepare(model, optimizer)
+    eval_model = acc.unwrap_model(model)
+    stream = IndexStream(len(ctx.splits.train_y), s.train.sampling, s.train.seed)
+    measure.reset_memory_peaks(device)
+
+    def step(idx: torch.Tensor) -> torch.Tensor:
+        x, y = ctx.splits.train_x[idx], ctx.splits.train_y[idx]
+        loss = F.cross_entropy(model(x), y)
+        acc.backward(loss)
+        if s.optim.grad_clip_norm is not None:
+            acc.clip_grad_norm_(model.parameters(), s.optim.grad_clip_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    rows: list[dict[str, Any]] = []
+    first_losses: list[float] = []
+    warmup_left, warmup_seconds, steps_done = s.train.warmup_steps, 0.0, 0
+    ctx.progress.start_cell(cell.id, s.train.epochs * steps_per_epoch)
+    for epoch in range(1, s.train.epochs + 1):
+        # The epoch's global order goes to the device once; no host round-trip inside the steps.
+        order = stream.next(steps_per_epoch * global_batch).view(steps_per_epoch, global_batch)
+        order = order[:, local].to(device)
+        n_warm = min(warmup_left, steps_per_epoch)
+        loss_sum = torch.zeros((), device=device)
+
+        # Warm-up: outside the clock; its losses are read per step (a sync we can afford here).
+        with measure.SyncedTimer(device) as warm:
+            for i in range(n_warm):
+                loss = step(order[i])
+                loss_sum += loss
+                first_losses.append(acc.reduce(loss.clone(), "mean").item())
+        warmup_left -= n_warm
+        warmup_seconds += warm.seconds
+        ctx.progress.advance(n_warm)
+
+        # Timed window: synced only at its two edges; no .item() inside.
+        with measure.SyncedTimer(device) as timed:
+            for i in range(n_warm, steps_per_epoch):
+                loss_sum += step(order[i])
+                ctx.progress.advance_step()
+        steps_done += steps_per_epoch
+
+        # Evaluation: its own clock, never part of time per image; each rank scores a slice.
+        with measure.SyncedTimer(device) as evaluation:
+            eval_model.eval()
+            correct = torch.stack([
+                count_correct(eval_model, *_rank_slice(x, y, rank, world))
+                for x, y in (
+                    (ctx.splits.train_x[: s.data.train_eval_size], ctx.splits.train_y[: s.data.train_eval_size]),
+                    (ctx.splits.val_x, ctx.splits.val_y),
+                    (ctx.splits.test_x, ctx.splits.test_y),
+                )
+            ])
+            eval_model.train()
+            correct = acc.reduce(correct, "sum").tolist()
+
+        timed_steps = steps_per_epoch - n_warm
+        seconds = _max_over_ranks(acc, [timed.seconds, evaluation.seconds])
+        train_loss = acc.reduce(loss_sum, "sum").item() / (steps_per_epoch * world)
+        row = {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "train_accuracy": correct[0] / s.data.train_eval_size,
+            "val_accuracy": correct[1] / len(ctx.splits.val_y),
+            "test_accuracy": correct[2] / len(ctx.splits.test_y),
+            "images_seen": steps_done * global_batch,
+            "optimizer_steps": steps_done,
+            "timed_steps": timed_steps,
+            "train_seconds": seconds[0] if timed_steps else None,
+            "time_per_image_s": seconds[0] / (timed_steps * global_batch) if timed_steps else None,
+            "eval_seconds": seconds[1],
+            **_memory_over_ranks(acc, device),
+        }
+        rows.append(row)
+        if acc.is_main_process:
+            results.write_epochs(cell_dir, rows)
+        acc.log({f"{cell.id}/{k}": v for k, v in row.items() if v is not None and k != "epoch"}, step=epoch)
+        ctx.progress.epoch_line(cell.id, row, s.train.epochs)
+        if not math.isfinite(train_loss):
+            return "diverged", summarize(rows, s, first_losses, warmup_seconds, world)
+    return "done", summarize(rows, s, first_losses, warmup_seconds, world)
+
+
+def _rank_slice(x: torch.Tensor, y: torch.Tensor, rank: int, world: int) -> tuple[torch.Tensor, torch.Tensor]:
+    return x.tensor_split(world)[rank], y.tensor_split(world)[rank]
+
+
+def _max_over_ranks(acc: Accelerator, values: list[float]) -> list[float]:
+    """The slowest rank's time is the honest wall time of a data-parallel step."""
+    gathered = acc.gather(torch.tensor(values, dtype=torch.float64, device=acc.device))
+    return gathered.view(acc.num_processes, len(values)).max(dim=0).values.tolist()
+
+
+def _memory_over_ranks(acc: Accelerator, device: torch.device) -> dict[str, int | None]:
+    peaks = measure.memory_peaks(device)
+    raw = [-1 if v is None else v for v in peaks.values()]
+    gathered = acc.gather(torch.tensor(raw, dtype=torch.int64, device=acc.device))
+    worst = gathered.view(acc.num_processes, len(raw)).max(dim=0).values.tolist()
+    return {k: (None if v < 0 else int(v)) for k, v in zip(peaks, worst)}
+
+
+def summarize(rows: list[dict], s: CellSettings, first_losses: list[float], warmup_seconds: float, world: int) -> dict:
+    """Per-cell numbers; accuracy is the test accuracy at the best-validation epoch (first best)."""
+    best = max(rows, key=lambda r: r["val_accuracy"])  # max keeps the earliest of equals
+    timed = [r for r in rows if r["timed_steps"]]
+    train_seconds = sum(r["train_seconds"] for r in timed)
+    timed_images = sum(r["timed_steps"] for r in timed) * s.train.batch_size
+    last = rows[-1]
+    return {
+        "epochs_completed": len(rows),
+        "steps_per_epoch": s.steps_per_epoch,
+        "local_batch_size": s.train.batch_size // world,
+        "learning_rate": s.optim.lr_for(s.train.batch_size),
+        "optimizer_steps": last["optimizer_steps"],
+        "images_seen": last["images_seen"],
+        "best_epoch": best["epoch"],
+        "best_val_accuracy": best["val_accuracy"],
+        "test_accuracy_at_best_val": best["test_accuracy"],
+        "final_val_accuracy": last["val_accuracy"],
+        "final_test_accuracy": last["test_accuracy"],
+        "final_train_loss": last["train_loss"] if math.isfinite(last["train_loss"]) else None,
+        "warmup_steps": min(s.train.warmup_steps, s.train.epochs * s.steps_per_epoch),
+        "warmup_seconds": warmup_seconds,
+        "first_step_losses": first_losses,
+        "train_seconds": train_seconds if timed else None,
+        "timed_images": timed_images,
+        "time_per_image_s": train_seconds / timed_images if timed_images else None,
+        "images_per_second": timed_images / train_seconds if timed_images and train_seconds > 0 else None,
+        "eval_seconds": sum(r["eval_seconds"] for r in rows),
+        "peak_allocated_bytes": last["peak_allocated_bytes"],
+        "peak_reserved_bytes": last["peak_reserved_bytes"],
+        "peak_rss_bytes": last["peak_rss_bytes"],
+    }
+
+
+def run_cell(cell: Cell, ctx: RunContext) -> str:
+    """Train a cell and record it: status running first, then done / diverged / failed."""
+    cell_dir = ctx.sweep_dir / cell.id
+    main = ctx.accelerator.is_main_process
+    record = {
+        "schema_version": results.SCHEMA_VERSION,
+        "sweep": ctx.sweep_name,
+        "cell_id": cell.id,
+        "cell_index": cell.index,
+        "swept": cell.swept,
+        "settings": cell.settings.model_dump(mode="json"),
+        "environment": ctx.environment,
+        "report": ctx.report_rules,
+        "started_utc": measure.utc_now(),
+        "status": "running",
+    }
+    if main:
+        cell_dir.mkdir(parents=True, exist_ok=True)
+        results.write_result(cell_dir, record)
+    try:
+        status, summary = train_loop(cell, ctx, cell_dir)
+        record.update(status=status, summary=summary, error=None)
+    except Exception as exc:  # the cell fails; the record says why; the sweep goes on
+        record.update(status="failed", summary=None, error=f"{type(exc).__name__}: {exc}")
+        if main:
+            (cell_dir / "traceback.txt").write_text(traceback.format_exc())
+    record["finished_utc"] = measure.utc_now()
+    if main:
+        results.write_result(cell_dir, record)
+    return record["status"]
