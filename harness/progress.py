@@ -50,6 +50,7 @@ class Progress:
     def message(self, text: str) -> None:
         if self.main:
             tqdm.write(text, file=sys.stdout)
+            sys.stdout.flush()  # logs under Slurm or a pipe show each epoch as it ends
 
     def epoch_line(self, cell_id: str, row: dict, epochs: int) -> None:
         tpi = row["time_per_image_s"]

@@ -82,7 +82,7 @@ def table(frame: pd.DataFrame, columns: list[Column]) -> dict:
     present = [c for c in columns if c.key in frame.columns]
     return {
         "headers": [c.header for c in present],
-        "keys": [c.key for c in present],
+        "columns": [c.key for c in present],
         "rows": [[cell(row[c.key], c.fmt) for c in present] for _, row in frame.iterrows()],
     }
 

@@ -15,7 +15,9 @@ from harness.train import RunContext, run_cell
 
 def run_sweep(config: SweepConfig, cells: list[plan.Cell], sweep_dir: Path, mnist_folder: Path | None,
               quiet: bool, write_report: bool) -> int:
-    accelerator = Accelerator(mixed_precision=config.train.mixed_precision,
+    # Without cpu=True, Accelerate only forms a process group on accelerators: on a CPU machine
+    # `accelerate launch --multi_gpu` or torchrun would start P unconnected single processes.
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=config.train.mixed_precision,
                               log_with=config.log_with or None, project_dir=sweep_dir)
     plan.check_divisible(cells, accelerator.num_processes)
     # Decided once, before any rank writes, so every rank agrees on what to train.

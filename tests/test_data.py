@@ -1,0 +1,64 @@
+"""Finding and reading MNIST: the accepted folder layouts, md5 checks, the IDX decoder, the splits."""
+
+from __future__ import annotations
+
+import gzip
+
+import numpy as np
+import pytest
+import torch
+
+from harness.data import MNIST_MD5, find_mnist, load_mnist, read_idx, to_device
+from harness.errors import DataError
+
+# From the data folder's README: label counts of digits 0..9
+TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+
+
+@pytest.mark.parametrize("layout", ["", "raw", "MNIST/raw"])
+def test_accepted_layouts(tmp_path, data_dir, layout):
+    inner = tmp_path / layout
+    inner.mkdir(parents=True, exist_ok=True)
+    for name in MNIST_MD5:
+        (inner / name).symlink_to(data_dir / name)
+    assert find_mnist(tmp_path) == inner
+
+
+def test_missing_file_is_named(tmp_path, data_dir):
+    for name in list(MNIST_MD5)[:3]:
+        (tmp_path / name).symlink_to(data_dir / name)
+    with pytest.raises(DataError, match="lacks the MNIST files"):
+        find_mnist(tmp_path)
+
+
+def test_wrong_bytes_fail_the_md5(tmp_path, data_dir):
+    for name in MNIST_MD5:
+        (tmp_path / name).symlink_to(data_dir / name)
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").unlink()
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(bytes(10008)))
+    with pytest.raises(DataError, match="t10k-labels-idx1-ubyte.gz is corrupt"):
+        find_mnist(tmp_path)
+
+
+def test_idx_decoder_on_a_written_fixture(tmp_path):
+    images = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    header = b"\x00\x00\x08\x03" + b"".join(d.to_bytes(4, "big") for d in images.shape)
+    (tmp_path / "x.gz").write_bytes(gzip.compress(header + images.tobytes()))
+    assert np.array_equal(read_idx(tmp_path / "x.gz"), images)
+    (tmp_path / "bad.gz").write_bytes(gzip.compress(b"\x00\x00\x0d\x01" + (4).to_bytes(4, "big") + bytes(16)))
+    with pytest.raises(DataError, match="not a uint8 IDX"):
+        read_idx(tmp_path / "bad.gz")
+
+
+def test_real_mnist_and_the_held_out_split(data_dir):
+    arrays = load_mnist(find_mnist(data_dir))
+    assert arrays.train_images.shape == (60_000, 28, 28) and arrays.test_images.shape == (10_000, 28, 28)
+    assert np.bincount(arrays.train_labels).tolist() == TRAIN_COUNTS
+    assert np.bincount(arrays.test_labels).tolist() == TEST_COUNTS
+    splits = to_device(arrays, 5000, torch.device("cpu"))
+    assert splits.train_x.shape == (55_000, 784) and splits.val_x.shape == (5000, 784)
+    assert 0.0 == splits.train_x.min() and splits.train_x.max() == 1.0
+    # validation is the first 5,000 training images (TF's split), disjoint from what is trained on
+    assert torch.equal(splits.val_y, torch.from_numpy(arrays.train_labels[:5000].astype(np.int64)))
+    assert torch.equal(splits.train_y, torch.from_numpy(arrays.train_labels[5000:].astype(np.int64)))

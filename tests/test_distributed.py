@@ -1,0 +1,73 @@
+"""Real multi-process runs on CPU (gloo): accelerate launch and torchrun, 2 processes vs 1.
+
+With a GLOBAL batch B, each of P ranks trains on its B/P slice of the same permutation and DDP
+averages the gradients, so step k sees the same images and the same weights as in one process:
+the first-step losses must agree up to float32 summation order (tolerance 1e-5 absolute).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+from conftest import BIN, DATA_DIR, REPO, read_json, write_config
+
+pytestmark = pytest.mark.slow
+
+ONE_CELL = {
+    "name": "dist",
+    "train": {"batch_size": 64, "epochs": 1, "images_per_epoch": 3200, "warmup_steps": 6},
+    "data": {"train_eval_size": 1000},
+}
+LOSS_TOLERANCE = 1e-5
+
+
+def launch(prefix: list[str], config, results, *extra: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HARNESS_DATA_DIR": str(DATA_DIR), "OMP_NUM_THREADS": "1"}
+    cmd = [*prefix, str(REPO / "harness" / "run.py"), "--config", str(config), "--results-dir", str(results),
+           "--quiet", *extra]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+
+
+ACCELERATE_2 = [str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2"]
+ACCELERATE_1 = [str(BIN / "accelerate"), "launch", "--num_processes", "1"]
+TORCHRUN_2 = [str(BIN / "torchrun"), "--nproc_per_node", "2"]
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory):
+    root = tmp_path_factory.mktemp("one")
+    proc = launch(ACCELERATE_1, write_config(root, ONE_CELL), root / "results")
+    assert proc.returncode == 0, proc.stderr
+    (cell,) = (root / "results" / "dist").glob("*/result.json")
+    return read_json(cell)
+
+
+@pytest.mark.parametrize("launcher", [ACCELERATE_2, TORCHRUN_2], ids=["accelerate", "torchrun"])
+def test_two_processes_match_one(launcher, one_process, tmp_path):
+    proc = launch(launcher, write_config(tmp_path, ONE_CELL), tmp_path / "results")
+    assert proc.returncode == 0, proc.stderr
+    (cell,) = (tmp_path / "results" / "dist").glob("*/result.json")
+    two = read_json(cell)
+    assert two["cell_id"] == one_process["cell_id"]
+    assert two["environment"]["num_processes"] == 2
+    assert two["environment"]["distributed_type"] == "DistributedType.MULTI_CPU"
+    assert two["summary"]["local_batch_size"] == 32 and one_process["summary"]["local_batch_size"] == 64
+    assert two["summary"]["images_seen"] == one_process["summary"]["images_seen"] == 3200
+    losses, reference = two["summary"]["first_step_losses"], one_process["summary"]["first_step_losses"]
+    assert len(losses) == len(reference) == 6
+    assert losses == pytest.approx(reference, abs=LOSS_TOLERANCE)
+    # the losses move, so agreement after step 1 means the gradients were averaged across ranks
+    assert abs(reference[5] - reference[0]) > 100 * LOSS_TOLERANCE
+    # one progress summary and one report from the main process only
+    assert proc.stdout.count("sweep dist:") == 1 and proc.stdout.count("report:") == 1
+
+
+def test_global_batch_not_divisible_is_refused(tmp_path):
+    config = write_config(tmp_path, {**ONE_CELL, "train": {**ONE_CELL["train"], "batch_size": 63}})
+    proc = launch(ACCELERATE_2, config, tmp_path / "results")
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("harness: error:")]
+    assert len(errors) == 1 and "train.batch_size=63" in errors[0] and "not divisible by the 2 processes" in errors[0]
+    assert not list((tmp_path / "results").rglob("result.json"))

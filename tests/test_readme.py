@@ -1,0 +1,58 @@
+"""The README's two quick-start commands, as written."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+from conftest import DATA_DIR, REPO, read_json
+
+
+def quickstart(marker: str) -> str:
+    readme = (REPO / "README.md").read_text()
+    match = re.search(rf"<!-- {marker} -->\s*```bash\n(.+?)\n```", readme, re.S)
+    assert match, f"README lost its {marker} block"
+    command = match.group(1).strip()
+    assert "\n" not in command, "a quick-start step is one command"
+    return command
+
+
+def test_ci_runs_the_readme_test_command_verbatim():
+    ci_lines = (REPO / ".ci" / "run").read_text().splitlines()
+    assert quickstart("quickstart-test") in ci_lines
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_readme_run_command_in_a_fresh_copy(tmp_path):
+    """Runs the first command in a copy of the repository: a new venv, the install, the main job.
+
+    To keep CI short the main job gets a smaller override appended (1 epoch, batch sizes 512 and
+    2048); everything else, the venv and `accelerate launch harness/run.py` included, is as written.
+    """
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
+                           text=True, check=True).stdout.split()
+    copy = tmp_path / "repo"
+    for name in files:
+        if (REPO / name).is_file():
+            (copy / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, copy / name)
+    command = quickstart("quickstart-run")
+    assert command.endswith("accelerate launch harness/run.py")
+    smaller = " --set train.epochs=1 --set 'sweep.train.batch_size=[512,2048]' --quiet"
+    env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
+    env["HARNESS_DATA_DIR"] = str(DATA_DIR)  # offline: no download
+    try:
+        proc = subprocess.run(["bash", "-c", command + smaller], cwd=copy, env=env, capture_output=True,
+                              text=True, timeout=1500)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        results = sorted((copy / "results" / "default").glob("*/result.json"))
+        assert [p.parent.name.split("-")[0] for p in results] == ["bs2048", "bs512"]
+        assert all(read_json(p)["status"] == "done" for p in results)
+        report = (copy / "results" / "default" / "report.html").read_text()
+        assert "Sweet spot" in report or "No sweet spot" in report
+    finally:
+        shutil.rmtree(copy / ".venv", ignore_errors=True)  # ~6 GB

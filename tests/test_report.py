@@ -1,0 +1,158 @@
+"""The report: built from real results, parsed back, every number equal to the result files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import shutil
+from html.parser import HTMLParser
+
+import pandas as pd
+import pytest
+from conftest import harness, read_json
+
+from harness.analysis import add_time_to_target, by_batch_size, flat_point, sweet_spot
+
+
+class TableParser(HTMLParser):
+    """Rows of every <table class="data"> as {data-key: data-value}, and every src/href seen."""
+
+    def __init__(self):
+        super().__init__()
+        self.tables, self.links, self._row = [], [], None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        self.links += [attrs[a] for a in ("src", "href") if a in attrs]
+        if tag == "table" and attrs.get("class") == "data":
+            self.tables.append([])
+        elif tag == "tr" and self.tables:
+            self._row = {}
+        elif tag == "td" and self._row is not None and "data-key" in attrs:
+            self._row[attrs["data-key"]] = attrs["data-value"]
+
+    def handle_endtag(self, tag):
+        if tag == "tr" and self._row:
+            self.tables[-1].append(self._row)
+            self._row = None
+        if tag == "table":
+            self._row = None
+
+
+def parse(html: str) -> TableParser:
+    parser = TableParser()
+    parser.feed(html)
+    return parser
+
+
+def as_number(text: str):
+    return None if text == "" else json.loads(text)
+
+
+@pytest.mark.slow
+def test_report_numbers_equal_the_result_files(small_sweep, tmp_path):
+    out = tmp_path / "report.html"
+    proc = harness("report", str(small_sweep), "-o", str(out), "--target", "0.9")
+    assert proc.returncode == 0, proc.stderr
+    html = out.read_text()
+    parsed = parse(html)
+    per_batch, cells = parsed.tables
+    assert len(cells) == 2 and len(per_batch) == 2
+    for row in cells:
+        cell_dir = small_sweep / row["cell_id"]
+        result = read_json(cell_dir / "result.json")
+        s = result["summary"]
+        for key in ("best_val_accuracy", "test_accuracy_at_best_val", "final_test_accuracy", "time_per_image_s",
+                    "images_per_second", "eval_seconds", "epochs_completed", "best_epoch", "warmup_steps",
+                    "peak_rss_bytes", "peak_allocated_bytes"):
+            assert as_number(row[key]) == s[key], key
+        assert as_number(row["batch_size"]) == result["settings"]["train"]["batch_size"]
+        assert row["status"] == "done"
+        # time to target, recomputed straight from epochs.csv
+        with open(cell_dir / "epochs.csv") as fh:
+            reached = [r for r in csv.DictReader(fh) if float(r["val_accuracy"]) >= 0.9]
+        expected = int(reached[0]["optimizer_steps"]) * result["settings"]["train"]["batch_size"] * s["time_per_image_s"]
+        assert as_number(row["time_to_target_s"]) == pytest.approx(expected, rel=1e-12)
+        batch_row = next(b for b in per_batch if b["batch_size"] == row["batch_size"])
+        assert as_number(batch_row["accuracy"]) == s["test_accuracy_at_best_val"]
+        assert as_number(batch_row["n"]) == 1
+    assert "Sweet spot: batch size" in html
+    assert html.count("data:image/png;base64,") == 3  # accuracy, time per image, memory
+
+
+@pytest.mark.slow
+def test_report_is_self_contained(small_sweep, tmp_path):
+    out = tmp_path / "report.html"
+    assert harness("report", str(small_sweep), "-o", str(out)).returncode == 0
+    html = out.read_text()
+    links = parse(html).links
+    assert links and all(link.startswith("data:") for link in links), links
+    without_images = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", html)
+    assert "://" not in without_images and "<link" not in without_images and "@import" not in without_images
+    assert "<script src" not in without_images
+
+
+@pytest.mark.slow
+def test_unreadable_result_is_a_warning_not_a_crash(small_sweep, tmp_path):
+    folder = tmp_path / "small"
+    shutil.copytree(small_sweep, folder)
+    broken = next(p for p in folder.iterdir() if p.is_dir()) / "result.json"
+    broken.write_text(broken.read_text()[:40])
+    proc = harness("report", str(folder), "-o", str(tmp_path / "r.html"))
+    assert proc.returncode == 0 and "warning: skipped" in proc.stderr
+    assert "unreadable" in (tmp_path / "r.html").read_text()
+    assert len(parse((tmp_path / "r.html").read_text()).tables[1]) == 1
+
+
+def test_empty_folder_is_exit_2(tmp_path):
+    proc = harness("report", str(tmp_path), "-o", str(tmp_path / "r.html"))
+    assert proc.returncode == 2 and "no result.json" in proc.stderr
+    assert not (tmp_path / "r.html").exists()
+
+
+def frame(rows):
+    base = {"source": "s", "sweep": "w", "variant": "", "status": "done", "n_reached": 1, "n": 1}
+    return pd.DataFrame([{**base, **r} for r in rows])
+
+
+def test_sweet_spot_picks_fastest_within_tolerance():
+    table = frame([
+        {"batch_size": 16, "accuracy": 0.980, "time_to_target_s": 30.0, "time_per_image_s": 4e-5},
+        {"batch_size": 64, "accuracy": 0.978, "time_to_target_s": 12.0, "time_per_image_s": 1.2e-5},
+        {"batch_size": 256, "accuracy": 0.976, "time_to_target_s": 9.0, "time_per_image_s": 0.5e-5},
+        {"batch_size": 1024, "accuracy": 0.950, "time_to_target_s": 5.0, "time_per_image_s": 0.45e-5},
+    ])
+    assert sweet_spot(table, tolerance=0.005, target=0.97).batch_size == 256
+    assert sweet_spot(table, tolerance=0.001, target=0.97).batch_size == 16
+    # the simpler rule disagrees: time per image is flat from 256 on, but 1024 loses accuracy
+    assert flat_point(table, threshold=0.15) == 256
+    assert flat_point(table, threshold=0.05) == 1024
+
+
+def test_sweet_spot_ties_single_cell_and_nothing_done():
+    tie = frame([
+        {"batch_size": 128, "accuracy": 0.98, "time_to_target_s": 10.0, "time_per_image_s": 1e-5},
+        {"batch_size": 64, "accuracy": 0.98, "time_to_target_s": 10.0, "time_per_image_s": 1e-5},
+    ])
+    assert sweet_spot(tie, 0.005, 0.97).batch_size == 64  # equal time: the smaller batch
+    single = frame([{"batch_size": 32, "accuracy": 0.975, "time_to_target_s": 7.0, "time_per_image_s": 2e-5}])
+    assert sweet_spot(single, 0.005, 0.97).batch_size == 32 and flat_point(single, 0.05) == 32
+    assert sweet_spot(pd.DataFrame(), 0.005, 0.97).batch_size is None
+    missed = frame([{"batch_size": 32, "accuracy": 0.96, "time_to_target_s": None, "n_reached": 0, "time_per_image_s": 2e-5}])
+    verdict = sweet_spot(missed, 0.005, 0.97)
+    assert verdict.batch_size is None and "reached the target" in verdict.explanation
+
+
+def test_all_cells_failed_gives_no_table():
+    cells = frame([{"batch_size": 8, "cell_id": "a", "status": "failed", "seed": 0}])
+    assert by_batch_size(add_time_to_target(cells, pd.DataFrame(), 0.97)).empty
+
+
+def test_time_to_target_uses_first_epoch_at_target():
+    cells = frame([{"batch_size": 100, "cell_id": "a", "seed": 0, "time_per_image_s": 1e-4}])
+    epochs = pd.DataFrame({"source": "s", "sweep": "w", "cell_id": "a", "epoch": [1, 2, 3],
+                           "val_accuracy": [0.95, 0.971, 0.99], "optimizer_steps": [550, 1100, 1650]})
+    row = add_time_to_target(cells, epochs, 0.97).iloc[0]
+    assert row["epochs_to_target"] == 2 and row["steps_to_target"] == 1100
+    assert row["time_to_target_s"] == pytest.approx(1100 * 100 * 1e-4)
