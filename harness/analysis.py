@@ -77,7 +77,7 @@ def sweet_spot(table: pd.DataFrame, tolerance: float, target: float) -> Verdict:
     pick = timed.sort_values(["time_to_target_s", "batch_size"]).iloc[0]
     return Verdict(
         int(pick["batch_size"]), pick["variant"],
-        f"batch size {int(pick['batch_size'])} reaches {target:.3f} validation accuracy in "
+        f"It reaches {target:.3f} validation accuracy in "
         f"{pick['time_to_target_s']:.2f} s of training, the fastest of the {len(near)} batch size(s) "
         f"whose test accuracy ({pick['accuracy']:.4f}) is within {tolerance:.3f} of the best ({best:.4f})",
     )

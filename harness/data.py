@@ -63,8 +63,9 @@ def download(root: Path) -> Path:
         MNIST(str(root), train=True, download=True)
         MNIST(str(root), train=False, download=True)
     except Exception as exc:  # torchvision raises plain RuntimeError/URLError on network failure
+        reason = " ".join(str(exc).split())[:300]  # torchvision's message spans lines; ours is one
         raise DataError(
-            f"could not download MNIST into {root} ({type(exc).__name__}: {exc}); "
+            f"could not download MNIST into {root} ({type(exc).__name__}: {reason}); "
             f"offline, pass --data-dir or set ${DATA_DIR_ENV} to a folder with the four .gz files"
         ) from None
     return find_mnist(root)

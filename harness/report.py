@@ -79,7 +79,7 @@ def cell(value, fmt: str) -> dict:
 
 
 def table(frame: pd.DataFrame, columns: list[Column]) -> dict:
-    present = [c for c in columns if c.key in frame.columns]
+    present = [c for c in columns if c.key in frame.columns and not (c.fmt == "s" and (frame[c.key] == "").all())]
     return {
         "headers": [c.header for c in present],
         "columns": [c.key for c in present],

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -52,7 +53,18 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 def write_result(cell_dir: Path, result: dict[str, Any]) -> None:
-    write_atomic(cell_dir / "result.json", json.dumps(result, indent=2, allow_nan=False) + "\n")
+    write_atomic(cell_dir / "result.json", json.dumps(finite_or_null(result), indent=2, allow_nan=False) + "\n")
+
+
+def finite_or_null(value: Any) -> Any:
+    """NaN and infinity become null: strict JSON, and a non-number is not a measurement."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_null(v) for v in value]
+    return value
 
 
 def write_epochs(cell_dir: Path, rows: list[dict[str, Any]]) -> None:

@@ -62,3 +62,20 @@ def test_real_mnist_and_the_held_out_split(data_dir):
     # validation is the first 5,000 training images (TF's split), disjoint from what is trained on
     assert torch.equal(splits.val_y, torch.from_numpy(arrays.train_labels[:5000].astype(np.int64)))
     assert torch.equal(splits.train_y, torch.from_numpy(arrays.train_labels[5000:].astype(np.int64)))
+
+
+def test_without_a_data_folder_it_downloads_or_says_how_to_work_offline(tmp_path):
+    """No --data-dir and no $HARNESS_DATA_DIR: torchvision downloads into the cache. Offline (CI),
+    that fails, and the user gets one line naming the option and the variable, exit 2."""
+    from conftest import SMALL, harness, write_config
+
+    config = write_config(tmp_path, {**SMALL, "sweep": {"train.batch_size": [256]}, "train": {**SMALL["train"], "epochs": 1}})
+    proc = harness("run", "--config", str(config), "--results-dir", str(tmp_path / "r"), "--no-report",
+                   env={"HARNESS_DATA_DIR": "", "XDG_CACHE_HOME": str(tmp_path / "cache")})
+    if proc.returncode == 2:
+        assert proc.stderr.count("\n") == 1 and "could not download MNIST" in proc.stderr
+        assert "--data-dir" in proc.stderr and "HARNESS_DATA_DIR" in proc.stderr
+        assert not list((tmp_path / "r").rglob("result.json"))
+    else:
+        assert proc.returncode == 0, proc.stderr
+        assert find_mnist(tmp_path / "cache" / "harness") == tmp_path / "cache" / "harness" / "MNIST" / "raw"
