@@ -63,7 +63,7 @@ class IndexStream:
         return torch.cat(parts)
 
 
-def build_optimizer(settings: CellSettings, params, device: torch.device) -> torch.optim.Optimizer:
+def build_optimizer(settings: CellSettings, params) -> torch.optim.Optimizer:
     o = settings.optim
     lr = o.lr_for(settings.train.batch_size)
     if o.name == "sgd":
@@ -82,7 +82,7 @@ def train_loop(cell: Cell, ctx: RunContext, cell_dir: Path) -> tuple[str, dict[s
     # Same seed on every rank: identical initial weights (DDP also broadcasts rank 0's).
     torch.manual_seed(s.train.seed)
     model = build_mlp(s.model).to(device)
-    optimizer = build_optimizer(s, model.parameters(), device)
+    optimizer = build_optimizer(s, model.parameters())
     model, optimizer = acc.prepare(model, optimizer)
     eval_model = acc.unwrap_model(model)
     stream = IndexStream(len(ctx.splits.train_y), s.train.sampling, s.train.seed)
@@ -128,17 +128,7 @@ def train_loop(cell: Cell, ctx: RunContext, cell_dir: Path) -> tuple[str, dict[s
 
         # Evaluation: its own clock, never part of time per image; each rank scores a slice.
         with measure.SyncedTimer(device) as evaluation:
-            eval_model.eval()
-            correct = torch.stack([
-                count_correct(eval_model, *_rank_slice(x, y, rank, world))
-                for x, y in (
-                    (ctx.splits.train_x[: s.data.train_eval_size], ctx.splits.train_y[: s.data.train_eval_size]),
-                    (ctx.splits.val_x, ctx.splits.val_y),
-                    (ctx.splits.test_x, ctx.splits.test_y),
-                )
-            ])
-            eval_model.train()
-            correct = acc.reduce(correct, "sum").tolist()
+            correct = evaluate(eval_model, ctx.splits, s.data.train_eval_size, acc)
 
         timed_steps = steps_per_epoch - n_warm
         seconds = _max_over_ranks(acc, [timed.seconds, evaluation.seconds])
@@ -167,8 +157,15 @@ def train_loop(cell: Cell, ctx: RunContext, cell_dir: Path) -> tuple[str, dict[s
     return "done", summarize(rows, s, first_losses, warmup_seconds, world)
 
 
-def _rank_slice(x: torch.Tensor, y: torch.Tensor, rank: int, world: int) -> tuple[torch.Tensor, torch.Tensor]:
-    return x.tensor_split(world)[rank], y.tensor_split(world)[rank]
+def evaluate(model: torch.nn.Module, splits: Splits, train_eval_size: int, acc: Accelerator) -> list[int]:
+    """Correct counts on (train prefix, validation, test); each rank scores its slice, then one sum."""
+    model.eval()
+    sets = [(splits.train_x[:train_eval_size], splits.train_y[:train_eval_size]),
+            (splits.val_x, splits.val_y), (splits.test_x, splits.test_y)]
+    rank, world = acc.process_index, acc.num_processes
+    correct = torch.stack([count_correct(model, x.tensor_split(world)[rank], y.tensor_split(world)[rank]) for x, y in sets])
+    model.train()
+    return acc.reduce(correct, "sum").tolist()
 
 
 def _max_over_ranks(acc: Accelerator, values: list[float]) -> list[float]:

@@ -132,3 +132,13 @@ def test_console_command_exits_2_with_one_line(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "train.batch_size" in proc.stderr
     assert proc.stdout == "" and not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("command,expected", [("run", ["--config", "--set", "--data-dir", "HARNESS_DATA_DIR", "--quiet", "GLOBAL"]),
+                                              ("plan", ["--config", "--set", "--results-dir"]),
+                                              ("report", ["RESULTS_DIR", "--output", "--target", "--tolerance"])])
+def test_every_command_explains_itself(command, expected):
+    proc = harness(command, "--help")
+    assert proc.returncode == 0
+    text = " ".join(proc.stdout.split())
+    assert all(word in text for word in expected), text
