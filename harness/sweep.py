@@ -26,8 +26,9 @@ def run_sweep(config: SweepConfig, cells: list[plan.Cell], sweep_dir: Path, mnis
     progress = Progress(accelerator.is_main_process, quiet)
     progress.message(f"sweep {config.name}: {len(cells)} cells, {len(cells) - len(todo)} already done, "
                      f"{accelerator.num_processes} process(es) on {accelerator.device}")
+    todo_ids = {c.id for c in todo}
     for cell in cells:
-        if cell not in todo:
+        if cell.id not in todo_ids:
             progress.message(f"skip {cell.id}: already done")
     if not todo:
         return _finish(accelerator, sweep_dir, write_report, {})
