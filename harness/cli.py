@@ -9,7 +9,7 @@ from pathlib import Path
 
 from harness import data, plan, results
 from harness.config import SweepConfig, load_config
-from harness.errors import HarnessError
+from harness.errors import ConfigError, HarnessError
 from harness.measure import REPO_ROOT
 
 DEFAULT_CONFIG = "configs/default.yaml"
@@ -60,7 +60,48 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("-o", "--output", type=Path, default=Path("report.html"), help="HTML file to write")
     rep.add_argument("--target", type=float, help="target validation accuracy (default: from the results' config)")
     rep.add_argument("--tolerance", type=float, help="accuracy tolerance for the sweet spot (default: from config)")
+    bench = sub.add_parser("bench", help="time the harness engine against a plain DataLoader loop, side by side",
+                           description="One process. For each batch size, train the same model on the same images "
+                                       "with the reference loop (torchvision MNIST + DataLoader + accelerator.prepare "
+                                       "+ loss.item() every step) and with the harness engine in each mode, "
+                                       "alternating repeats; print median time per image, the ratio, MFU, and "
+                                       "check both did the same work. Writes OUT/bench.json and OUT/bench.csv.")
+    bench.add_argument("--batch-sizes", help="comma-separated (default: 1,4,16,64,256,1024,4096,16384)")
+    bench.add_argument("--images", type=int, help="images per timed run at small batches (default 4096; at least "
+                                                  "20 steps are always run)")
+    bench.add_argument("--repeats", type=int, default=3, help="alternating repeats per loop (default 3)")
+    bench.add_argument("--modes", help="engine modes to time (default: eager,compile, plus cuda_graphs on CUDA)")
+    bench.add_argument("--quick", action="store_true", help="batch sizes 1,16,256, 256 images, 2 repeats: a smoke run")
+    bench.add_argument("--out", type=Path, default=Path("results/bench"), help="folder for bench.json and bench.csv")
+    bench.add_argument("--data-dir", help=f"MNIST folder (default: ${data.DATA_DIR_ENV}, else download)")
     return parser
+
+
+def bench_command(args) -> int:
+    from harness.bench import DEFAULT_BATCHES, QUICK_BATCHES, run_bench
+
+    batches = _int_list(args.batch_sizes, "--batch-sizes") or list(QUICK_BATCHES if args.quick else DEFAULT_BATCHES)
+    images = args.images or (256 if args.quick else 4096)
+    repeats = 2 if args.quick and args.repeats == 3 else args.repeats
+    modes = [m.strip() for m in args.modes.split(",")] if args.modes else None
+    if any(b < 1 or b > 55_000 for b in batches) or images < 1 or repeats < 1:
+        raise ConfigError("--batch-sizes must lie in 1..55000, --images and --repeats must be >= 1")
+    if modes and set(modes) - {"eager", "compile", "cuda_graphs"}:
+        raise ConfigError(f"--modes: unknown mode in {args.modes!r}; choose from eager, compile, cuda_graphs")
+    data_dir = data.resolve_data_dir(args.data_dir)
+    folder = data.find_mnist(data_dir) if data_dir else data.download(data.CACHE_DIR)
+    run_bench(folder, batches, images, modes, repeats, args.out)
+    print(f"bench: {args.out / 'bench.json'}, {args.out / 'bench.csv'}")
+    return 0
+
+
+def _int_list(text: str | None, option: str) -> list[int]:
+    if not text:
+        return []
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(f"{option}: expected comma-separated whole numbers, got {text!r}") from None
 
 
 def load_plan(args) -> tuple[SweepConfig, list[plan.Cell], Path]:
@@ -101,7 +142,7 @@ def run_command(args) -> int:
     return run_sweep(config, cells, sweep_dir, mnist_folder, quiet=args.quiet, write_report=not args.no_report)
 
 
-COMMANDS = {"run": run_command, "plan": plan_command, "report": report_command}
+COMMANDS = {"run": run_command, "plan": plan_command, "report": report_command, "bench": bench_command}
 
 
 def main(argv: list[str] | None = None) -> int:

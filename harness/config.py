@@ -73,6 +73,8 @@ class TrainSettings(_Frozen):
     seed: int = Field(0, ge=0)
     warmup_steps: int = Field(5, ge=0, description="first steps of the cell, excluded from timing")
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    # eager | compile (torch.compile) | cuda_graphs (whole step captured once, replayed; CUDA only)
+    mode: Literal["eager", "compile", "cuda_graphs"] = "eager"
 
 
 class CellSettings(_Frozen):
@@ -110,6 +112,9 @@ class CellSettings(_Frozen):
             )
         if self.data.train_eval_size > split:
             raise ValueError(f"data.train_eval_size must be at most the training split ({split})")
+        if self.train.mode == "cuda_graphs" and self.train.mixed_precision == "fp16":
+            raise ValueError("train.mode=cuda_graphs cannot use fp16: its loss scaler reads the GPU every step; "
+                             "use bf16 or no mixed precision")
         return self
 
 

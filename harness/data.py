@@ -110,6 +110,11 @@ class Splits:
     test_x: torch.Tensor
     test_y: torch.Tensor
 
+    @property
+    def nbytes(self) -> int:
+        """Device bytes held (train and validation share one tensor)."""
+        return sum(t.untyped_storage().nbytes() for t in (self.train_x, self.train_y, self.test_x, self.test_y))
+
 
 def to_device(arrays: MnistArrays, val_size: int, device: torch.device) -> Splits:
     """Validation = the first `val_size` training images (TF's read_data_sets), never the test set."""

@@ -24,20 +24,26 @@ def synchronize(device: torch.device) -> None:
 
 
 class SyncedTimer:
-    """Wall time of a region with a device sync at each edge (never inside)."""
+    """Wall time of a region with a device sync at each edge (never inside); with a monitor,
+    also the GPU energy spent in it (None where unknown)."""
 
-    def __init__(self, device: torch.device):
-        self.device = device
+    def __init__(self, device: torch.device, monitor=None):
+        self.device, self.monitor = device, monitor
         self.seconds = 0.0
+        self.joules: float | None = None
 
     def __enter__(self) -> SyncedTimer:
         synchronize(self.device)
+        self._energy = self.monitor.mark_window(True) if self.monitor else None
         self._start = time.perf_counter()
         return self
 
     def __exit__(self, *exc) -> None:
         synchronize(self.device)
         self.seconds = time.perf_counter() - self._start
+        energy = self.monitor.mark_window(False) if self.monitor else None
+        if self._energy is not None and energy is not None:
+            self.joules = (energy - self._energy) / 1000.0
 
 
 def reset_memory_peaks(device: torch.device) -> None:
@@ -123,6 +129,16 @@ def git_commit() -> str | None:
         commit = run("rev-parse", "HEAD")
         return commit + ("+dirty" if run("status", "--porcelain", "--untracked-files=no") else "")
     except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def seconds_since_process_start() -> float | None:
+    """Wall time since this process started (imports, config, data onto the device included)."""
+    try:
+        import psutil
+
+        return time.time() - psutil.Process().create_time()
+    except Exception:
         return None
 
 

@@ -19,7 +19,7 @@ from harness.config import CellSettings, SweepConfig, describe
 from harness.errors import ConfigError
 
 # readable slug prefixes for the keys users sweep most; other keys use their last name part
-SLUG_NAMES = {"train.batch_size": "bs", "train.seed": "seed"}
+SLUG_NAMES = {"train.batch_size": "bs", "train.seed": "seed", "train.mode": ""}
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ EPOCH_COLUMNS = (
     "train_seconds",
     "time_per_image_s",
     "eval_seconds",
+    "energy_j",
     "peak_allocated_bytes",
     "peak_reserved_bytes",
     "peak_rss_bytes",

@@ -6,9 +6,11 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import AutocastKwargs
 
 from harness import data, measure, plan, results
 from harness.config import SweepConfig
+from harness.engine import check_mode
 from harness.progress import Progress
 from harness.train import RunContext, run_cell
 
@@ -17,9 +19,14 @@ def run_sweep(config: SweepConfig, cells: list[plan.Cell], sweep_dir: Path, mnis
               quiet: bool, write_report: bool) -> int:
     # Without cpu=True, Accelerate only forms a process group on accelerators: on a CPU machine
     # `accelerate launch --multi_gpu` or torchrun would start P unconnected single processes.
+    graphs = any(c.settings.train.mode == "cuda_graphs" for c in cells)
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=config.train.mixed_precision,
-                              log_with=config.log_with or None, project_dir=sweep_dir)
+                              log_with=config.log_with or None, project_dir=sweep_dir,
+                              # autocast's weight cache cannot live across CUDA graph replays
+                              kwargs_handlers=[AutocastKwargs(cache_enabled=False)] if graphs else None)
     plan.check_divisible(cells, accelerator.num_processes)
+    for cell in cells:
+        check_mode(cell.settings, accelerator)
     # Decided once, before any rank writes, so every rank agrees on what to train.
     todo = [c for c in cells if not results.is_done(sweep_dir / c.id)]
     accelerator.wait_for_everyone()
@@ -39,11 +46,17 @@ def run_sweep(config: SweepConfig, cells: list[plan.Cell], sweep_dir: Path, mnis
     # Denormal weights make small-batch CPU steps ~3x slower; flushing them changes no result we report.
     torch.set_flush_denormal(True)
     arrays = data.load_mnist(mnist_folder)
-    splits = {}  # by validation size, which a sweep may vary
-    if config.log_with:
-        accelerator.init_trackers(config.name, config=_flat(config.model_dump(mode="json")))
+    # by validation size, which a sweep may vary; float32 on the device: 4x the bytes of uint8,
+    # but no convert kernel in every step
+    first_val = todo[0].settings.data.val_size
+    splits = {first_val: data.to_device(arrays, first_val, accelerator.device)}
+    measure.synchronize(accelerator.device)
     environment = measure.environment(accelerator.device, accelerator.num_processes,
                                       str(accelerator.distributed_type), accelerator.mixed_precision)
+    environment["dataset_device_bytes"] = splits[first_val].nbytes
+    environment["startup_s"] = measure.seconds_since_process_start()  # imports, config, data on device
+    if config.log_with:
+        accelerator.init_trackers(config.name, config=_flat(config.model_dump(mode="json")))
     progress.start_sweep(len(todo))
     statuses = {}
     for cell in todo:

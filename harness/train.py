@@ -12,15 +12,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from accelerate import Accelerator
 
 from harness import measure, results
 from harness.config import CellSettings
 from harness.data import Splits
-from harness.model import build_mlp, count_correct
+from harness.engine import build_engine
+from harness.model import count_correct
 from harness.plan import Cell
 from harness.progress import Progress
+from harness.telemetry import NvmlMonitor, compute_precision, flops_per_image, mfu, peak_flops
 
 
 @dataclass
@@ -63,15 +64,6 @@ class IndexStream:
         return torch.cat(parts)
 
 
-def build_optimizer(settings: CellSettings, params) -> torch.optim.Optimizer:
-    o = settings.optim
-    lr = o.lr_for(settings.train.batch_size)
-    if o.name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=o.momentum, weight_decay=o.weight_decay)
-    # fused Adam: one kernel for all parameters, on CUDA and (torch >= 2.4) CPU
-    return torch.optim.Adam(params, lr=lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay, fused=True)
-
-
 def train_loop(cell: Cell, ctx: RunContext, cell_dir: Path) -> tuple[str, dict[str, Any]]:
     """Returns (status, summary); writes epochs.csv after every epoch."""
     acc, s = ctx.accelerator, cell.settings
@@ -79,82 +71,75 @@ def train_loop(cell: Cell, ctx: RunContext, cell_dir: Path) -> tuple[str, dict[s
     global_batch, steps_per_epoch = s.train.batch_size, s.steps_per_epoch
     local = slice(rank * (global_batch // world), (rank + 1) * (global_batch // world))
 
-    # Same seed on every rank: identical initial weights (DDP also broadcasts rank 0's).
-    torch.manual_seed(s.train.seed)
-    model = build_mlp(s.model).to(device)
-    optimizer = build_optimizer(s, model.parameters())
-    model, optimizer = acc.prepare(model, optimizer)
-    eval_model = acc.unwrap_model(model)
+    engine = build_engine(s, acc, ctx.splits)
     stream = IndexStream(len(ctx.splits.train_y), s.train.sampling, s.train.seed)
     measure.reset_memory_peaks(device)
-
-    def step(idx: torch.Tensor) -> torch.Tensor:
-        x, y = ctx.splits.train_x[idx], ctx.splits.train_y[idx]
-        loss = F.cross_entropy(model(x), y)
-        acc.backward(loss)
-        if s.optim.grad_clip_norm is not None:
-            acc.clip_grad_norm_(model.parameters(), s.optim.grad_clip_norm)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        return loss.detach()
+    monitor = NvmlMonitor(device)
+    monitor.start()
 
     rows: list[dict[str, Any]] = []
     first_losses: list[float] = []
     warmup_left, warmup_seconds, steps_done = s.train.warmup_steps, 0.0, 0
     ctx.progress.start_cell(cell.id, s.train.epochs * steps_per_epoch)
-    for epoch in range(1, s.train.epochs + 1):
-        # The epoch's global order goes to the device once; no host round-trip inside the steps.
-        order = stream.next(steps_per_epoch * global_batch).view(steps_per_epoch, global_batch)
-        order = order[:, local].to(device)
-        n_warm = min(warmup_left, steps_per_epoch)
-        loss_sum = torch.zeros((), device=device)
+    try:
+        for epoch in range(1, s.train.epochs + 1):
+            # The epoch's global order goes to the device once; no host round-trip inside the steps.
+            order = stream.next(steps_per_epoch * global_batch).view(steps_per_epoch, global_batch)
+            order = order[:, local].to(device)
+            n_warm = min(warmup_left, steps_per_epoch)
+            loss_sum = torch.zeros((), device=device)
 
-        # Warm-up: outside the clock; its losses are read per step (a sync we can afford here).
-        with measure.SyncedTimer(device) as warm:
-            for i in range(n_warm):
-                loss = step(order[i])
-                loss_sum += loss
-                first_losses.append(acc.reduce(loss.clone(), "mean").item())
-        warmup_left -= n_warm
-        warmup_seconds += warm.seconds
-        ctx.progress.advance(n_warm)
+            # Warm-up: outside the clock; its losses are read per step (a sync we can afford here).
+            with measure.SyncedTimer(device) as warm:
+                for i in range(n_warm):
+                    loss = engine.step(order[i])
+                    loss_sum += loss
+                    first_losses.append(acc.reduce(loss.clone(), "mean").item())
+            warmup_left -= n_warm
+            warmup_seconds += warm.seconds
+            ctx.progress.advance(n_warm)
 
-        # Timed window: synced only at its two edges; no .item() inside.
-        with measure.SyncedTimer(device) as timed:
-            for i in range(n_warm, steps_per_epoch):
-                loss_sum += step(order[i])
-                ctx.progress.advance_step()
-        steps_done += steps_per_epoch
+            # Timed window: synced only at its two edges; no .item() inside.
+            with measure.SyncedTimer(device, monitor) as timed:
+                for i in range(n_warm, steps_per_epoch):
+                    loss_sum += engine.step(order[i])
+                    ctx.progress.advance_step()
+            steps_done += steps_per_epoch
 
-        # Evaluation: its own clock, never part of time per image; each rank scores a slice.
-        with measure.SyncedTimer(device) as evaluation:
-            correct = evaluate(eval_model, ctx.splits, s.data.train_eval_size, acc)
+            # Evaluation: its own clock, never part of time per image.
+            with measure.SyncedTimer(device) as evaluation:
+                correct = evaluate(engine.eval_model, ctx.splits, s.data.train_eval_size, acc)
 
-        timed_steps = steps_per_epoch - n_warm
-        seconds = _max_over_ranks(acc, [timed.seconds, evaluation.seconds])
-        train_loss = acc.reduce(loss_sum, "sum").item() / (steps_per_epoch * world)
-        row = {
-            "epoch": epoch,
-            "train_loss": train_loss,
-            "train_accuracy": correct[0] / s.data.train_eval_size,
-            "val_accuracy": correct[1] / len(ctx.splits.val_y),
-            "test_accuracy": correct[2] / len(ctx.splits.test_y),
-            "images_seen": steps_done * global_batch,
-            "optimizer_steps": steps_done,
-            "timed_steps": timed_steps,
-            "train_seconds": seconds[0] if timed_steps else None,
-            "time_per_image_s": seconds[0] / (timed_steps * global_batch) if timed_steps else None,
-            "eval_seconds": seconds[1],
-            **_memory_over_ranks(acc, device),
-        }
-        rows.append(row)
-        if acc.is_main_process:
-            results.write_epochs(cell_dir, rows)
-        acc.log({f"{cell.id}/{k}": v for k, v in row.items() if v is not None and k != "epoch"}, step=epoch)
-        ctx.progress.epoch_line(cell.id, row, s.train.epochs)
-        if not math.isfinite(train_loss):
-            return "diverged", summarize(rows, s, first_losses, warmup_seconds, world)
-    return "done", summarize(rows, s, first_losses, warmup_seconds, world)
+            timed_steps = steps_per_epoch - n_warm
+            across = over_ranks(acc, {"train_seconds": (timed.seconds, "max"), "eval_seconds": (evaluation.seconds, "max"),
+                                      "energy_j": (timed.joules, "sum"),
+                                      **{k: (v, "max") for k, v in measure.memory_peaks(device).items()}})
+            train_loss = acc.reduce(loss_sum, "sum").item() / (steps_per_epoch * world)
+            row = {
+                "epoch": epoch,
+                "train_loss": train_loss,
+                "train_accuracy": correct[0] / s.data.train_eval_size,
+                "val_accuracy": correct[1] / len(ctx.splits.val_y),
+                "test_accuracy": correct[2] / len(ctx.splits.test_y),
+                "images_seen": steps_done * global_batch,
+                "optimizer_steps": steps_done,
+                "timed_steps": timed_steps,
+                **across,
+                "train_seconds": across["train_seconds"] if timed_steps else None,
+                "time_per_image_s": across["train_seconds"] / (timed_steps * global_batch) if timed_steps else None,
+            }
+            rows.append(row)
+            if acc.is_main_process:
+                results.write_epochs(cell_dir, rows)
+            acc.log({f"{cell.id}/{k}": v for k, v in row.items() if v is not None and k != "epoch"}, step=epoch)
+            ctx.progress.epoch_line(cell.id, row, s.train.epochs)
+            if not math.isfinite(train_loss):
+                break
+    finally:
+        monitor.stop()
+    status = "done" if math.isfinite(rows[-1]["train_loss"]) else "diverged"
+    gpu = over_ranks(acc, {k: (v, GPU_REDUCE[k]) for k, v in monitor.summary().items()})
+    return status, summarize(rows, s, first_losses, warmup_seconds, world, gpu, ctx.environment)
 
 
 def evaluate(model: torch.nn.Module, splits: Splits, train_eval_size: int, acc: Accelerator) -> list[int]:
@@ -168,26 +153,39 @@ def evaluate(model: torch.nn.Module, splits: Splits, train_eval_size: int, acc: 
     return acc.reduce(correct, "sum").tolist()
 
 
-def _max_over_ranks(acc: Accelerator, values: list[float]) -> list[float]:
-    """The slowest rank's time is the honest wall time of a data-parallel step."""
-    gathered = acc.gather(torch.tensor(values, dtype=torch.float64, device=acc.device))
-    return gathered.view(acc.num_processes, len(values)).max(dim=0).values.tolist()
+# several GPUs: the worst memory, the total power draw, the average utilisation and clock
+GPU_REDUCE = {"nvml_peak_memory_used_bytes": "max", "power_mean_w": "sum", "gpu_util_mean_pct": "mean",
+              "sm_clock_mean_mhz": "mean", "nvml_samples": "sum"}
+REDUCE = {"max": lambda t: t.max(dim=0).values, "sum": lambda t: t.sum(dim=0), "mean": lambda t: t.mean(dim=0)}
 
 
-def _memory_over_ranks(acc: Accelerator, device: torch.device) -> dict[str, int | None]:
-    peaks = measure.memory_peaks(device)
-    raw = [-1 if v is None else v for v in peaks.values()]
-    gathered = acc.gather(torch.tensor(raw, dtype=torch.int64, device=acc.device))
-    worst = gathered.view(acc.num_processes, len(raw)).max(dim=0).values.tolist()
-    return {k: (None if v < 0 else int(v)) for k, v in zip(peaks, worst)}
+def over_ranks(acc: Accelerator, values: dict[str, tuple[float | None, str]]) -> dict[str, float | int | None]:
+    """One gather for several per-rank numbers, each reduced by its op: the slowest rank's time
+    is the honest wall time of a data-parallel step, energy adds up, memory takes the worst.
+    Unknown on any rank stays unknown (None), never 0."""
+    raw = torch.tensor([math.nan if v is None else float(v) for v, _ in values.values()], dtype=torch.float64,
+                       device=acc.device)
+    table = acc.gather(raw).view(acc.num_processes, len(values))
+    out = {}
+    for i, (key, (value, op)) in enumerate(values.items()):
+        column = table[:, i]
+        reduced = REDUCE[op](column).item()
+        out[key] = None if math.isnan(reduced) else (int(reduced) if isinstance(value, int) else reduced)
+    return out
 
 
-def summarize(rows: list[dict], s: CellSettings, first_losses: list[float], warmup_seconds: float, world: int) -> dict:
+def summarize(rows: list[dict], s: CellSettings, first_losses: list[float], warmup_seconds: float, world: int,
+              gpu: dict[str, Any], env: dict[str, Any]) -> dict:
     """Per-cell numbers; accuracy is the test accuracy at the best-validation epoch (first best)."""
     best = max(rows, key=lambda r: r["val_accuracy"])  # max keeps the earliest of equals
     timed = [r for r in rows if r["timed_steps"]]
     train_seconds = sum(r["train_seconds"] for r in timed)
     timed_images = sum(r["timed_steps"] for r in timed) * s.train.batch_size
+    energies = [r["energy_j"] for r in timed]
+    energy = sum(energies) if energies and None not in energies else None
+    time_per_image = train_seconds / timed_images if timed_images else None
+    precision = compute_precision(s.train.mixed_precision)
+    peak = peak_flops(env.get("device_name"), precision) if env.get("device_type") == "cuda" else None
     last = rows[-1]
     return {
         "epochs_completed": len(rows),
@@ -207,12 +205,19 @@ def summarize(rows: list[dict], s: CellSettings, first_losses: list[float], warm
         "first_step_losses": first_losses,
         "train_seconds": train_seconds if timed else None,
         "timed_images": timed_images,
-        "time_per_image_s": train_seconds / timed_images if timed_images else None,
+        "time_per_image_s": time_per_image,
         "images_per_second": timed_images / train_seconds if timed_images and train_seconds > 0 else None,
         "eval_seconds": sum(r["eval_seconds"] for r in rows),
         "peak_allocated_bytes": last["peak_allocated_bytes"],
         "peak_reserved_bytes": last["peak_reserved_bytes"],
         "peak_rss_bytes": last["peak_rss_bytes"],
+        "energy_j": energy,
+        "joules_per_image": energy / timed_images if energy is not None and timed_images else None,
+        **gpu,
+        "flops_per_image": flops_per_image(),
+        "compute_precision": precision,
+        "peak_flops": peak,
+        "mfu": mfu(time_per_image, peak, world),
     }
 
 

@@ -1,0 +1,207 @@
+"""`harness bench`: the harness engine against the loop users write, side by side, one process.
+
+For each batch size both loops train the same freshly initialised model (same seed) on the same
+images in the same order for the same number of steps. Repeats alternate between the loops, and
+each reports the median time per image. A speed-up can never come from doing less: the images,
+the optimizer steps and the final loss of every engine run are checked against the reference.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import shutil
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from torch.utils.data import DataLoader
+
+from harness import data, measure
+from harness.config import CellSettings, TrainSettings
+from harness.engine import CudaGraphStep, build_engine
+from harness.model import build_mlp
+from harness.telemetry import compute_precision, mfu, peak_flops
+from harness.train import IndexStream
+
+DEFAULT_BATCHES = (1, 4, 16, 64, 256, 1024, 4096, 16384)
+QUICK_BATCHES = (1, 16, 256)
+WARMUP_STEPS = 5  # untimed, in every loop; cuda_graphs captures within them
+# |final loss (engine) - final loss (reference)| after the same steps, fp32. Eager differs from the
+# reference only by fused vs per-parameter Adam arithmetic; compile also fuses the forward.
+LOSS_TOLERANCE = {"eager": 1e-4, "compile": 1e-3, "cuda_graphs": 1e-4}
+COLUMNS = ("device", "batch_size", "loop", "repeats", "steps", "timed_steps", "images", "time_per_image_median_s",
+           "time_per_image_min_s", "time_per_image_max_s", "reference_over_this", "mfu", "final_loss",
+           "loss_diff_vs_reference", "same_work")
+
+
+@dataclass
+class Run:
+    loop: str
+    steps: int
+    images: int
+    seconds: float  # timed steps only
+    timed_images: int
+    final_loss: float
+    losses: list[float]  # every step's loss, only when asked for (it syncs each step)
+
+
+def torchvision_root(mnist_folder: Path) -> Path:
+    """torchvision's MNIST reads MNIST/raw/ uncompressed; unpack our verified .gz files once."""
+    root = data.CACHE_DIR / "torchvision"
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for name in data.MNIST_MD5:
+        target = raw / name.removesuffix(".gz")
+        if not target.exists():
+            with gzip.open(mnist_folder / name, "rb") as src, open(target.with_suffix(".part"), "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            target.with_suffix(".part").replace(target)
+    return root
+
+
+def reference_loop(acc: Accelerator, dataset, order: list[int], settings: CellSettings, record: bool) -> Run:
+    """The loop from the tutorials, as users write it: a DataLoader over torchvision's MNIST,
+    accelerator.prepare, plain Adam, and loss.item() every step for logging."""
+    batch, steps = settings.train.batch_size, len(order) // settings.train.batch_size
+    torch.manual_seed(settings.train.seed)
+    model = build_mlp(settings.model)
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.optim.lr, betas=settings.optim.betas,
+                                 eps=settings.optim.eps)
+    loader = DataLoader(dataset, batch_size=batch, sampler=order)  # the same order as the engine's
+    model, optimizer, loader = acc.prepare(model, optimizer, loader)
+    losses, start = [], None
+    for i, (images, labels) in enumerate(loader):
+        if i == WARMUP_STEPS:
+            measure.synchronize(acc.device)
+            start = time.perf_counter()
+        loss = F.cross_entropy(model(images.view(images.size(0), -1)), labels)
+        acc.backward(loss)
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    measure.synchronize(acc.device)
+    seconds = time.perf_counter() - start
+    return Run("reference", steps, steps * batch, seconds, (steps - WARMUP_STEPS) * batch, losses[-1],
+               losses if record else [])
+
+
+def engine_loop(acc: Accelerator, splits: data.Splits, order: torch.Tensor, settings: CellSettings,
+                record: bool, floor: bool = False) -> tuple[Run, Run | None]:
+    """The harness's own step (harness/engine.py), exactly as `harness run` drives it; with
+    `floor` under cuda_graphs, also the same number of bare replays (the replay-only floor)."""
+    batch = settings.train.batch_size
+    steps = len(order) // batch
+    engine = build_engine(settings, acc, splits)
+    batches = order.view(steps, batch).to(acc.device)
+    losses = []
+    for i in range(WARMUP_STEPS):
+        loss = engine.step(batches[i])
+        losses.append(loss.item())
+    with measure.SyncedTimer(acc.device) as timed:
+        for i in range(WARMUP_STEPS, steps):
+            loss = engine.step(batches[i])
+            if record:
+                losses.append(loss.item())
+    final = loss.item()
+    run = Run(settings.train.mode, steps, steps * batch, timed.seconds, (steps - WARMUP_STEPS) * batch, final,
+              losses if record else [])
+    if floor and isinstance(engine.step, CudaGraphStep):
+        with measure.SyncedTimer(acc.device) as replay:
+            for _ in range(WARMUP_STEPS, steps):
+                engine.step.replay_only()
+        return run, Run("replay_floor", steps, steps * batch, replay.seconds, run.timed_images, final, [])
+    return run, None
+
+
+def settings_for(batch: int, mode: str) -> CellSettings:
+    return CellSettings(train=TrainSettings(batch_size=batch, seed=0, mode=mode, warmup_steps=WARMUP_STEPS))
+
+
+def bench_batch(acc, dataset, splits, batch: int, images: int, modes: list[str], repeats: int) -> list[Run]:
+    steps = max(WARMUP_STEPS + 15, images // batch)
+    val_size = settings_for(batch, "eager").data.val_size
+    order = IndexStream(len(splits.train_y), "shuffle", seed=0).next(steps * batch)
+    runs: list[Run] = []
+    loops = ["reference", *modes]
+    for rep in range(repeats):
+        # alternate, and rotate who goes first, so drift in the machine hits every loop alike
+        for loop in loops[rep % len(loops):] + loops[: rep % len(loops)]:
+            if loop == "reference":
+                runs.append(reference_loop(acc, dataset, (order + val_size).tolist(), settings_for(batch, "eager"), False))
+            else:
+                run, floor = engine_loop(acc, splits, order, settings_for(batch, loop), False, floor=rep == 0)
+                runs += [run] + ([floor] if floor else [])
+    return runs
+
+
+def summarize(runs: list[Run], batch: int, device_name: str, peak: float | None) -> list[dict]:
+    by_loop: dict[str, list[Run]] = {}
+    for run in runs:
+        by_loop.setdefault(run.loop, []).append(run)
+    reference = by_loop["reference"]
+    ref_median = statistics.median(r.seconds / r.timed_images for r in reference)
+    rows = []
+    for loop, group in by_loop.items():
+        per_image = [r.seconds / r.timed_images for r in group]
+        median = statistics.median(per_image)
+        diff = abs(group[0].final_loss - reference[0].final_loss)
+        same = (group[0].images == reference[0].images and group[0].steps == reference[0].steps
+                and (loop in ("reference", "replay_floor") or diff <= LOSS_TOLERANCE[loop]))
+        rows.append({
+            "device": device_name, "batch_size": batch, "loop": loop, "repeats": len(group),
+            "steps": group[0].steps, "timed_steps": group[0].timed_images // batch, "images": group[0].images,
+            "time_per_image_median_s": median, "time_per_image_min_s": min(per_image),
+            "time_per_image_max_s": max(per_image), "reference_over_this": ref_median / median,
+            "mfu": mfu(median, peak, 1), "final_loss": group[0].final_loss, "loss_diff_vs_reference": diff,
+            "same_work": same,
+        })
+    return rows
+
+
+def run_bench(mnist_folder: Path, batches: list[int], images: int, modes: list[str] | None, repeats: int,
+              out_dir: Path) -> list[dict]:
+    from torchvision.datasets import MNIST
+    from torchvision.transforms import ToTensor
+
+    acc = Accelerator(cpu=not torch.cuda.is_available())
+    torch.set_flush_denormal(True)
+    cuda = acc.device.type == "cuda"
+    modes = modes or (["eager", "compile", "cuda_graphs"] if cuda else ["eager", "compile"])
+    dataset = MNIST(str(torchvision_root(mnist_folder)), train=True, download=False, transform=ToTensor())
+    splits = data.to_device(data.load_mnist(mnist_folder), settings_for(1, "eager").data.val_size, acc.device)
+    env = measure.environment(acc.device, 1, str(acc.distributed_type), "no")
+    peak = peak_flops(env["device_name"], compute_precision("no")) if cuda else None
+    rows = []
+    for batch in batches:
+        runs = bench_batch(acc, dataset, splits, batch, images, modes, repeats)
+        rows += summarize(runs, batch, env["device_name"], peak)
+        print(format_rows([r for r in rows if r["batch_size"] == batch], header=batch == batches[0]), flush=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    document = {"environment": env, "warmup_steps": WARMUP_STEPS, "loss_tolerance": LOSS_TOLERANCE,
+                "peak_flops": peak, "date_utc": measure.utc_now(), "rows": rows}
+    (out_dir / "bench.json").write_text(json.dumps(document, indent=2) + "\n")
+    with open(out_dir / "bench.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    return rows
+
+
+def format_rows(rows: list[dict], header: bool) -> str:
+    lines = []
+    if header:
+        lines.append(f"device: {rows[0]['device']}  (time per image: median of repeats; ratio = reference / loop)")
+        lines.append(f"{'batch':>6} {'loop':>13} {'us/image':>10} {'min..max':>17} {'ratio':>7} {'MFU':>7} {'same work':>9}")
+    for r in rows:
+        us = r["time_per_image_median_s"] * 1e6
+        spread = f"{r['time_per_image_min_s'] * 1e6:.2f}..{r['time_per_image_max_s'] * 1e6:.2f}"
+        mfu_text = f"{r['mfu']:.1%}" if r["mfu"] is not None else "—"
+        lines.append(f"{r['batch_size']:>6} {r['loop']:>13} {us:>10.3f} {spread:>17} {r['reference_over_this']:>7.2f} "
+                     f"{mfu_text:>7} {'yes' if r['same_work'] else 'NO':>9}")
+    return "\n".join(lines)
