@@ -38,7 +38,8 @@ def cell_id(settings: CellSettings, swept_keys: list[str]) -> str:
     """`<slug>-<hash8>`: the hash covers every setting, so equal settings give equal ids anywhere."""
     canonical = json.dumps(settings.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
     digest = hashlib.sha256(canonical.encode()).hexdigest()[:8]
-    keys = ["train.batch_size", "train.seed"] + [k for k in swept_keys if k not in SLUG_NAMES]
+    always = ["train.batch_size", "train.seed"]
+    keys = always + [k for k in swept_keys if k not in always]
     parts = [f"{SLUG_NAMES.get(k, k.rsplit('.', 1)[-1])}{_slug_value(get_setting(settings, k))}" for k in keys]
     return "-".join(parts + [digest])
 

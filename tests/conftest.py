@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,8 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("HARNESS_DATA_DIR", REPO.parent / "shared" / "data" / "mnist"))
 BIN = Path(sys.executable).parent
+# the installed console command; where the project is only on PYTHONPATH (a lent GPU), PATH's
+HARNESS = BIN / "harness" if (BIN / "harness").exists() else Path(shutil.which("harness") or "harness")
 
 # A sweep small enough for CI yet real: MNIST, two batch sizes, 2 epochs of 12,800 images.
 SMALL = {
@@ -33,7 +36,7 @@ def write_config(folder: Path, config: dict, name: str = "config.yaml") -> Path:
 def harness(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     """The installed `harness` console command, as a user runs it."""
     full_env = {**os.environ, "HARNESS_DATA_DIR": str(DATA_DIR), **(env or {})}
-    return subprocess.run([str(BIN / "harness"), *args], cwd=cwd, env=full_env, capture_output=True,
+    return subprocess.run([str(HARNESS), *args], cwd=cwd, env=full_env, capture_output=True,
                           text=True, timeout=timeout)
 
 

@@ -11,7 +11,7 @@ import subprocess
 import termios
 
 import pytest
-from conftest import BIN, DATA_DIR, harness, write_config
+from conftest import DATA_DIR, HARNESS, harness, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -28,7 +28,7 @@ def run_in_terminal(args: list[str]) -> str:
     # a terminal 120 columns wide: tqdm asks the terminal itself, and a new pty says 0
     fcntl.ioctl(child_fd, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
     env = {**os.environ, "HARNESS_DATA_DIR": str(DATA_DIR)}
-    proc = subprocess.Popen([str(BIN / "harness"), *args], stdout=child_fd, stderr=child_fd, env=env)
+    proc = subprocess.Popen([str(HARNESS), *args], stdout=child_fd, stderr=child_fd, env=env)
     os.close(child_fd)
     chunks = []
     while True:

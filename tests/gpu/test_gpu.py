@@ -1,0 +1,56 @@
+"""GPU checks: skipped without CUDA (CI has none); tests/gpu/run_on_device.sh runs them on a lent GPU."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from accelerate import Accelerator
+from conftest import SMALL, harness, read_json, write_config
+
+from harness import data
+from harness.bench import engine_loop, settings_for
+from harness.train import IndexStream
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+STEPS = 20
+
+
+def test_cuda_graphs_equals_eager_for_20_steps(data_dir):
+    acc = Accelerator()
+    splits = data.to_device(data.load_mnist(data.find_mnist(data_dir)), 5000, acc.device)
+    order = IndexStream(len(splits.train_y), "shuffle", seed=0).next(STEPS * 64)
+    eager, _ = engine_loop(acc, splits, order, settings_for(64, "eager"), record=True)
+    graphed, floor = engine_loop(acc, splits, order, settings_for(64, "cuda_graphs"), record=True, floor=True)
+    assert len(eager.losses) == len(graphed.losses) == STEPS
+    # TF32 is off by default, so both run fp32 matmuls; kernels may still sum in another order
+    assert graphed.losses == pytest.approx(eager.losses, abs=1e-4)
+    assert floor is not None and 0 < floor.seconds <= graphed.seconds
+
+
+def test_nvml_fields_are_plausible_and_memory_grows_with_batch(tmp_path):
+    config = write_config(tmp_path, {**SMALL, "sweep": {"train.batch_size": [64, 8192]},
+                                     "train": {**SMALL["train"], "images_per_epoch": 16384}})
+    proc = harness("run", "--config", str(config), "--results-dir", str(tmp_path / "r"), "--no-report")
+    assert proc.returncode == 0, proc.stderr
+    summaries = {}
+    for path in (tmp_path / "r").rglob("result.json"):
+        result = read_json(path)
+        summaries[result["settings"]["train"]["batch_size"]] = result["summary"]
+        assert result["environment"]["driver"] and result["environment"]["device_type"] == "cuda"
+    for s in summaries.values():
+        assert s["energy_j"] > 0 and 0 < s["joules_per_image"] < 1
+        assert s["nvml_peak_memory_used_bytes"] > 0 and s["nvml_samples"] > 0
+        assert 0 < s["power_mean_w"] < 2000 and 0 <= s["gpu_util_mean_pct"] <= 100 and s["sm_clock_mean_mhz"] > 100
+        assert s["peak_allocated_bytes"] > 0 and s["peak_reserved_bytes"] >= s["peak_allocated_bytes"]
+        assert s["mfu"] is None or 0 < s["mfu"] < 1
+    assert summaries[8192]["peak_allocated_bytes"] > summaries[64]["peak_allocated_bytes"]
+
+
+def test_cuda_graphs_cell_runs_end_to_end(tmp_path):
+    config = write_config(tmp_path, {**SMALL, "sweep": {"train.batch_size": [256]}})
+    proc = harness("run", "--config", str(config), "--results-dir", str(tmp_path / "r"), "--no-report",
+                   "--set", "train.mode=cuda_graphs")
+    assert proc.returncode == 0, proc.stderr
+    (path,) = (tmp_path / "r").rglob("result.json")
+    assert read_json(path)["summary"]["test_accuracy_at_best_val"] > 0.9

@@ -1,0 +1,182 @@
+"""The engine against the reference loop, execution modes, telemetry, MFU, and `harness bench`."""
+
+from __future__ import annotations
+
+import json
+import types
+
+import pytest
+import torch
+from accelerate import Accelerator
+from conftest import harness, read_json, write_config
+
+from harness import data
+from harness.bench import COLUMNS, WARMUP_STEPS, engine_loop, reference_loop, settings_for, torchvision_root
+from harness.measure import SyncedTimer
+from harness.telemetry import NvmlMonitor, flops_per_image, mfu, peak_flops
+from harness.train import IndexStream
+
+STEPS = 20
+# fp32 on CPU: the engine's fused Adam and the reference's per-parameter Adam round differently
+# in the last bits; 20 steps keep the losses within this (observed: below 1e-6)
+LOSS_TOLERANCE = 1e-5
+
+
+@pytest.fixture(scope="module")
+def both_loops(data_dir):
+    """What bench runs: the same images in the same order, freshly initialised, every loss read."""
+    from torchvision.datasets import MNIST
+    from torchvision.transforms import ToTensor
+
+    torch.set_flush_denormal(True)
+    acc = Accelerator(cpu=True)
+    folder = data.find_mnist(data_dir)
+    splits = data.to_device(data.load_mnist(folder), 5000, acc.device)
+    dataset = MNIST(str(torchvision_root(folder)), train=True, download=False, transform=ToTensor())
+    return acc, splits, dataset
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("batch", [1, 16, 256])
+def test_engine_and_reference_take_the_same_steps(both_loops, batch):
+    acc, splits, dataset = both_loops
+    order = IndexStream(len(splits.train_y), "shuffle", seed=0).next(STEPS * batch)
+    ref = reference_loop(acc, dataset, (order + 5000).tolist(), settings_for(batch, "eager"), record=True)
+    eng, floor = engine_loop(acc, splits, order, settings_for(batch, "eager"), record=True)
+    assert floor is None  # no replay floor off CUDA
+    assert ref.steps == eng.steps == STEPS and ref.images == eng.images == STEPS * batch
+    assert ref.timed_images == eng.timed_images == (STEPS - WARMUP_STEPS) * batch
+    assert len(ref.losses) == len(eng.losses) == STEPS
+    assert eng.losses == pytest.approx(ref.losses, abs=LOSS_TOLERANCE)
+    assert ref.losses[0] != pytest.approx(ref.losses[-1], abs=100 * LOSS_TOLERANCE)  # it did train
+
+
+SMALL_CELL = {"name": "modes", "train": {"batch_size": 64, "epochs": 1, "images_per_epoch": 6400, "warmup_steps": 3},
+              "data": {"train_eval_size": 1000}}
+
+
+@pytest.mark.slow
+def test_compile_mode_trains_a_cell_on_cpu(tmp_path):
+    config = write_config(tmp_path, SMALL_CELL)
+    proc = harness("run", "--config", str(config), "--results-dir", str(tmp_path / "r"), "--no-report",
+                   "--set", "sweep.train.mode=[eager,compile]")
+    assert proc.returncode == 0, proc.stderr
+    results = {read_json(p)["settings"]["train"]["mode"]: read_json(p) for p in (tmp_path / "r").rglob("result.json")}
+    assert set(results) == {"eager", "compile"}
+    assert all(r["status"] == "done" for r in results.values())
+    assert {p.parent.name.split("-")[2] for p in (tmp_path / "r").rglob("result.json")} == {"eager", "compile"}
+    eager, compiled = results["eager"]["summary"], results["compile"]["summary"]
+    assert compiled["test_accuracy_at_best_val"] > 0.85
+    assert compiled["first_step_losses"] == pytest.approx(eager["first_step_losses"], abs=1e-4)
+    assert compiled["images_seen"] == eager["images_seen"] == 6400
+
+
+def test_cuda_graphs_off_cuda_is_a_clear_error(tmp_path):
+    config = write_config(tmp_path, SMALL_CELL)
+    proc = harness("run", "--config", str(config), "--results-dir", str(tmp_path / "r"), "--set", "train.mode=cuda_graphs")
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "train.mode=cuda_graphs needs a CUDA device" in proc.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_cuda_graphs_refuses_fp16(tmp_path):
+    config = write_config(tmp_path, SMALL_CELL)
+    proc = harness("plan", "--config", str(config), "--set", "train.mode=cuda_graphs", "--set", "train.mixed_precision=fp16")
+    assert proc.returncode == 2 and "cannot use fp16" in proc.stderr
+
+
+@pytest.mark.slow
+def test_without_nvml_every_gpu_field_is_null(small_sweep):
+    for path in small_sweep.rglob("result.json"):
+        summary = read_json(path)["summary"]
+        for key in ("energy_j", "joules_per_image", "nvml_peak_memory_used_bytes", "power_mean_w",
+                    "gpu_util_mean_pct", "sm_clock_mean_mhz", "nvml_samples", "peak_allocated_bytes",
+                    "peak_reserved_bytes", "peak_flops", "mfu"):
+            assert summary[key] is None, key
+        assert summary["flops_per_image"] == flops_per_image() and summary["compute_precision"] == "fp32"
+
+
+def test_flops_and_mfu():
+    # 2*(784*500 + 500*500 + 500*500 + 500*10) forward, x3 for forward+backward
+    assert flops_per_image() == 3 * 2 * (784 * 500 + 2 * 500 * 500 + 500 * 10) == 5_382_000
+    assert peak_flops("NVIDIA H100 80GB HBM3", "bf16") == 989.4e12
+    assert peak_flops("NVIDIA H100 PCIe", "bf16") == 756e12
+    assert peak_flops("NVIDIA H200", "fp32") == 67e12
+    assert peak_flops("AMD EPYC", "fp32") is None and peak_flops(None, "bf16") is None
+    assert mfu(5_382_000 / 1e12, 1e12, 1) == pytest.approx(1.0)  # 1 image per us at 1e12 FLOP/s
+    assert mfu(5_382_000 / 1e12, 1e12, 2) == pytest.approx(0.5)
+    assert mfu(None, 1e12, 1) is None and mfu(1e-6, None, 1) is None
+
+
+class FakeNvml(types.SimpleNamespace):
+    """A stand-in for the NVIDIA driver, which cannot exist on this machine (no GPU): it answers
+    the NVML calls the monitor makes with known numbers."""
+
+    NVML_CLOCK_SM = 1
+
+    def __init__(self):
+        super().__init__(energy_mj=1_000_000.0, used=2 * 2**30, calls=0)
+
+    def nvmlDeviceGetHandleByIndex(self, index):
+        return "gpu0"
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, handle):
+        self.energy_mj += 250_000.0  # each read is 250 J after the previous one
+        return self.energy_mj
+
+    def nvmlDeviceGetMemoryInfo(self, handle):
+        self.used += 2**20
+        return types.SimpleNamespace(used=self.used)
+
+    def nvmlDeviceGetPowerUsage(self, handle):
+        return 300_000  # mW
+
+    def nvmlDeviceGetUtilizationRates(self, handle):
+        return types.SimpleNamespace(gpu=90)
+
+    def nvmlDeviceGetClockInfo(self, handle, clock):
+        return 1980
+
+
+def test_monitor_aggregates_samples_and_energy_windows():
+    fake = FakeNvml()
+    monitor = NvmlMonitor(torch.device("cpu"), nvml=fake)
+    assert monitor.available
+    monitor.start()
+    with SyncedTimer(torch.device("cpu"), monitor) as timed:
+        while sum(1 for s in monitor.samples if s[0]) < 3:
+            torch.ones(1000).sum()
+    monitor.stop()
+    assert timed.joules == pytest.approx(250.0)  # one counter read at each edge
+    summary = monitor.summary()
+    assert summary["power_mean_w"] == 300.0 and summary["gpu_util_mean_pct"] == 90.0
+    assert summary["sm_clock_mean_mhz"] == 1980.0
+    assert summary["nvml_peak_memory_used_bytes"] == fake.used
+    assert summary["nvml_samples"] == len(monitor.samples) >= 3
+
+
+def test_monitor_without_nvml_is_all_null():
+    monitor = NvmlMonitor(torch.device("cpu"))
+    monitor.start()
+    with SyncedTimer(torch.device("cpu"), monitor) as timed:
+        pass
+    monitor.stop()
+    assert not monitor.available and timed.joules is None
+    assert set(monitor.summary().values()) == {None}
+
+
+@pytest.mark.slow
+def test_bench_quick_writes_every_column(tmp_path):
+    proc = harness("bench", "--quick", "--batch-sizes", "4,64", "--out", str(tmp_path), timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    document = json.loads((tmp_path / "bench.json").read_text())
+    rows = document["rows"]
+    assert {(r["batch_size"], r["loop"]) for r in rows} == {(b, loop) for b in (4, 64) for loop in ("reference", "eager", "compile")}
+    for row in rows:
+        assert set(row) == set(COLUMNS)
+        assert row["same_work"] is True and row["repeats"] == 2
+        assert row["images"] == row["steps"] * row["batch_size"]
+        assert row["time_per_image_min_s"] <= row["time_per_image_median_s"] <= row["time_per_image_max_s"]
+        assert row["mfu"] is None and row["device"] == document["environment"]["device_name"]
+    assert (tmp_path / "bench.csv").read_text().splitlines()[0].split(",") == list(COLUMNS)
+    assert "device: " in proc.stdout and "same work" in proc.stdout
