@@ -43,6 +43,9 @@ CELL_COLUMNS = [
     Column("warmup_steps", "warm-up steps", "d"),
     Column("peak_allocated_bytes", "peak alloc", "bytes"),
     Column("peak_rss_bytes", "peak RSS", "bytes"),
+    Column("nvml_peak_memory_used_bytes", "GPU mem (NVML)", "bytes"),
+    Column("joules_per_image", "J/image", ".3e"),
+    Column("mfu", "MFU", ".1%"),
 ]
 BATCH_COLUMNS = [
     Column("batch_size", "batch", "d"),
