@@ -43,14 +43,17 @@ def build_optimizer(settings: CellSettings, params, capturable: bool = False) ->
 def check_mode(settings: CellSettings, accelerator: Accelerator) -> None:
     if settings.train.mode != "cuda_graphs":
         return
+    if settings.optim.name != "adam":
+        raise ConfigError("train.mode=cuda_graphs needs optim.name=adam (capturable fused Adam)")
+    if settings.train.warmup_steps <= CudaGraphStep.WARMUP:
+        raise ConfigError(f"train.mode=cuda_graphs needs train.warmup_steps >= {CudaGraphStep.WARMUP + 1}, "
+                          f"so that the graph capture happens outside the timed window")
     if accelerator.device.type != "cuda":
         raise ConfigError(f"train.mode=cuda_graphs needs a CUDA device, this run is on {accelerator.device.type}; "
                           f"use train.mode=eager or compile")
     if accelerator.num_processes > 1:
         raise ConfigError("train.mode=cuda_graphs runs in one process (DDP's all-reduce is not captured here); "
                           "launch one process or use eager/compile")
-    if settings.optim.name != "adam":
-        raise ConfigError("train.mode=cuda_graphs needs optim.name=adam (capturable fused Adam)")
 
 
 def build_engine(settings: CellSettings, accelerator: Accelerator, splits: Splits) -> Engine:

@@ -73,7 +73,8 @@ def test_compile_mode_trains_a_cell_on_cpu(tmp_path):
 
 def test_cuda_graphs_off_cuda_is_a_clear_error(tmp_path):
     config = write_config(tmp_path, SMALL_CELL)
-    proc = harness("run", "--config", str(config), "--results-dir", str(tmp_path / "r"), "--set", "train.mode=cuda_graphs")
+    proc = harness("run", "--config", str(config), "--results-dir", str(tmp_path / "r"), "--set", "train.mode=cuda_graphs",
+                   "--set", "train.warmup_steps=5")
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "train.mode=cuda_graphs needs a CUDA device" in proc.stderr
     assert not (tmp_path / "r").exists()
@@ -180,3 +181,10 @@ def test_bench_quick_writes_every_column(tmp_path):
         assert row["mfu"] is None and row["device"] == document["environment"]["device_name"]
     assert (tmp_path / "bench.csv").read_text().splitlines()[0].split(",") == list(COLUMNS)
     assert "device: " in proc.stdout and "same work" in proc.stdout
+
+
+def test_cuda_graphs_needs_the_capture_outside_the_clock(tmp_path):
+    config = write_config(tmp_path, SMALL_CELL)  # warmup_steps: 3
+    proc = harness("run", "--config", str(config), "--results-dir", str(tmp_path / "r"), "--set", "train.mode=cuda_graphs")
+    assert proc.returncode == 2 and "train.warmup_steps >= 4" in proc.stderr
+

@@ -50,7 +50,7 @@ def test_nvml_fields_are_plausible_and_memory_grows_with_batch(tmp_path):
 def test_cuda_graphs_cell_runs_end_to_end(tmp_path):
     config = write_config(tmp_path, {**SMALL, "sweep": {"train.batch_size": [256]}})
     proc = harness("run", "--config", str(config), "--results-dir", str(tmp_path / "r"), "--no-report",
-                   "--set", "train.mode=cuda_graphs")
+                   "--set", "train.mode=cuda_graphs", "--set", "train.warmup_steps=5")
     assert proc.returncode == 0, proc.stderr
     (path,) = (tmp_path / "r").rglob("result.json")
     assert read_json(path)["summary"]["test_accuracy_at_best_val"] > 0.9
