@@ -9,7 +9,7 @@ from pathlib import Path
 
 from harness import data, plan, results
 from harness.config import SweepConfig, load_config
-from harness.errors import ConfigError, HarnessError
+from harness.errors import ConfigError, HarnessError, ResultsError
 from harness.measure import REPO_ROOT
 
 DEFAULT_CONFIG = "configs/default.yaml"
@@ -74,7 +74,78 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true", help="batch sizes 1,16,256, 256 images, 2 repeats: a smoke run")
     bench.add_argument("--out", type=Path, default=Path("results/bench"), help="folder for bench.json and bench.csv")
     bench.add_argument("--data-dir", help=f"MNIST folder (default: ${data.DATA_DIR_ENV}, else download)")
+    slurm = sub.add_parser("slurm", help="submit a sweep to Slurm as one array job",
+                           description="Slurm: one array task per cell that is not done yet.")
+    slurm_sub = slurm.add_subparsers(dest="slurm_command", required=True)
+    submit = slurm_sub.add_parser("submit", help="submit the cells not yet done as ONE array job",
+                                  description="Submit one array job over the cells whose result.json is not done; "
+                                              "the array index is the cell's index in `harness plan`. Logs go to "
+                                              "RESULTS_DIR/<sweep>/slurm/%%A_%%a.out. Tasks checkpoint on the "
+                                              "warning signal and requeue themselves.")
+    add_config_args(submit)
+    submit.add_argument("--max-parallel", type=int, metavar="K", help="at most K tasks at once (--array=...%%K)")
+    submit.add_argument("--partition", help="Slurm partition")
+    submit.add_argument("--gpus-per-task", type=int, default=1, metavar="G",
+                        help="G > 1 runs `accelerate launch --multi_gpu --num_processes G` in each task")
+    submit.add_argument("--nodes", type=int, default=1, metavar="N",
+                        help="N > 1: each cell across N nodes (slurm/multinode.sbatch)")
+    submit.add_argument("--time", metavar="HH:MM:SS", help="time limit per task")
+    submit.add_argument("--account", help="Slurm account")
+    submit.add_argument("--dry-run", action="store_true", help="print the sbatch command and script; submit nothing")
+
+    status = sub.add_parser("status", help="status of every cell under a results folder",
+                            description="Per cell: done / running / failed / oom / diverged, whether a checkpoint "
+                                        "waits, epochs done, and the Slurm job and task it ran under. "
+                                        "`harness plan --config X` also lists the cells not started (pending).")
+    status.add_argument("folder", type=Path, metavar="RESULTS_DIR")
     return parser
+
+
+def slurm_submit_command(args) -> int:
+    from harness import slurm
+
+    if min(args.gpus_per_task, args.nodes) < 1 or (args.max_parallel is not None and args.max_parallel < 1):
+        raise ConfigError("--gpus-per-task, --nodes and --max-parallel must be >= 1")
+    config, cells, sweep_dir = load_plan(args)
+    pending = [c for c in cells if not results.is_done(sweep_dir / c.id)]
+    if not pending:
+        print(f"nothing to submit: all {len(cells)} cells of sweep {config.name} are done ({sweep_dir})")
+        return 0
+    options = slurm.SlurmOptions(max_parallel=args.max_parallel, partition=args.partition, gpus_per_task=args.gpus_per_task,
+                                 nodes=args.nodes, time=args.time, account=args.account)
+    config_path = resolve_config(args.config).resolve()
+    run_args = ["--results-dir", str(Path(args.results_dir).resolve())] + [a for o in args.set for a in ("--set", o)]
+    log_dir = sweep_dir.resolve() / "slurm"
+    argv = slurm.sbatch_argv(options, [c.index for c in pending], config.name, log_dir, config_path, run_args)
+    if args.dry_run:
+        print(slurm.dry_run_text(argv, options, run_args, config_path))
+        return 0
+    results.check_writable(log_dir)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    job = slurm.submit(argv)
+    print(f"submitted array job {job}: {len(pending)} task(s), the cells not yet done "
+          f"({len(cells) - len(pending)} of {len(cells)} already done)")
+    print(f"logs: {log_dir}/{job}_<task>.out")
+    return 0
+
+
+def status_command(args) -> int:
+    if not args.folder.is_dir():
+        raise ResultsError(f"{args.folder} is not a folder; pass a results folder such as results/default")
+    records = [(p.parent, results.read_result(p.parent)) for p in sorted(args.folder.rglob("result.json"))]
+    if not records:
+        raise ResultsError(f"no result.json under {args.folder}; run or submit a sweep first")
+    print(f"{'cell':40s}  {'status':9s}  {'epochs':>6s}  {'checkpoint':10s}  slurm job_task")
+    for cell_dir, record in records:
+        if record is None:
+            print(f"{cell_dir.name:40s}  unreadable result.json")
+            continue
+        env = record.get("environment") or {}
+        slurm_id = f"{env.get('slurm_job_id')}_{env.get('slurm_array_task_id')}" if env.get("slurm_job_id") else "-"
+        epochs = (record.get("summary") or {}).get("epochs_completed", len(results.read_epoch_rows(cell_dir)))
+        waiting = "yes" if any(cell_dir.glob("checkpoint-rank*.pt")) else "-"
+        print(f"{record.get('cell_id', cell_dir.name):40s}  {record.get('status', '?'):9s}  {epochs:>6}  {waiting:10s}  {slurm_id}")
+    return 0
 
 
 def bench_command(args) -> int:
@@ -142,7 +213,8 @@ def run_command(args) -> int:
     return run_sweep(config, cells, sweep_dir, mnist_folder, quiet=args.quiet, write_report=not args.no_report)
 
 
-COMMANDS = {"run": run_command, "plan": plan_command, "report": report_command, "bench": bench_command}
+COMMANDS = {"run": run_command, "plan": plan_command, "report": report_command, "bench": bench_command,
+            "slurm": slurm_submit_command, "status": status_command}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,6 +5,7 @@ Unknown is None (null in JSON), never 0 and never a guess.
 
 from __future__ import annotations
 
+import os
 import platform
 import socket
 import subprocess
@@ -96,6 +97,10 @@ def environment(device: torch.device, num_processes: int, distributed_type: str,
         "distributed_type": distributed_type,
         "mixed_precision": mixed_precision,
         "git_commit": git_commit(),
+        # under Slurm: the array job and task (or the plain job), and how often it was requeued
+        "slurm_job_id": os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("SLURM_JOB_ID"),
+        "slurm_array_task_id": os.environ.get("SLURM_ARRAY_TASK_ID"),
+        "slurm_restart_count": os.environ.get("SLURM_RESTART_COUNT"),
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
     }
 

@@ -84,6 +84,14 @@ def read_result(cell_dir: Path) -> dict[str, Any] | None:
         return None
 
 
+def read_epoch_rows(cell_dir: Path) -> list[dict[str, str]]:
+    try:
+        with open(cell_dir / "epochs.csv") as fh:
+            return list(csv.DictReader(fh))
+    except OSError:
+        return []
+
+
 def is_done(cell_dir: Path) -> bool:
     result = read_result(cell_dir)
     return bool(result) and result.get("status") == "done"

@@ -11,6 +11,7 @@ from accelerate.utils import AutocastKwargs
 from harness import data, measure, plan, results
 from harness.config import SweepConfig
 from harness.engine import check_mode
+from harness.preemption import EXIT_PREEMPTED, StopRequest
 from harness.progress import Progress
 from harness.train import RunContext, run_cell
 
@@ -57,6 +58,7 @@ def run_sweep(config: SweepConfig, cells: list[plan.Cell], sweep_dir: Path, mnis
     environment["startup_s"] = measure.seconds_since_process_start()  # imports, config, data on device
     if config.log_with:
         accelerator.init_trackers(config.name, config=_flat(config.model_dump(mode="json")))
+    stop = StopRequest().install()
     progress.start_sweep(len(todo))
     statuses = {}
     for cell in todo:
@@ -64,8 +66,13 @@ def run_sweep(config: SweepConfig, cells: list[plan.Cell], sweep_dir: Path, mnis
         if val_size not in splits:
             splits[val_size] = data.to_device(arrays, val_size, accelerator.device)
         ctx = RunContext(accelerator, splits[val_size], config.name, sweep_dir, environment, progress,
-                         config.report.model_dump())
+                         config.report.model_dump(), stop)
         statuses[cell.id] = run_cell(cell, ctx)
+        if statuses[cell.id] == "preempted":
+            progress.message(f"{cell.id}: {stop.signal_name} received; checkpoint saved, exiting to be requeued")
+            progress.close()
+            accelerator.end_training()
+            return EXIT_PREEMPTED
         progress.cell_finished()
         if statuses[cell.id] != "done":
             progress.message(f"{cell.id}: {statuses[cell.id]} (see {sweep_dir / cell.id / 'result.json'})")

@@ -14,12 +14,13 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 
-from harness import measure, results
+from harness import checkpoint, faults, measure, results
 from harness.config import CellSettings
 from harness.data import Splits
 from harness.engine import build_engine
 from harness.model import count_correct
 from harness.plan import Cell
+from harness.preemption import StopRequest
 from harness.progress import Progress
 from harness.telemetry import NvmlMonitor, compute_precision, flops_per_image, mfu, peak_flops
 
@@ -35,6 +36,7 @@ class RunContext:
     environment: dict[str, Any]
     progress: Progress
     report_rules: dict[str, Any]  # the config's report section, so the report can apply it
+    stop: StopRequest
 
 
 class IndexStream:
@@ -49,6 +51,13 @@ class IndexStream:
         self.generator = torch.Generator().manual_seed(seed)
         self.perm = torch.empty(0, dtype=torch.int64)
         self.cursor = 0
+
+    def state(self) -> dict[str, Any]:
+        return {"generator": self.generator.get_state(), "perm": self.perm, "cursor": self.cursor}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+        self.perm, self.cursor = state["perm"], state["cursor"]
 
     def next(self, count: int) -> torch.Tensor:
         if self.sampling == "with_replacement":
@@ -65,81 +74,130 @@ class IndexStream:
 
 
 def train_loop(cell: Cell, ctx: RunContext, cell_dir: Path) -> tuple[str, dict[str, Any]]:
-    """Returns (status, summary); writes epochs.csv after every epoch."""
+    """Returns (status, summary); writes epochs.csv after every epoch. Resumes from a checkpoint."""
     acc, s = ctx.accelerator, cell.settings
     device, rank, world = acc.device, acc.process_index, acc.num_processes
     global_batch, steps_per_epoch = s.train.batch_size, s.steps_per_epoch
     local = slice(rank * (global_batch // world), (rank + 1) * (global_batch // world))
 
     engine = build_engine(s, acc, ctx.splits)
+    engine.step = faults.wrap(engine.step, cell.id)
     stream = IndexStream(len(ctx.splits.train_y), s.train.sampling, s.train.seed)
+    state = _resume(cell_dir, rank, world, engine, stream, ctx) or checkpoint.LoopState(warmup_left=s.train.warmup_steps)
     measure.reset_memory_peaks(device)
     monitor = NvmlMonitor(device)
     monitor.start()
-
-    rows: list[dict[str, Any]] = []
-    first_losses: list[float] = []
-    warmup_left, warmup_seconds, steps_done = s.train.warmup_steps, 0.0, 0
     ctx.progress.start_cell(cell.id, s.train.epochs * steps_per_epoch)
+    ctx.progress.advance(state.steps_done + state.step)
     try:
-        for epoch in range(1, s.train.epochs + 1):
-            # The epoch's global order goes to the device once; no host round-trip inside the steps.
-            order = stream.next(steps_per_epoch * global_batch).view(steps_per_epoch, global_batch)
-            order = order[:, local].to(device)
-            n_warm = min(warmup_left, steps_per_epoch)
-            loss_sum = torch.zeros((), device=device)
+        while state.epoch <= s.train.epochs:
+            if state.order is None:  # a fresh epoch: its global order, drawn once
+                state.order = stream.next(steps_per_epoch * global_batch).view(steps_per_epoch, global_batch)
+                state.step, state.epoch_seconds, state.epoch_joules = 0, 0.0, None
+                state.loss_sum = torch.zeros(())
+            # The epoch's order goes to the device once; no host round-trip inside the steps.
+            order = state.order[:, local].to(device)
+            loss_sum = state.loss_sum.to(device)
 
             # Warm-up: outside the clock; its losses are read per step (a sync we can afford here).
             with measure.SyncedTimer(device) as warm:
-                for i in range(n_warm):
-                    loss = engine.step(order[i])
+                while (state.warmup_left and state.step < steps_per_epoch
+                       and not ctx.stop.should_stop(acc, state.steps_done + state.step)):
+                    loss = engine.step(order[state.step])
                     loss_sum += loss
-                    first_losses.append(acc.reduce(loss.clone(), "mean").item())
-            warmup_left -= n_warm
-            warmup_seconds += warm.seconds
-            ctx.progress.advance(n_warm)
+                    state.first_losses.append(acc.reduce(loss.clone(), "mean").item())
+                    state.step, state.warmup_left = state.step + 1, state.warmup_left - 1
+                    ctx.progress.advance_step()
+            state.warmup_seconds += warm.seconds
 
             # Timed window: synced only at its two edges; no .item() inside.
+            first_timed, step = state.step, state.step
             with measure.SyncedTimer(device, monitor) as timed:
-                for i in range(n_warm, steps_per_epoch):
-                    loss_sum += engine.step(order[i])
+                while step < steps_per_epoch and not ctx.stop.should_stop(acc, state.steps_done + step):
+                    loss_sum += engine.step(order[step])
+                    step += 1
                     ctx.progress.advance_step()
-            steps_done += steps_per_epoch
+            state.step = step
+            state.epoch_seconds += timed.seconds
+            state.epoch_joules = _add(state.epoch_joules, timed.joules, first_timed == step)
+
+            if state.step < steps_per_epoch:  # asked to stop: keep everything, leave
+                state.loss_sum, state.stream = loss_sum.cpu(), stream.state()
+                state.preemptions += 1
+                checkpoint.save(cell_dir, rank, world, state, engine.eval_model, engine.optimizer)
+                return "preempted", {"preemptions": state.preemptions, "checkpoint_step": state.steps_done + state.step}
 
             # Evaluation: its own clock, never part of time per image.
             with measure.SyncedTimer(device) as evaluation:
                 correct = evaluate(engine.eval_model, ctx.splits, s.data.train_eval_size, acc)
-
-            timed_steps = steps_per_epoch - n_warm
-            across = over_ranks(acc, {"train_seconds": (timed.seconds, "max"), "eval_seconds": (evaluation.seconds, "max"),
-                                      "energy_j": (timed.joules, "sum"),
-                                      **{k: (v, "max") for k, v in measure.memory_peaks(device).items()}})
-            train_loss = acc.reduce(loss_sum, "sum").item() / (steps_per_epoch * world)
-            row = {
-                "epoch": epoch,
-                "train_loss": train_loss,
-                "train_accuracy": correct[0] / s.data.train_eval_size,
-                "val_accuracy": correct[1] / len(ctx.splits.val_y),
-                "test_accuracy": correct[2] / len(ctx.splits.test_y),
-                "images_seen": steps_done * global_batch,
-                "optimizer_steps": steps_done,
-                "timed_steps": timed_steps,
-                **across,
-                "train_seconds": across["train_seconds"] if timed_steps else None,
-                "time_per_image_s": across["train_seconds"] / (timed_steps * global_batch) if timed_steps else None,
-            }
-            rows.append(row)
+            state.steps_done += steps_per_epoch
+            row = epoch_row(state, s, acc, correct, evaluation.seconds, loss_sum, len(ctx.splits.val_y), len(ctx.splits.test_y))
+            state.rows.append(row)
+            state.epoch, state.order = state.epoch + 1, None
             if acc.is_main_process:
-                results.write_epochs(cell_dir, rows)
-            acc.log({f"{cell.id}/{k}": v for k, v in row.items() if v is not None and k != "epoch"}, step=epoch)
+                results.write_epochs(cell_dir, state.rows)
+            acc.log({f"{cell.id}/{k}": v for k, v in row.items() if v is not None and k != "epoch"}, step=row["epoch"])
             ctx.progress.epoch_line(cell.id, row, s.train.epochs)
-            if not math.isfinite(train_loss):
+            if not math.isfinite(row["train_loss"]):
                 break
     finally:
         monitor.stop()
-    status = "done" if math.isfinite(rows[-1]["train_loss"]) else "diverged"
+    checkpoint.path_for(cell_dir, rank).unlink(missing_ok=True)  # finished: nothing to resume
+    status = "done" if math.isfinite(state.rows[-1]["train_loss"]) else "diverged"
     gpu = over_ranks(acc, {k: (v, GPU_REDUCE[k]) for k, v in monitor.summary().items()})
-    return status, summarize(rows, s, first_losses, warmup_seconds, world, gpu, ctx.environment)
+    summary = summarize(state.rows, s, state.first_losses, state.warmup_seconds, world, gpu, ctx.environment)
+    return status, {**summary, "preemptions": state.preemptions}
+
+
+def _add(total: float | None, joules: float | None, empty_window: bool) -> float | None:
+    """Energy adds up across the runs of a resumed epoch; unknown anywhere is unknown."""
+    if empty_window:
+        return total
+    if joules is None:
+        return None
+    return joules if total is None else total + joules
+
+
+def _resume(cell_dir: Path, rank: int, world: int, engine, stream: IndexStream, ctx: RunContext):
+    saved = checkpoint.load(cell_dir, rank, world)
+    if saved is None:
+        return None
+    engine.eval_model.load_state_dict(saved["model"])
+    engine.optimizer.load_state_dict(saved["optimizer"])
+    torch.set_rng_state(saved["torch_rng"])
+    state = saved["state"]
+    stream.restore(state.stream)
+    ctx.progress.message(f"resumed {cell_dir.name} from its checkpoint at epoch {state.epoch}, step {state.step}")
+    return state
+
+
+def epoch_row(state, s: CellSettings, acc: Accelerator, correct: list[int], eval_seconds: float,
+              loss_sum: torch.Tensor, n_val: int, n_test: int) -> dict[str, Any]:
+    steps_per_epoch, batch, world = s.steps_per_epoch, s.train.batch_size, acc.num_processes
+    timed_steps = steps_per_epoch - _warm_steps_in(state, s)
+    across = over_ranks(acc, {"train_seconds": (state.epoch_seconds, "max"), "eval_seconds": (eval_seconds, "max"),
+                              "energy_j": (state.epoch_joules, "sum"),
+                              **{k: (v, "max") for k, v in measure.memory_peaks(acc.device).items()}})
+    return {
+        "epoch": state.epoch,
+        "train_loss": acc.reduce(loss_sum, "sum").item() / (steps_per_epoch * world),
+        "train_accuracy": correct[0] / s.data.train_eval_size,
+        "val_accuracy": correct[1] / n_val,
+        "test_accuracy": correct[2] / n_test,
+        "images_seen": state.steps_done * batch,
+        "optimizer_steps": state.steps_done,
+        "timed_steps": timed_steps,
+        **across,
+        "train_seconds": across["train_seconds"] if timed_steps else None,
+        "time_per_image_s": across["train_seconds"] / (timed_steps * batch) if timed_steps else None,
+        "energy_j": across["energy_j"] if timed_steps else None,
+    }
+
+
+def _warm_steps_in(state, s: CellSettings) -> int:
+    """How many of this epoch's steps were warm-up: the cell's first warmup_steps steps."""
+    before = min(s.train.warmup_steps, (state.epoch - 1) * s.steps_per_epoch)
+    return min(s.train.warmup_steps - before, s.steps_per_epoch)
 
 
 def evaluate(model: torch.nn.Module, splits: Splits, train_eval_size: int, acc: Accelerator) -> list[int]:
@@ -222,7 +280,8 @@ def summarize(rows: list[dict], s: CellSettings, first_losses: list[float], warm
 
 
 def run_cell(cell: Cell, ctx: RunContext) -> str:
-    """Train a cell and record it: status running first, then done / diverged / failed."""
+    """Train a cell and record it: status running first, then done / diverged / failed; a cell
+    asked to stop stays running, with its checkpoint, and returns "preempted"."""
     cell_dir = ctx.sweep_dir / cell.id
     main = ctx.accelerator.is_main_process
     record = {
@@ -242,12 +301,16 @@ def run_cell(cell: Cell, ctx: RunContext) -> str:
         results.write_result(cell_dir, record)
     try:
         status, summary = train_loop(cell, ctx, cell_dir)
-        record.update(status=status, summary=summary, error=None)
     except Exception as exc:  # the cell fails; the record says why; the sweep goes on
-        record.update(status="failed", summary=None, error=f"{type(exc).__name__}: {exc}")
+        status, summary = "failed", None
+        record["error"] = f"{type(exc).__name__}: {exc}"
         if main:
             (cell_dir / "traceback.txt").write_text(traceback.format_exc())
-    record["finished_utc"] = measure.utc_now()
+    if status == "preempted":  # still running as far as the sweep goes: its checkpoint waits
+        record.update(preempted_utc=measure.utc_now(), **summary)
+    else:
+        record.update(status=status, summary=summary, finished_utc=measure.utc_now())
+        record.setdefault("error", None)
     if main:
         results.write_result(cell_dir, record)
-    return record["status"]
+    return status

@@ -63,3 +63,16 @@ def small_sweep(tmp_path_factory, data_dir) -> Path:
     proc = harness("run", "--config", str(config), "--results-dir", str(root / "results"), "--quiet")
     assert proc.returncode == 0, proc.stderr
     return root / "results" / "small"
+
+
+@pytest.fixture(scope="session")
+def slurm(tmp_path_factory):
+    """A real one-node Slurm cluster for the session (CI installs slurm-wlm and munge)."""
+    import slurm_cluster
+
+    missing = slurm_cluster.missing_tools()
+    if missing:
+        pytest.fail(f"Slurm is not installed ({', '.join(missing)} missing): apt-get install slurm-wlm munge")
+    cluster = slurm_cluster.start(tmp_path_factory.mktemp("slurm"))
+    yield cluster
+    cluster.stop()

@@ -1,0 +1,70 @@
+"""A cell's checkpoint: everything needed to resume mid-epoch and produce the same numbers.
+
+One file per rank (cell_dir/checkpoint-rank<R>.pt): the weights and optimizer are the same on
+every rank, but each rank's running loss and its slice of the order are its own. Written to a
+temp file in the same folder, then os.replace; an unreadable file counts as no checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+@dataclass
+class LoopState:
+    """The step loop's position and what it has accumulated; the sampler state rides along."""
+
+    epoch: int = 1  # the epoch in progress
+    step: int = 0  # steps done within it
+    steps_done: int = 0  # optimizer steps done in the cell
+    warmup_left: int = 0
+    warmup_seconds: float = 0.0
+    epoch_seconds: float = 0.0  # timed seconds of this epoch so far (all runs of the task added)
+    epoch_joules: float | None = None
+    first_losses: list[float] = field(default_factory=list)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    order: torch.Tensor | None = None  # this epoch's GLOBAL order (steps x batch), CPU
+    loss_sum: torch.Tensor | None = None  # this rank's running loss of the epoch, CPU
+    stream: dict[str, Any] | None = None
+    preemptions: int = 0
+
+
+def path_for(cell_dir: Path, rank: int) -> Path:
+    return cell_dir / f"checkpoint-rank{rank}.pt"
+
+
+def save(cell_dir: Path, rank: int, world: int, state: LoopState, model: torch.nn.Module, optimizer) -> None:
+    payload = {"world": world, "state": asdict(state), "model": model.state_dict(),
+               "optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state()}
+    target = path_for(cell_dir, rank)
+    fd, tmp = tempfile.mkstemp(dir=cell_dir, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(payload, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load(cell_dir: Path, rank: int, world: int) -> dict[str, Any] | None:
+    """The checkpoint if it exists, is readable and was written by as many processes."""
+    target = path_for(cell_dir, rank)
+    if not target.exists():
+        return None
+    try:
+        payload = torch.load(target, map_location="cpu", weights_only=False)
+    except Exception:
+        return None
+    if payload.get("world") != world:
+        return None  # another process count slices the batch differently: start over
+    payload["state"] = LoopState(**payload["state"])
+    return payload
