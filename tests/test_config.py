@@ -136,9 +136,13 @@ def test_console_command_exits_2_with_one_line(tmp_path):
 
 @pytest.mark.parametrize("command,expected", [("run", ["--config", "--set", "--data-dir", "HARNESS_DATA_DIR", "--quiet", "GLOBAL"]),
                                               ("plan", ["--config", "--set", "--results-dir"]),
-                                              ("report", ["RESULTS_DIR", "--output", "--target", "--tolerance"])])
+                                              ("report", ["RESULTS_DIR", "--output", "--target", "--tolerance"]),
+                                              ("bench", ["--batch-sizes", "--quick", "--modes", "bench.json"]),
+                                              ("slurm submit", ["--max-parallel", "--gpus-per-task", "--nodes",
+                                                                "--dry-run", "--partition", "--time", "--account"]),
+                                              ("status", ["RESULTS_DIR", "pending"])])
 def test_every_command_explains_itself(command, expected):
-    proc = harness(command, "--help")
+    proc = harness(*command.split(), "--help")
     assert proc.returncode == 0
     text = " ".join(proc.stdout.split())
     assert all(word in text for word in expected), text
