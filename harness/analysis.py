@@ -16,20 +16,46 @@ from dataclasses import dataclass
 import pandas as pd
 
 GROUP = ["source", "sweep", "variant", "batch_size"]
+# summary fields older or CPU results may lack entirely; aggregated as unknown
+OPTIONAL = ["peak_reserved_bytes", "nvml_peak_memory_used_bytes", "joules_per_image", "mfu", "warmup_seconds"]
+
+
+KEY = ["source", "sweep", "cell_id"]
 
 
 def add_time_to_target(cells: pd.DataFrame, epochs: pd.DataFrame, target: float) -> pd.DataFrame:
+    """steps to target x time per step, and the measured training time to the same epoch
+    (warm-up plus the timed windows up to it; evaluation never counts)."""
     cells = cells.copy()
     if epochs.empty:
-        cells[["epochs_to_target", "steps_to_target", "time_to_target_s"]] = None
+        cells[["epochs_to_target", "steps_to_target", "time_to_target_s", "measured_time_to_target_s"]] = None
         return cells
-    reached = epochs[epochs["val_accuracy"] >= target].sort_values("epoch")
-    first = reached.groupby(["source", "sweep", "cell_id"], as_index=False).first()
-    first = first[["source", "sweep", "cell_id", "epoch", "optimizer_steps"]]
+    epochs = epochs.sort_values("epoch").copy()
+    epochs["train_seconds_so_far"] = epochs.groupby(KEY)["train_seconds"].cumsum()
+    reached = epochs[epochs["val_accuracy"] >= target]
+    first = reached.groupby(KEY, as_index=False).first()
+    first = first[[*KEY, "epoch", "optimizer_steps", "train_seconds_so_far"]]
     first = first.rename(columns={"epoch": "epochs_to_target", "optimizer_steps": "steps_to_target"})
-    cells = cells.merge(first, on=["source", "sweep", "cell_id"], how="left")
+    cells = cells.merge(first, on=KEY, how="left")
     cells["time_to_target_s"] = cells["steps_to_target"] * cells["batch_size"] * cells["time_per_image_s"]
+    cells["measured_time_to_target_s"] = cells.pop("train_seconds_so_far") + cells["warmup_seconds"]
     return cells
+
+
+def collapses(cells: pd.DataFrame, epochs: pd.DataFrame, drop: float) -> pd.DataFrame:
+    """Cells whose test accuracy fell from its peak by more than `drop` by the last epoch."""
+    columns = [*KEY, "batch_size", "seed", "peak_epoch", "peak_test_accuracy", "final_test_accuracy", "drop"]
+    if epochs.empty:
+        return pd.DataFrame(columns=columns)
+    ordered = epochs.sort_values("epoch")
+    peaks = ordered.loc[ordered.groupby(KEY)["test_accuracy"].idxmax(), [*KEY, "epoch", "test_accuracy"]]
+    last = ordered.groupby(KEY, as_index=False).last()[[*KEY, "test_accuracy"]]
+    table = peaks.merge(last, on=KEY, suffixes=("_peak", "_final"))
+    table = table.rename(columns={"epoch": "peak_epoch", "test_accuracy_peak": "peak_test_accuracy",
+                                  "test_accuracy_final": "final_test_accuracy"})
+    table["drop"] = table["peak_test_accuracy"] - table["final_test_accuracy"]
+    table = table.merge(cells[[*KEY, "batch_size", "seed"]], on=KEY)
+    return table[table["drop"] > drop][columns].sort_values(["batch_size", "seed"], ignore_index=True)
 
 
 def by_batch_size(cells: pd.DataFrame) -> pd.DataFrame:
@@ -37,18 +63,27 @@ def by_batch_size(cells: pd.DataFrame) -> pd.DataFrame:
     done = cells[cells["status"] == "done"]
     if done.empty:
         return pd.DataFrame(columns=GROUP)
+    done = done.assign(**{c: done[c] if c in done else None for c in OPTIONAL})
     grouped = done.groupby(GROUP, dropna=False)
     table = grouped.agg(
         n=("cell_id", "size"),
         accuracy=("test_accuracy_at_best_val", "mean"),
         accuracy_std=("test_accuracy_at_best_val", "std"),
+        best_val_accuracy=("best_val_accuracy", "mean"),
         time_per_image_s=("time_per_image_s", "mean"),
         time_per_image_std=("time_per_image_s", "std"),
         n_reached=("time_to_target_s", "count"),
-        # mean over the seeds that reached the target; n_reached says how many did
+        # means over the seeds that reached the target; n_reached says how many did
         time_to_target_s=("time_to_target_s", "mean"),
+        measured_time_to_target_s=("measured_time_to_target_s", "mean"),
+        steps_to_target=("steps_to_target", "mean"),
         peak_allocated_bytes=("peak_allocated_bytes", "max"),
+        peak_reserved_bytes=("peak_reserved_bytes", "max"),
+        nvml_peak_memory_used_bytes=("nvml_peak_memory_used_bytes", "max"),
         peak_rss_bytes=("peak_rss_bytes", "max"),
+        joules_per_image=("joules_per_image", "mean"),
+        mfu=("mfu", "mean"),
+        num_processes=("env.num_processes", "first"),
     ).reset_index()
     table["images_per_second"] = 1.0 / table["time_per_image_s"]
     return table.sort_values(GROUP, ignore_index=True)
@@ -81,6 +116,32 @@ def sweet_spot(table: pd.DataFrame, tolerance: float, target: float) -> Verdict:
         f"{pick['time_to_target_s']:.2f} s of training, the fastest of the {len(near)} batch size(s) "
         f"whose test accuracy ({pick['accuracy']:.4f}) is within {tolerance:.3f} of the best ({best:.4f})",
     )
+
+
+def rules_disagree(verdict: Verdict, flat: int | None) -> str | None:
+    """Why the two rules name different batch sizes, in one sentence (None when they agree)."""
+    if verdict.batch_size is None or flat is None or verdict.batch_size == flat:
+        return None
+    if flat > verdict.batch_size:
+        return (f"The rules disagree: batch {flat} still trains faster per image, but batch {verdict.batch_size} "
+                f"reaches the target sooner, because larger batches need more images (epochs) to get there.")
+    return (f"The rules disagree: time per image stops improving at batch {flat}, but batch {verdict.batch_size} "
+            f"reaches the target sooner, because it needs fewer steps to get there at nearly the same speed per image.")
+
+
+def scaling(table: pd.DataFrame) -> pd.DataFrame:
+    """Speed-up and efficiency vs processes, per batch size, where several process counts exist."""
+    if table.empty or table["num_processes"].nunique() < 2:
+        return pd.DataFrame()
+    rows = []
+    for (variant, batch), group in table.groupby(["variant", "batch_size"]):
+        base = group[group["num_processes"] == group["num_processes"].min()].iloc[0]
+        for _, row in group.iterrows():
+            speedup = base["time_per_image_s"] / row["time_per_image_s"]
+            rows.append({"variant": variant, "batch_size": batch, "source": row["source"],
+                         "num_processes": row["num_processes"], "speedup": speedup,
+                         "efficiency": speedup * base["num_processes"] / row["num_processes"]})
+    return pd.DataFrame(rows)
 
 
 def flat_point(table: pd.DataFrame, threshold: float) -> int | None:

@@ -201,16 +201,17 @@ def report_command(args) -> int:
 
 def run_command(args) -> int:
     # Everything the user can get wrong is checked before any process trains.
-    config, cells, sweep_dir = load_plan(args)
+    config, all_cells, sweep_dir = load_plan(args)
     ids = [i.strip() for i in args.cells.split(",") if i.strip()] if args.cells else None
-    cells = plan.select(cells, ids, args.array_index)
+    cells = plan.select(all_cells, ids, args.array_index)
     results.check_writable(sweep_dir)
     data_dir = data.resolve_data_dir(args.data_dir)
     mnist_folder = data.find_mnist(data_dir) if data_dir else None
 
     from harness.sweep import run_sweep  # torch and accelerate load only when training
 
-    return run_sweep(config, cells, sweep_dir, mnist_folder, quiet=args.quiet, write_report=not args.no_report)
+    return run_sweep(config, cells, sweep_dir, mnist_folder, quiet=args.quiet, write_report=not args.no_report,
+                     all_cells=all_cells)
 
 
 COMMANDS = {"run": run_command, "plan": plan_command, "report": report_command, "bench": bench_command,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.results import SCHEMA_VERSION
+from harness.results import EPOCH_COLUMNS, SCHEMA_VERSION
 
 ENV_COLUMNS = ("device_type", "device_name", "num_processes", "distributed_type", "mixed_precision", "torch", "host")
 
@@ -22,11 +22,18 @@ class Collected:
     epochs: pd.DataFrame  # one row per (cell, epoch)
     warnings: list[str] = field(default_factory=list)
     records: list[dict] = field(default_factory=list)  # the raw result.json documents
+    plans: dict[tuple[str, str], dict] = field(default_factory=dict)  # (source, sweep) -> plan.json
 
 
 def collect(folders: list[Path]) -> Collected:
-    rows, epoch_frames, warnings, records = [], [], [], []
-    for folder in folders:
+    rows, epoch_frames, warnings, records, plans = [], [], [], [], {}
+    for folder, label in zip(folders, labels(folders)):
+        for path in sorted(folder.rglob("plan.json")):
+            try:
+                document = json.loads(path.read_text())
+                plans[(label, document["sweep"])] = document
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                warnings.append(f"skipped {path}: unreadable ({exc})")
         for path in sorted(folder.rglob("result.json")):
             try:
                 record = json.loads(path.read_text())
@@ -38,21 +45,32 @@ def collect(folders: list[Path]) -> Collected:
             if record.get("schema_version", 0) > SCHEMA_VERSION:
                 warnings.append(f"skipped {path}: schema {record['schema_version']} is newer than this harness")
                 continue
-            record["source"] = folder.name or str(folder)
+            record["source"] = label
             records.append(record)
             rows.append(cell_row(record))
             epochs_csv = path.parent / "epochs.csv"
             if epochs_csv.is_file():
                 frame = pd.read_csv(epochs_csv)
+                if frame.empty:
+                    continue
                 frame.insert(0, "cell_id", record["cell_id"])
                 frame.insert(0, "sweep", record["sweep"])
                 frame.insert(0, "source", record["source"])
                 epoch_frames.append(frame)
     cells = pd.DataFrame(rows)
     epochs = pd.concat(epoch_frames, ignore_index=True) if epoch_frames else pd.DataFrame()
+    for column in EPOCH_COLUMNS:  # a column that is empty in every file must still be numeric
+        if column in epochs:
+            epochs[column] = pd.to_numeric(epochs[column], errors="coerce")
     if not epochs.empty and not cells.empty:
         epochs = epochs.merge(cells[["source", "sweep", "cell_id", "batch_size", "seed", "variant"]])
-    return Collected(cells=cells, epochs=epochs, warnings=warnings, records=records)
+    return Collected(cells=cells, epochs=epochs, warnings=warnings, records=records, plans=plans)
+
+
+def labels(folders: list[Path]) -> list[str]:
+    """Each folder's name, or parent/name where two folders share a name."""
+    names = [f.resolve().name or str(f) for f in folders]
+    return [f"{f.resolve().parent.name}/{n}" if names.count(n) > 1 else n for f, n in zip(folders, names)]
 
 
 def cell_row(record: dict) -> dict:

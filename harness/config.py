@@ -122,6 +122,7 @@ class ReportSettings(_Frozen):
     target_accuracy: float = Field(0.97, gt=0, le=1, description="validation accuracy to reach")
     tolerance: float = Field(0.005, ge=0, lt=1, description="accuracy within this of the best counts")
     flat_threshold: float = Field(0.05, gt=0, lt=1, description="'time per image stops improving'")
+    collapse_drop: float = Field(0.05, gt=0, lt=1, description="peak-to-final test accuracy drop flagged")
 
 
 class SweepConfig(CellSettings):

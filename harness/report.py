@@ -10,6 +10,7 @@ from pathlib import Path
 
 import jinja2
 import pandas as pd
+import yaml
 
 from harness import analysis, figures
 from harness.collect import collect
@@ -53,9 +54,36 @@ BATCH_COLUMNS = [
     Column("n", "n seeds", "d"),
     Column("accuracy", "test acc (mean)", ".4f"),
     Column("accuracy_std", "± std", ".4f"),
+    Column("best_val_accuracy", "best val acc", ".4f"),
     Column("time_per_image_s", "time/image (s)", ".3e"),
+    Column("time_per_image_std", "± std", ".1e"),
     Column("images_per_second", "images/s", ",.0f"),
     Column("n_reached", "seeds at target", "d"),
+    Column("steps_to_target", "steps to target", ",.0f"),
+    Column("time_to_target_s", "time to target (s)", ".2f"),
+    Column("measured_time_to_target_s", "measured (s)", ".2f"),
+    Column("peak_allocated_bytes", "peak alloc", "bytes"),
+    Column("peak_reserved_bytes", "peak reserved", "bytes"),
+    Column("nvml_peak_memory_used_bytes", "GPU mem (NVML)", "bytes"),
+    Column("peak_rss_bytes", "peak RSS", "bytes"),
+    Column("joules_per_image", "J/image", ".3e"),
+    Column("mfu", "MFU", ".1%"),
+]
+COLLAPSE_COLUMNS = [
+    Column("cell_id", "cell", "s"),
+    Column("batch_size", "batch", "d"),
+    Column("seed", "seed", "d"),
+    Column("peak_epoch", "peak epoch", "d"),
+    Column("peak_test_accuracy", "peak test acc", ".4f"),
+    Column("final_test_accuracy", "final test acc", ".4f"),
+    Column("drop", "drop", ".4f"),
+]
+COMPARE_COLUMNS = [
+    Column("batch_size", "batch", "d"),
+    Column("source", "results folder", "s"),
+    Column("num_processes", "processes", "d"),
+    Column("accuracy", "test acc (mean)", ".4f"),
+    Column("time_per_image_s", "time/image (s)", ".3e"),
     Column("time_to_target_s", "time to target (s)", ".2f"),
     Column("peak_allocated_bytes", "peak alloc", "bytes"),
     Column("peak_rss_bytes", "peak RSS", "bytes"),
@@ -91,52 +119,67 @@ def table(frame: pd.DataFrame, columns: list[Column]) -> dict:
 
 
 def build_report(folders: list[Path], out: Path, target: float | None = None, tolerance: float | None = None) -> list[str]:
-    """Writes the HTML; returns the warnings it also shows in the page."""
+    """Writes the HTML and, next to it, the tidy CSV of all cells; returns the warnings."""
     for folder in folders:
         if not folder.is_dir():
             raise ResultsError(f"{folder} is not a folder; pass a results folder such as results/default")
     found = collect(folders)
     if found.cells.empty:
         raise ResultsError(f"no result.json under {', '.join(map(str, folders))}; run a sweep first or check the path")
-    sections = [
-        _section(found, key, target, tolerance) for key in found.cells[["source", "sweep"]].drop_duplicates().itertuples(index=False)
-    ]
+    keys = list(found.cells[["source", "sweep"]].drop_duplicates().itertuples(index=False, name=None))
+    sections = [_section(found, key, target, tolerance) for key in keys]
+    all_cells = pd.concat([s.pop("frame") for s in sections], ignore_index=True)
+    per_batch = pd.concat([s.pop("per_batch_frame") for s in sections], ignore_index=True)
+    scaling = analysis.scaling(per_batch)
+    csv_path = out.with_suffix(".csv")
     env = jinja2.Environment(loader=jinja2.PackageLoader("harness", "templates"), autoescape=True)
-    html = env.get_template("report.html.j2").render(sections=sections, warnings=found.warnings)
+    html = env.get_template("report.html.j2").render(
+        sections=sections, warnings=found.warnings, csv_name=csv_path.name,
+        comparison=table(per_batch.sort_values(["batch_size", "source"]), COMPARE_COLUMNS) if len(sections) > 1 else None,
+        scaling_figure=figures.scaling_figure(scaling))
     out.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(out, html)
+    write_atomic(csv_path, all_cells.drop(columns=["first_step_losses"], errors="ignore").to_csv(index=False))
     for warning in found.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     return found.warnings
 
 
-def _section(found, key, target: float | None, tolerance: float | None) -> dict:
+def _section(found, key: tuple[str, str], target: float | None, tolerance: float | None) -> dict:
     source, sweep = key
     records = [r for r in found.records if r["source"] == source and r["sweep"] == sweep]
     rules = ReportSettings(**records[0].get("report", {}))
     target = rules.target_accuracy if target is None else target
     tolerance = rules.tolerance if tolerance is None else tolerance
-    mine = (found.cells["source"] == source) & (found.cells["sweep"] == sweep)
-    cells = found.cells[mine]
-    epochs = found.epochs[(found.epochs["source"] == source) & (found.epochs["sweep"] == sweep)] if not found.epochs.empty else found.epochs
+    cells = found.cells[(found.cells["source"] == source) & (found.cells["sweep"] == sweep)]
+    epochs = found.epochs
+    if not epochs.empty:
+        epochs = epochs[(epochs["source"] == source) & (epochs["sweep"] == sweep)]
     cells = analysis.add_time_to_target(cells, epochs, target)
     per_batch = analysis.by_batch_size(cells)
     verdict = analysis.sweet_spot(per_batch, tolerance, target)
     flat = {v: analysis.flat_point(g, rules.flat_threshold) for v, g in per_batch.groupby("variant")} if not per_batch.empty else {}
-    done_epochs = epochs[epochs["cell_id"].isin(cells.loc[cells["status"] == "done", "cell_id"])] if not epochs.empty else epochs
-    env_fields = records[0].get("environment", {})
+    done_ids = cells.loc[cells["status"] == "done", "cell_id"]
+    done_epochs = epochs[epochs["cell_id"].isin(done_ids)] if not epochs.empty else epochs
+    plan = found.plans.get((source, sweep), {})
+    missing = [c for c in plan.get("cells", []) if c["id"] not in set(cells["cell_id"])]
+    commands = sorted({r.get("environment", {}).get("command") for r in records} - {None})
     return {
         "title": f"{source} / {sweep}" if source != sweep else sweep,
+        "device": records[0].get("environment", {}).get("device_name"),
         "verdict": verdict,
-        "target": target,
-        "tolerance": tolerance,
-        "flat_threshold": rules.flat_threshold,
-        "flat": flat,
+        "disagreement": analysis.rules_disagree(verdict, flat.get(verdict.variant)),
+        "target": target, "tolerance": tolerance, "flat_threshold": rules.flat_threshold, "flat": flat,
         "per_batch": table(per_batch, BATCH_COLUMNS),
         "cells": table(cells.sort_values(["batch_size", "seed", "cell_id"]), CELL_COLUMNS),
+        "collapse_drop": rules.collapse_drop,
+        "collapses": table(analysis.collapses(cells, done_epochs, rules.collapse_drop), COLLAPSE_COLUMNS),
         "unfinished": cells[cells["status"] != "done"][["cell_id", "status", "error"]].to_dict("records"),
-        "figures": figures.render_all(done_epochs, per_batch),
-        "environment": sorted((k, v) for k, v in env_fields.items() if k != "command"),
-        "config": json.dumps(records[0].get("settings", {}), indent=2),
+        "missing": missing,
+        "figures": figures.render_all(figures.FigureData(done_epochs, per_batch, verdict.batch_size)),
+        "environment": sorted((k, v) for k, v in records[0].get("environment", {}).items() if k != "command"),
+        "config": yaml.safe_dump(plan.get("config") or records[0].get("settings", {}), sort_keys=False),
+        "commands": commands,
         "swept": sorted({k for r in records for k in r.get("swept", {})}),
+        "frame": cells, "per_batch_frame": per_batch,
     }

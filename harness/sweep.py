@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -16,8 +17,17 @@ from harness.progress import Progress
 from harness.train import RunContext, run_cell
 
 
+def write_plan(config: SweepConfig, cells: list[plan.Cell], sweep_dir: Path) -> None:
+    """The whole sweep as planned, so the report can list cells that never ran and how to rerun."""
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    document = {"schema_version": results.SCHEMA_VERSION, "sweep": config.name,
+                "config": config.model_dump(mode="json"), "command": measure.environment_command(),
+                "cells": [{"index": c.index, "id": c.id, "swept": c.swept} for c in cells]}
+    results.write_atomic(sweep_dir / "plan.json", json.dumps(document, indent=2) + "\n")
+
+
 def run_sweep(config: SweepConfig, cells: list[plan.Cell], sweep_dir: Path, mnist_folder: Path | None,
-              quiet: bool, write_report: bool) -> int:
+              quiet: bool, write_report: bool, all_cells: list[plan.Cell]) -> int:
     # Without cpu=True, Accelerate only forms a process group on accelerators: on a CPU machine
     # `accelerate launch --multi_gpu` or torchrun would start P unconnected single processes.
     graphs = any(c.settings.train.mode == "cuda_graphs" for c in cells)
@@ -28,6 +38,8 @@ def run_sweep(config: SweepConfig, cells: list[plan.Cell], sweep_dir: Path, mnis
     plan.check_divisible(cells, accelerator.num_processes)
     for cell in cells:
         check_mode(cell.settings, accelerator)
+    if accelerator.is_main_process:
+        write_plan(config, all_cells, sweep_dir)
     # Decided once, before any rank writes, so every rank agrees on what to train.
     todo = [c for c in cells if not results.is_done(sweep_dir / c.id)]
     accelerator.wait_for_everyone()

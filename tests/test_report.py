@@ -20,13 +20,14 @@ class TableParser(HTMLParser):
 
     def __init__(self):
         super().__init__()
-        self.tables, self.links, self._row = [], [], None
+        self.tables, self.ids, self.links, self._row = [], [], [], None
 
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
         self.links += [attrs[a] for a in ("src", "href") if a in attrs]
         if tag == "table" and attrs.get("class") == "data":
             self.tables.append([])
+            self.ids.append(attrs.get("id"))
         elif tag == "tr" and self.tables:
             self._row = {}
         elif tag == "td" and self._row is not None and "data-key" in attrs:
@@ -57,7 +58,7 @@ def test_report_numbers_equal_the_result_files(small_sweep, tmp_path):
     assert proc.returncode == 0, proc.stderr
     html = out.read_text()
     parsed = parse(html)
-    per_batch, cells = parsed.tables
+    per_batch, cells = parsed.tables[0], parsed.tables[parsed.ids.index("cells-1")]
     assert len(cells) == 2 and len(per_batch) == 2
     for row in cells:
         cell_dir = small_sweep / row["cell_id"]
@@ -78,7 +79,14 @@ def test_report_numbers_equal_the_result_files(small_sweep, tmp_path):
         assert as_number(batch_row["accuracy"]) == s["test_accuracy_at_best_val"]
         assert as_number(batch_row["n"]) == 1
     assert "Sweet spot: batch size" in html
-    assert html.count("data:image/png;base64,") == 3  # accuracy, time per image, memory
+    # accuracy, time per image + throughput, time to target, steps to target, Pareto, memory
+    assert html.count("data:image/png;base64,") == 6
+    # the tidy CSV next to the HTML holds the same numbers
+    frame = pd.read_csv(out.with_suffix(".csv"))
+    for row in cells:
+        line = frame[frame["cell_id"] == row["cell_id"]].iloc[0]
+        assert line["time_per_image_s"] == as_number(row["time_per_image_s"])
+        assert line["test_accuracy_at_best_val"] == as_number(row["test_accuracy_at_best_val"])
 
 
 @pytest.mark.slow
@@ -102,7 +110,8 @@ def test_unreadable_result_is_a_warning_not_a_crash(small_sweep, tmp_path):
     proc = harness("report", str(folder), "-o", str(tmp_path / "r.html"))
     assert proc.returncode == 0 and "warning: skipped" in proc.stderr
     assert "unreadable" in (tmp_path / "r.html").read_text()
-    assert len(parse((tmp_path / "r.html").read_text()).tables[1]) == 1
+    parsed = parse((tmp_path / "r.html").read_text())
+    assert len(parsed.tables[parsed.ids.index("cells-1")]) == 1
 
 
 def test_empty_folder_is_exit_2(tmp_path):
@@ -150,9 +159,11 @@ def test_all_cells_failed_gives_no_table():
 
 
 def test_time_to_target_uses_first_epoch_at_target():
-    cells = frame([{"batch_size": 100, "cell_id": "a", "seed": 0, "time_per_image_s": 1e-4}])
+    cells = frame([{"batch_size": 100, "cell_id": "a", "seed": 0, "time_per_image_s": 1e-4, "warmup_seconds": 0.5}])
     epochs = pd.DataFrame({"source": "s", "sweep": "w", "cell_id": "a", "epoch": [1, 2, 3],
-                           "val_accuracy": [0.95, 0.971, 0.99], "optimizer_steps": [550, 1100, 1650]})
+                           "val_accuracy": [0.95, 0.971, 0.99], "optimizer_steps": [550, 1100, 1650],
+                           "train_seconds": [5.0, 6.0, 7.0]})
     row = add_time_to_target(cells, epochs, 0.97).iloc[0]
     assert row["epochs_to_target"] == 2 and row["steps_to_target"] == 1100
     assert row["time_to_target_s"] == pytest.approx(1100 * 100 * 1e-4)
+    assert row["measured_time_to_target_s"] == pytest.approx(0.5 + 5.0 + 6.0)  # warm-up + epochs 1..2
