@@ -2,18 +2,20 @@
 
 One file per rank (cell_dir/checkpoint-rank<R>.pt): the weights and optimizer are the same on
 every rank, but each rank's running loss and its slice of the order are its own. Written to a
-temp file in the same folder, then os.replace; an unreadable file counts as no checkpoint.
+temp file in the same folder, fsynced, then os.replace; torch's zip container checks a CRC-32
+per record, so a torn or truncated file fails to load and counts as no checkpoint.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from harness.results import write_atomic
 
 
 @dataclass
@@ -30,9 +32,11 @@ class LoopState:
     first_losses: list[float] = field(default_factory=list)
     rows: list[dict[str, Any]] = field(default_factory=list)
     order: torch.Tensor | None = None  # this epoch's GLOBAL order (steps x batch), CPU
-    loss_sum: torch.Tensor | None = None  # this rank's running loss of the epoch, CPU
+    losses: torch.Tensor | None = None  # this rank's loss of each step of the epoch, CPU
     stream: dict[str, Any] | None = None
     preemptions: int = 0
+    diverged_at_step: int | None = None  # the cell's first step whose loss was not finite
+    last_finite_loss: float | None = None
 
 
 def path_for(cell_dir: Path, rank: int) -> Path:
@@ -42,17 +46,9 @@ def path_for(cell_dir: Path, rank: int) -> Path:
 def save(cell_dir: Path, rank: int, world: int, state: LoopState, model: torch.nn.Module, optimizer) -> None:
     payload = {"world": world, "state": asdict(state), "model": model.state_dict(),
                "optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state()}
-    target = path_for(cell_dir, rank)
-    fd, tmp = tempfile.mkstemp(dir=cell_dir, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    write_atomic(path_for(cell_dir, rank), buffer.getvalue())
 
 
 def load(cell_dir: Path, rank: int, world: int) -> dict[str, Any] | None:

@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--array-index", type=int, help="run only the cell at this index of the plan (Slurm arrays)")
     run.add_argument("--quiet", action="store_true", help="no progress bars (per-epoch lines still print)")
     run.add_argument("--no-report", action="store_true", help="do not write RESULTS_DIR/<sweep>/report.html at the end")
+    run.add_argument("--fail-fast", action="store_true", help="stop the sweep at the first cell that raises "
+                                                              "(default: record it as failed and go on)")
 
     p = sub.add_parser("plan", help="list a sweep's cells, their ids and status, without training",
                        description="Print each cell of the sweep in run order: index, id, status "
@@ -211,7 +213,7 @@ def run_command(args) -> int:
     from harness.sweep import run_sweep  # torch and accelerate load only when training
 
     return run_sweep(config, cells, sweep_dir, mnist_folder, quiet=args.quiet, write_report=not args.no_report,
-                     all_cells=all_cells)
+                     all_cells=all_cells, fail_fast=args.fail_fast)
 
 
 COMMANDS = {"run": run_command, "plan": plan_command, "report": report_command, "bench": bench_command,

@@ -1,14 +1,16 @@
 """Fault injection for tests: the ONE switch is the environment variable HARNESS_FAULT.
 
-    HARNESS_FAULT="KIND@STEP[:CELL]"   e.g. "error@3:bs32-seed0"
+    HARNESS_FAULT="KIND@N[:CELL][,KIND@N[:CELL]...]"   e.g. "oom@3:bs64,nan@2:bs128"
 
-KIND: `error` raises RuntimeError, `nan` makes the loss NaN (the cell then diverges); STEP: the
-1-based step of the cell at which it happens; CELL: only cells whose id starts with this (default:
-every cell). Unset, it costs nothing: the step function is returned untouched.
+Step faults, at the cell's N-th training step (1-based), in cells whose id starts with CELL
+(default: every cell): `error` raises RuntimeError, `oom` raises torch.OutOfMemoryError, `nan`
+makes the loss NaN from then on. Write fault: `enospc@N` makes the N-th results write of the
+process fail with "No space left on device". Unset, nothing is wrapped and nothing costs.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 
@@ -17,26 +19,47 @@ import torch
 from harness.errors import ConfigError
 
 VARIABLE = "HARNESS_FAULT"
+PATTERN = re.compile(r"(error|oom|nan|enospc)@(\d+)(?::(\S+))?")
+_writes = 0
+
+
+def _specs() -> list[tuple[str, int, str]]:
+    spec = os.environ.get(VARIABLE, "")
+    parsed = []
+    for part in filter(None, spec.split(",")):
+        match = PATTERN.fullmatch(part.strip())
+        if not match:
+            raise ConfigError(f"${VARIABLE}={spec!r}: expected KIND@N[:CELL] with KIND error, oom, nan or enospc")
+        parsed.append((match.group(1), int(match.group(2)), match.group(3) or ""))
+    return parsed
 
 
 def wrap(step, cell_id: str):
-    spec = os.environ.get(VARIABLE)
-    if not spec:
-        return step
-    match = re.fullmatch(r"(error|nan)@(\d+)(?::(\S+))?", spec)
-    if not match:
-        raise ConfigError(f"${VARIABLE}={spec!r}: expected KIND@STEP[:CELL] with KIND error or nan")
-    kind, at, prefix = match.group(1), int(match.group(2)), match.group(3) or ""
-    if not cell_id.startswith(prefix):
+    faults = [(k, n) for k, n, prefix in _specs() if k != "enospc" and cell_id.startswith(prefix)]
+    if not faults:
         return step
     count = 0
 
     def faulty(idx: torch.Tensor) -> torch.Tensor:
         nonlocal count
         count += 1
-        if count == at and kind == "error":
-            raise RuntimeError(f"injected fault ({VARIABLE}={spec}) at step {at}")
+        for kind, at in faults:
+            if count == at and kind == "error":
+                raise RuntimeError(f"injected fault ({VARIABLE}) at step {at}")
+            if count == at and kind == "oom":
+                raise torch.OutOfMemoryError(f"injected out-of-memory ({VARIABLE}) at step {at}")
         loss = step(idx)
-        return loss * float("nan") if count >= at and kind == "nan" else loss
+        return loss * float("nan") if any(k == "nan" and count >= at for k, at in faults) else loss
 
     return faulty
+
+
+def before_write(path) -> None:
+    """Called by results.write_atomic: fails the N-th write when enospc@N is set."""
+    global _writes
+    faults = [n for k, n, _ in _specs() if k == "enospc"] if os.environ.get(VARIABLE) else []
+    if not faults:
+        return
+    _writes += 1
+    if _writes in faults:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))

@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from harness import faults
 from harness.errors import ResultsError
 
 SCHEMA_VERSION = 1
@@ -40,16 +41,24 @@ EPOCH_COLUMNS = (
 )
 
 
-def write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def write_atomic(path: Path, data: str | bytes) -> None:
+    """Temp file in the same folder, fsync, os.replace: never a half-written file under `path`.
+    A failing disk (full, read-only, gone) becomes a one-line ResultsError."""
+    tmp = None
     try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
+        faults.before_write(path)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "wb" if isinstance(data, bytes) else "w") as fh:
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise ResultsError(f"cannot write {path} ({exc.strerror or exc}); free some space or choose "
+                               f"another --results-dir, then run again: finished cells are kept") from None
         raise
 
 

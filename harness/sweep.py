@@ -7,9 +7,9 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import AutocastKwargs
+from accelerate.utils import AutocastKwargs, broadcast_object_list
 
-from harness import data, measure, plan, results
+from harness import data, locks, measure, plan, results
 from harness.config import SweepConfig
 from harness.engine import check_mode
 from harness.preemption import EXIT_PREEMPTED, StopRequest
@@ -19,15 +19,22 @@ from harness.train import RunContext, run_cell
 
 def write_plan(config: SweepConfig, cells: list[plan.Cell], sweep_dir: Path) -> None:
     """The whole sweep as planned, so the report can list cells that never ran and how to rerun."""
-    sweep_dir.mkdir(parents=True, exist_ok=True)
+    path = sweep_dir / "plan.json"
     document = {"schema_version": results.SCHEMA_VERSION, "sweep": config.name,
                 "config": config.model_dump(mode="json"), "command": measure.environment_command(),
                 "cells": [{"index": c.index, "id": c.id, "swept": c.swept} for c in cells]}
-    results.write_atomic(sweep_dir / "plan.json", json.dumps(document, indent=2) + "\n")
+    try:
+        old = json.loads(path.read_text())
+        if (old.get("config"), old.get("cells")) == (document["config"], json.loads(json.dumps(document["cells"]))):
+            return  # the same plan: leave the file (and the first command) as they are
+    except (OSError, ValueError):
+        pass
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    results.write_atomic(path, json.dumps(document, indent=2) + "\n")
 
 
 def run_sweep(config: SweepConfig, cells: list[plan.Cell], sweep_dir: Path, mnist_folder: Path | None,
-              quiet: bool, write_report: bool, all_cells: list[plan.Cell]) -> int:
+              quiet: bool, write_report: bool, all_cells: list[plan.Cell], fail_fast: bool = False) -> int:
     # Without cpu=True, Accelerate only forms a process group on accelerators: on a CPU machine
     # `accelerate launch --multi_gpu` or torchrun would start P unconnected single processes.
     graphs = any(c.settings.train.mode == "cuda_graphs" for c in cells)
@@ -74,12 +81,28 @@ def run_sweep(config: SweepConfig, cells: list[plan.Cell], sweep_dir: Path, mnis
     progress.start_sweep(len(todo))
     statuses = {}
     for cell in todo:
-        val_size = cell.settings.data.val_size
-        if val_size not in splits:
-            splits[val_size] = data.to_device(arrays, val_size, accelerator.device)
-        ctx = RunContext(accelerator, splits[val_size], config.name, sweep_dir, environment, progress,
-                         config.report.model_dump(), stop)
-        statuses[cell.id] = run_cell(cell, ctx)
+        cell_dir = sweep_dir / cell.id
+        if not claim(accelerator, cell_dir):
+            progress.message(f"skip {cell.id}: another process is training it (its lock is live)")
+            continue
+        try:
+            if results.is_done(cell_dir):  # finished by another process since this one started
+                progress.message(f"skip {cell.id}: already done")
+                continue
+            val_size = cell.settings.data.val_size
+            if val_size not in splits:
+                splits[val_size] = data.to_device(arrays, val_size, accelerator.device)
+            renew = (lambda: locks.renew(cell_dir)) if accelerator.is_main_process else (lambda: None)
+            ctx = RunContext(accelerator, splits[val_size], config.name, sweep_dir, environment, progress,
+                             config.report.model_dump(), stop, renew)
+            statuses[cell.id] = run_cell(cell, ctx)
+        finally:
+            if accelerator.is_main_process:
+                locks.release(cell_dir)
+        if statuses[cell.id] == "failed" and fail_fast:
+            progress.message(f"{cell.id}: failed; --fail-fast stops the sweep here")
+            progress.close()
+            return _finish(accelerator, sweep_dir, write_report, statuses)
         if statuses[cell.id] == "preempted":
             progress.message(f"{cell.id}: {stop.signal_name} received; checkpoint saved, exiting to be requeued")
             progress.close()
@@ -90,6 +113,14 @@ def run_sweep(config: SweepConfig, cells: list[plan.Cell], sweep_dir: Path, mnis
             progress.message(f"{cell.id}: {statuses[cell.id]} (see {sweep_dir / cell.id / 'result.json'})")
     progress.close()
     return _finish(accelerator, sweep_dir, write_report, statuses)
+
+
+def claim(accelerator: Accelerator, cell_dir: Path) -> bool:
+    """The main process takes the cell's lock; every rank learns the answer."""
+    held = [locks.acquire(cell_dir) if accelerator.is_main_process else None]
+    if accelerator.num_processes > 1:
+        broadcast_object_list(held, from_process=0)
+    return bool(held[0])
 
 
 def _finish(accelerator: Accelerator, sweep_dir: Path, write_report: bool, statuses: dict[str, str]) -> int:

@@ -5,8 +5,10 @@ No pandas, no seaborn here: the trainer only produces the files that the report 
 
 from __future__ import annotations
 
+import gc
 import math
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from accelerate import Accelerator
 from harness import checkpoint, faults, measure, results
 from harness.config import CellSettings
 from harness.data import Splits
+from harness.errors import HarnessError
 from harness.engine import build_engine
 from harness.model import count_correct
 from harness.plan import Cell
@@ -37,6 +40,7 @@ class RunContext:
     progress: Progress
     report_rules: dict[str, Any]  # the config's report section, so the report can apply it
     stop: StopRequest
+    on_epoch: Callable[[], None] = lambda: None  # e.g. renew the cell's lock
 
 
 class IndexStream:
@@ -94,17 +98,19 @@ def train_loop(cell: Cell, ctx: RunContext, cell_dir: Path) -> tuple[str, dict[s
             if state.order is None:  # a fresh epoch: its global order, drawn once
                 state.order = stream.next(steps_per_epoch * global_batch).view(steps_per_epoch, global_batch)
                 state.step, state.epoch_seconds, state.epoch_joules = 0, 0.0, None
-                state.loss_sum = torch.zeros(())
+                state.losses = torch.zeros(steps_per_epoch)
             # The epoch's order goes to the device once; no host round-trip inside the steps.
+            # Each step's loss lands in a device buffer: one copy, like a running sum, but it
+            # keeps which step first went non-finite.
             order = state.order[:, local].to(device)
-            loss_sum = state.loss_sum.to(device)
+            losses = state.losses.to(device)
 
             # Warm-up: outside the clock; its losses are read per step (a sync we can afford here).
             with measure.SyncedTimer(device) as warm:
                 while (state.warmup_left and state.step < steps_per_epoch
                        and not ctx.stop.should_stop(acc, state.steps_done + state.step)):
                     loss = engine.step(order[state.step])
-                    loss_sum += loss
+                    losses[state.step] = loss
                     state.first_losses.append(acc.reduce(loss.clone(), "mean").item())
                     state.step, state.warmup_left = state.step + 1, state.warmup_left - 1
                     ctx.progress.advance_step()
@@ -114,7 +120,7 @@ def train_loop(cell: Cell, ctx: RunContext, cell_dir: Path) -> tuple[str, dict[s
             first_timed, step = state.step, state.step
             with measure.SyncedTimer(device, monitor) as timed:
                 while step < steps_per_epoch and not ctx.stop.should_stop(acc, state.steps_done + step):
-                    loss_sum += engine.step(order[step])
+                    losses[step] = engine.step(order[step])
                     step += 1
                     ctx.progress.advance_step()
             state.step = step
@@ -122,7 +128,7 @@ def train_loop(cell: Cell, ctx: RunContext, cell_dir: Path) -> tuple[str, dict[s
             state.epoch_joules = _add(state.epoch_joules, timed.joules, first_timed == step)
 
             if state.step < steps_per_epoch:  # asked to stop: keep everything, leave
-                state.loss_sum, state.stream = loss_sum.cpu(), stream.state()
+                state.losses, state.stream = losses.cpu(), stream.state()
                 state.preemptions += 1
                 checkpoint.save(cell_dir, rank, world, state, engine.eval_model, engine.optimizer)
                 return "preempted", {"preemptions": state.preemptions, "checkpoint_step": state.steps_done + state.step}
@@ -130,23 +136,43 @@ def train_loop(cell: Cell, ctx: RunContext, cell_dir: Path) -> tuple[str, dict[s
             # Evaluation: its own clock, never part of time per image.
             with measure.SyncedTimer(device) as evaluation:
                 correct = evaluate(engine.eval_model, ctx.splits, s.data.train_eval_size, acc)
+            bad = _first_nonfinite(acc, losses)
+            if bad is not None:  # diverged: keep the finite epochs, say where it broke
+                state.diverged_at_step = state.steps_done + bad + 1
+                state.last_finite_loss = float(losses[bad - 1]) if bad else None
+                break
             state.steps_done += steps_per_epoch
-            row = epoch_row(state, s, acc, correct, evaluation.seconds, loss_sum, len(ctx.splits.val_y), len(ctx.splits.test_y))
+            row = epoch_row(state, s, acc, correct, evaluation.seconds, losses.sum(), len(ctx.splits.val_y),
+                            len(ctx.splits.test_y))
             state.rows.append(row)
             state.epoch, state.order = state.epoch + 1, None
             if acc.is_main_process:
                 results.write_epochs(cell_dir, state.rows)
+            if state.epoch <= s.train.epochs:  # a kill from here on resumes at this epoch's end
+                state.stream = stream.state()
+                checkpoint.save(cell_dir, rank, world, state, engine.eval_model, engine.optimizer)
+            ctx.on_epoch()
             acc.log({f"{cell.id}/{k}": v for k, v in row.items() if v is not None and k != "epoch"}, step=row["epoch"])
             ctx.progress.epoch_line(cell.id, row, s.train.epochs)
-            if not math.isfinite(row["train_loss"]):
-                break
     finally:
         monitor.stop()
     checkpoint.path_for(cell_dir, rank).unlink(missing_ok=True)  # finished: nothing to resume
-    status = "done" if math.isfinite(state.rows[-1]["train_loss"]) else "diverged"
     gpu = over_ranks(acc, {k: (v, GPU_REDUCE[k]) for k, v in monitor.summary().items()})
-    summary = summarize(state.rows, s, state.first_losses, state.warmup_seconds, world, gpu, ctx.environment)
-    return status, {**summary, "preemptions": state.preemptions}
+    summary = summarize(state.rows, s, state.first_losses, state.warmup_seconds, world, gpu, ctx.environment) \
+        if state.rows else {"epochs_completed": 0}
+    summary |= {"preemptions": state.preemptions}
+    if state.diverged_at_step is not None:
+        summary |= {"diverged_at_step": state.diverged_at_step, "last_finite_loss": state.last_finite_loss}
+        return "diverged", summary
+    return "done", summary
+
+
+def _first_nonfinite(acc: Accelerator, losses: torch.Tensor) -> int | None:
+    """The first step of the epoch whose loss was not finite on any rank, or None."""
+    bad = (~torch.isfinite(losses)).to(torch.float64)
+    bad = acc.reduce(bad, "sum") if acc.num_processes > 1 else bad
+    nonzero = torch.nonzero(bad).flatten()
+    return int(nonzero[0]) if len(nonzero) else None
 
 
 def _add(total: float | None, joules: float | None, empty_window: bool) -> float | None:
@@ -173,6 +199,7 @@ def _resume(cell_dir: Path, rank: int, world: int, engine, stream: IndexStream, 
 
 def epoch_row(state, s: CellSettings, acc: Accelerator, correct: list[int], eval_seconds: float,
               loss_sum: torch.Tensor, n_val: int, n_test: int) -> dict[str, Any]:
+    """One epochs.csv row; `loss_sum` is this rank's summed step losses."""
     steps_per_epoch, batch, world = s.steps_per_epoch, s.train.batch_size, acc.num_processes
     timed_steps = steps_per_epoch - _warm_steps_in(state, s)
     across = over_ranks(acc, {"train_seconds": (state.epoch_seconds, "max"), "eval_seconds": (eval_seconds, "max"),
@@ -279,6 +306,19 @@ def summarize(rows: list[dict], s: CellSettings, first_losses: list[float], warm
     }
 
 
+def is_out_of_memory(exc: BaseException) -> bool:
+    """CUDA's OutOfMemoryError, or a CPU allocation failure surfacing as a RuntimeError."""
+    text = str(exc)
+    return isinstance(exc, torch.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text))
+
+
+def release_memory(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
 def run_cell(cell: Cell, ctx: RunContext) -> str:
     """Train a cell and record it: status running first, then done / diverged / failed; a cell
     asked to stop stays running, with its checkpoint, and returns "preempted"."""
@@ -301,11 +341,15 @@ def run_cell(cell: Cell, ctx: RunContext) -> str:
         results.write_result(cell_dir, record)
     try:
         status, summary = train_loop(cell, ctx, cell_dir)
+    except HarnessError:
+        raise  # the results folder itself failed (disk full...): stop the sweep with one line
     except Exception as exc:  # the cell fails; the record says why; the sweep goes on
-        status, summary = "failed", None
+        status, summary = ("oom" if is_out_of_memory(exc) else "failed"), None
         record["error"] = f"{type(exc).__name__}: {exc}"
         if main:
-            (cell_dir / "traceback.txt").write_text(traceback.format_exc())
+            results.write_atomic(cell_dir / "traceback.txt", traceback.format_exc())
+        exc.__traceback__ = None  # drop the frames that hold the model and optimizer
+        release_memory(ctx.accelerator.device)
     if status == "preempted":  # still running as far as the sweep goes: its checkpoint waits
         record.update(preempted_utc=measure.utc_now(), **summary)
     else:
