@@ -35,16 +35,7 @@ def write_plan(config: SweepConfig, cells: list[plan.Cell], sweep_dir: Path) -> 
 
 def run_sweep(config: SweepConfig, cells: list[plan.Cell], sweep_dir: Path, mnist_folder: Path | None,
               quiet: bool, write_report: bool, all_cells: list[plan.Cell], fail_fast: bool = False) -> int:
-    # Without cpu=True, Accelerate only forms a process group on accelerators: on a CPU machine
-    # `accelerate launch --multi_gpu` or torchrun would start P unconnected single processes.
-    graphs = any(c.settings.train.mode == "cuda_graphs" for c in cells)
-    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=config.train.mixed_precision,
-                              log_with=config.log_with or None, project_dir=sweep_dir,
-                              # autocast's weight cache cannot live across CUDA graph replays
-                              kwargs_handlers=[AutocastKwargs(cache_enabled=False)] if graphs else None)
-    plan.check_divisible(cells, accelerator.num_processes)
-    for cell in cells:
-        check_mode(cell.settings, accelerator)
+    accelerator = make_accelerator(config, cells, sweep_dir)
     if accelerator.is_main_process:
         write_plan(config, all_cells, sweep_dir)
     # Decided once, before any rank writes, so every rank agrees on what to train.
@@ -60,59 +51,86 @@ def run_sweep(config: SweepConfig, cells: list[plan.Cell], sweep_dir: Path, mnis
     if not todo:
         return _finish(accelerator, sweep_dir, write_report, {})
 
-    if mnist_folder is None:
-        with accelerator.main_process_first():  # one download; the others then find it verified
-            mnist_folder = data.download(data.CACHE_DIR)
-    # Denormal weights make small-batch CPU steps ~3x slower; flushing them changes no result we report.
-    torch.set_flush_denormal(True)
-    arrays = data.load_mnist(mnist_folder)
-    # by validation size, which a sweep may vary; float32 on the device: 4x the bytes of uint8,
-    # but no convert kernel in every step
-    first_val = todo[0].settings.data.val_size
-    splits = {first_val: data.to_device(arrays, first_val, accelerator.device)}
-    measure.synchronize(accelerator.device)
-    environment = measure.environment(accelerator.device, accelerator.num_processes,
-                                      str(accelerator.distributed_type), accelerator.mixed_precision)
-    environment["dataset_device_bytes"] = splits[first_val].nbytes
-    environment["startup_s"] = measure.seconds_since_process_start()  # imports, config, data on device
+    arrays, splits, environment = load_data(accelerator, mnist_folder, todo[0].settings.data.val_size)
     if config.log_with:
         accelerator.init_trackers(config.name, config=_flat(config.model_dump(mode="json")))
     stop = StopRequest().install()
     progress.start_sweep(len(todo))
     statuses = {}
     for cell in todo:
-        cell_dir = sweep_dir / cell.id
-        if not claim(accelerator, cell_dir):
-            progress.message(f"skip {cell.id}: another process is training it (its lock is live)")
+        val_size = cell.settings.data.val_size
+        if val_size not in splits:
+            splits[val_size] = data.to_device(arrays, val_size, accelerator.device)
+        ctx = RunContext(accelerator, splits[val_size], config.name, sweep_dir, environment, progress,
+                         config.report.model_dump(), stop)
+        status = train_if_free(cell, ctx)
+        if status is None:
             continue
-        try:
-            if results.is_done(cell_dir):  # finished by another process since this one started
-                progress.message(f"skip {cell.id}: already done")
-                continue
-            val_size = cell.settings.data.val_size
-            if val_size not in splits:
-                splits[val_size] = data.to_device(arrays, val_size, accelerator.device)
-            renew = (lambda: locks.renew(cell_dir)) if accelerator.is_main_process else (lambda: None)
-            ctx = RunContext(accelerator, splits[val_size], config.name, sweep_dir, environment, progress,
-                             config.report.model_dump(), stop, renew)
-            statuses[cell.id] = run_cell(cell, ctx)
-        finally:
-            if accelerator.is_main_process:
-                locks.release(cell_dir)
-        if statuses[cell.id] == "failed" and fail_fast:
+        statuses[cell.id] = status
+        if status == "failed" and fail_fast:
             progress.message(f"{cell.id}: failed; --fail-fast stops the sweep here")
-            progress.close()
-            return _finish(accelerator, sweep_dir, write_report, statuses)
-        if statuses[cell.id] == "preempted":
+            break
+        if status == "preempted":
             progress.message(f"{cell.id}: {stop.signal_name} received; checkpoint saved, exiting to be requeued")
             progress.close()
             accelerator.end_training()
             return EXIT_PREEMPTED
         progress.cell_finished()
-        if statuses[cell.id] != "done":
-            progress.message(f"{cell.id}: {statuses[cell.id]} (see {sweep_dir / cell.id / 'result.json'})")
+        if status != "done":
+            progress.message(f"{cell.id}: {status} (see {sweep_dir / cell.id / 'result.json'})")
     progress.close()
     return _finish(accelerator, sweep_dir, write_report, statuses)
+
+
+def make_accelerator(config: SweepConfig, cells: list[plan.Cell], sweep_dir: Path) -> Accelerator:
+    """One Accelerator per process; refuses, before any training, what this launch cannot run."""
+    graphs = any(c.settings.train.mode == "cuda_graphs" for c in cells)
+    # Without cpu=True, Accelerate only forms a process group on accelerators: on a CPU machine
+    # `accelerate launch --multi_gpu` or torchrun would start P unconnected single processes.
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=config.train.mixed_precision,
+                              log_with=config.log_with or None, project_dir=sweep_dir,
+                              # autocast's weight cache cannot live across CUDA graph replays
+                              kwargs_handlers=[AutocastKwargs(cache_enabled=False)] if graphs else None)
+    plan.check_divisible(cells, accelerator.num_processes)
+    for cell in cells:
+        check_mode(cell.settings, accelerator)
+    return accelerator
+
+
+def load_data(accelerator: Accelerator, mnist_folder: Path | None, val_size: int):
+    """MNIST onto the device (float32: 4x uint8's bytes, but no convert kernel in every step),
+    and the environment record, with the start-up time that this took."""
+    if mnist_folder is None:
+        with accelerator.main_process_first():  # one download; the others then find it verified
+            mnist_folder = data.download(data.CACHE_DIR)
+    # Denormal weights make small-batch CPU steps ~3x slower; flushing them changes no result we report.
+    torch.set_flush_denormal(True)
+    arrays = data.load_mnist(mnist_folder)
+    splits = {val_size: data.to_device(arrays, val_size, accelerator.device)}  # by val size: a sweep may vary it
+    measure.synchronize(accelerator.device)
+    environment = measure.environment(accelerator.device, accelerator.num_processes,
+                                      str(accelerator.distributed_type), accelerator.mixed_precision)
+    environment["dataset_device_bytes"] = splits[val_size].nbytes
+    environment["startup_s"] = measure.seconds_since_process_start()  # imports, config, data on device
+    return arrays, splits, environment
+
+
+def train_if_free(cell: plan.Cell, ctx: RunContext) -> str | None:
+    """Train the cell under its lock; None when another process holds it or has finished it."""
+    accelerator, cell_dir = ctx.accelerator, ctx.sweep_dir / cell.id
+    if not claim(accelerator, cell_dir):
+        ctx.progress.message(f"skip {cell.id}: another process is training it (its lock is live)")
+        return None
+    try:
+        if results.is_done(cell_dir):  # finished by another process since this one started
+            ctx.progress.message(f"skip {cell.id}: already done")
+            return None
+        if accelerator.is_main_process:
+            ctx.on_epoch = lambda: locks.renew(cell_dir)
+        return run_cell(cell, ctx)
+    finally:
+        if accelerator.is_main_process:
+            locks.release(cell_dir)
 
 
 def claim(accelerator: Accelerator, cell_dir: Path) -> bool:
