@@ -226,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except HarnessError as exc:
         if os.environ.get("RANK", "0") == "0":  # one line per launch, not one per process
-            print(f"harness: error: {exc}", file=sys.stderr)
+            one_line = str(exc).replace("\n", " ")  # a value the user typed may hold a newline
+            print(f"harness: error: {one_line}", file=sys.stderr)
         return 2
 
 

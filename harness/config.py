@@ -141,7 +141,7 @@ class SweepConfig(CellSettings):
             if key in UNSWEEPABLE:
                 raise ValueError(f"'{key}' cannot be swept: {UNSWEEPABLE[key]}")
             if not is_setting(key):
-                raise ValueError(f"'{key}' is not a setting; valid keys: {', '.join(setting_keys())}")
+                raise ValueError(f"{key!r} is not a setting; valid keys: {', '.join(setting_keys())}")
             if not values:
                 raise ValueError(f"'{key}' lists no values")
         return sweep
@@ -218,7 +218,7 @@ def validate(model: type[BaseModel], raw: dict, source: str) -> Any:
 
 def describe(error: dict) -> str:
     """One line for pydantic's first error: the dotted field, what is wrong, how to fix it."""
-    loc = ".".join(str(part) for part in error["loc"])
+    loc = ".".join(_printable(part) for part in error["loc"])
     if error["type"] == "extra_forbidden":
         section = ".".join(str(p) for p in error["loc"][:-1])
         return f"unknown key '{loc}'; valid keys: {', '.join(_valid_keys(section))}"
@@ -227,6 +227,12 @@ def describe(error: dict) -> str:
     shown = f" (got {got!r})" if not isinstance(got, dict) and error["type"] != "value_error" else ""
     where = f"{loc}: " if loc else ""
     return f"{where}{message}{shown}; fix it in the config file or with --set {loc or 'KEY'}=VALUE"
+
+
+def _printable(part: Any) -> str:
+    """A key as typed, or quoted where it holds a newline or another unprintable character."""
+    text = str(part)
+    return text if text.isprintable() else repr(text)
 
 
 def _valid_keys(section: str) -> list[str]:

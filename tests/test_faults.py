@@ -201,7 +201,7 @@ KEYS = st.sampled_from(["name", "model", "optim", "data", "train", "sweep", "rep
                         "batch_size", "epochs", "lr", "activation", "seed", "x"])
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(document=st.dictionaries(KEYS, YAML_VALUES, max_size=5) | YAML_VALUES)
 def test_any_yaml_loads_or_is_refused_with_one_line(document, tmp_path):
     path = tmp_path / "fuzz.yaml"
