@@ -144,6 +144,16 @@ def scaling(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def memory_limit(cells: pd.DataFrame) -> str | None:
+    """Where cells ran out of memory: the largest batch below the smallest that did not fit."""
+    ooms = cells.loc[cells["status"] == "oom", "batch_size"]
+    if ooms.empty:
+        return None
+    fit = cells.loc[(cells["status"] == "done") & (cells["batch_size"] < ooms.min()), "batch_size"]
+    found = f"Largest batch size that fit: {int(fit.max())}" if len(fit) else "No batch size fit"
+    return f"{found}; batch size {int(ooms.min())} ran out of memory."
+
+
 def flat_point(table: pd.DataFrame, threshold: float) -> int | None:
     """Smallest B such that no larger B is more than `threshold` faster per image."""
     rows = table.dropna(subset=["time_per_image_s"]).sort_values("batch_size")

@@ -164,19 +164,12 @@ def _section(found, key: tuple[str, str], target: float | None, tolerance: float
     plan = found.plans.get((source, sweep), {})
     missing = [c for c in plan.get("cells", []) if c["id"] not in set(cells["cell_id"])]
     commands = sorted({r.get("environment", {}).get("command") for r in records} - {None})
-    ooms = cells.loc[cells["status"] == "oom", "batch_size"]
-    fit = cells.loc[cells["status"] == "done", "batch_size"]
-    memory_limit = None
-    if len(ooms):
-        largest = fit[fit < ooms.min()].max() if len(fit) else None
-        memory_limit = (f"Largest batch size that fit: {int(largest)}" if largest == largest and largest is not None
-                        else "No batch size fit") + f"; batch size {int(ooms.min())} ran out of memory."
     return {
         "title": f"{source} / {sweep}" if source != sweep else sweep,
         "device": records[0].get("environment", {}).get("device_name"),
         "verdict": verdict,
         "disagreement": analysis.rules_disagree(verdict, flat.get(verdict.variant)),
-        "memory_limit": memory_limit,
+        "memory_limit": analysis.memory_limit(cells),
         "target": target, "tolerance": tolerance, "flat_threshold": rules.flat_threshold, "flat": flat,
         "per_batch": table(per_batch, BATCH_COLUMNS),
         "cells": table(cells.sort_values(["batch_size", "seed", "cell_id"]), CELL_COLUMNS),

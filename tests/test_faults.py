@@ -22,6 +22,7 @@ from harness.cli import main
 from harness.config import load_config
 from harness.errors import ConfigError
 from harness.plan import expand
+from harness.results import STATUSES
 
 FOUR = {
     "name": "faults",
@@ -81,7 +82,7 @@ def all_files_valid(root: Path) -> None:
 
     for path in root.rglob("result.json"):
         record = json.loads(path.read_text())
-        assert record["status"] in ("running", "done", "failed", "oom", "diverged"), path
+        assert record["status"] in STATUSES, path
     for path in root.rglob("checkpoint-rank*.pt"):
         torch.load(path, map_location="cpu", weights_only=False)  # atomic: never torn
     assert not [p for p in root.rglob("*.tmp")], "a temp file survived"  # mkstemp leftovers

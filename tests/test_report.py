@@ -167,3 +167,12 @@ def test_time_to_target_uses_first_epoch_at_target():
     assert row["epochs_to_target"] == 2 and row["steps_to_target"] == 1100
     assert row["time_to_target_s"] == pytest.approx(1100 * 100 * 1e-4)
     assert row["measured_time_to_target_s"] == pytest.approx(0.5 + 5.0 + 6.0)  # warm-up + epochs 1..2
+
+
+def test_memory_limit_names_the_largest_batch_that_fit():
+    from harness.analysis import memory_limit
+
+    cells = frame([{"batch_size": b, "status": s} for b, s in [(64, "done"), (256, "done"), (1024, "oom"),
+                                                              (4096, "oom"), (512, "failed")]])
+    assert memory_limit(cells) == "Largest batch size that fit: 256; batch size 1024 ran out of memory."
+    assert memory_limit(frame([{"batch_size": 8, "status": "done"}])) is None
