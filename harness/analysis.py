@@ -42,49 +42,36 @@ def add_time_to_target(cells: pd.DataFrame, epochs: pd.DataFrame, target: float)
     return cells
 
 
-def collapses(cells: pd.DataFrame, epochs: pd.DataFrame, drop: float) -> pd.DataFrame:
-    """Cells whose test accuracy fell from its peak by more than `drop` by the last epoch."""
-    columns = [*KEY, "batch_size", "seed", "peak_epoch", "peak_test_accuracy", "final_test_accuracy", "drop"]
-    if epochs.empty:
-        return pd.DataFrame(columns=columns)
-    ordered = epochs.sort_values("epoch")
-    peaks = ordered.loc[ordered.groupby(KEY)["test_accuracy"].idxmax(), [*KEY, "epoch", "test_accuracy"]]
-    last = ordered.groupby(KEY, as_index=False).last()[[*KEY, "test_accuracy"]]
-    table = peaks.merge(last, on=KEY, suffixes=("_peak", "_final"))
-    table = table.rename(columns={"epoch": "peak_epoch", "test_accuracy_peak": "peak_test_accuracy",
-                                  "test_accuracy_final": "final_test_accuracy"})
-    table["drop"] = table["peak_test_accuracy"] - table["final_test_accuracy"]
-    table = table.merge(cells[[*KEY, "batch_size", "seed"]], on=KEY)
-    return table[table["drop"] > drop][columns].sort_values(["batch_size", "seed"], ignore_index=True)
+# per batch size: output column -> (cell column, how seeds combine)
+AGGREGATES = {
+    "n": ("cell_id", "size"),
+    "accuracy": ("test_accuracy_at_best_val", "mean"),
+    "accuracy_std": ("test_accuracy_at_best_val", "std"),
+    "best_val_accuracy": ("best_val_accuracy", "mean"),
+    "time_per_image_s": ("time_per_image_s", "mean"),
+    "time_per_image_std": ("time_per_image_s", "std"),
+    "n_reached": ("time_to_target_s", "count"),
+    # means over the seeds that reached the target; n_reached says how many did
+    "time_to_target_s": ("time_to_target_s", "mean"),
+    "measured_time_to_target_s": ("measured_time_to_target_s", "mean"),
+    "steps_to_target": ("steps_to_target", "mean"),
+    "peak_allocated_bytes": ("peak_allocated_bytes", "max"),
+    "peak_reserved_bytes": ("peak_reserved_bytes", "max"),
+    "nvml_peak_memory_used_bytes": ("nvml_peak_memory_used_bytes", "max"),
+    "peak_rss_bytes": ("peak_rss_bytes", "max"),
+    "joules_per_image": ("joules_per_image", "mean"),
+    "mfu": ("mfu", "mean"),
+    "num_processes": ("env.num_processes", "first"),
+}
 
 
 def by_batch_size(cells: pd.DataFrame) -> pd.DataFrame:
     """Done cells aggregated over seeds: mean, standard deviation, and n."""
     done = cells[cells["status"] == "done"]
-    if done.empty:
-        return pd.DataFrame(columns=GROUP)
+    if done.empty:  # nothing finished yet: the same columns, no rows
+        return pd.DataFrame(columns=[*GROUP, *AGGREGATES, "images_per_second"])
     done = done.assign(**{c: done[c] if c in done else None for c in OPTIONAL})
-    grouped = done.groupby(GROUP, dropna=False)
-    table = grouped.agg(
-        n=("cell_id", "size"),
-        accuracy=("test_accuracy_at_best_val", "mean"),
-        accuracy_std=("test_accuracy_at_best_val", "std"),
-        best_val_accuracy=("best_val_accuracy", "mean"),
-        time_per_image_s=("time_per_image_s", "mean"),
-        time_per_image_std=("time_per_image_s", "std"),
-        n_reached=("time_to_target_s", "count"),
-        # means over the seeds that reached the target; n_reached says how many did
-        time_to_target_s=("time_to_target_s", "mean"),
-        measured_time_to_target_s=("measured_time_to_target_s", "mean"),
-        steps_to_target=("steps_to_target", "mean"),
-        peak_allocated_bytes=("peak_allocated_bytes", "max"),
-        peak_reserved_bytes=("peak_reserved_bytes", "max"),
-        nvml_peak_memory_used_bytes=("nvml_peak_memory_used_bytes", "max"),
-        peak_rss_bytes=("peak_rss_bytes", "max"),
-        joules_per_image=("joules_per_image", "mean"),
-        mfu=("mfu", "mean"),
-        num_processes=("env.num_processes", "first"),
-    ).reset_index()
+    table = done.groupby(GROUP, dropna=False).agg(**AGGREGATES).reset_index()
     table["images_per_second"] = 1.0 / table["time_per_image_s"]
     return table.sort_values(GROUP, ignore_index=True)
 

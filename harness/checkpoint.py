@@ -37,6 +37,7 @@ class LoopState:
     preemptions: int = 0
     diverged_at_step: int | None = None  # the cell's first step whose loss was not finite
     last_finite_loss: float | None = None
+    step_norms: dict[str, Any] | None = None  # the epoch's StepNorms so far, when switched on
 
 
 def path_for(cell_dir: Path, rank: int) -> Path:

@@ -13,6 +13,10 @@ import pandas as pd
 
 from harness.results import EPOCH_COLUMNS, SCHEMA_VERSION
 
+# summary fields the analysis reads: present (None) even when no cell has finished yet
+SUMMARY_KEYS = ("epochs_completed", "best_epoch", "best_val_accuracy", "test_accuracy_at_best_val",
+                "final_test_accuracy", "time_per_image_s", "images_per_second", "eval_seconds", "warmup_steps",
+                "warmup_seconds", "peak_allocated_bytes", "peak_rss_bytes")
 ENV_COLUMNS = ("device_type", "device_name", "num_processes", "distributed_type", "mixed_precision", "torch", "host")
 
 
@@ -77,7 +81,8 @@ def cell_row(record: dict) -> dict:
     settings = record.get("settings", {})
     swept = record.get("swept", {})
     env = record.get("environment", {})
-    other = {k: v for k, v in swept.items() if k not in ("train.batch_size", "train.seed")}
+    other = {k: v for k, v in swept.items() if k not in ("train.batch_size", "train.seed", "variant")}
+    named = [swept["variant"]] if swept.get("variant") else []  # an ablation variant, by its name
     return {
         "source": record["source"],
         "sweep": record.get("sweep"),
@@ -87,7 +92,8 @@ def cell_row(record: dict) -> dict:
         "batch_size": settings.get("train", {}).get("batch_size"),
         "seed": settings.get("train", {}).get("seed"),
         # what else was swept, so batch sizes are only compared within one variant
-        "variant": ", ".join(f"{k}={v}" for k, v in sorted(other.items())),
+        "variant": ", ".join(named + [f"{k}={v}" for k, v in sorted(other.items())]),
         **{f"env.{k}": env.get(k) for k in ENV_COLUMNS},
+        **dict.fromkeys(SUMMARY_KEYS),
         **(record.get("summary") or {}),
     }

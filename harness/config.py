@@ -8,6 +8,7 @@ train); it is stored whole in each result.json and hashed into the cell id. Infr
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -75,6 +76,9 @@ class TrainSettings(_Frozen):
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     # eager | compile (torch.compile) | cuda_graphs (whole step captured once, replayed; CUDA only)
     mode: Literal["eager", "compile", "cuda_graphs"] = "eager"
+    # gradient and update norms at every step (harness/diagnostics.py); off by default because
+    # it costs time per image at small batches (results/diagnostics-overhead-cpu.json)
+    step_diagnostics: bool = False
 
 
 class CellSettings(_Frozen):
@@ -115,6 +119,12 @@ class CellSettings(_Frozen):
         if self.train.mode == "cuda_graphs" and self.train.mixed_precision == "fp16":
             raise ValueError("train.mode=cuda_graphs cannot use fp16: its loss scaler reads the GPU every step; "
                              "use bf16 or no mixed precision")
+        if self.train.step_diagnostics and self.train.mode == "cuda_graphs":
+            raise ValueError("train.step_diagnostics needs train.mode=eager or compile (it is not captured in "
+                             "the CUDA graph); set one of them to false/eager")
+        if self.train.step_diagnostics and self.train.mixed_precision == "fp16":
+            raise ValueError("train.step_diagnostics cannot use fp16 (its gradients carry the loss scale); "
+                             "use bf16 or no mixed precision")
         return self
 
 
@@ -131,6 +141,9 @@ class SweepConfig(CellSettings):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=100)
     # dotted key -> list of values, e.g. {"train.batch_size": [8, 32]}; one cell per combination
     sweep: dict[str, list[Any]] = {}
+    # name -> {dotted key: value}: one-switch-at-a-time variants of the base settings, each crossed
+    # with the whole sweep (an ablation); the cell records its variant's name
+    variants: dict[str, dict[str, Any]] = {}
     report: ReportSettings = ReportSettings()
     log_with: list[str] = []
 
@@ -145,6 +158,18 @@ class SweepConfig(CellSettings):
             if not values:
                 raise ValueError(f"'{key}' lists no values")
         return sweep
+
+    @model_validator(mode="after")
+    def _variants_are_settings(self) -> SweepConfig:
+        for name, overrides in self.variants.items():
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+                raise ValueError(f"variants: name {name!r} must be letters, digits, '.', '_' or '-'")
+            for key in overrides:
+                if not is_setting(key):
+                    raise ValueError(f"variants.{name}: {key!r} is not a setting; valid keys: {', '.join(setting_keys())}")
+                if key in self.sweep:
+                    raise ValueError(f"variants.{name}: {key} is also swept; remove it from one of them")
+        return self
 
     def base_settings(self) -> CellSettings:
         return CellSettings(**{k: getattr(self, k) for k in CellSettings.model_fields})

@@ -15,6 +15,7 @@ from accelerate import Accelerator
 
 from harness.config import CellSettings
 from harness.data import Splits
+from harness.diagnostics import StepNorms
 from harness.errors import ConfigError
 from harness.model import build_mlp
 
@@ -27,6 +28,7 @@ class Engine:
     eval_model: torch.nn.Module  # the plain module, for evaluation outside DDP
     optimizer: torch.optim.Optimizer
     step: Step
+    norms: StepNorms | None = None  # per-step gradient and update norms, when switched on
 
 
 def build_optimizer(settings: CellSettings, params, capturable: bool = False) -> torch.optim.Optimizer:
@@ -66,19 +68,24 @@ def build_engine(settings: CellSettings, accelerator: Accelerator, splits: Split
     model, optimizer = accelerator.prepare(model, optimizer)
     forward = torch.compile(model) if mode == "compile" else model
     clip = settings.optim.grad_clip_norm
+    norms = StepNorms(accelerator.unwrap_model(model)) if settings.train.step_diagnostics else None
 
     def step(idx: torch.Tensor) -> torch.Tensor:
         loss = F.cross_entropy(forward(splits.train_x[idx]), splits.train_y[idx])
         accelerator.backward(loss)  # Accelerate's: DDP gradient sync, mixed-precision scaling
+        if norms is not None:
+            norms.after_backward()  # the synced gradient, before clipping
         if clip is not None:
             accelerator.clip_grad_norm_(model.parameters(), clip)
         optimizer.step()
+        if norms is not None:
+            norms.after_step()
         optimizer.zero_grad(set_to_none=True)
         return loss.detach()
 
     if mode == "cuda_graphs":
         step = CudaGraphStep(step, settings.train.batch_size, accelerator.device)
-    return Engine(model=model, eval_model=accelerator.unwrap_model(model), optimizer=optimizer, step=step)
+    return Engine(model=model, eval_model=accelerator.unwrap_model(model), optimizer=optimizer, step=step, norms=norms)
 
 
 class CudaGraphStep:

@@ -157,6 +157,46 @@ def scaling_figure(scaling: pd.DataFrame) -> Figure | None:
                   "batches split across processes rarely scale: each rank's share is too small.", _encode(fig))
 
 
+def collapse_curves(cell: pd.DataFrame, title: str, peak_epoch: int) -> Figure:
+    """One collapsed cell: accuracies, gradient and update norms, dead units, Adam state, B_simple."""
+    fig, axes = plt.subplots(2, 3, figsize=(15, 7))
+    panels = [
+        ("accuracy", ["train_accuracy", "val_accuracy", "test_accuracy"], "linear"),
+        ("gradient norm (mean over steps; dashed: max)", "grad_norm_mean", "log"),
+        ("largest update / weights", "update_ratio_max", "log"),
+        ("dead units (hidden layers)", "dead_fraction", "linear"),
+        ("Adam sqrt(v): median (dashed: min)", "adam_sqrt_v_median", "log"),
+        ("gradient noise scale B_simple", ["noise_scale"], "log"),
+    ]
+    for ax, (name, columns, yscale) in zip(axes.flat, panels):
+        if isinstance(columns, str):  # a per-layer family: one line per layer
+            prefix, columns = columns, sorted(c for c in cell if c.startswith(columns + "_l"))
+            partner = {"grad_norm_mean": "grad_norm_max", "adam_sqrt_v_median": "adam_sqrt_v_min"}.get(prefix)
+        else:
+            prefix, partner = "", None
+        drawn = False
+        for column in columns:
+            values = cell[column] if column in cell else None
+            if values is None or values.isna().all():
+                continue
+            line, = ax.plot(cell["epoch"], values, marker=".", label=column.removeprefix(prefix + "_") if prefix else column)
+            if partner:
+                ax.plot(cell["epoch"], cell[column.replace(prefix, partner)], "--", color=line.get_color())
+            drawn = True
+        ax.axvline(peak_epoch, color="red", linewidth=1, alpha=0.6)
+        ax.set(title=name, xlabel="epoch", yscale=yscale if drawn else "linear")
+        if drawn:
+            ax.legend(fontsize="x-small")
+        else:
+            ax.text(0.5, 0.5, "not recorded\n(train.step_diagnostics off)", ha="center", va="center",
+                    transform=ax.transAxes, color="grey")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return Figure(f"Collapse of {title}", "The red line is the epoch of peak test accuracy. Overfitting shows train "
+                  "accuracy rising while held-out accuracy falls; instability shows growing updates and shrinking "
+                  "sqrt(v); dead units show a rising dead fraction.", _encode(fig))
+
+
 # add a figure: write a function FigureData -> Figure | None and list it here
 FIGURES: list[Callable[[FigureData], Figure | None]] = [
     accuracy_vs_epoch, time_per_image, time_to_target, steps_to_target, pareto, peak_memory]

@@ -28,15 +28,20 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def holder_is_gone(host: str, pid: int, mtime: float) -> bool:
+    """A writer on this host is gone when its pid is; elsewhere, when it has been silent for LEASE_S."""
+    if host == socket.gethostname():
+        return not _alive(pid)
+    return time.time() - mtime > LEASE_S
+
+
 def _stale(path: Path) -> bool:
     try:
         holder = json.loads(path.read_text())
-        age = time.time() - path.stat().st_mtime
+        mtime = path.stat().st_mtime
     except (OSError, ValueError):
         return True  # unreadable: a holder died while writing it
-    if holder.get("host") == socket.gethostname():
-        return not _alive(int(holder.get("pid", -1)))
-    return age > LEASE_S
+    return holder_is_gone(str(holder.get("host")), int(holder.get("pid", -1)), mtime)
 
 
 def acquire(cell_dir: Path) -> bool:

@@ -34,13 +34,15 @@ class Cell:
         return self.settings.train.batch_size
 
 
-def cell_id(settings: CellSettings, swept_keys: list[str]) -> str:
+def cell_id(settings: CellSettings, swept_keys: list[str], variant: str | None = None) -> str:
     """`<slug>-<hash8>`: the hash covers every setting, so equal settings give equal ids anywhere."""
     canonical = json.dumps(settings.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
     digest = hashlib.sha256(canonical.encode()).hexdigest()[:8]
     always = ["train.batch_size", "train.seed"]
     keys = always + [k for k in swept_keys if k not in always]
     parts = [f"{SLUG_NAMES.get(k, k.rsplit('.', 1)[-1])}{_slug_value(get_setting(settings, k))}" for k in keys]
+    if variant is not None:
+        parts.append(_slug_value(variant))
     return "-".join(parts + [digest])
 
 
@@ -55,28 +57,36 @@ def get_setting(settings: CellSettings, key: str) -> Any:
 
 
 def expand(config: SweepConfig) -> list[Cell]:
-    """Every combination of the swept values, validated; ConfigError names the bad sweep value."""
-    base = config.base_settings().model_dump()
+    """Every variant (if any) x every combination of the swept values, validated; ConfigError
+    names the bad value. A variant's cells record it as swept["variant"]."""
     keys = list(config.sweep)
+    variants = config.variants.items() if config.variants else [(None, {})]
     cells: list[Cell] = []
     seen: dict[str, dict] = {}
-    for combo in itertools.product(*(config.sweep[k] for k in keys)):
-        raw = json.loads(json.dumps(base))  # a deep copy of plain data
-        for key, value in zip(keys, combo):
-            group, field = key.split(".")
-            raw[group][field] = value
-        try:
-            settings = CellSettings.model_validate(raw)
-        except ValidationError as exc:
-            where = ", ".join(f"sweep.{k}={v!r}" for k, v in zip(keys, combo))
-            raise ConfigError(f"{config.name}: the cell {where} is invalid: {describe(exc.errors()[0])}") from None
-        cid = cell_id(settings, keys)
-        swept = {k: get_setting(settings, k) for k in keys}
-        if cid in seen:
-            raise ConfigError(f"sweep lists the same cell twice ({seen[cid]} and {swept}); remove the repeat")
-        seen[cid] = swept
-        cells.append(Cell(index=len(cells), id=cid, settings=settings, swept=swept))
+    for variant, overrides in variants:
+        for combo in itertools.product(*(config.sweep[k] for k in keys)):
+            assignments = {**overrides, **dict(zip(keys, combo))}
+            settings = _validated(config, assignments, variant)
+            cid = cell_id(settings, keys, variant)
+            swept = {k: get_setting(settings, k) for k in keys} | ({"variant": variant} if variant else {})
+            if cid in seen:
+                raise ConfigError(f"sweep lists the same cell twice ({seen[cid]} and {swept}); remove the repeat")
+            seen[cid] = swept
+            cells.append(Cell(index=len(cells), id=cid, settings=settings, swept=swept))
     return cells
+
+
+def _validated(config: SweepConfig, assignments: dict[str, Any], variant: str | None) -> CellSettings:
+    raw = config.base_settings().model_dump(mode="json")
+    for key, value in assignments.items():
+        group, field = key.split(".")
+        raw[group][field] = value
+    try:
+        return CellSettings.model_validate(raw)
+    except ValidationError as exc:
+        where = ", ".join(f"{'sweep.' * (k in config.sweep)}{k}={v!r}" for k, v in assignments.items())
+        label = f"variant {variant!r} ({where})" if variant else f"the cell {where}"
+        raise ConfigError(f"{config.name}: {label} is invalid: {describe(exc.errors()[0])}") from None
 
 
 def select(cells: list[Cell], ids: list[str] | None = None, array_index: int | None = None) -> list[Cell]:

@@ -12,7 +12,7 @@ import jinja2
 import pandas as pd
 import yaml
 
-from harness import analysis, figures
+from harness import analysis, collapse, figures
 from harness.collect import collect
 from harness.config import ReportSettings
 from harness.errors import ResultsError
@@ -73,11 +73,22 @@ COLLAPSE_COLUMNS = [
     Column("cell_id", "cell", "s"),
     Column("batch_size", "batch", "d"),
     Column("seed", "seed", "d"),
+    Column("status", "status", "s"),
     Column("peak_epoch", "peak epoch", "d"),
     Column("peak_test_accuracy", "peak test acc", ".4f"),
     Column("final_test_accuracy", "final test acc", ".4f"),
     Column("drop", "drop", ".4f"),
 ]
+VARIANT_COLUMNS = [
+    Column("variant", "variant", "s"),
+    Column("n", "seeds", "d"),
+    Column("collapsed", "collapsed", "d"),
+    Column("collapse_rate", "collapse rate", ".0%"),
+    Column("peak_test_accuracy", "peak test acc (mean)", ".4f"),
+    Column("final_test_accuracy", "final test acc (mean)", ".4f"),
+    Column("peak_epoch", "peak epoch (median)", ".0f"),
+]
+MAX_COLLAPSE_FIGURES = 4  # curves for the first few collapsed cells; the table lists them all
 COMPARE_COLUMNS = [
     Column("batch_size", "batch", "d"),
     Column("source", "results folder", "s"),
@@ -145,6 +156,23 @@ def build_report(folders: list[Path], out: Path, target: float | None = None, to
     return found.warnings
 
 
+def _collapse_section(cells: pd.DataFrame, epochs: pd.DataFrame, drop: float, plan_config: dict | None) -> dict:
+    """Did training collapse, and why? The flagged cells, the ablation, the verdict, the curves."""
+    per_cell = collapse.per_cell(cells, epochs, drop)
+    by_variant = collapse.rates(per_cell)
+    found = collapse.collapses(per_cell, epochs) if not per_cell.empty else []
+    ablation = (by_variant["variant"] == collapse.BASELINE).any() and len(by_variant) > 1
+    return {
+        "verdict": collapse.verdict(per_cell, by_variant, collapse.switches(plan_config), drop),
+        "evidence": collapse.evidence(found),
+        "cells": table(per_cell[per_cell["collapsed"]], COLLAPSE_COLUMNS),
+        "variants": table(by_variant, VARIANT_COLUMNS) if ablation else None,
+        "figures": [figures.collapse_curves(epochs[epochs["cell_id"] == c.cell_id].sort_values("epoch"),
+                                            c.cell_id, c.peak_epoch) for c in found[:MAX_COLLAPSE_FIGURES]],
+        "not_drawn": max(0, len(found) - MAX_COLLAPSE_FIGURES),
+    }
+
+
 def _section(found, key: tuple[str, str], target: float | None, tolerance: float | None) -> dict:
     source, sweep = key
     records = [r for r in found.records if r["source"] == source and r["sweep"] == sweep]
@@ -174,7 +202,7 @@ def _section(found, key: tuple[str, str], target: float | None, tolerance: float
         "per_batch": table(per_batch, BATCH_COLUMNS),
         "cells": table(cells.sort_values(["batch_size", "seed", "cell_id"]), CELL_COLUMNS),
         "collapse_drop": rules.collapse_drop,
-        "collapses": table(analysis.collapses(cells, done_epochs, rules.collapse_drop), COLLAPSE_COLUMNS),
+        "collapse": _collapse_section(cells, epochs, rules.collapse_drop, plan.get("config")),
         "unfinished": cells[cells["status"] != "done"][["cell_id", "status", "error"]].to_dict("records"),
         "missing": missing,
         "figures": figures.render_all(figures.FigureData(done_epochs, per_batch, verdict.batch_size)),

@@ -11,11 +11,12 @@ import io
 import json
 import math
 import os
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from harness import faults
+from harness import faults, locks
 from harness.errors import ResultsError
 
 SCHEMA_VERSION = 1
@@ -38,7 +39,20 @@ EPOCH_COLUMNS = (
     "peak_allocated_bytes",
     "peak_reserved_bytes",
     "peak_rss_bytes",
+    "diagnostics_seconds",
 )
+
+# why training went wrong (harness/diagnostics.py): 784-500-500-500-10 has 4 linear layers, 3 hidden
+LINEAR_LAYERS, HIDDEN_LAYERS = range(1, 5), range(1, 4)
+DIAGNOSTIC_COLUMNS = (
+    *(f"{m}_l{i}" for m in ("grad_norm_mean", "grad_norm_max", "update_ratio_max") for i in LINEAR_LAYERS),
+    *(f"dead_fraction_l{i}" for i in HIDDEN_LAYERS),
+    "max_abs_logit",
+    "softmax_saturated_fraction",
+    *(f"{m}_l{i}" for m in ("adam_sqrt_v_min", "adam_sqrt_v_median") for i in LINEAR_LAYERS),
+    "noise_scale",
+)
+EPOCH_COLUMNS = EPOCH_COLUMNS + DIAGNOSTIC_COLUMNS
 
 
 def write_atomic(path: Path, data: str | bytes) -> None:
@@ -47,7 +61,7 @@ def write_atomic(path: Path, data: str | bytes) -> None:
     tmp = None
     try:
         faults.before_write(path)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path), suffix=".tmp")
         with os.fdopen(fd, "wb" if isinstance(data, bytes) else "w") as fh:
             fh.write(data)
             fh.flush()
@@ -60,6 +74,23 @@ def write_atomic(path: Path, data: str | bytes) -> None:
             raise ResultsError(f"cannot write {path} ({exc.strerror or exc}); free some space or choose "
                                f"another --results-dir, then run again: finished cells are kept") from None
         raise
+
+
+def _temp_prefix(path: Path) -> str:
+    # the writer's host and pid in the name, so a later run can tell a dead writer's leftover
+    return f".{path.name}~{socket.gethostname()}~{os.getpid()}~"
+
+
+def remove_stale_temps(folder: Path) -> None:
+    """Delete temp files whose writer died (SIGKILL, node loss): nothing could clean them up then.
+    A live writer's temp is left alone, so concurrent sweeps may call this at any time."""
+    for tmp in folder.glob(".*~*~*~*.tmp"):
+        try:
+            _, host, pid, _ = tmp.name.split("~", 3)
+            if locks.holder_is_gone(host, int(pid), tmp.stat().st_mtime):
+                tmp.unlink(missing_ok=True)
+        except (OSError, ValueError):
+            continue
 
 
 def write_result(cell_dir: Path, result: dict[str, Any]) -> None:

@@ -20,6 +20,7 @@ from harness.train import RunContext, run_cell
 def write_plan(config: SweepConfig, cells: list[plan.Cell], sweep_dir: Path) -> None:
     """The whole sweep as planned, so the report can list cells that never ran and how to rerun."""
     path = sweep_dir / "plan.json"
+    results.remove_stale_temps(sweep_dir)  # a plan write cut short by SIGKILL
     document = {"schema_version": results.SCHEMA_VERSION, "sweep": config.name,
                 "config": config.model_dump(mode="json"), "command": measure.environment_command(),
                 "cells": [{"index": c.index, "id": c.id, "swept": c.swept} for c in cells]}
@@ -136,6 +137,8 @@ def train_if_free(cell: plan.Cell, ctx: RunContext) -> str | None:
 def claim(accelerator: Accelerator, cell_dir: Path) -> bool:
     """The main process takes the cell's lock; every rank learns the answer."""
     held = [locks.acquire(cell_dir) if accelerator.is_main_process else None]
+    if held[0]:  # before any rank writes here: temps left by a killed trainer of this cell
+        results.remove_stale_temps(cell_dir)
     if accelerator.num_processes > 1:
         broadcast_object_list(held, from_process=0)
     return bool(held[0])

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 
-from harness import checkpoint, faults, measure, results
+from harness import checkpoint, diagnostics, faults, measure, results
 from harness.config import CellSettings
 from harness.data import Splits
 from harness.errors import HarnessError
@@ -129,6 +129,7 @@ def train_loop(cell: Cell, ctx: RunContext, cell_dir: Path) -> tuple[str, dict[s
 
             if state.step < steps_per_epoch:  # asked to stop: keep everything, leave
                 state.losses, state.stream = losses.cpu(), stream.state()
+                state.step_norms = engine.norms.state() if engine.norms is not None else None
                 state.preemptions += 1
                 checkpoint.save(cell_dir, rank, world, state, engine.eval_model, engine.optimizer)
                 return "preempted", {"preemptions": state.preemptions, "checkpoint_step": state.steps_done + state.step}
@@ -137,19 +138,23 @@ def train_loop(cell: Cell, ctx: RunContext, cell_dir: Path) -> tuple[str, dict[s
             with measure.SyncedTimer(device) as evaluation:
                 correct = evaluate(engine.eval_model, ctx.splits, s.data.train_eval_size, acc)
             bad = _first_nonfinite(acc, losses)
+            if bad is None and not diagnostics.weights_finite(engine.eval_model):
+                bad = steps_per_epoch  # the epoch's last update broke the weights: its loss was still finite
             if bad is not None:  # diverged: keep the finite epochs, say where it broke
-                state.diverged_at_step = state.steps_done + bad + 1
+                state.diverged_at_step = state.steps_done + min(bad + 1, steps_per_epoch)
                 state.last_finite_loss = float(losses[bad - 1]) if bad else None
                 break
             state.steps_done += steps_per_epoch
+            with measure.SyncedTimer(device) as diagnosis:  # outside the clock, like evaluation
+                found = diagnose(engine, ctx.splits)
             row = epoch_row(state, s, acc, correct, evaluation.seconds, losses.sum(), len(ctx.splits.val_y),
-                            len(ctx.splits.test_y))
+                            len(ctx.splits.test_y)) | found | {"diagnostics_seconds": diagnosis.seconds}
             state.rows.append(row)
             state.epoch, state.order = state.epoch + 1, None
             if acc.is_main_process:
                 results.write_epochs(cell_dir, state.rows)
             if state.epoch <= s.train.epochs:  # a kill from here on resumes at this epoch's end
-                state.stream = stream.state()
+                state.stream, state.step_norms = stream.state(), None
                 checkpoint.save(cell_dir, rank, world, state, engine.eval_model, engine.optimizer)
             ctx.on_epoch()
             acc.log({f"{cell.id}/{k}": v for k, v in row.items() if v is not None and k != "epoch"}, step=row["epoch"])
@@ -165,6 +170,12 @@ def train_loop(cell: Cell, ctx: RunContext, cell_dir: Path) -> tuple[str, dict[s
         summary |= {"diverged_at_step": state.diverged_at_step, "last_finite_loss": state.last_finite_loss}
         return "diverged", summary
     return "done", summary
+
+
+def diagnose(engine, splits: Splits) -> dict[str, Any]:
+    """The epoch's diagnostics; identical on every rank (same weights, same probe), no reduction."""
+    found = diagnostics.epoch_diagnostics(engine.eval_model, engine.optimizer, splits.train_x, splits.train_y)
+    return found | (engine.norms.read_and_reset() if engine.norms is not None else {})
 
 
 def _first_nonfinite(acc: Accelerator, losses: torch.Tensor) -> int | None:
@@ -193,6 +204,8 @@ def _resume(cell_dir: Path, rank: int, world: int, engine, stream: IndexStream, 
     torch.set_rng_state(saved["torch_rng"])
     state = saved["state"]
     stream.restore(state.stream)
+    if state.step_norms is not None and engine.norms is not None:
+        engine.norms.restore(state.step_norms)
     ctx.progress.message(f"resumed {cell_dir.name} from its checkpoint at epoch {state.epoch}, step {state.step}")
     return state
 
@@ -303,6 +316,7 @@ def summarize(rows: list[dict], s: CellSettings, first_losses: list[float], warm
         "compute_precision": precision,
         "peak_flops": peak,
         "mfu": mfu(time_per_image, peak, world),
+        "final_noise_scale": last.get("noise_scale"),
     }
 
 

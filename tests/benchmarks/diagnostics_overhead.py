@@ -1,0 +1,84 @@
+"""Benchmark, not a test: what the diagnostics cost, measured side by side in one process.
+
+    python tests/benchmarks/diagnostics_overhead.py [--batches 1 64] [--steps 4000] [--repeats 5] [--out FILE]
+
+1. Per-step diagnostics (train.step_diagnostics): the engine's step with and without them, on the
+   same model, images and order; repeats alternate; the median time per image of each and their
+   ratio. This is what decides whether they are on by default (only under 5% at batch size 1).
+2. Per-epoch diagnostics (probe, Adam state, B_simple): their seconds against one epoch of the
+   motivating case (10,000 steps at batch size 1, at the time per image measured in 1). They run
+   outside the timed window, so they cost wall time, never time per image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+
+from harness import data, measure
+from harness.config import CellSettings, ModelSettings, TrainSettings
+from harness.engine import build_engine
+from harness.train import IndexStream, diagnose
+
+MOTIVATING_EPOCH_STEPS = 10_000
+
+
+def time_per_image(acc, splits, batch: int, steps: int, step_diagnostics: bool) -> tuple[float, object]:
+    settings = CellSettings(model=ModelSettings(init="normal"),
+                            train=TrainSettings(batch_size=batch, step_diagnostics=step_diagnostics))
+    engine = build_engine(settings, acc, splits)
+    order = IndexStream(len(splits.train_y), "shuffle", seed=0).next(steps * batch).view(steps, batch).to(acc.device)
+    for i in range(20):
+        engine.step(order[i])
+    with measure.SyncedTimer(acc.device) as timed:
+        for i in range(20, steps):
+            engine.step(order[i])
+    return timed.seconds / ((steps - 20) * batch), engine
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 64])
+    parser.add_argument("--steps", type=int, default=4000)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--out", type=Path, default=None, help="write the numbers as JSON here")
+    args = parser.parse_args()
+    torch.set_flush_denormal(True)
+    acc = Accelerator(cpu=not torch.cuda.is_available())
+    folder = data.resolve_data_dir(args.data_dir)
+    folder = data.find_mnist(folder) if folder else data.download(data.CACHE_DIR)
+    splits = data.to_device(data.load_mnist(folder), 5000, acc.device)
+    env = measure.environment(acc.device, 1, str(acc.distributed_type), "no")
+    rows = []
+    print(f"device: {env['device_name']}  (step diagnostics on / off, median of {args.repeats} alternating repeats)")
+    for batch in args.batches:
+        times = {False: [], True: []}
+        for _ in range(args.repeats):
+            for on in (False, True):
+                seconds, engine = time_per_image(acc, splits, batch, args.steps, on)
+                times[on].append(seconds)
+        off, on = statistics.median(times[False]), statistics.median(times[True])
+        with measure.SyncedTimer(acc.device) as clock:
+            diagnose(engine, splits)
+        epoch_s = MOTIVATING_EPOCH_STEPS * batch * off
+        row = {"device": env["device_name"], "batch_size": batch, "steps": args.steps, "repeats": args.repeats,
+               "time_per_image_off_s": off, "time_per_image_on_s": on, "step_diagnostics_overhead": on / off - 1,
+               "epoch_diagnostics_s": clock.seconds, "epoch_of_10000_steps_s": epoch_s,
+               "epoch_diagnostics_overhead": clock.seconds / epoch_s}
+        rows.append(row)
+        print(f"bs{batch}: {off * 1e6:.1f} us/img off, {on * 1e6:.1f} us/img on -> step diagnostics "
+              f"+{row['step_diagnostics_overhead']:.1%}; epoch diagnostics {clock.seconds:.3f} s = "
+              f"{row['epoch_diagnostics_overhead']:.1%} of a {MOTIVATING_EPOCH_STEPS}-step epoch", flush=True)
+    if args.out:
+        args.out.write_text(json.dumps({"environment": env, "date_utc": measure.utc_now(), "rows": rows}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
