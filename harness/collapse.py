@@ -43,21 +43,24 @@ class Collapse:
 
 
 def per_cell(cells: pd.DataFrame, epochs: pd.DataFrame, drop: float) -> pd.DataFrame:
-    """One row per finished cell (done or diverged): peak and final accuracies, and collapsed."""
+    """One row per finished cell (done or diverged): peak and final accuracies, and collapsed.
+    A cell that diverged before its first epoch ended has no accuracies, and collapsed."""
     finished = cells[cells["status"].isin(["done", "diverged"])]
-    columns = [*KEY, "variant", "batch_size", "seed", "status", "peak_epoch", "peak_test_accuracy", "final_test_accuracy",
-               "drop", "collapsed"]
-    if finished.empty or epochs.empty:
+    columns = [*KEY, "variant", "batch_size", "seed", "status", "peak_epoch", "peak_test_accuracy",
+               "final_test_accuracy", "drop", "collapsed"]
+    if finished.empty:
         return pd.DataFrame(columns=columns)
-    rows = epochs.merge(finished[KEY + ["status"]], on=KEY).sort_values("epoch")
-    peaks = rows.loc[rows.groupby(KEY)["test_accuracy"].idxmax(), [*KEY, "epoch", "test_accuracy"]]
-    last = rows.groupby(KEY, as_index=False).last()[[*KEY, "test_accuracy"]]
-    table = peaks.merge(last, on=KEY, suffixes=("_peak", "_final")).rename(columns={
-        "epoch": "peak_epoch", "test_accuracy_peak": "peak_test_accuracy", "test_accuracy_final": "final_test_accuracy"})
+    table = finished[[*KEY, "variant", "batch_size", "seed", "status"]]
+    if not epochs.empty:
+        rows = epochs.merge(finished[KEY], on=KEY).sort_values("epoch")
+        peaks = rows.loc[rows.groupby(KEY)["test_accuracy"].idxmax(), [*KEY, "epoch", "test_accuracy"]]
+        last = rows.groupby(KEY, as_index=False).last()[[*KEY, "test_accuracy"]]
+        table = table.merge(peaks.merge(last, on=KEY, suffixes=("_peak", "_final")), on=KEY, how="left")
+    table = table.rename(columns={"epoch": "peak_epoch", "test_accuracy_peak": "peak_test_accuracy",
+                                  "test_accuracy_final": "final_test_accuracy"}).reindex(columns=columns)
     table["drop"] = table["peak_test_accuracy"] - table["final_test_accuracy"]
-    table = table.merge(finished[[*KEY, "variant", "batch_size", "seed", "status"]], on=KEY)
     table["collapsed"] = (table["drop"] > drop) | (table["status"] == "diverged")
-    return table[columns].sort_values(["variant", "batch_size", "seed"], ignore_index=True)
+    return table.sort_values(["variant", "batch_size", "seed"], ignore_index=True)
 
 
 def rates(table: pd.DataFrame) -> pd.DataFrame:
@@ -74,7 +77,7 @@ def rates(table: pd.DataFrame) -> pd.DataFrame:
 
 def collapses(table: pd.DataFrame, epochs: pd.DataFrame) -> list[Collapse]:
     found = []
-    for row in table[table["collapsed"]].itertuples(index=False):
+    for row in table[table["collapsed"] & table["peak_epoch"].notna()].itertuples(index=False):
         cell = epochs[epochs["cell_id"] == row.cell_id].sort_values("epoch")
         at_peak = cell[cell["epoch"] == row.peak_epoch].iloc[0].to_dict()
         found.append(Collapse(row.cell_id, row.variant, int(row.peak_epoch), int(cell["epoch"].iloc[-1]),
