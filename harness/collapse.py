@@ -40,6 +40,7 @@ class Collapse:
     status: str
     at_peak: dict  # the epoch row at peak test accuracy
     at_end: dict  # the last epoch row
+    worst: dict  # each column's largest value from the peak epoch to the last
 
 
 def per_cell(cells: pd.DataFrame, epochs: pd.DataFrame, drop: float) -> pd.DataFrame:
@@ -80,8 +81,9 @@ def collapses(table: pd.DataFrame, epochs: pd.DataFrame) -> list[Collapse]:
     for row in table[table["collapsed"] & table["peak_epoch"].notna()].itertuples(index=False):
         cell = epochs[epochs["cell_id"] == row.cell_id].sort_values("epoch")
         at_peak = cell[cell["epoch"] == row.peak_epoch].iloc[0].to_dict()
+        worst = cell[cell["epoch"] >= row.peak_epoch].max(numeric_only=True).to_dict()
         found.append(Collapse(row.cell_id, row.variant, int(row.peak_epoch), int(cell["epoch"].iloc[-1]),
-                              row.status, at_peak, cell.iloc[-1].to_dict()))
+                              row.status, at_peak, cell.iloc[-1].to_dict(), worst))
     return found
 
 
@@ -125,8 +127,11 @@ def evidence(found: list[Collapse]) -> list[str]:
         out.append(f"The most-dead hidden layer {moved} {dead[1]:.0%} dead units (from {dead[0]:.0%} at the peak).")
     update = avg(lambda r: _max(r, "update_ratio_max", LINEAR_LAYERS))
     if update[0] is not None:
-        out.append(f"The largest single-step update was {update[0]:.2g} of a layer's weights in the peak epoch "
-                   f"and {update[1]:.2g} in the last.")
+        worst = max(v for c in found if (v := _max(c.worst, "update_ratio_max", LINEAR_LAYERS)) is not None)
+        reading = ("no sign of a numerical blow-up" if worst < 0.01 else
+                   "large steps: a sign of numerical instability" if worst > 0.1 else "moderate steps")
+        out.append(f"The largest single-step update was {update[0]:.2g} of a layer's weights in the peak epoch, "
+                   f"{update[1]:.2g} in the last and at most {worst:.2g} in between: {reading}.")
     sqrt_v = avg(lambda r: _mean(r, "adam_sqrt_v_median", LINEAR_LAYERS))
     if sqrt_v[0] is not None:
         out.append(f"Adam's median sqrt(v) (mean over layers) went from {sqrt_v[0]:.2g} to {sqrt_v[1]:.2g}.")

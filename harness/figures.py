@@ -165,7 +165,7 @@ def collapse_curves(cell: pd.DataFrame, title: str, peak_epoch: int) -> Figure:
         ("gradient norm (mean over steps; dashed: max)", "grad_norm_mean", "log"),
         ("largest update / weights", "update_ratio_max", "log"),
         ("dead units (hidden layers)", "dead_fraction", "linear"),
-        ("Adam sqrt(v): median (dashed: min)", "adam_sqrt_v_median", "log"),
+        ("Adam sqrt(v): median (dashed: min; 0 not drawn)", "adam_sqrt_v_median", "log"),
         ("gradient noise scale B_simple", ["noise_scale"], "log"),
     ]
     for ax, (name, columns, yscale) in zip(axes.flat, panels):

@@ -138,7 +138,8 @@ def test_report_in_a_real_browser(tmp_path):
         errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
         assert not errors, errors
         widths = driver.execute_script("return Array.from(document.images).map(i => i.complete ? i.naturalWidth : 0)")
-        assert len(widths) == 6 and all(w > 0 for w in widths)
+        assert len(widths) == 7 and all(w > 0 for w in widths)  # 6 sweep figures + bs4's collapse curves
+        assert driver.find_element(By.ID, "collapse-verdict-1").text.startswith("1 of 5 cells collapsed")
         recommendation = driver.find_element(By.ID, "recommendation-1")
         assert recommendation.get_attribute("data-batch-size") == "64" and "batch size 64" in recommendation.text
 
