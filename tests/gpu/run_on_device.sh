@@ -19,6 +19,7 @@ python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.versio
 # `harness` is not installed there: the module entry point is the same command
 mkdir -p "$OUT/bin" && printf '#!/usr/bin/env bash\nexec python3 -m harness.cli "$@"\n' > "$OUT/bin/harness"
 chmod +x "$OUT/bin/harness" && export PATH="$OUT/bin:$PATH"
-python3 -m pytest -q -p no:cacheprovider tests/gpu tests/test_engine.py 2>&1 | tee "$OUT/gpu-tests.log"
+python3 -m pytest -q -p no:cacheprovider tests/gpu tests/test_engine.py tests/test_diagnostics.py 2>&1 | tee "$OUT/gpu-tests.log"
+python3 tests/benchmarks/diagnostics_overhead.py --out "$OUT/diagnostics-overhead-gpu.json" 2>&1 | tee "$OUT/diagnostics-overhead.log"
 python3 -m harness.cli bench --out "$OUT/bench" 2>&1 | tee "$OUT/bench.log"
 python3 -m harness.cli run --config configs/default.yaml --results-dir "$OUT/results" --quiet 2>&1 | tee "$OUT/default.log"
