@@ -48,7 +48,7 @@ def per_cell(cells: pd.DataFrame, epochs: pd.DataFrame, drop: float) -> pd.DataF
     A cell that diverged before its first epoch ended has no accuracies, and collapsed."""
     finished = cells[cells["status"].isin(["done", "diverged"])]
     columns = [*KEY, "variant", "batch_size", "seed", "status", "peak_epoch", "peak_test_accuracy",
-               "final_test_accuracy", "drop", "collapsed"]
+               "final_test_accuracy", "drop", "deepest_dip", "collapsed"]
     if finished.empty:
         return pd.DataFrame(columns=columns)
     table = finished[[*KEY, "variant", "batch_size", "seed", "status"]]
@@ -56,7 +56,11 @@ def per_cell(cells: pd.DataFrame, epochs: pd.DataFrame, drop: float) -> pd.DataF
         rows = epochs.merge(finished[KEY], on=KEY).sort_values("epoch")
         peaks = rows.loc[rows.groupby(KEY)["test_accuracy"].idxmax(), [*KEY, "epoch", "test_accuracy"]]
         last = rows.groupby(KEY, as_index=False).last()[[*KEY, "test_accuracy"]]
-        table = table.merge(peaks.merge(last, on=KEY, suffixes=("_peak", "_final")), on=KEY, how="left")
+        # a dip that recovered by the last epoch is not a collapse, but the table shows it
+        rows["dip"] = rows.groupby(KEY)["test_accuracy"].cummax() - rows["test_accuracy"]
+        dips = rows.groupby(KEY, as_index=False)["dip"].max().rename(columns={"dip": "deepest_dip"})
+        table = table.merge(peaks.merge(last, on=KEY, suffixes=("_peak", "_final")).merge(dips, on=KEY), on=KEY,
+                            how="left")
     table = table.rename(columns={"epoch": "peak_epoch", "test_accuracy_peak": "peak_test_accuracy",
                                   "test_accuracy_final": "final_test_accuracy"}).reindex(columns=columns)
     table["drop"] = table["peak_test_accuracy"] - table["final_test_accuracy"]
@@ -68,10 +72,11 @@ def rates(table: pd.DataFrame) -> pd.DataFrame:
     """Per variant: seeds run, seeds collapsed, and the mean peak and final test accuracy."""
     if table.empty:
         return pd.DataFrame(columns=["variant", "n", "collapsed", "collapse_rate", "peak_test_accuracy",
-                                     "final_test_accuracy", "peak_epoch"])
+                                     "final_test_accuracy", "deepest_dip", "peak_epoch"])
     out = table.groupby("variant", as_index=False).agg(
         n=("cell_id", "size"), collapsed=("collapsed", "sum"), peak_test_accuracy=("peak_test_accuracy", "mean"),
-        final_test_accuracy=("final_test_accuracy", "mean"), peak_epoch=("peak_epoch", "median"))
+        final_test_accuracy=("final_test_accuracy", "mean"), deepest_dip=("deepest_dip", "mean"),
+        peak_epoch=("peak_epoch", "median"))
     out["collapse_rate"] = out["collapsed"] / out["n"]
     return out
 

@@ -78,6 +78,7 @@ COLLAPSE_COLUMNS = [
     Column("peak_test_accuracy", "peak test acc", ".4f"),
     Column("final_test_accuracy", "final test acc", ".4f"),
     Column("drop", "drop", ".4f"),
+    Column("deepest_dip", "deepest dip", ".4f"),
 ]
 VARIANT_COLUMNS = [
     Column("variant", "variant", "s"),
@@ -86,6 +87,7 @@ VARIANT_COLUMNS = [
     Column("collapse_rate", "collapse rate", ".0%"),
     Column("peak_test_accuracy", "peak test acc (mean)", ".4f"),
     Column("final_test_accuracy", "final test acc (mean)", ".4f"),
+    Column("deepest_dip", "deepest dip (mean)", ".4f"),
     Column("peak_epoch", "peak epoch (median)", ".0f"),
 ]
 MAX_COLLAPSE_FIGURES = 4  # curves for the first few collapsed cells; the table lists them all

@@ -258,6 +258,8 @@ def test_verdict_names_the_switch_that_prevents_the_collapse(tmp_path):
     assert "prevented it in every seed: eps_1e-3 (optim.eps=0.001: numerical instability" in verdict
     table = parsed.tables[parsed.ids.index("variants-1")]
     rates = {r["variant"]: (as_number(r["collapsed"]), as_number(r["collapse_rate"])) for r in table}
+    dips = {r["variant"]: as_number(r["deepest_dip"]) for r in table}
+    assert dips["baseline"] == pytest.approx(0.74) and dips["eps_1e-3"] == 0
     assert rates == {"baseline": (3, 1.0), "bs_100": (1, pytest.approx(1 / 3)), "eps_1e-3": (0, 0.0), "softplus": (3, 1.0)}
 
 
