@@ -128,7 +128,7 @@ def evidence(found: list[Collapse]) -> list[str]:
                        f"({test[0]:.3f} -> {test[1]:.3f}): the signature of overfitting.")
     dead = avg(lambda r: _max(r, "dead_fraction", HIDDEN_LAYERS))
     if dead[0] is not None:
-        moved = "rose" if dead[1] > dead[0] + 0.02 else "stayed near"
+        moved = "rose to" if dead[1] > dead[0] + 0.02 else "stayed near"
         out.append(f"The most-dead hidden layer {moved} {dead[1]:.0%} dead units (from {dead[0]:.0%} at the peak).")
     update = avg(lambda r: _max(r, "update_ratio_max", LINEAR_LAYERS))
     if update[0] is not None:

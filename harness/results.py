@@ -62,6 +62,7 @@ def write_atomic(path: Path, data: str | bytes) -> None:
     try:
         faults.before_write(path)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path), suffix=".tmp")
+        os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb" if isinstance(data, bytes) else "w") as fh:
             fh.write(data)
             fh.flush()
@@ -74,6 +75,16 @@ def write_atomic(path: Path, data: str | bytes) -> None:
             raise ResultsError(f"cannot write {path} ({exc.strerror or exc}); free some space or choose "
                                f"another --results-dir, then run again: finished cells are kept") from None
         raise
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)  # the only way to read it; set straight back, at import (one thread)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates files 0600; results are meant to be read by others (a shared cluster folder)
+FILE_MODE = 0o666 & ~_current_umask()
 
 
 def _temp_prefix(path: Path) -> str:

@@ -238,7 +238,7 @@ def test_verdict_without_an_ablation_names_the_evidence_and_asks_for_one(tmp_pat
     verdict = verdict_of(html)
     assert verdict.startswith("1 of 1 cells collapsed") and "configs/seed_ablation.yaml" in verdict
     assert "not overfitting" in html and "train 0.950 -&gt; 0.210" in html
-    assert "rose 60% dead units (from 2% at the peak)" in html
+    assert "rose to 60% dead units (from 2% at the peak)" in html
     assert html.count("<img") >= 2 and "Collapse of bs1-seed0-baseline" in html  # the curves
 
 

@@ -181,6 +181,9 @@ def test_a_dead_writers_temp_file_is_removed_and_a_live_ones_kept(tmp_path):
     assert not orphan.exists() and live.exists()
     results.write_atomic(tmp_path / "result.json", "{}")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, "result.json"])
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert (tmp_path / "result.json").stat().st_mode & 0o777 == 0o666 & ~umask  # readable by others, not 0600
 
 
 @pytest.fixture
