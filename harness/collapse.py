@@ -169,13 +169,17 @@ def verdict(table: pd.DataFrame, by_variant: pd.DataFrame, changed: dict[str, di
     if not b["collapsed"]:
         return head + f" The baseline itself did not collapse (0 of {int(b['n'])} seeds), so the ablation cannot " \
                       "say which switch prevents it."
-    lines, cures = [], []
+    lines, cures, dipped = [], [], []
     for r in by_variant[by_variant["variant"] != BASELINE].sort_values(["collapse_rate", "variant"]).itertuples():
         what = ", ".join(f"{k}={v}" for k, v in changed.get(r.variant, {}).items()) or r.variant
         cause = "; ".join(EXPLANATION.get(k, k) for k in changed.get(r.variant, {}))
-        if r.collapsed == 0:
-            cures.append(f"{r.variant} ({what}: {cause})" if cause else f"{r.variant} ({what})")
+        named = f"{r.variant} ({what}: {cause})" if cause else f"{r.variant} ({what})"
+        if r.collapsed == 0 and not r.deepest_dip > drop:
+            cures.append(named)
             tail = "prevents it"
+        elif r.collapsed == 0:  # no lasting collapse, but it fell and came back
+            dipped.append(named)
+            tail = f"no lasting collapse, but a dip of {r.deepest_dip:.2f} on average"
         elif r.collapse_rate < b["collapse_rate"]:
             tail = "reduces it"
         else:
@@ -183,5 +187,7 @@ def verdict(table: pd.DataFrame, by_variant: pd.DataFrame, changed: dict[str, di
         lines.append(f"{r.variant} {int(r.collapsed)}/{int(r.n)} ({tail})")
     answer = (f"Switches that prevented it in every seed: {'; '.join(cures)}." if cures
               else "No single switch prevented it in every seed.")
+    if dipped:
+        answer += f" Recovered after a dip (the collapse started, then reversed): {'; '.join(dipped)}."
     return (f"{head} The baseline collapsed in {int(b['collapsed'])} of {int(b['n'])} seeds; with one switch each: "
             f"{', '.join(lines)}. {answer}")

@@ -249,18 +249,22 @@ def test_verdict_names_the_switch_that_prevents_the_collapse(tmp_path):
         make_cell(sweep, "eps_1e-3", seed, **HEALTHY)
         make_cell(sweep, "softplus", seed, **COLLAPSING)
         make_cell(sweep, "bs_100", seed, **(HEALTHY if seed else COLLAPSING))
-    html, parsed = report_of(sweep, {"baseline": {}, "eps_1e-3": {"optim.eps": 0.001},
+        make_cell(sweep, "clip_1", seed, test=[0.90, 0.95, 0.70, 0.93], train=[0.91, 0.96, 0.71, 0.94])
+    html, parsed = report_of(sweep, {"baseline": {}, "eps_1e-3": {"optim.eps": 0.001}, "clip_1": {"optim.grad_clip_norm": 1},
                                      "softplus": {"model.activation": "softplus"}, "bs_100": {"train.batch_size": 100}})
     verdict = verdict_of(html)
     assert "The baseline collapsed in 3 of 3 seeds" in verdict
     assert "eps_1e-3 0/3 (prevents it)" in verdict and "softplus 3/3 (does not prevent it)" in verdict
     assert "bs_100 1/3 (reduces it)" in verdict
+    assert "clip_1 0/3 (no lasting collapse, but a dip of 0.25 on average)" in verdict
+    assert "Recovered after a dip (the collapse started, then reversed): clip_1 (optim.grad_clip_norm=1" in verdict
     assert "prevented it in every seed: eps_1e-3 (optim.eps=0.001: numerical instability" in verdict
     table = parsed.tables[parsed.ids.index("variants-1")]
     rates = {r["variant"]: (as_number(r["collapsed"]), as_number(r["collapse_rate"])) for r in table}
     dips = {r["variant"]: as_number(r["deepest_dip"]) for r in table}
     assert dips["baseline"] == pytest.approx(0.74) and dips["eps_1e-3"] == 0
-    assert rates == {"baseline": (3, 1.0), "bs_100": (1, pytest.approx(1 / 3)), "eps_1e-3": (0, 0.0), "softplus": (3, 1.0)}
+    assert rates == {"baseline": (3, 1.0), "bs_100": (1, pytest.approx(1 / 3)), "clip_1": (0, 0.0), "eps_1e-3": (0, 0.0),
+                     "softplus": (3, 1.0)}
 
 
 def test_verdict_sees_overfitting_and_no_collapse(tmp_path):
