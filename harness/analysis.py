@@ -16,8 +16,6 @@ from dataclasses import dataclass
 import pandas as pd
 
 GROUP = ["source", "sweep", "variant", "batch_size"]
-# summary fields older or CPU results may lack entirely; aggregated as unknown
-OPTIONAL = ["peak_reserved_bytes", "nvml_peak_memory_used_bytes", "joules_per_image", "mfu", "warmup_seconds"]
 
 
 KEY = ["source", "sweep", "cell_id"]
@@ -70,7 +68,6 @@ def by_batch_size(cells: pd.DataFrame) -> pd.DataFrame:
     done = cells[cells["status"] == "done"]
     if done.empty:  # nothing finished yet: the same columns, no rows
         return pd.DataFrame(columns=[*GROUP, *AGGREGATES, "images_per_second"])
-    done = done.assign(**{c: done[c] if c in done else None for c in OPTIONAL})
     table = done.groupby(GROUP, dropna=False).agg(**AGGREGATES).reset_index()
     table["images_per_second"] = 1.0 / table["time_per_image_s"]
     return table.sort_values(GROUP, ignore_index=True)

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from harness.analysis import KEY
 from harness.results import HIDDEN_LAYERS, LINEAR_LAYERS
 
-KEY = ["source", "sweep", "cell_id"]
 BASELINE = "baseline"  # the ablation variant that changes nothing
 # what a switch tests, by the setting it changes
 EXPLANATION = {
@@ -92,16 +92,17 @@ def collapses(table: pd.DataFrame, epochs: pd.DataFrame) -> list[Collapse]:
     return found
 
 
-def _mean(row: dict, prefix: str, layers) -> float | None:
-    values = [row.get(f"{prefix}_l{i}") for i in layers]
-    values = [v for v in values if v is not None and v == v]
-    return sum(values) / len(values) if values else None
+def _layers(row: dict, prefix: str, layers) -> list[float]:
+    """The recorded (not null, not NaN) values of a per-layer column family in one epoch row."""
+    return [v for i in layers if (v := row.get(f"{prefix}_l{i}")) is not None and v == v]
 
 
 def _max(row: dict, prefix: str, layers) -> float | None:
-    values = [row.get(f"{prefix}_l{i}") for i in layers]
-    values = [v for v in values if v is not None and v == v]
-    return max(values) if values else None
+    return max(values) if (values := _layers(row, prefix, layers)) else None
+
+
+def _mean(row: dict, prefix: str, layers) -> float | None:
+    return sum(values) / len(values) if (values := _layers(row, prefix, layers)) else None
 
 
 def evidence(found: list[Collapse]) -> list[str]:

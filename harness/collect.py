@@ -13,10 +13,12 @@ import pandas as pd
 
 from harness.results import EPOCH_COLUMNS, SCHEMA_VERSION
 
-# summary fields the analysis reads: present (None) even when no cell has finished yet
+# summary fields the analysis reads: present (None) even when no cell has finished yet, or when
+# older or CPU results lack them entirely (aggregated as unknown)
 SUMMARY_KEYS = ("epochs_completed", "best_epoch", "best_val_accuracy", "test_accuracy_at_best_val",
                 "final_test_accuracy", "time_per_image_s", "images_per_second", "eval_seconds", "warmup_steps",
-                "warmup_seconds", "peak_allocated_bytes", "peak_rss_bytes")
+                "warmup_seconds", "peak_allocated_bytes", "peak_reserved_bytes", "peak_rss_bytes",
+                "nvml_peak_memory_used_bytes", "joules_per_image", "mfu")
 ENV_COLUMNS = ("device_type", "device_name", "num_processes", "distributed_type", "mixed_precision", "torch", "host")
 
 

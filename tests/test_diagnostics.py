@@ -40,7 +40,7 @@ def test_a_tiny_run_records_plausible_diagnostics_without_changing_training(tmp_
     assert proc.returncode == 0, proc.stderr
     records = {r["settings"]["train"]["step_diagnostics"]: (r, p.parent)
                for p in (tmp_path / "r" / "diag").glob("*/result.json") for r in [read_json(p)]}
-    (off, off_dir), (on, on_dir) = records[False], records[True]
+    (_, off_dir), (on, on_dir) = records[False], records[True]
     rows_on, rows_off = epochs_csv(on_dir), epochs_csv(off_dir)
     for row in rows_on:
         values = {k: float(row[k]) for k in DIAGNOSTIC_COLUMNS}
