@@ -15,10 +15,11 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from harness.metrics import aggregates
+
 GROUP = ["source", "sweep", "variant", "batch_size"]
-
-
 KEY = ["source", "sweep", "cell_id"]
+ACCURACY = "test_accuracy_at_best_val"  # a cell's accuracy, and its mean over seeds per batch size
 
 
 def add_time_to_target(cells: pd.DataFrame, epochs: pd.DataFrame, target: float) -> pd.DataFrame:
@@ -27,6 +28,7 @@ def add_time_to_target(cells: pd.DataFrame, epochs: pd.DataFrame, target: float)
     cells = cells.copy()
     if epochs.empty:
         cells[["epochs_to_target", "steps_to_target", "time_to_target_s", "measured_time_to_target_s"]] = None
+        cells["reached_target"] = 0
         return cells
     epochs = epochs.sort_values("epoch").copy()
     epochs["train_seconds_so_far"] = epochs.groupby(KEY)["train_seconds"].cumsum()
@@ -37,38 +39,18 @@ def add_time_to_target(cells: pd.DataFrame, epochs: pd.DataFrame, target: float)
     cells = cells.merge(first, on=KEY, how="left")
     cells["time_to_target_s"] = cells["steps_to_target"] * cells["batch_size"] * cells["time_per_image_s"]
     cells["measured_time_to_target_s"] = cells.pop("train_seconds_so_far") + cells["warmup_seconds"]
+    cells["reached_target"] = cells["time_to_target_s"].notna().astype(int)
     return cells
 
 
-# per batch size: output column -> (cell column, how seeds combine)
-AGGREGATES = {
-    "n": ("cell_id", "size"),
-    "accuracy": ("test_accuracy_at_best_val", "mean"),
-    "accuracy_std": ("test_accuracy_at_best_val", "std"),
-    "best_val_accuracy": ("best_val_accuracy", "mean"),
-    "time_per_image_s": ("time_per_image_s", "mean"),
-    "time_per_image_std": ("time_per_image_s", "std"),
-    "n_reached": ("time_to_target_s", "count"),
-    # means over the seeds that reached the target; n_reached says how many did
-    "time_to_target_s": ("time_to_target_s", "mean"),
-    "measured_time_to_target_s": ("measured_time_to_target_s", "mean"),
-    "steps_to_target": ("steps_to_target", "mean"),
-    "peak_allocated_bytes": ("peak_allocated_bytes", "max"),
-    "peak_reserved_bytes": ("peak_reserved_bytes", "max"),
-    "nvml_peak_memory_used_bytes": ("nvml_peak_memory_used_bytes", "max"),
-    "peak_rss_bytes": ("peak_rss_bytes", "max"),
-    "joules_per_image": ("joules_per_image", "mean"),
-    "mfu": ("mfu", "mean"),
-    "num_processes": ("env.num_processes", "first"),
-}
-
-
 def by_batch_size(cells: pd.DataFrame) -> pd.DataFrame:
-    """Done cells aggregated over seeds: mean, standard deviation, and n."""
+    """Done cells combined over seeds as harness/metrics.py says (means over the seeds that reached
+    the target; reached_target counts them)."""
     done = cells[cells["status"] == "done"]
+    spec = aggregates("batch")
     if done.empty:  # nothing finished yet: the same columns, no rows
-        return pd.DataFrame(columns=[*GROUP, *AGGREGATES, "images_per_second"])
-    table = done.groupby(GROUP, dropna=False).agg(**AGGREGATES).reset_index()
+        return pd.DataFrame(columns=[*GROUP, *spec, "images_per_second"])
+    table = done.groupby(GROUP, dropna=False).agg(**spec).reset_index()
     table["images_per_second"] = 1.0 / table["time_per_image_s"]
     return table.sort_values(GROUP, ignore_index=True)
 
@@ -83,10 +65,10 @@ class Verdict:
 def sweet_spot(table: pd.DataFrame, tolerance: float, target: float) -> Verdict:
     if table.empty:
         return Verdict(None, "", "no cell finished, so there is no sweet spot")
-    best = table["accuracy"].max()
-    near = table[table["accuracy"] >= best - tolerance - 1e-12]
+    best = table[ACCURACY].max()
+    near = table[table[ACCURACY] >= best - tolerance - 1e-12]
     # every seed must have reached the target, else the mean time hides the misses
-    timed = near[near["n_reached"] == near["n"]].dropna(subset=["time_to_target_s"])
+    timed = near[near["reached_target"] == near["n"]].dropna(subset=["time_to_target_s"])
     if timed.empty:
         return Verdict(
             None, "",
@@ -98,7 +80,7 @@ def sweet_spot(table: pd.DataFrame, tolerance: float, target: float) -> Verdict:
         int(pick["batch_size"]), pick["variant"],
         f"It reaches {target:.3f} validation accuracy in "
         f"{pick['time_to_target_s']:.2f} s of training, the fastest of the {len(near)} batch size(s) "
-        f"whose test accuracy ({pick['accuracy']:.4f}) is within {tolerance:.3f} of the best ({best:.4f})",
+        f"whose test accuracy ({pick[ACCURACY]:.4f}) is within {tolerance:.3f} of the best ({best:.4f})",
     )
 
 

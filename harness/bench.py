@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import io
 import json
 import shutil
 import statistics
@@ -24,11 +25,13 @@ from torch.utils.data import DataLoader
 
 from harness import data, measure
 from harness.config import CellSettings, TrainSettings
-from harness.engine import CudaGraphStep, build_engine
+from harness.data import IndexStream
+from harness.engine import CudaGraphStep, build_engine, check_launch
 from harness.model import build_mlp
+from harness.results import write_atomic
 from harness.telemetry import compute_precision, mfu, peak_flops
-from harness.train import IndexStream
 
+BENCH_SCHEMA_VERSION = 1
 DEFAULT_BATCHES = (1, 4, 16, 64, 256, 1024, 4096, 16384)
 QUICK_BATCHES = (1, 16, 256)
 WARMUP_STEPS = 5  # untimed, in every loop; cuda_graphs captures within them
@@ -176,6 +179,8 @@ def run_bench(mnist_folder: Path, batches: list[int], images: int, modes: list[s
     torch.set_flush_denormal(True)
     cuda = acc.device.type == "cuda"
     modes = modes or (["eager", "compile", "cuda_graphs"] if cuda else ["eager", "compile"])
+    for mode in modes:  # before any timing: cuda_graphs needs a CUDA device
+        check_launch(settings_for(1, mode), acc)
     dataset = MNIST(str(torchvision_root(mnist_folder)), train=True, download=False, transform=ToTensor())
     splits = data.to_device(data.load_mnist(mnist_folder), settings_for(1, "eager").data.val_size, acc.device)
     env = measure.environment(acc.device, 1, str(acc.distributed_type), "no")
@@ -186,14 +191,15 @@ def run_bench(mnist_folder: Path, batches: list[int], images: int, modes: list[s
         rows += summarize(runs, batch, env["device_name"], peak)
         print(format_rows([r for r in rows if r["batch_size"] == batch], header=batch == batches[0]), flush=True)
     out_dir.mkdir(parents=True, exist_ok=True)
-    document = {"environment": env, "warmup_steps": WARMUP_STEPS, "check_steps": CHECK_STEPS,
-                "loss_tolerance": LOSS_TOLERANCE,
+    document = {"schema_version": BENCH_SCHEMA_VERSION, "environment": env, "warmup_steps": WARMUP_STEPS,
+                "check_steps": CHECK_STEPS, "loss_tolerance": LOSS_TOLERANCE,
                 "peak_flops": peak, "date_utc": measure.utc_now(), "rows": rows}
-    (out_dir / "bench.json").write_text(json.dumps(document, indent=2) + "\n")
-    with open(out_dir / "bench.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_atomic(out_dir / "bench.json", json.dumps(document, indent=2) + "\n")
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomic(out_dir / "bench.csv", table.getvalue())
     return rows
 
 

@@ -7,10 +7,9 @@ import os
 import sys
 from pathlib import Path
 
-from harness import data, plan, results
+from harness import REPO_ROOT, data, plan, results
 from harness.config import SweepConfig, load_config
 from harness.errors import ConfigError, HarnessError, ResultsError
-from harness.measure import REPO_ROOT
 
 DEFAULT_CONFIG = "configs/default.yaml"
 
@@ -212,8 +211,15 @@ def run_command(args) -> int:
 
     from harness.sweep import run_sweep  # torch and accelerate load only when training
 
-    return run_sweep(config, cells, sweep_dir, mnist_folder, quiet=args.quiet, write_report=not args.no_report,
-                     all_cells=all_cells, fail_fast=args.fail_fast)
+    outcome = run_sweep(config, cells, sweep_dir, mnist_folder, quiet=args.quiet, all_cells=all_cells,
+                        fail_fast=args.fail_fast)
+    # the pipeline's order lives here: train, then report (one process writes it)
+    if outcome.main_process and not args.no_report and sweep_dir.is_dir():
+        from harness.report import build_report
+
+        build_report([sweep_dir], sweep_dir / "report.html")
+        print(f"report: {sweep_dir / 'report.html'}")
+    return outcome.exit_code
 
 
 COMMANDS = {"run": run_command, "plan": plan_command, "report": report_command, "bench": bench_command,

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from harness.analysis import KEY
-from harness.results import HIDDEN_LAYERS, LINEAR_LAYERS
+from harness.metrics import HIDDEN_LAYERS, LINEAR_LAYERS, aggregates
 
 BASELINE = "baseline"  # the ablation variant that changes nothing
 # what a switch tests, by the setting it changes
@@ -70,13 +70,10 @@ def per_cell(cells: pd.DataFrame, epochs: pd.DataFrame, drop: float) -> pd.DataF
 
 def rates(table: pd.DataFrame) -> pd.DataFrame:
     """Per variant: seeds run, seeds collapsed, and the mean peak and final test accuracy."""
+    spec = aggregates("variants")
     if table.empty:
-        return pd.DataFrame(columns=["variant", "n", "collapsed", "collapse_rate", "peak_test_accuracy",
-                                     "final_test_accuracy", "deepest_dip", "peak_epoch"])
-    out = table.groupby("variant", as_index=False).agg(
-        n=("cell_id", "size"), collapsed=("collapsed", "sum"), peak_test_accuracy=("peak_test_accuracy", "mean"),
-        final_test_accuracy=("final_test_accuracy", "mean"), deepest_dip=("deepest_dip", "mean"),
-        peak_epoch=("peak_epoch", "median"))
+        return pd.DataFrame(columns=["variant", *spec, "collapse_rate"])
+    out = table.groupby("variant", as_index=False).agg(**spec)
     out["collapse_rate"] = out["collapsed"] / out["n"]
     return out
 

@@ -11,14 +11,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.results import EPOCH_COLUMNS, SCHEMA_VERSION
+from harness.metrics import CELL_KEYS, EPOCH_COLUMNS
+from harness.results import SCHEMA_VERSION
 
-# summary fields the analysis reads: present (None) even when no cell has finished yet, or when
-# older or CPU results lack them entirely (aggregated as unknown)
-SUMMARY_KEYS = ("epochs_completed", "best_epoch", "best_val_accuracy", "test_accuracy_at_best_val",
-                "final_test_accuracy", "time_per_image_s", "images_per_second", "eval_seconds", "warmup_steps",
-                "warmup_seconds", "peak_allocated_bytes", "peak_reserved_bytes", "peak_rss_bytes",
-                "nvml_peak_memory_used_bytes", "joules_per_image", "mfu")
 ENV_COLUMNS = ("device_type", "device_name", "num_processes", "distributed_type", "mixed_precision", "torch", "host")
 
 
@@ -95,7 +90,10 @@ def cell_row(record: dict) -> dict:
         "seed": settings.get("train", {}).get("seed"),
         # what else was swept, so batch sizes are only compared within one variant
         "variant": ", ".join(named + [f"{k}={v}" for k, v in sorted(other.items())]),
+        "num_processes": env.get("num_processes"),
         **{f"env.{k}": env.get(k) for k in ENV_COLUMNS},
-        **dict.fromkeys(SUMMARY_KEYS),
+        # every summary key of harness/metrics.py is a column, None where a record lacks it (a cell
+        # that has not finished, an older schema, no GPU), so the analysis never meets a missing column
+        **dict.fromkeys(CELL_KEYS),
         **(record.get("summary") or {}),
     }

@@ -18,6 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from harness.errors import ConfigError
 
 MNIST_TRAIN_IMAGES = 60_000
+# cuda_graphs runs this many eager steps on a side stream before it captures (harness/engine.py)
+CUDA_GRAPH_EAGER_STEPS = 3
 # Switching precision means a new Accelerator, and Accelerate keeps one per process.
 UNSWEEPABLE = {"train.mixed_precision": "launch one run per precision instead"}
 
@@ -101,6 +103,21 @@ class CellSettings(_Frozen):
     def steps_per_epoch(self) -> int:
         return self.images_per_epoch // self.train.batch_size
 
+    def _cuda_graphs_can_capture(self) -> None:
+        """What a captured step needs, known from the settings alone (the device and the process
+        count are checked at launch, harness.engine.check_launch)."""
+        if self.train.mixed_precision == "fp16":
+            raise ValueError("train.mode=cuda_graphs cannot use fp16: its loss scaler reads the GPU every step; "
+                             "use bf16 or no mixed precision")
+        if self.train.step_diagnostics:
+            raise ValueError("train.step_diagnostics needs train.mode=eager or compile (it is not captured in "
+                             "the CUDA graph); set one of them to false/eager")
+        if self.optim.name != "adam":
+            raise ValueError("train.mode=cuda_graphs needs optim.name=adam (capturable fused Adam)")
+        if self.train.warmup_steps <= CUDA_GRAPH_EAGER_STEPS:
+            raise ValueError(f"train.mode=cuda_graphs needs train.warmup_steps >= {CUDA_GRAPH_EAGER_STEPS + 1}, "
+                             f"so that the graph capture happens outside the timed window")
+
     @model_validator(mode="after")
     def _fits_training_split(self) -> CellSettings:
         split = self.train_split_size
@@ -116,12 +133,8 @@ class CellSettings(_Frozen):
             )
         if self.data.train_eval_size > split:
             raise ValueError(f"data.train_eval_size must be at most the training split ({split})")
-        if self.train.mode == "cuda_graphs" and self.train.mixed_precision == "fp16":
-            raise ValueError("train.mode=cuda_graphs cannot use fp16: its loss scaler reads the GPU every step; "
-                             "use bf16 or no mixed precision")
-        if self.train.step_diagnostics and self.train.mode == "cuda_graphs":
-            raise ValueError("train.step_diagnostics needs train.mode=eager or compile (it is not captured in "
-                             "the CUDA graph); set one of them to false/eager")
+        if self.train.mode == "cuda_graphs":
+            self._cuda_graphs_can_capture()
         if self.train.step_diagnostics and self.train.mixed_precision == "fp16":
             raise ValueError("train.step_diagnostics cannot use fp16 (its gradients carry the loss scale); "
                              "use bf16 or no mixed precision")

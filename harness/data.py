@@ -11,6 +11,7 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -134,3 +135,37 @@ def to_device(arrays: MnistArrays, val_size: int, device: torch.device) -> Split
         test_x=images(arrays.test_images),
         test_y=labels(arrays.test_labels),
     )
+
+
+class IndexStream:
+    """The global sample order, identical on every rank: each rank slices the same indices.
+
+    shuffle: consecutive batches walk a permutation and continue into a fresh one at its end
+    (TF's next_batch); with_replacement: every index is drawn uniformly and independently.
+    """
+
+    def __init__(self, size: int, sampling: str, seed: int):
+        self.size, self.sampling = size, sampling
+        self.generator = torch.Generator().manual_seed(seed)
+        self.perm = torch.empty(0, dtype=torch.int64)
+        self.cursor = 0
+
+    def state(self) -> dict[str, Any]:
+        return {"generator": self.generator.get_state(), "perm": self.perm, "cursor": self.cursor}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+        self.perm, self.cursor = state["perm"], state["cursor"]
+
+    def next(self, count: int) -> torch.Tensor:
+        if self.sampling == "with_replacement":
+            return torch.randint(self.size, (count,), generator=self.generator)
+        parts = []
+        while count > 0:
+            if self.cursor == len(self.perm):
+                self.perm, self.cursor = torch.randperm(self.size, generator=self.generator), 0
+            take = min(count, len(self.perm) - self.cursor)
+            parts.append(self.perm[self.cursor : self.cursor + take])
+            self.cursor += take
+            count -= take
+        return torch.cat(parts)

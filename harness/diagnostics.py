@@ -9,7 +9,7 @@
   same on any number of processes, so cells run with 1 or P processes compare.
 
 Everything per epoch runs outside the timed window, like evaluation. Column names live in
-results.DIAGNOSTIC_COLUMNS; layers are numbered from 1 (l1 = the 784->500 layer).
+metrics.DIAGNOSTIC_COLUMNS; layers are numbered from 1 (l1 = the 784->500 layer).
 """
 
 from __future__ import annotations

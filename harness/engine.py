@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 
-from harness.config import CellSettings
+from harness.config import CUDA_GRAPH_EAGER_STEPS, CellSettings
 from harness.data import Splits
 from harness.diagnostics import StepNorms
 from harness.errors import ConfigError
@@ -42,14 +42,10 @@ def build_optimizer(settings: CellSettings, params, capturable: bool = False) ->
                             fused=True, capturable=capturable)
 
 
-def check_mode(settings: CellSettings, accelerator: Accelerator) -> None:
+def check_launch(settings: CellSettings, accelerator: Accelerator) -> None:
+    """What a mode needs from this launch (the settings alone are checked by the config)."""
     if settings.train.mode != "cuda_graphs":
         return
-    if settings.optim.name != "adam":
-        raise ConfigError("train.mode=cuda_graphs needs optim.name=adam (capturable fused Adam)")
-    if settings.train.warmup_steps <= CudaGraphStep.WARMUP:
-        raise ConfigError(f"train.mode=cuda_graphs needs train.warmup_steps >= {CudaGraphStep.WARMUP + 1}, "
-                          f"so that the graph capture happens outside the timed window")
     if accelerator.device.type != "cuda":
         raise ConfigError(f"train.mode=cuda_graphs needs a CUDA device, this run is on {accelerator.device.type}; "
                           f"use train.mode=eager or compile")
@@ -59,7 +55,6 @@ def check_mode(settings: CellSettings, accelerator: Accelerator) -> None:
 
 
 def build_engine(settings: CellSettings, accelerator: Accelerator, splits: Splits) -> Engine:
-    check_mode(settings, accelerator)
     mode = settings.train.mode
     # Same seed on every rank: identical initial weights (DDP also broadcasts rank 0's).
     torch.manual_seed(settings.train.seed)
@@ -91,12 +86,10 @@ def build_engine(settings: CellSettings, accelerator: Accelerator, splits: Split
 class CudaGraphStep:
     """Forward, backward and optimizer step captured once as one CUDA graph, then replayed.
 
-    The first WARMUP calls run eagerly on a side stream (as torch.cuda.graphs requires before a
+    The first CUDA_GRAPH_EAGER_STEPS calls run eagerly on a side stream (as torch.cuda.graphs requires before a
     capture); they are real training steps. The next call captures, then replays it; every later
     call only copies the indices into the static input and replays.
     """
-
-    WARMUP = 3
 
     def __init__(self, step: Step, local_batch: int, device: torch.device):
         self.step = step
@@ -107,7 +100,7 @@ class CudaGraphStep:
 
     def __call__(self, idx: torch.Tensor) -> torch.Tensor:
         self.static_idx.copy_(idx)
-        if self.graph is None and self.eager_calls < self.WARMUP:
+        if self.graph is None and self.eager_calls < CUDA_GRAPH_EAGER_STEPS:
             self.eager_calls += 1
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())

@@ -15,6 +15,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from harness.analysis import ACCURACY  # noqa: E402
+
 
 @dataclass(frozen=True)
 class Figure:
@@ -117,10 +119,10 @@ def pareto(d: FigureData) -> Figure | None:
     rows = d.table.dropna(subset=["time_to_target_s"]).sort_values("time_to_target_s")
     if rows.empty:
         return None
-    front = rows[rows["accuracy"] >= rows["accuracy"].cummax()]
+    front = rows[rows[ACCURACY] >= rows[ACCURACY].cummax()]
     fig, ax = plt.subplots(figsize=(7, 4))
-    sns.scatterplot(data=rows, x="time_to_target_s", y="accuracy", hue="batch_size", palette=_palette(rows), s=70, ax=ax)
-    ax.step(front["time_to_target_s"], front["accuracy"], where="post", color="black", linewidth=1, label="Pareto front")
+    sns.scatterplot(data=rows, x="time_to_target_s", y=ACCURACY, hue="batch_size", palette=_palette(rows), s=70, ax=ax)
+    ax.step(front["time_to_target_s"], front[ACCURACY], where="post", color="black", linewidth=1, label="Pareto front")
     ax.set(xscale="log", xlabel="seconds to the target (steps x time per step)", ylabel="test accuracy (mean)",
            title="Accuracy vs time to target")
     ax.legend(fontsize="small")

@@ -5,6 +5,7 @@ Unknown is None (null in JSON), never 0 and never a guess.
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import shlex
@@ -16,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from harness import REPO_ROOT
+from harness.metrics import RANK_OPS
 
 
 def synchronize(device: torch.device) -> None:
@@ -46,6 +48,23 @@ class SyncedTimer:
         energy = self.monitor.mark_window(False) if self.monitor else None
         if self._energy is not None and energy is not None:
             self.joules = (energy - self._energy) / 1000.0
+
+
+REDUCE = {"max": lambda t: t.max(dim=0).values, "sum": lambda t: t.sum(dim=0), "mean": lambda t: t.mean(dim=0)}
+
+
+def over_ranks(acc, values: dict[str, float | int | None]) -> dict[str, float | int | None]:
+    """One gather for several per-rank numbers, each combined as harness/metrics.py says (the
+    slowest rank's time is the honest wall time of a data-parallel step, energy adds up, memory
+    takes the worst). Unknown on any rank stays unknown (None), never 0."""
+    raw = torch.tensor([math.nan if v is None else float(v) for v in values.values()], dtype=torch.float64,
+                       device=acc.device)
+    table = acc.gather(raw).view(acc.num_processes, len(values))
+    out = {}
+    for i, (key, value) in enumerate(values.items()):
+        reduced = REDUCE[RANK_OPS[key]](table[:, i]).item()
+        out[key] = None if math.isnan(reduced) else (int(reduced) if isinstance(value, int) else reduced)
+    return out
 
 
 def reset_memory_peaks(device: torch.device) -> None:

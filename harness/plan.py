@@ -113,3 +113,13 @@ def check_divisible(cells: list[Cell], num_processes: int) -> None:
                 f"{num_processes} processes; use batch sizes that are multiples of {num_processes} "
                 f"or launch a number of processes that divides every batch size"
             )
+
+
+PLAN_SCHEMA_VERSION = 1
+
+
+def plan_document(config: SweepConfig, cells: list[Cell], command: str) -> dict[str, Any]:
+    """plan.json: the whole sweep as planned (the config, report rules included, and every cell),
+    so the report can apply the rules, list cells that never ran, and say how to rerun."""
+    return {"schema_version": PLAN_SCHEMA_VERSION, "sweep": config.name, "config": config.model_dump(mode="json"),
+            "command": command, "cells": [{"index": c.index, "id": c.id, "swept": c.swept} for c in cells]}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
@@ -16,91 +15,11 @@ from harness import analysis, collapse, figures
 from harness.collect import collect
 from harness.config import ReportSettings
 from harness.errors import ResultsError
+from harness.metrics import Column, columns
 from harness.results import write_atomic
 
 
-@dataclass(frozen=True)
-class Column:
-    key: str
-    header: str
-    fmt: str  # a format spec, or "bytes"
-
-
-# add a reported metric: one line here (cells table) or in BATCH_COLUMNS (per batch size)
-CELL_COLUMNS = [
-    Column("cell_id", "cell", "s"),
-    Column("status", "status", "s"),
-    Column("batch_size", "batch", "d"),
-    Column("seed", "seed", "d"),
-    Column("epochs_completed", "epochs", "d"),
-    Column("best_epoch", "best epoch", "d"),
-    Column("best_val_accuracy", "best val acc", ".4f"),
-    Column("test_accuracy_at_best_val", "test acc @ best val", ".4f"),
-    Column("final_test_accuracy", "final test acc", ".4f"),
-    Column("time_per_image_s", "time/image (s)", ".3e"),
-    Column("images_per_second", "images/s", ",.0f"),
-    Column("time_to_target_s", "time to target (s)", ".2f"),
-    Column("eval_seconds", "eval (s)", ".2f"),
-    Column("warmup_steps", "warm-up steps", "d"),
-    Column("peak_allocated_bytes", "peak alloc", "bytes"),
-    Column("peak_rss_bytes", "peak RSS", "bytes"),
-    Column("nvml_peak_memory_used_bytes", "GPU mem (NVML)", "bytes"),
-    Column("joules_per_image", "J/image", ".3e"),
-    Column("mfu", "MFU", ".1%"),
-]
-BATCH_COLUMNS = [
-    Column("batch_size", "batch", "d"),
-    Column("variant", "other settings", "s"),
-    Column("n", "n seeds", "d"),
-    Column("accuracy", "test acc (mean)", ".4f"),
-    Column("accuracy_std", "± std", ".4f"),
-    Column("best_val_accuracy", "best val acc", ".4f"),
-    Column("time_per_image_s", "time/image (s)", ".3e"),
-    Column("time_per_image_std", "± std", ".1e"),
-    Column("images_per_second", "images/s", ",.0f"),
-    Column("n_reached", "seeds at target", "d"),
-    Column("steps_to_target", "steps to target", ",.0f"),
-    Column("time_to_target_s", "time to target (s)", ".2f"),
-    Column("measured_time_to_target_s", "measured (s)", ".2f"),
-    Column("peak_allocated_bytes", "peak alloc", "bytes"),
-    Column("peak_reserved_bytes", "peak reserved", "bytes"),
-    Column("nvml_peak_memory_used_bytes", "GPU mem (NVML)", "bytes"),
-    Column("peak_rss_bytes", "peak RSS", "bytes"),
-    Column("joules_per_image", "J/image", ".3e"),
-    Column("mfu", "MFU", ".1%"),
-]
-COLLAPSE_COLUMNS = [
-    Column("cell_id", "cell", "s"),
-    Column("batch_size", "batch", "d"),
-    Column("seed", "seed", "d"),
-    Column("status", "status", "s"),
-    Column("peak_epoch", "peak epoch", "d"),
-    Column("peak_test_accuracy", "peak test acc", ".4f"),
-    Column("final_test_accuracy", "final test acc", ".4f"),
-    Column("drop", "drop", ".4f"),
-    Column("deepest_dip", "deepest dip", ".4f"),
-]
-VARIANT_COLUMNS = [
-    Column("variant", "variant", "s"),
-    Column("n", "seeds", "d"),
-    Column("collapsed", "collapsed", "d"),
-    Column("collapse_rate", "collapse rate", ".0%"),
-    Column("peak_test_accuracy", "peak test acc (mean)", ".4f"),
-    Column("final_test_accuracy", "final test acc (mean)", ".4f"),
-    Column("deepest_dip", "deepest dip (mean)", ".4f"),
-    Column("peak_epoch", "peak epoch (median)", ".0f"),
-]
 MAX_COLLAPSE_FIGURES = 4  # curves for the first few collapsed cells; the table lists them all
-COMPARE_COLUMNS = [
-    Column("batch_size", "batch", "d"),
-    Column("source", "results folder", "s"),
-    Column("num_processes", "processes", "d"),
-    Column("accuracy", "test acc (mean)", ".4f"),
-    Column("time_per_image_s", "time/image (s)", ".3e"),
-    Column("time_to_target_s", "time to target (s)", ".2f"),
-    Column("peak_allocated_bytes", "peak alloc", "bytes"),
-    Column("peak_rss_bytes", "peak RSS", "bytes"),
-]
 
 
 def _is_missing(value) -> bool:
@@ -115,6 +34,10 @@ def cell(value, fmt: str) -> dict:
         value = value.item()  # numpy scalar -> Python
     if fmt == "bytes":
         text = f"{value / 2**20:,.1f} MiB"
+    elif fmt == "us":  # a duration per image: readable microseconds, not 4.747e-04 s
+        text = f"{value * 1e6:.4g} µs"
+    elif fmt == "pct":
+        text = f"{value:.1%}"
     elif fmt == "d":
         text = f"{int(value)}"
     else:
@@ -122,8 +45,8 @@ def cell(value, fmt: str) -> dict:
     return {"text": text, "value": value if isinstance(value, str) else json.dumps(value)}
 
 
-def table(frame: pd.DataFrame, columns: list[Column]) -> dict:
-    present = [c for c in columns if c.key in frame.columns and not (c.fmt == "s" and (frame[c.key] == "").all())]
+def table(frame: pd.DataFrame, spec: list[Column]) -> dict:
+    present = [c for c in spec if c.key in frame.columns and not (c.fmt == "s" and (frame[c.key] == "").all())]
     return {
         "headers": [c.header for c in present],
         "columns": [c.key for c in present],
@@ -148,7 +71,7 @@ def build_report(folders: list[Path], out: Path, target: float | None = None, to
     env = jinja2.Environment(loader=jinja2.PackageLoader("harness", "templates"), autoescape=True)
     html = env.get_template("report.html.j2").render(
         sections=sections, warnings=found.warnings, csv_name=csv_path.name,
-        comparison=table(per_batch.sort_values(["batch_size", "source"]), COMPARE_COLUMNS) if len(sections) > 1 else None,
+        comparison=table(per_batch.sort_values(["batch_size", "source"]), columns("compare")) if len(sections) > 1 else None,
         scaling_figure=figures.scaling_figure(scaling))
     out.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(out, html)
@@ -167,8 +90,8 @@ def _collapse_section(cells: pd.DataFrame, epochs: pd.DataFrame, drop: float, pl
     return {
         "verdict": collapse.verdict(per_cell, by_variant, collapse.switches(plan_config), drop),
         "evidence": collapse.evidence(found),
-        "cells": table(per_cell[per_cell["collapsed"]], COLLAPSE_COLUMNS),
-        "variants": table(by_variant, VARIANT_COLUMNS) if ablation else None,
+        "cells": table(per_cell[per_cell["collapsed"]], columns("collapse")),
+        "variants": table(by_variant, columns("variants")) if ablation else None,
         "figures": [figures.collapse_curves(epochs[epochs["cell_id"] == c.cell_id].sort_values("epoch"),
                                             c.cell_id, c.peak_epoch) for c in found[:MAX_COLLAPSE_FIGURES]],
         "not_drawn": max(0, len(found) - MAX_COLLAPSE_FIGURES),
@@ -178,7 +101,8 @@ def _collapse_section(cells: pd.DataFrame, epochs: pd.DataFrame, drop: float, pl
 def _section(found, key: tuple[str, str], target: float | None, tolerance: float | None) -> dict:
     source, sweep = key
     records = [r for r in found.records if r["source"] == source and r["sweep"] == sweep]
-    rules = ReportSettings(**records[0].get("report", {}))
+    plan = found.plans.get((source, sweep), {})
+    rules = report_rules(plan, records)
     target = rules.target_accuracy if target is None else target
     tolerance = rules.tolerance if tolerance is None else tolerance
     cells = found.cells[(found.cells["source"] == source) & (found.cells["sweep"] == sweep)]
@@ -191,7 +115,6 @@ def _section(found, key: tuple[str, str], target: float | None, tolerance: float
     flat = {v: analysis.flat_point(g, rules.flat_threshold) for v, g in per_batch.groupby("variant")} if not per_batch.empty else {}
     done_ids = cells.loc[cells["status"] == "done", "cell_id"]
     done_epochs = epochs[epochs["cell_id"].isin(done_ids)] if not epochs.empty else epochs
-    plan = found.plans.get((source, sweep), {})
     missing = [c for c in plan.get("cells", []) if c["id"] not in set(cells["cell_id"])]
     commands = sorted({r.get("environment", {}).get("command") for r in records} - {None})
     return {
@@ -201,8 +124,8 @@ def _section(found, key: tuple[str, str], target: float | None, tolerance: float
         "disagreement": analysis.rules_disagree(verdict, flat.get(verdict.variant)),
         "memory_limit": analysis.memory_limit(cells),
         "target": target, "tolerance": tolerance, "flat_threshold": rules.flat_threshold, "flat": flat,
-        "per_batch": table(per_batch, BATCH_COLUMNS),
-        "cells": table(cells.sort_values(["batch_size", "seed", "cell_id"]), CELL_COLUMNS),
+        "per_batch": table(per_batch, columns("batch")),
+        "cells": table(cells.sort_values(["batch_size", "seed", "cell_id"]), columns("cells")),
         "collapse_drop": rules.collapse_drop,
         "collapse": _collapse_section(cells, epochs, rules.collapse_drop, plan.get("config")),
         "unfinished": cells[cells["status"] != "done"][["cell_id", "status", "error"]].to_dict("records"),
@@ -214,3 +137,10 @@ def _section(found, key: tuple[str, str], target: float | None, tolerance: float
         "swept": sorted({k for r in records for k in r.get("swept", {})}),
         "frame": cells, "per_batch_frame": per_batch,
     }
+
+
+def report_rules(plan: dict, records: list[dict]) -> ReportSettings:
+    """The sweep's report rules: from its plan.json config; a folder without one (schema 1
+    records carried the rules) falls back to the first record's, else to the defaults."""
+    rules = (plan.get("config") or {}).get("report") or records[0].get("report") or {}
+    return ReportSettings(**rules)

@@ -18,41 +18,12 @@ from typing import Any
 
 from harness import faults, locks
 from harness.errors import ResultsError
+from harness.metrics import EPOCH_COLUMNS
 
-SCHEMA_VERSION = 1
+# 2: the report rules left result.json (the report reads them from plan.json's config); a version 1
+# record is read as it is, its "report" section used only where the folder has no plan.json
+SCHEMA_VERSION = 2
 STATUSES = ("done", "oom", "diverged", "failed", "running")
-
-# one row per epoch; add a per-epoch metric here and in train.py's row
-EPOCH_COLUMNS = (
-    "epoch",
-    "train_loss",
-    "train_accuracy",
-    "val_accuracy",
-    "test_accuracy",
-    "images_seen",
-    "optimizer_steps",
-    "timed_steps",
-    "train_seconds",
-    "time_per_image_s",
-    "eval_seconds",
-    "energy_j",
-    "peak_allocated_bytes",
-    "peak_reserved_bytes",
-    "peak_rss_bytes",
-    "diagnostics_seconds",
-)
-
-# why training went wrong (harness/diagnostics.py): 784-500-500-500-10 has 4 linear layers, 3 hidden
-LINEAR_LAYERS, HIDDEN_LAYERS = range(1, 5), range(1, 4)
-DIAGNOSTIC_COLUMNS = (
-    *(f"{m}_l{i}" for m in ("grad_norm_mean", "grad_norm_max", "update_ratio_max") for i in LINEAR_LAYERS),
-    *(f"dead_fraction_l{i}" for i in HIDDEN_LAYERS),
-    "max_abs_logit",
-    "softmax_saturated_fraction",
-    *(f"{m}_l{i}" for m in ("adam_sqrt_v_min", "adam_sqrt_v_median") for i in LINEAR_LAYERS),
-    "noise_scale",
-)
-EPOCH_COLUMNS = EPOCH_COLUMNS + DIAGNOSTIC_COLUMNS
 
 
 def write_atomic(path: Path, data: str | bytes) -> None:
@@ -62,7 +33,7 @@ def write_atomic(path: Path, data: str | bytes) -> None:
     try:
         faults.before_write(path)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path), suffix=".tmp")
-        os.fchmod(fd, FILE_MODE)
+        os.fchmod(fd, _file_mode())
         with os.fdopen(fd, "wb" if isinstance(data, bytes) else "w") as fh:
             fh.write(data)
             fh.flush()
@@ -77,14 +48,12 @@ def write_atomic(path: Path, data: str | bytes) -> None:
         raise
 
 
-def _current_umask() -> int:
-    mask = os.umask(0)  # the only way to read it; set straight back, at import (one thread)
+def _file_mode() -> int:
+    """mkstemp creates files 0600; results are meant to be read by others (a shared cluster
+    folder), so they get what open() would give: 0666 less the umask."""
+    mask = os.umask(0)  # the only way to read it; set straight back (no other thread creates files)
     os.umask(mask)
-    return mask
-
-
-# mkstemp creates files 0600; results are meant to be read by others (a shared cluster folder)
-FILE_MODE = 0o666 & ~_current_umask()
+    return 0o666 & ~mask
 
 
 def _temp_prefix(path: Path) -> str:
@@ -102,6 +71,22 @@ def remove_stale_temps(folder: Path) -> None:
                 tmp.unlink(missing_ok=True)
         except (OSError, ValueError):
             continue
+
+
+def start_record(sweep: str, cell_id: str, cell_index: int, swept: dict[str, Any], settings: dict[str, Any],
+                 environment: dict[str, Any], started_utc: str) -> dict[str, Any]:
+    """A cell's result.json as it begins: status running, no summary yet."""
+    return {"schema_version": SCHEMA_VERSION, "sweep": sweep, "cell_id": cell_id, "cell_index": cell_index,
+            "swept": swept, "settings": settings, "environment": environment, "started_utc": started_utc,
+            "status": "running"}
+
+
+def finish_record(record: dict[str, Any], status: str, summary: dict[str, Any] | None, finished_utc: str,
+                  error: str | None = None) -> dict[str, Any]:
+    """The record of a cell that ended: done, oom, diverged or failed, with its summary."""
+    if status not in STATUSES or status == "running":
+        raise ValueError(f"a cell ends done, oom, diverged or failed, not {status!r}")
+    return {**record, "status": status, "summary": summary, "finished_utc": finished_utc, "error": error}
 
 
 def write_result(cell_dir: Path, result: dict[str, Any]) -> None:
@@ -141,6 +126,21 @@ def read_epoch_rows(cell_dir: Path) -> list[dict[str, str]]:
             return list(csv.DictReader(fh))
     except OSError:
         return []
+
+
+def write_plan(sweep_dir: Path, document: dict[str, Any]) -> None:
+    """plan.json (harness.plan.plan_document); an unchanged plan is left as it is, so the first
+    command that planned the sweep stays on record."""
+    path = sweep_dir / "plan.json"
+    remove_stale_temps(sweep_dir)  # a plan write cut short by SIGKILL
+    try:
+        old = json.loads(path.read_text())
+        if (old.get("config"), old.get("cells")) == (document["config"], json.loads(json.dumps(document["cells"]))):
+            return
+    except (OSError, ValueError, AttributeError):
+        pass
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, json.dumps(document, indent=2) + "\n")
 
 
 def is_done(cell_dir: Path) -> bool:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import HarnessError
-from harness.measure import REPO_ROOT
+from harness import REPO_ROOT
 from harness.slurm_task import launch_argv
 
 SWEEP_TEMPLATE = REPO_ROOT / "slurm" / "sweep.sbatch"

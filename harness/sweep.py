@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -11,34 +11,24 @@ from accelerate.utils import AutocastKwargs, broadcast_object_list
 
 from harness import data, locks, measure, plan, results
 from harness.config import SweepConfig
-from harness.engine import check_mode
+from harness.engine import check_launch
 from harness.preemption import EXIT_PREEMPTED, StopRequest
 from harness.progress import Progress
 from harness.train import RunContext, run_cell
 
 
-def write_plan(config: SweepConfig, cells: list[plan.Cell], sweep_dir: Path) -> None:
-    """The whole sweep as planned, so the report can list cells that never ran and how to rerun."""
-    path = sweep_dir / "plan.json"
-    results.remove_stale_temps(sweep_dir)  # a plan write cut short by SIGKILL
-    document = {"schema_version": results.SCHEMA_VERSION, "sweep": config.name,
-                "config": config.model_dump(mode="json"), "command": measure.environment_command(),
-                "cells": [{"index": c.index, "id": c.id, "swept": c.swept} for c in cells]}
-    try:
-        old = json.loads(path.read_text())
-        if (old.get("config"), old.get("cells")) == (document["config"], json.loads(json.dumps(document["cells"]))):
-            return  # the same plan: leave the file (and the first command) as they are
-    except (OSError, ValueError):
-        pass
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    results.write_atomic(path, json.dumps(document, indent=2) + "\n")
+@dataclass(frozen=True)
+class Outcome:
+    exit_code: int  # 0 all done, 1 a cell did not finish, EXIT_PREEMPTED asked to stop
+    main_process: bool  # only the main process goes on to build the report
 
 
 def run_sweep(config: SweepConfig, cells: list[plan.Cell], sweep_dir: Path, mnist_folder: Path | None,
-              quiet: bool, write_report: bool, all_cells: list[plan.Cell], fail_fast: bool = False) -> int:
+              quiet: bool, all_cells: list[plan.Cell], fail_fast: bool = False) -> Outcome:
+    """Train this process's share of `cells`; the caller (the CLI) then builds the report."""
     accelerator = make_accelerator(config, cells, sweep_dir)
     if accelerator.is_main_process:
-        write_plan(config, all_cells, sweep_dir)
+        results.write_plan(sweep_dir, plan.plan_document(config, all_cells, measure.environment_command()))
     # Decided once, before any rank writes, so every rank agrees on what to train.
     todo = [c for c in cells if not results.is_done(sweep_dir / c.id)]
     accelerator.wait_for_everyone()
@@ -50,7 +40,7 @@ def run_sweep(config: SweepConfig, cells: list[plan.Cell], sweep_dir: Path, mnis
         if cell.id not in todo_ids:
             progress.message(f"skip {cell.id}: already done")
     if not todo:
-        return _finish(accelerator, sweep_dir, write_report, {})
+        return _finish(accelerator, {})
 
     arrays, splits, environment = load_data(accelerator, mnist_folder, todo[0].settings.data.val_size)
     if config.log_with:
@@ -62,8 +52,7 @@ def run_sweep(config: SweepConfig, cells: list[plan.Cell], sweep_dir: Path, mnis
         val_size = cell.settings.data.val_size
         if val_size not in splits:
             splits[val_size] = data.to_device(arrays, val_size, accelerator.device)
-        ctx = RunContext(accelerator, splits[val_size], config.name, sweep_dir, environment, progress,
-                         config.report.model_dump(), stop)
+        ctx = RunContext(accelerator, splits[val_size], config.name, sweep_dir, environment, progress, stop)
         status = train_if_free(cell, ctx)
         if status is None:
             continue
@@ -75,12 +64,12 @@ def run_sweep(config: SweepConfig, cells: list[plan.Cell], sweep_dir: Path, mnis
             progress.message(f"{cell.id}: {stop.signal_name} received; checkpoint saved, exiting to be requeued")
             progress.close()
             accelerator.end_training()
-            return EXIT_PREEMPTED
+            return Outcome(EXIT_PREEMPTED, accelerator.is_main_process)
         progress.cell_finished()
         if status != "done":
             progress.message(f"{cell.id}: {status} (see {sweep_dir / cell.id / 'result.json'})")
     progress.close()
-    return _finish(accelerator, sweep_dir, write_report, statuses)
+    return _finish(accelerator, statuses)
 
 
 def make_accelerator(config: SweepConfig, cells: list[plan.Cell], sweep_dir: Path) -> Accelerator:
@@ -94,7 +83,7 @@ def make_accelerator(config: SweepConfig, cells: list[plan.Cell], sweep_dir: Pat
                               kwargs_handlers=[AutocastKwargs(cache_enabled=False)] if graphs else None)
     plan.check_divisible(cells, accelerator.num_processes)
     for cell in cells:
-        check_mode(cell.settings, accelerator)
+        check_launch(cell.settings, accelerator)
     return accelerator
 
 
@@ -144,16 +133,11 @@ def claim(accelerator: Accelerator, cell_dir: Path) -> bool:
     return bool(held[0])
 
 
-def _finish(accelerator: Accelerator, sweep_dir: Path, write_report: bool, statuses: dict[str, str]) -> int:
+def _finish(accelerator: Accelerator, statuses: dict[str, str]) -> Outcome:
     accelerator.wait_for_everyone()
-    if accelerator.is_main_process and write_report and sweep_dir.is_dir():
-        from harness.report import build_report
-
-        build_report([sweep_dir], sweep_dir / "report.html")
-        print(f"report: {sweep_dir / 'report.html'}")
     accelerator.end_training()
     failed = {cid: s for cid, s in statuses.items() if s != "done"}
-    return 1 if failed else 0
+    return Outcome(1 if failed else 0, accelerator.is_main_process)
 
 
 def _flat(tree: dict, prefix: str = "") -> dict:

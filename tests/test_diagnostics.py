@@ -4,7 +4,6 @@ ablation variants, and the report's verdict on hand-made results folders."""
 from __future__ import annotations
 
 import csv
-import json
 import math
 from pathlib import Path
 
@@ -18,7 +17,8 @@ from harness import diagnostics
 from harness.config import ModelSettings, load_config
 from harness.model import build_mlp
 from harness.plan import expand
-from harness.results import DIAGNOSTIC_COLUMNS, EPOCH_COLUMNS, SCHEMA_VERSION, write_epochs, write_result
+from harness.metrics import DIAGNOSTIC_COLUMNS
+from records import epoch_rows, write_cell, write_plan
 
 TINY = {
     "name": "diag",
@@ -187,26 +187,9 @@ def test_a_bad_variant_is_one_line_and_exit_2(tmp_path, variants, message):
 # --- the verdict, on hand-made results folders -------------------------------------------------
 
 def make_cell(sweep: Path, variant: str, seed: int, test: list[float], train: list[float], **per_epoch) -> None:
-    """A finished cell in the real schema; `per_epoch` gives diagnostic columns as lists."""
-    cell_id = f"bs1-seed{seed}-{variant}-{seed:08x}"
-    folder = sweep / cell_id
-    folder.mkdir(parents=True)
-    rows = [{k: None for k in EPOCH_COLUMNS} | {
-        "epoch": e + 1, "train_loss": 0.5, "train_accuracy": tr, "val_accuracy": te, "test_accuracy": te,
-        "images_seen": 100 * (e + 1), "optimizer_steps": 100 * (e + 1), "timed_steps": 100, "train_seconds": 1.0,
-        "time_per_image_s": 0.01, "eval_seconds": 0.1} | {k: v[e] for k, v in per_epoch.items()}
-        for e, (te, tr) in enumerate(zip(test, train))]
-    write_epochs(folder, rows)
-    best = max(rows, key=lambda r: r["val_accuracy"])
-    write_result(folder, {
-        "schema_version": SCHEMA_VERSION, "sweep": sweep.name, "cell_id": cell_id, "status": "done", "error": None,
-        "swept": {"train.seed": seed, "variant": variant},
-        "settings": {"train": {"batch_size": 1, "seed": seed}},
-        "environment": {"device_name": "Test CPU", "num_processes": 1},
-        "report": {"target_accuracy": 0.9, "collapse_drop": 0.1},
-        "summary": {"epochs_completed": len(rows), "best_epoch": best["epoch"], "best_val_accuracy": best["val_accuracy"],
-                    "test_accuracy_at_best_val": best["test_accuracy"], "final_test_accuracy": rows[-1]["test_accuracy"],
-                    "time_per_image_s": 0.01, "images_per_second": 100.0, "warmup_seconds": 0.0}})
+    """A finished cell in the real schema (tests/records.py); `per_epoch` gives diagnostic columns as lists."""
+    settings = {"train": {"batch_size": 1, "seed": seed, "images_per_epoch": 100, "epochs": len(test), "warmup_steps": 0}}
+    write_cell(sweep, settings, epoch_rows(1, 100, 0.01, test, test, train, **per_epoch), variant=variant)
 
 
 COLLAPSING = dict(test=[0.90, 0.94, 0.50, 0.20], train=[0.91, 0.95, 0.52, 0.21],
@@ -216,9 +199,7 @@ HEALTHY = dict(test=[0.90, 0.95, 0.96, 0.965], train=[0.91, 0.96, 0.97, 0.975])
 
 
 def report_of(sweep: Path, variants: dict | None) -> tuple[str, object]:
-    if variants is not None:
-        (sweep / "plan.json").write_text(json.dumps({"sweep": sweep.name, "config": {"name": sweep.name, "variants": variants},
-                                                     "cells": []}))
+    write_plan(sweep, {"report": {"target_accuracy": 0.9, "collapse_drop": 0.1}, "variants": variants or {}})
     out = sweep.parent / "report.html"
     proc = harness("report", str(sweep), "-o", str(out))
     assert proc.returncode == 0, proc.stderr

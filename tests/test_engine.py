@@ -14,7 +14,7 @@ from harness import data
 from harness.bench import COLUMNS, WARMUP_STEPS, engine_loop, reference_loop, settings_for, torchvision_root
 from harness.measure import SyncedTimer
 from harness.telemetry import NvmlMonitor, flops_per_image, mfu, peak_flops
-from harness.train import IndexStream
+from harness.data import IndexStream
 
 STEPS = 20
 # fp32 on CPU: the engine's fused Adam and the reference's per-parameter Adam round differently

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from conftest import harness, read_json
 
-from harness.analysis import add_time_to_target, by_batch_size, flat_point, sweet_spot
+from harness.analysis import ACCURACY, add_time_to_target, by_batch_size, flat_point, sweet_spot
 
 
 class TableParser(HTMLParser):
@@ -76,7 +76,7 @@ def test_report_numbers_equal_the_result_files(small_sweep, tmp_path):
         expected = int(reached[0]["optimizer_steps"]) * result["settings"]["train"]["batch_size"] * s["time_per_image_s"]
         assert as_number(row["time_to_target_s"]) == pytest.approx(expected, rel=1e-12)
         batch_row = next(b for b in per_batch if b["batch_size"] == row["batch_size"])
-        assert as_number(batch_row["accuracy"]) == s["test_accuracy_at_best_val"]
+        assert as_number(batch_row[ACCURACY]) == s["test_accuracy_at_best_val"]
         assert as_number(batch_row["n"]) == 1
     assert "Sweet spot: batch size" in html
     # accuracy, time per image + throughput, time to target, steps to target, Pareto, memory
@@ -121,8 +121,8 @@ def test_empty_folder_is_exit_2(tmp_path):
 
 
 def frame(rows):
-    base = {"source": "s", "sweep": "w", "variant": "", "status": "done", "n_reached": 1, "n": 1}
-    return pd.DataFrame([{**base, **r} for r in rows])
+    base = {"source": "s", "sweep": "w", "variant": "", "status": "done", "reached_target": 1, "n": 1}
+    return pd.DataFrame([{**base, **{ACCURACY if k == "accuracy" else k: v for k, v in r.items()}} for r in rows])
 
 
 def test_sweet_spot_picks_fastest_within_tolerance():
@@ -148,7 +148,7 @@ def test_sweet_spot_ties_single_cell_and_nothing_done():
     single = frame([{"batch_size": 32, "accuracy": 0.975, "time_to_target_s": 7.0, "time_per_image_s": 2e-5}])
     assert sweet_spot(single, 0.005, 0.97).batch_size == 32 and flat_point(single, 0.05) == 32
     assert sweet_spot(pd.DataFrame(), 0.005, 0.97).batch_size is None
-    missed = frame([{"batch_size": 32, "accuracy": 0.96, "time_to_target_s": None, "n_reached": 0, "time_per_image_s": 2e-5}])
+    missed = frame([{"batch_size": 32, "accuracy": 0.96, "time_to_target_s": None, "reached_target": 0, "time_per_image_s": 2e-5}])
     verdict = sweet_spot(missed, 0.005, 0.97)
     assert verdict.batch_size is None and "reached the target" in verdict.explanation
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -10,38 +9,19 @@ import pytest
 from conftest import harness
 from test_report import as_number, parse
 
-from harness.results import EPOCH_COLUMNS, SCHEMA_VERSION, write_epochs, write_result
+from records import epoch_rows, write_cell, write_plan
 
 TARGET = 0.97
 
 
 def make_cell(sweep_dir: Path, sweep: str, batch: int, seed: int, tpi: float, val: list[float], test: list[float],
               processes: int = 1, status: str = "done", error: str | None = None) -> str:
-    """One cell in the real schema: result.json + epochs.csv, numbers chosen by the test."""
-    cell_id = f"bs{batch}-seed{seed}-{batch:04x}{seed:04x}"
-    folder = sweep_dir / cell_id
-    folder.mkdir(parents=True)
+    """One cell in the real schema (tests/records.py), accuracies and speed chosen by the test."""
     steps = 1000 // batch or 1
-    rows = [{k: None for k in EPOCH_COLUMNS} | {
-        "epoch": e + 1, "train_loss": 0.1, "train_accuracy": t, "val_accuracy": v, "test_accuracy": t,
-        "images_seen": (e + 1) * steps * batch, "optimizer_steps": (e + 1) * steps, "timed_steps": steps,
-        "train_seconds": tpi * steps * batch, "time_per_image_s": tpi, "eval_seconds": 0.1,
-        "peak_rss_bytes": 2**30} for e, (v, t) in enumerate(zip(val, test))]
-    write_epochs(folder, rows)
-    best = max(rows, key=lambda r: r["val_accuracy"]) if rows else {}
-    summary = {"epochs_completed": len(rows), "best_epoch": best.get("epoch"), "best_val_accuracy": best.get("val_accuracy"),
-               "test_accuracy_at_best_val": best.get("test_accuracy"),
-               "final_test_accuracy": rows[-1]["test_accuracy"] if rows else None,
-               "time_per_image_s": tpi, "images_per_second": 1 / tpi, "eval_seconds": 0.1, "warmup_steps": 0,
-               "warmup_seconds": 0.0, "peak_allocated_bytes": None, "peak_rss_bytes": 2**30}
-    write_result(folder, {
-        "schema_version": SCHEMA_VERSION, "sweep": sweep, "cell_id": cell_id, "status": status, "error": error,
-        "swept": {"train.batch_size": batch, "train.seed": seed},
-        "settings": {"train": {"batch_size": batch, "seed": seed}},
-        "environment": {"device_name": "Test GPU", "num_processes": processes, "command": "run.py --config x.yaml"},
-        "report": {"target_accuracy": TARGET, "tolerance": 0.005},
-        "summary": summary if status == "done" else None})
-    return cell_id
+    settings = {"train": {"batch_size": batch, "seed": seed, "images_per_epoch": steps * batch,
+                          "epochs": max(1, len(val)), "warmup_steps": 0}}
+    return write_cell(sweep_dir, settings, epoch_rows(batch, steps, tpi, val, test), status, error,
+                      {"device_name": "Test GPU", "num_processes": processes}, sweep=sweep)
 
 
 def known_sweep(root: Path, name: str = "known", processes: int = 1, speed: float = 1.0) -> Path:
@@ -77,13 +57,12 @@ def test_known_answers_collapse_and_disagreement(tmp_path):
 def test_unfinished_and_missing_cells_are_listed(tmp_path):
     sweep = known_sweep(tmp_path)
     make_cell(sweep, "known", 2048, 0, 1e-6, [], [], status="failed", error="RuntimeError: boom")
-    (sweep / "plan.json").write_text(json.dumps({"sweep": "known", "config": {"name": "known"}, "command": "x", "cells": [
-        {"index": 0, "id": "bs8-seed0-00080000", "swept": {"train.batch_size": 8}}]}))
+    (never_ran,) = write_plan(sweep, {"sweep": {"train.batch_size": [8]}}, list_cells=True)
     out = tmp_path / "r.html"
     assert harness("report", str(sweep), "-o", str(out)).returncode == 0
     html = out.read_text()
     assert "RuntimeError: boom" in html and "failed" in html
-    assert "bs8-seed0-00080000 (train.batch_size=8)" in html
+    assert f"{never_ran.id} (train.batch_size=8)" in html
 
 
 def test_strings_from_results_are_escaped(tmp_path):
@@ -148,12 +127,11 @@ def test_report_in_a_real_browser(tmp_path):
                     for td in driver.find_elements(By.CSS_SELECTOR, "#cells-1 tbody td[data-key=batch_size]")]
 
         assert batch_column() == [4, 16, 64, 256, 1024]
-        header = driver.find_elements(By.CSS_SELECTOR, "#cells-1 thead th")[2]  # "batch"
-        header.click()
-        header.click()  # second click: descending
+        headers = {th.text: th for th in driver.find_elements(By.CSS_SELECTOR, "#cells-1 thead th")}
+        headers["batch"].click()
+        headers["batch"].click()  # second click: descending
         assert batch_column() == [1024, 256, 64, 16, 4]
-        tpi = driver.find_elements(By.CSS_SELECTOR, "#cells-1 thead th")[9]  # time/image
-        tpi.click()
+        headers["time/image"].click()
         assert batch_column() == [1024, 256, 64, 16, 4]  # fastest per image first
         box = driver.find_element(By.CSS_SELECTOR, "input.filter")
         box.send_keys("bs64")

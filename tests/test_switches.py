@@ -11,7 +11,7 @@ from conftest import harness, read_json, write_config
 
 from harness.config import ModelSettings, OptimSettings
 from harness.model import build_mlp
-from harness.train import IndexStream
+from harness.data import IndexStream
 
 
 def test_layer_shapes_and_activations():

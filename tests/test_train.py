@@ -9,7 +9,8 @@ import shutil
 import pytest
 from conftest import SMALL, harness, read_json, snapshot, write_config
 
-from harness.results import EPOCH_COLUMNS, SCHEMA_VERSION
+from harness.metrics import EPOCH_COLUMNS
+from harness.results import SCHEMA_VERSION
 
 pytestmark = pytest.mark.slow
 
@@ -34,7 +35,7 @@ def test_every_cell_has_a_complete_result(small_sweep):
         assert r["schema_version"] == SCHEMA_VERSION and r["status"] == "done" and r["error"] is None
         assert r["cell_id"] == d.name and r["sweep"] == "small"
         assert r["swept"] == {"train.batch_size": batch, "train.seed": 0}
-        assert r["settings"]["train"]["images_per_epoch"] == 12_800 and r["report"]["target_accuracy"] == 0.97
+        assert r["settings"]["train"]["images_per_epoch"] == 12_800 and "report" not in r  # the rules are in plan.json
         env = r["environment"]
         assert env["device_type"] == "cpu" and env["num_processes"] == 1 and env["cuda"] is None
         assert env["torch"] and env["accelerate"] and env["python"] and env["host"]

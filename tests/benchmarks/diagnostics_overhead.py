@@ -25,7 +25,8 @@ from harness import data, measure
 from harness.config import CellSettings, ModelSettings, TrainSettings
 from harness.bench import engine_loop
 from harness.engine import build_engine
-from harness.train import IndexStream, diagnose
+from harness.data import IndexStream
+from harness.train import diagnose
 
 MOTIVATING_EPOCH_STEPS = 10_000
 

@@ -9,7 +9,7 @@ from conftest import SMALL, harness, read_json, write_config
 
 from harness import data
 from harness.bench import engine_loop, settings_for
-from harness.train import IndexStream
+from harness.data import IndexStream
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

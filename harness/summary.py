@@ -1,0 +1,74 @@
+"""A cell's summary (result.json "summary"): computed from its epochs.csv rows once it ends.
+
+Every key is a `cell` entry of harness/metrics.py; a number that cannot be known is None.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from harness.config import CellSettings
+from harness.telemetry import flops_per_image, mfu, peak_flops
+
+
+def summarize(rows: list[dict[str, Any]], s: CellSettings, first_losses: list[float], warmup_seconds: float,
+              world: int, gpu: dict[str, Any], env: dict[str, Any], precision: str) -> dict[str, Any]:
+    """Per-cell numbers; accuracy is the test accuracy at the best-validation epoch (first best)."""
+    best = max(rows, key=lambda r: r["val_accuracy"])  # max keeps the earliest of equals
+    last = rows[-1]
+    timing = _timing(rows, s.train.batch_size)
+    peak = peak_flops(env.get("device_name"), precision) if env.get("device_type") == "cuda" else None
+    return {
+        "epochs_completed": len(rows),
+        "steps_per_epoch": s.steps_per_epoch,
+        "local_batch_size": s.train.batch_size // world,
+        "learning_rate": s.optim.lr_for(s.train.batch_size),
+        "optimizer_steps": last["optimizer_steps"],
+        "images_seen": last["images_seen"],
+        "best_epoch": best["epoch"],
+        "best_val_accuracy": best["val_accuracy"],
+        "test_accuracy_at_best_val": best["test_accuracy"],
+        "final_val_accuracy": last["val_accuracy"],
+        "final_test_accuracy": last["test_accuracy"],
+        "final_train_loss": _finite(last["train_loss"]),
+        "warmup_steps": min(s.train.warmup_steps, s.train.epochs * s.steps_per_epoch),
+        "warmup_seconds": warmup_seconds,
+        "first_step_losses": first_losses,
+        **timing,
+        "eval_seconds": sum(r["eval_seconds"] for r in rows),
+        "peak_allocated_bytes": last["peak_allocated_bytes"],
+        "peak_reserved_bytes": last["peak_reserved_bytes"],
+        "peak_rss_bytes": last["peak_rss_bytes"],
+        **_energy(rows, timing["timed_images"]),
+        **gpu,
+        "flops_per_image": flops_per_image(),
+        "compute_precision": precision,
+        "peak_flops": peak,
+        "mfu": mfu(timing["time_per_image_s"], peak, world),
+        "final_noise_scale": last.get("noise_scale"),
+    }
+
+
+def _timing(rows: list[dict[str, Any]], batch: int) -> dict[str, Any]:
+    """Time per image over every timed step of the cell (warm-up excluded)."""
+    timed = [r for r in rows if r["timed_steps"]]
+    seconds = sum(r["train_seconds"] for r in timed)
+    images = sum(r["timed_steps"] for r in timed) * batch
+    return {
+        "train_seconds": seconds if timed else None,
+        "timed_images": images,
+        "time_per_image_s": seconds / images if images else None,
+        "images_per_second": images / seconds if images and seconds > 0 else None,
+    }
+
+
+def _energy(rows: list[dict[str, Any]], timed_images: int) -> dict[str, float | None]:
+    """Joules over the timed windows; unknown in any epoch makes the total unknown."""
+    energies = [r["energy_j"] for r in rows if r["timed_steps"]]
+    energy = sum(energies) if energies and None not in energies else None
+    return {"energy_j": energy, "joules_per_image": energy / timed_images if energy is not None and timed_images else None}
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
