@@ -103,6 +103,8 @@ METRICS: tuple[Metric, ...] = (
     Metric("best_val_accuracy", "cell", "", "best val acc", ACC, seeds=("mean",), tables=("cells", "batch")),
     Metric("test_accuracy_at_best_val", "cell", "", "test acc @ best val", ACC, seeds=("mean", "std"),
            tables=("cells", "batch", "compare")),
+    Metric("train_loss_at_best_val", "cell", "", "train loss @ best val", ".4f", seeds=("mean",),
+           tables=("cells", "batch")),
     Metric("final_val_accuracy", "cell"),
     Metric("final_test_accuracy", "cell", "", "final test acc", ACC, tables=CELLS),
     Metric("final_train_loss", "cell"),

@@ -29,6 +29,7 @@ def summarize(rows: list[dict[str, Any]], s: CellSettings, first_losses: list[fl
         "best_epoch": best["epoch"],
         "best_val_accuracy": best["val_accuracy"],
         "test_accuracy_at_best_val": best["test_accuracy"],
+        "train_loss_at_best_val": _finite(best["train_loss"]),
         "final_val_accuracy": last["val_accuracy"],
         "final_test_accuracy": last["test_accuracy"],
         "final_train_loss": _finite(last["train_loss"]),

@@ -64,7 +64,7 @@ def test_report_numbers_equal_the_result_files(small_sweep, tmp_path):
         cell_dir = small_sweep / row["cell_id"]
         result = read_json(cell_dir / "result.json")
         s = result["summary"]
-        for key in ("best_val_accuracy", "test_accuracy_at_best_val", "final_test_accuracy", "time_per_image_s",
+        for key in ("best_val_accuracy", "test_accuracy_at_best_val", "train_loss_at_best_val", "final_test_accuracy", "time_per_image_s",
                     "images_per_second", "eval_seconds", "epochs_completed", "best_epoch", "warmup_steps",
                     "peak_rss_bytes", "peak_allocated_bytes"):
             assert as_number(row[key]) == s[key], key
@@ -77,6 +77,7 @@ def test_report_numbers_equal_the_result_files(small_sweep, tmp_path):
         assert as_number(row["time_to_target_s"]) == pytest.approx(expected, rel=1e-12)
         batch_row = next(b for b in per_batch if b["batch_size"] == row["batch_size"])
         assert as_number(batch_row[ACCURACY]) == s["test_accuracy_at_best_val"]
+        assert as_number(batch_row["train_loss_at_best_val"]) == s["train_loss_at_best_val"]  # one seed: its mean
         assert as_number(batch_row["n"]) == 1
     assert "Sweet spot: batch size" in html
     # accuracy, time per image + throughput, time to target, steps to target, Pareto, memory

@@ -64,6 +64,7 @@ def test_every_cell_has_a_complete_result(small_sweep):
         assert s["images_per_second"] == pytest.approx(1 / s["time_per_image_s"])
         best = max(rows, key=lambda row: row["val_accuracy"])
         assert s["best_epoch"] == best["epoch"] and s["test_accuracy_at_best_val"] == best["test_accuracy"]
+        assert s["train_loss_at_best_val"] == best["train_loss"]
         assert s["final_test_accuracy"] == rows[-1]["test_accuracy"]
         assert s["peak_allocated_bytes"] is None and s["peak_rss_bytes"] == rows[-1]["peak_rss_bytes"]
     best = max(read_json(d / "result.json")["summary"]["test_accuracy_at_best_val"] for d in dirs)
