@@ -1,17 +1,20 @@
-"""From tidy frames to answers: time to target, per-batch-size aggregates, the sweet spot.
+"""From tidy frames to numbers: time to target per cell, the learning rate per batch size, the
+per-batch table, the flat point. harness/recommend.py turns them into the report's verdicts.
 
 The rules (the report states them):
 - accuracy(B): test accuracy at the epoch of best validation accuracy, mean over seeds.
-- time to target: optimizer steps until validation accuracy first reaches the target
-  (checked at epoch ends) x time per step (= B x time per image).
-- sweet spot: among batch sizes whose accuracy is within `tolerance` of the best, the one
-  with the shortest time to target (ties: the smaller batch).
+- steps to target: the first validation check at or above the target (evals.csv; a results folder
+  written before the checks existed is read at epoch ends). Its resolution is the gap to the
+  previous check: the crossing lies somewhere in (previous check, this check].
+- time to target: steps to target x time per step (= B x time per image); "measured" is the
+  training clock at that check (warm-up included, evaluation never).
+- learning rate: where a batch size was trained at several rates, the one with the shortest time
+  to target among rates within `tolerance` of that batch size's best accuracy whose seeds all
+  reached the target; every per-batch number is then read at that rate.
 - flat point: the smallest B that no larger B beats on time per image by more than `threshold`.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import pandas as pd
 
@@ -20,79 +23,117 @@ from harness.metrics import aggregates
 GROUP = ["source", "sweep", "variant", "batch_size"]
 KEY = ["source", "sweep", "cell_id"]
 ACCURACY = "test_accuracy_at_best_val"  # a cell's accuracy, and its mean over seeds per batch size
+TARGET_COLUMNS = ["steps_to_target", "steps_before_target", "target_resolution_steps", "target_read_at",
+                  "measured_time_to_target_s"]
 
 
-def add_time_to_target(cells: pd.DataFrame, epochs: pd.DataFrame, target: float) -> pd.DataFrame:
-    """steps to target x time per step, and the measured training time to the same epoch
-    (warm-up plus the timed windows up to it; evaluation never counts)."""
-    cells = cells.copy()
-    if epochs.empty:
-        cells[["epochs_to_target", "steps_to_target", "time_to_target_s", "measured_time_to_target_s"]] = None
-        cells["reached_target"] = 0
-        return cells
-    epochs = epochs.sort_values("epoch").copy()
-    epochs["train_seconds_so_far"] = epochs.groupby(KEY)["train_seconds"].cumsum()
-    reached = epochs[epochs["val_accuracy"] >= target]
-    first = reached.groupby(KEY, as_index=False).first()
-    first = first[[*KEY, "epoch", "optimizer_steps", "train_seconds_so_far"]]
-    first = first.rename(columns={"epoch": "epochs_to_target", "optimizer_steps": "steps_to_target"})
-    cells = cells.merge(first, on=KEY, how="left")
+def readings(checks: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
+    """Validation accuracy over training per cell, at the finest resolution recorded: the checks
+    where a cell has them (evals.csv), else its epoch ends. Columns: KEY, step, train_seconds
+    (training so far: warm-up included for checks; timed windows only at epoch ends), val_accuracy,
+    read_at."""
+    frames = []
+    if not checks.empty:
+        frames.append(checks[[*KEY, "step", "train_seconds", "val_accuracy"]].assign(read_at="check"))
+    if not epochs.empty:
+        have = set(map(tuple, checks[KEY].drop_duplicates().values)) if not checks.empty else set()
+        rows = epochs[[tuple(k) not in have for k in epochs[KEY].values]].sort_values("epoch")
+        rows = rows.assign(train_seconds=rows.groupby(KEY)["train_seconds"].cumsum(), read_at="epoch")
+        frames.append(rows.rename(columns={"optimizer_steps": "step"})[[*KEY, "step", "train_seconds", "val_accuracy",
+                                                                        "read_at"]])
+    if not frames:
+        return pd.DataFrame(columns=[*KEY, "step", "train_seconds", "val_accuracy", "read_at"])
+    return pd.concat(frames, ignore_index=True).sort_values([*KEY, "step"], ignore_index=True)
+
+
+def add_time_to_target(cells: pd.DataFrame, checks: pd.DataFrame, epochs: pd.DataFrame, target: float) -> pd.DataFrame:
+    """Per cell: steps to target with its resolution, time to target, measured time to target."""
+    cells = cells.drop(columns=[c for c in TARGET_COLUMNS if c in cells], errors="ignore")
+    found = readings(checks, epochs)
+    found["steps_before_target"] = found.groupby(KEY)["step"].shift(fill_value=0)
+    first = found[found["val_accuracy"] >= target].groupby(KEY, as_index=False).first()
+    first = first.rename(columns={"step": "steps_to_target", "read_at": "target_read_at",
+                                  "train_seconds": "measured_time_to_target_s"})
+    first["target_resolution_steps"] = first["steps_to_target"] - first["steps_before_target"]
+    cells = cells.merge(first[[*KEY, *TARGET_COLUMNS]], on=KEY, how="left")
     cells["time_to_target_s"] = cells["steps_to_target"] * cells["batch_size"] * cells["time_per_image_s"]
-    cells["measured_time_to_target_s"] = cells.pop("train_seconds_so_far") + cells["warmup_seconds"]
+    from_epochs = cells["target_read_at"] == "epoch"  # epoch ends count timed windows only: add the warm-up
+    cells["measured_time_to_target_s"] = (cells["measured_time_to_target_s"].astype(float)
+                                          + cells["warmup_seconds"].astype(float).where(from_epochs, 0.0))
     cells["reached_target"] = cells["time_to_target_s"].notna().astype(int)
     return cells
 
 
-def by_batch_size(cells: pd.DataFrame) -> pd.DataFrame:
-    """Done cells combined over seeds as harness/metrics.py says (means over the seeds that reached
-    the target; reached_target counts them)."""
+def timing_windows(checks: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
+    """Per cell, its timed windows as (steps, seconds): one per stretch between checks, or per epoch
+    for cells without checks. The spread of seconds per step across them is the timing noise."""
+    frames = []
+    if not checks.empty:
+        frames.append(checks[[*KEY, "window_steps", "window_seconds"]])
+    if not epochs.empty:
+        have = set(map(tuple, checks[KEY].drop_duplicates().values)) if not checks.empty else set()
+        rows = epochs[[tuple(k) not in have for k in epochs[KEY].values]]
+        frames.append(rows[[*KEY, "timed_steps", "train_seconds"]].set_axis([*KEY, "window_steps", "window_seconds"],
+                                                                              axis=1))
+    if not frames:
+        return pd.DataFrame(columns=[*KEY, "window_steps", "window_seconds"])
+    windows = pd.concat(frames, ignore_index=True)
+    return windows[(windows["window_steps"] > 0) & windows["window_seconds"].notna()]
+
+
+def by_rate(cells: pd.DataFrame) -> pd.DataFrame:
+    """Done cells combined over seeds per batch size AND learning rate (harness/metrics.py says how)."""
     done = cells[cells["status"] == "done"]
     spec = aggregates("batch")
-    if done.empty:  # nothing finished yet: the same columns, no rows
-        return pd.DataFrame(columns=[*GROUP, *spec, "images_per_second"])
-    table = done.groupby(GROUP, dropna=False).agg(**spec).reset_index()
+    columns = [*GROUP, "learning_rate", *spec, "images_per_second"]
+    if done.empty:
+        return pd.DataFrame(columns=columns)
+    table = done.groupby([*GROUP, "learning_rate"], dropna=False).agg(**spec).reset_index()
     table["images_per_second"] = 1.0 / table["time_per_image_s"]
-    return table.sort_values(GROUP, ignore_index=True)
+    return table
 
 
-@dataclass(frozen=True)
-class Verdict:
-    batch_size: int | None
-    variant: str
-    explanation: str
-
-
-def sweet_spot(table: pd.DataFrame, tolerance: float, target: float) -> Verdict:
+def pick_rates(table: pd.DataFrame, tolerance: float) -> pd.DataFrame:
+    """One row per batch size: the learning rate it is compared at, with `rates_tried`, `lr_edge`
+    (lowest / highest when the pick is at the edge of several rates tried) and `lr_tied` (rates
+    with the same time to target)."""
     if table.empty:
-        return Verdict(None, "", "no cell finished, so there is no sweet spot")
-    best = table[ACCURACY].max()
-    near = table[table[ACCURACY] >= best - tolerance - 1e-12]
-    # every seed must have reached the target, else the mean time hides the misses
-    timed = near[near["reached_target"] == near["n"]].dropna(subset=["time_to_target_s"])
-    if timed.empty:
-        return Verdict(
-            None, "",
-            f"no batch size within {tolerance:.3f} of the best accuracy ({best:.4f}) reached the "
-            f"target validation accuracy {target:.3f} in every seed; train longer or lower the target",
-        )
-    pick = timed.sort_values(["time_to_target_s", "batch_size"]).iloc[0]
-    return Verdict(
-        int(pick["batch_size"]), pick["variant"],
-        f"It reaches {target:.3f} validation accuracy in "
-        f"{pick['time_to_target_s']:.2f} s of training, the fastest of the {len(near)} batch size(s) "
-        f"whose test accuracy ({pick[ACCURACY]:.4f}) is within {tolerance:.3f} of the best ({best:.4f})",
-    )
+        return table.assign(rates_tried=[], lr_edge=[], lr_tied=[])
+    rows = []
+    for _, group in table.groupby(GROUP, dropna=False, sort=True):
+        rows.append(_pick(group, tolerance))
+    return pd.DataFrame(rows).reset_index(drop=True)
 
 
-def rules_disagree(verdict: Verdict, flat: int | None) -> str | None:
-    """Why the two rules name different batch sizes, in one sentence (None when they agree)."""
-    if verdict.batch_size is None or flat is None or verdict.batch_size == flat:
-        return None
-    if flat > verdict.batch_size:
-        return (f"The rules disagree: batch {flat} still trains faster per image, but batch {verdict.batch_size} "
-                f"reaches the target sooner, because larger batches need more images (epochs) to get there.")
-    return (f"The rules disagree: time per image stops improving at batch {flat}, but batch {verdict.batch_size} "
-            f"reaches the target sooner, because it needs fewer steps to get there at nearly the same speed per image.")
+def _pick(group: pd.DataFrame, tolerance: float) -> pd.Series:
+    near = group[group[ACCURACY] >= group[ACCURACY].max() - tolerance - 1e-12]
+    reached = near[near["reached_target"] == near["n"]].dropna(subset=["time_to_target_s"])
+    if reached.empty:  # no rate reached the target here: compare at the most accurate one
+        pick = group.sort_values([ACCURACY, "learning_rate"], ascending=[False, True]).iloc[0]
+        tied = []
+    else:
+        # shortest time; among equal times the more accurate, then the smaller rate
+        ordered = reached.sort_values(["time_to_target_s", ACCURACY, "learning_rate"], ascending=[True, False, True])
+        pick = ordered.iloc[0]
+        tied = ordered.loc[ordered["time_to_target_s"] == pick["time_to_target_s"], "learning_rate"].tolist()[1:]
+    rates = sorted(group["learning_rate"].dropna().unique())
+    edge = None
+    if len(rates) > 1 and not reached.empty:
+        edge = "lowest" if pick["learning_rate"] == rates[0] else "highest" if pick["learning_rate"] == rates[-1] else None
+    return pd.concat([pick, pd.Series({"rates_tried": len(rates), "lr_edge": edge, "lr_tied": tied})])
+
+
+def by_batch_size(cells: pd.DataFrame, tolerance: float = 0.005) -> pd.DataFrame:
+    """Per batch size, at the learning rate picked for it (the only rate, where one was tried)."""
+    return pick_rates(by_rate(cells), tolerance).sort_values(GROUP, ignore_index=True) if len(cells) else by_rate(cells)
+
+
+def tuned_cells(cells: pd.DataFrame, per_batch: pd.DataFrame) -> pd.DataFrame:
+    """The done cells at the learning rate picked for their batch size."""
+    if per_batch.empty:
+        return cells.iloc[0:0]
+    chosen = per_batch[[*GROUP, "learning_rate"]]
+    return cells[cells["status"] == "done"].merge(chosen, on=[*GROUP, "learning_rate"])
 
 
 def scaling(table: pd.DataFrame) -> pd.DataFrame:

@@ -38,6 +38,13 @@ class LoopState:
     diverged_at_step: int | None = None  # the cell's first step whose loss was not finite
     last_finite_loss: float | None = None
     step_norms: dict[str, Any] | None = None  # the epoch's StepNorms so far, when switched on
+    # validation checks within the training (evals.csv), and the window since the last one
+    evals: list[dict[str, Any]] = field(default_factory=list)
+    checked_step: int = 0  # the global step of the last check
+    window_steps: int = 0
+    window_seconds: float = 0.0
+    window_warmup_steps: int = 0
+    window_warmup_seconds: float = 0.0
 
 
 def path_for(cell_dir: Path, rank: int) -> Path:

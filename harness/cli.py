@@ -209,12 +209,14 @@ def run_command(args) -> int:
     data_dir = data.resolve_data_dir(args.data_dir)
     mnist_folder = data.find_mnist(data_dir) if data_dir else None
 
+    from harness.preemption import EXIT_PREEMPTED
     from harness.sweep import run_sweep  # torch and accelerate load only when training
 
     outcome = run_sweep(config, cells, sweep_dir, mnist_folder, quiet=args.quiet, all_cells=all_cells,
                         fail_fast=args.fail_fast)
-    # the pipeline's order lives here: train, then report (one process writes it)
-    if outcome.main_process and not args.no_report and sweep_dir.is_dir():
+    # the pipeline's order lives here: train, then report (one process writes it); a preempted
+    # run leaves at once, its grace period is for the checkpoint
+    if outcome.main_process and not args.no_report and outcome.exit_code != EXIT_PREEMPTED and sweep_dir.is_dir():
         from harness.report import build_report
 
         build_report([sweep_dir], sweep_dir / "report.html")

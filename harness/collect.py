@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.metrics import CELL_KEYS, EPOCH_COLUMNS
+from harness.metrics import CELL_KEYS, CHECK_COLUMNS, EPOCH_COLUMNS
 from harness.results import SCHEMA_VERSION
 
 ENV_COLUMNS = ("device_type", "device_name", "num_processes", "distributed_type", "mixed_precision", "torch", "host")
@@ -21,13 +21,14 @@ ENV_COLUMNS = ("device_type", "device_name", "num_processes", "distributed_type"
 class Collected:
     cells: pd.DataFrame  # one row per cell
     epochs: pd.DataFrame  # one row per (cell, epoch)
+    checks: pd.DataFrame = field(default_factory=pd.DataFrame)  # one row per (cell, validation check)
     warnings: list[str] = field(default_factory=list)
     records: list[dict] = field(default_factory=list)  # the raw result.json documents
     plans: dict[tuple[str, str], dict] = field(default_factory=dict)  # (source, sweep) -> plan.json
 
 
 def collect(folders: list[Path]) -> Collected:
-    rows, epoch_frames, warnings, records, plans = [], [], [], [], {}
+    rows, epoch_frames, check_frames, warnings, records, plans = [], [], [], [], [], {}
     for folder, label in zip(folders, labels(folders)):
         for path in sorted(folder.rglob("plan.json")):
             try:
@@ -49,23 +50,34 @@ def collect(folders: list[Path]) -> Collected:
             record["source"] = label
             records.append(record)
             rows.append(cell_row(record))
-            epochs_csv = path.parent / "epochs.csv"
-            if epochs_csv.is_file():
-                frame = pd.read_csv(epochs_csv)
-                if frame.empty:
-                    continue
-                frame.insert(0, "cell_id", record["cell_id"])
-                frame.insert(0, "sweep", record["sweep"])
-                frame.insert(0, "source", record["source"])
-                epoch_frames.append(frame)
+            epoch_frames.append(_table(path.parent / "epochs.csv", record))
+            check_frames.append(_table(path.parent / "evals.csv", record))
     cells = pd.DataFrame(rows)
-    epochs = pd.concat(epoch_frames, ignore_index=True) if epoch_frames else pd.DataFrame()
-    for column in EPOCH_COLUMNS:  # a column that is empty in every file must still be numeric
-        if column in epochs:
-            epochs[column] = pd.to_numeric(epochs[column], errors="coerce")
-    if not epochs.empty and not cells.empty:
-        epochs = epochs.merge(cells[["source", "sweep", "cell_id", "batch_size", "seed", "variant"]])
-    return Collected(cells=cells, epochs=epochs, warnings=warnings, records=records, plans=plans)
+    epochs, checks = _frame(epoch_frames, EPOCH_COLUMNS, cells), _frame(check_frames, CHECK_COLUMNS, cells)
+    return Collected(cells=cells, epochs=epochs, checks=checks, warnings=warnings, records=records, plans=plans)
+
+
+def _table(path: Path, record: dict) -> pd.DataFrame | None:
+    """A cell's epochs.csv or evals.csv with the cell's keys in front (None when absent or empty)."""
+    if not path.is_file():
+        return None
+    frame = pd.read_csv(path)
+    if frame.empty:
+        return None
+    for name in ("cell_id", "sweep", "source"):
+        frame.insert(0, name, record[name])
+    return frame
+
+
+def _frame(frames: list[pd.DataFrame | None], columns: tuple[str, ...], cells: pd.DataFrame) -> pd.DataFrame:
+    frames = [f for f in frames if f is not None]
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    for column in columns:  # a column that is empty in every file must still be numeric
+        if column in table:
+            table[column] = pd.to_numeric(table[column], errors="coerce")
+    if not table.empty and not cells.empty:
+        table = table.merge(cells[["source", "sweep", "cell_id", "batch_size", "seed", "variant", "learning_rate"]])
+    return table
 
 
 def labels(folders: list[Path]) -> list[str]:
@@ -78,7 +90,8 @@ def cell_row(record: dict) -> dict:
     settings = record.get("settings", {})
     swept = record.get("swept", {})
     env = record.get("environment", {})
-    other = {k: v for k, v in swept.items() if k not in ("train.batch_size", "train.seed", "variant")}
+    # batch size, seed and learning rate are the axes the analysis compares across; all else is a variant
+    other = {k: v for k, v in swept.items() if k not in ("train.batch_size", "train.seed", "optim.lr", "variant")}
     named = [swept["variant"]] if swept.get("variant") else []  # an ablation variant, by its name
     return {
         "source": record["source"],

@@ -148,6 +148,17 @@ class ReportSettings(_Frozen):
     collapse_drop: float = Field(0.05, gt=0, lt=1, description="peak-to-final test accuracy drop flagged")
 
 
+class CheckSettings(_Frozen):
+    """When validation accuracy is checked within training (harness/checks.py). Checks measure, they
+    never change what is trained, so they are not part of a cell's settings (nor of its id)."""
+
+    # log-spaced in optimizer steps: 25 per decade bounds each gap by 9.6% of where it lies
+    per_decade: int = Field(25, ge=1, le=1000)
+    first_step: int = Field(10, ge=1, description="the first check; before it, steps to target are [0, first_step]")
+    # also at least this often; default one epoch (every epoch end is a check in any case)
+    max_interval_steps: int | None = Field(None, ge=1)
+
+
 class SweepConfig(CellSettings):
     """A whole config file: base cell settings, the swept keys, report rules, trackers."""
 
@@ -158,6 +169,7 @@ class SweepConfig(CellSettings):
     # with the whole sweep (an ablation); the cell records its variant's name
     variants: dict[str, dict[str, Any]] = {}
     report: ReportSettings = ReportSettings()
+    checks: CheckSettings = CheckSettings()
     log_with: list[str] = []
 
     @field_validator("sweep")
@@ -169,7 +181,7 @@ class SweepConfig(CellSettings):
             if not is_setting(key):
                 raise ValueError(f"{key!r} is not a setting; valid keys: {', '.join(setting_keys())}")
             if not values:
-                raise ValueError(f"'{key}' lists no values")
+                raise ValueError(f"'{key}' lists no values; give at least one, or remove it from the sweep")
         return sweep
 
     @model_validator(mode="after")

@@ -1,21 +1,31 @@
-"""Seaborn figures as inline PNG data URIs; one function per figure, registered in FIGURES."""
+"""Seaborn figures as inline PNG data URIs; one function per figure, registered in FIGURES.
+
+Variants (every swept setting other than batch size, seed and learning rate, joined into the
+`variant` column by harness/collect.py) are never averaged together: `split` decides, in this one
+place, whether a figure separates them by colour or by panel. Each Figure keeps the frame it
+plotted, so what a figure shows can be checked as data.
+"""
 
 from __future__ import annotations
 
 import base64
 import io
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import matplotlib
 
 matplotlib.use("Agg")  # no display: figures only ever go to bytes
 
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from harness.analysis import ACCURACY  # noqa: E402
+from harness.fit import fit_steps  # noqa: E402
+
+MAX_PANELS = 8
 
 
 @dataclass(frozen=True)
@@ -23,6 +33,21 @@ class Figure:
     title: str
     caption: str
     data_uri: str
+    data: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False, compare=False)  # what was plotted
+
+
+@dataclass(frozen=True)
+class FigureData:
+    epochs: pd.DataFrame  # epochs of the done cells at each batch size's picked learning rate
+    checks: pd.DataFrame  # their validation checks (evals.csv)
+    table: pd.DataFrame  # per variant and batch size (analysis + recommend)
+    sweet_spots: dict[str, int | None]  # variant -> its sweet spot
+    target: float
+
+
+def split(frame: pd.DataFrame) -> str | None:
+    """The column that keeps variants apart, or None when the frame holds one variant."""
+    return "variant" if "variant" in frame and frame["variant"].nunique() > 1 else None
 
 
 def _encode(fig: plt.Figure) -> str:
@@ -37,111 +62,168 @@ def _palette(frame: pd.DataFrame) -> dict:
     return dict(zip(sizes, sns.color_palette("viridis", len(sizes))))
 
 
-@dataclass(frozen=True)
-class FigureData:
-    epochs: pd.DataFrame  # done cells' epochs
-    table: pd.DataFrame  # per batch size (analysis.by_batch_size)
-    sweet_spot: int | None
+def _panels(frame: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """One panel per variant (at most MAX_PANELS, the first ones), or one panel for all."""
+    if split(frame) is None:
+        return [("", frame)]
+    return list(frame.groupby("variant", sort=True))[:MAX_PANELS]
+
+
+def _grid(count: int, width: float = 5.0, height: float = 3.6):
+    columns = min(count, 3)
+    rows = -(-count // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(width * columns, height * rows), squeeze=False)
+    for ax in axes.flat[count:]:
+        ax.remove()
+    return fig, list(axes.flat[:count])
 
 
 def accuracy_vs_epoch(d: FigureData) -> Figure | None:
     if d.epochs.empty:
         return None
-    fig, ax = plt.subplots(figsize=(7, 4))
-    sns.lineplot(data=d.epochs, x="epoch", y="test_accuracy", hue="batch_size", palette=_palette(d.epochs),
-                 errorbar=("pi", 100), marker="o", ax=ax)
-    ax.set(ylabel="test accuracy", title="Test accuracy per epoch (mean over seeds; band = min..max)")
-    ax.legend(title="batch size", fontsize="small")
-    return Figure("Accuracy vs epoch", "Look for curves that peak and then fall (collapse), and for "
-                  "large batches that need many more epochs to reach the same accuracy.", _encode(fig))
+    data = d.epochs[["variant", "batch_size", "seed", "epoch", "test_accuracy"]]
+    panels = _panels(data)
+    fig, axes = _grid(len(panels))
+    for ax, (variant, rows) in zip(axes, panels):
+        sns.lineplot(data=rows, x="epoch", y="test_accuracy", hue="batch_size", palette=_palette(rows),
+                     errorbar=("pi", 100), marker="o", ax=ax)
+        ax.set(ylabel="test accuracy", title=variant or "Test accuracy per epoch")
+        ax.legend(title="batch size", fontsize="x-small")
+    fig.tight_layout()
+    return Figure("Accuracy vs epoch", "Mean over seeds, band min..max; one panel per variant. Look for curves that "
+                  "peak and then fall (collapse), and for large batches that need many more epochs.", _encode(fig), data)
+
+
+def validation_vs_steps(d: FigureData) -> Figure | None:
+    if d.checks.empty:
+        return None
+    data = d.checks[["variant", "batch_size", "seed", "step", "val_accuracy"]]
+    panels = _panels(data)
+    fig, axes = _grid(len(panels))
+    for ax, (variant, rows) in zip(axes, panels):
+        sns.lineplot(data=rows, x="step", y="val_accuracy", hue="batch_size", palette=_palette(rows),
+                     errorbar=("pi", 100), ax=ax)
+        ax.axhline(d.target, color="red", linewidth=1, linestyle="--", label=f"target {d.target}")
+        ax.set(xscale="log", ylabel="validation accuracy", xlabel="optimizer steps (log)",
+               ylim=(max(0.0, d.target - 0.1), 1.0), title=variant or "Validation accuracy at each check")
+        ax.legend(title="batch size", fontsize="x-small")
+    fig.tight_layout()
+    return Figure("Validation accuracy at each check", "The checks behind steps to target (log-spaced in steps, so "
+                  "each crossing is read to within about 10%); the dashed line is the target.", _encode(fig), data)
 
 
 def _mark(ax, d: FigureData, rows: pd.DataFrame, column: str) -> None:
-    spot = rows[rows["batch_size"] == d.sweet_spot]
-    if not spot.empty:
-        ax.scatter(spot["batch_size"], spot[column], s=180, facecolors="none", edgecolors="red", linewidths=2,
-                   zorder=5, label=f"sweet spot (batch {d.sweet_spot})")
-        ax.legend(fontsize="small")
+    """Ring each variant's sweet spot."""
+    spots = rows[[d.sweet_spots.get(v) == b for v, b in zip(rows["variant"], rows["batch_size"])]]
+    if not spots.empty:
+        ax.scatter(spots["batch_size"], spots[column], s=180, facecolors="none", edgecolors="red", linewidths=2,
+                   zorder=5, label="sweet spot")
+        ax.legend(fontsize="x-small")
 
 
 def time_per_image(d: FigureData) -> Figure | None:
-    rows = d.table.dropna(subset=["time_per_image_s"])
-    if rows.empty:
+    data = d.table.dropna(subset=["time_per_image_s"])[["variant", "batch_size", "time_per_image_s", "images_per_second"]]
+    if data.empty:
         return None
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    hue = "variant" if rows["variant"].nunique() > 1 else None
-    sns.lineplot(data=rows, x="batch_size", y="time_per_image_s", hue=hue, marker="o", ax=left)
+    sns.lineplot(data=data, x="batch_size", y="time_per_image_s", hue=split(data), marker="o", ax=left)
     left.set(xscale="log", yscale="log", xlabel="global batch size", ylabel="seconds per image (training steps only)",
              title="Time per image (log-log)")
-    _mark(left, d, rows, "time_per_image_s")
-    sns.lineplot(data=rows, x="batch_size", y="images_per_second", hue=hue, marker="o", ax=right)
+    _mark(left, d, data, "time_per_image_s")
+    sns.lineplot(data=data, x="batch_size", y="images_per_second", hue=split(data), marker="o", ax=right)
     right.set(xscale="log", yscale="log", xlabel="global batch size", ylabel="images per second", title="Throughput")
-    _mark(right, d, rows, "images_per_second")
+    _mark(right, d, data, "images_per_second")
     return Figure("Time per image and throughput vs batch size", "A slope of -1 means per-step overhead dominates "
                   "(doubling the batch halves the time per image); where the line flattens the hardware is busy "
-                  "and bigger batches stop paying. The red ring is the sweet spot.", _encode(fig))
+                  "and bigger batches stop paying. The red ring is the sweet spot.", _encode(fig), data)
+
+
+def _with_bars(ax, rows: pd.DataFrame, y: str, low: str, high: str, label: str) -> None:
+    """The value as a line, its interval as a bar (the value may sit at the bar's end: steps to
+    target are the first check at the target, the top of their resolution)."""
+    line, = ax.plot(rows["batch_size"], rows[y], marker="o", label=label)
+    ax.vlines(rows["batch_size"], rows[low], rows[high], color=line.get_color(), linewidth=2, alpha=0.6)
 
 
 def time_to_target(d: FigureData) -> Figure | None:
-    rows = d.table.dropna(subset=["time_to_target_s"])
-    if rows.empty:
+    data = d.table.dropna(subset=["time_to_target_s"])[["variant", "batch_size", "time_to_target_s",
+                                                         "time_to_target_low_s", "time_to_target_high_s"]]
+    if data.empty:
         return None
     fig, ax = plt.subplots(figsize=(7, 4))
-    sns.lineplot(data=rows, x="batch_size", y="time_to_target_s", marker="o", ax=ax, label="steps x time per step")
-    sns.lineplot(data=rows, x="batch_size", y="measured_time_to_target_s", marker="s", ax=ax, label="measured")
+    for variant, rows in data.sort_values("batch_size").groupby("variant", sort=True):
+        _with_bars(ax, rows.fillna({"time_to_target_low_s": rows["time_to_target_s"],
+                                    "time_to_target_high_s": rows["time_to_target_s"]}),
+                   "time_to_target_s", "time_to_target_low_s", "time_to_target_high_s", variant or "time to target")
     ax.set(xscale="log", yscale="log", xlabel="global batch size", ylabel="training seconds to the target",
-           title="Time to the target accuracy")
-    _mark(ax, d, rows, "time_to_target_s")
-    return Figure("Time to target vs batch size", "The sweet spot is the lowest point among accurate enough batch "
-                  "sizes. 'Measured' adds the warm-up steps and counts whole epochs, so it sits slightly above.",
-                  _encode(fig))
+           title="Time to the target accuracy (bars: 90% interval)")
+    _mark(ax, d, data, "time_to_target_s")
+    return Figure("Time to target vs batch size", "Steps to target x time per step, at each batch size's learning "
+                  "rate. The bars are the bootstrap's 90% interval (seeds, timing windows, check resolution). The "
+                  "sweet spot is the lowest point among accurate enough batch sizes.", _encode(fig), data)
 
 
 def steps_to_target(d: FigureData) -> Figure | None:
-    rows = d.table.dropna(subset=["steps_to_target"]).sort_values("batch_size")
-    if len(rows) < 2:
+    data = d.table.dropna(subset=["steps_to_target"])[["variant", "batch_size", "learning_rate", "steps_to_target",
+                                                       "target_resolution_steps"]]
+    if data.groupby("variant")["batch_size"].nunique().max() < 2 if not data.empty else True:
         return None
-    first = rows.iloc[0]
     fig, ax = plt.subplots(figsize=(7, 4))
-    sns.lineplot(data=rows, x="batch_size", y="steps_to_target", marker="o", ax=ax, label="measured")
-    ax.plot(rows["batch_size"], first["steps_to_target"] * first["batch_size"] / rows["batch_size"], "--",
-            color="grey", label="perfect scaling (steps x B constant)")
+    for variant, rows in data.sort_values("batch_size").groupby("variant", sort=True):
+        rows = rows.assign(low=rows["steps_to_target"] - rows["target_resolution_steps"])
+        _with_bars(ax, rows.assign(high=rows["steps_to_target"]), "steps_to_target", "low", "high",
+                   variant or "measured")
+        first = rows.iloc[0]
+        ax.plot(rows["batch_size"], first["steps_to_target"] * first["batch_size"] / rows["batch_size"], "--",
+                color="grey", label="perfect scaling (steps x B constant)" if variant == data["variant"].min() else None)
+        model = fit_steps(rows["batch_size"], rows["steps_to_target"])
+        if model is not None:  # where the regimes turn: S(B) = S_min (1 + B_noise / B)
+            grid = np.geomspace(rows["batch_size"].min(), rows["batch_size"].max(), 50)
+            ax.plot(grid, model.steps(grid), ":", color="black", linewidth=1,
+                    label=f"S_min (1 + B_noise/B): S_min {model.s_min:,.0f}, B_noise {model.b_noise:,.0f}")
+            ax.axvline(model.b_noise, color="black", linewidth=0.8, alpha=0.4)
     ax.set(xscale="log", yscale="log", xlabel="global batch size", ylabel="optimizer steps to the target",
            title="Steps to target (Shallue et al. 2018)")
-    ax.legend(fontsize="small")
+    ax.legend(fontsize="x-small")
     return Figure("Steps to target vs batch size", "Three regimes: on the dashed line doubling the batch halves "
                   "the steps (perfect scaling); then diminishing returns; then a plateau where more data per step "
-                  "no longer saves steps (maximal data parallelism). Epoch granularity: steps are counted at "
-                  "epoch ends.", _encode(fig))
+                  "no longer saves steps (maximal data parallelism). The dotted curve is McCandlish et al.'s "
+                  "S(B) = S_min (1 + B_noise / B) fitted to the points; the thin vertical line at B_noise is where "
+                  "perfect scaling turns into diminishing returns. Bars: the check resolution (the crossing lies "
+                  "between the previous check and the one drawn). Each batch size at its picked learning rate.",
+                  _encode(fig), data)
 
 
 def pareto(d: FigureData) -> Figure | None:
-    rows = d.table.dropna(subset=["time_to_target_s"]).sort_values("time_to_target_s")
-    if rows.empty:
+    data = d.table.dropna(subset=["time_to_target_s"])[["variant", "batch_size", "time_to_target_s", ACCURACY]]
+    if data.empty:
         return None
-    front = rows[rows[ACCURACY] >= rows[ACCURACY].cummax()]
     fig, ax = plt.subplots(figsize=(7, 4))
-    sns.scatterplot(data=rows, x="time_to_target_s", y=ACCURACY, hue="batch_size", palette=_palette(rows), s=70, ax=ax)
-    ax.step(front["time_to_target_s"], front[ACCURACY], where="post", color="black", linewidth=1, label="Pareto front")
+    sns.scatterplot(data=data, x="time_to_target_s", y=ACCURACY, hue="batch_size", style=split(data),
+                    palette=_palette(data), s=70, ax=ax)
+    for variant, rows in data.sort_values("time_to_target_s").groupby("variant", sort=True):
+        front = rows[rows[ACCURACY] >= rows[ACCURACY].cummax()]
+        ax.step(front["time_to_target_s"], front[ACCURACY], where="post", linewidth=1,
+                label=f"Pareto front {variant}".strip())
     ax.set(xscale="log", xlabel="seconds to the target (steps x time per step)", ylabel="test accuracy (mean)",
            title="Accuracy vs time to target")
-    ax.legend(fontsize="small")
-    return Figure("Accuracy vs time to target", "Points on the black front are not beaten on both speed and "
-                  "accuracy by any other batch size; choose among them.", _encode(fig))
+    ax.legend(fontsize="x-small")
+    return Figure("Accuracy vs time to target", "Points on a front are not beaten on both speed and accuracy by any "
+                  "other batch size of their variant; choose among them.", _encode(fig), data)
 
 
 def peak_memory(d: FigureData) -> Figure | None:
     table = d.table
     column = "peak_allocated_bytes" if table["peak_allocated_bytes"].notna().any() else "peak_rss_bytes"
-    rows = table.dropna(subset=[column])
-    if rows.empty:
+    data = table.dropna(subset=[column])[["variant", "batch_size", column]]
+    if data.empty:
         return None
     label = "torch.cuda peak allocated" if column == "peak_allocated_bytes" else "process peak RSS"
     fig, ax = plt.subplots(figsize=(7, 4))
-    sns.lineplot(x=rows["batch_size"], y=rows[column] / 2**20, marker="o", ax=ax)
+    sns.lineplot(data=data.assign(mib=data[column] / 2**20), x="batch_size", y="mib", hue=split(data), marker="o", ax=ax)
     ax.set(xscale="log", xlabel="global batch size", ylabel=f"{label} (MiB)", title="Peak memory vs batch size")
     return Figure("Peak memory vs batch size", f"Measured as {label}, reset at the start of each cell. "
-                  "On CPU the RSS includes the dataset and the Python process, so it grows slowly.", _encode(fig))
+                  "On CPU the RSS includes the dataset and the Python process, so it grows slowly.", _encode(fig), data)
 
 
 def scaling_figure(scaling: pd.DataFrame) -> Figure | None:
@@ -149,59 +231,58 @@ def scaling_figure(scaling: pd.DataFrame) -> Figure | None:
     if scaling.empty:
         return None
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    sns.lineplot(data=scaling, x="num_processes", y="speedup", hue="batch_size", marker="o", ax=left)
+    sns.lineplot(data=scaling, x="num_processes", y="speedup", hue="batch_size", style=split(scaling), marker="o",
+                 ax=left)
     top = scaling["num_processes"].max()
     left.plot([1, top], [1, top], "--", color="grey", label="linear")
     left.set(xlabel="processes", ylabel="speed-up (time per image)", title="Speed-up")
-    sns.lineplot(data=scaling, x="num_processes", y="efficiency", hue="batch_size", marker="o", ax=right)
+    sns.lineplot(data=scaling, x="num_processes", y="efficiency", hue="batch_size", style=split(scaling), marker="o",
+                 ax=right)
     right.set(xlabel="processes", ylabel="speed-up / processes", title="Scaling efficiency", ylim=(0, 1.2))
     return Figure("Scaling with processes", "Per batch size, relative to the fewest processes measured. Small "
-                  "batches split across processes rarely scale: each rank's share is too small.", _encode(fig))
+                  "batches split across processes rarely scale: each rank's share is too small.", _encode(fig), scaling)
+
+
+COLLAPSE_PANELS = [
+    ("accuracy", ["train_accuracy", "val_accuracy", "test_accuracy"], "linear"),
+    ("gradient norm (mean over steps; dashed: max)", "grad_norm_mean", "log"),
+    ("largest update / weights", "update_ratio_max", "log"),
+    ("dead units (hidden layers)", "dead_fraction", "linear"),
+    ("Adam sqrt(v): median (dashed: min; 0 not drawn)", "adam_sqrt_v_median", "log"),
+    ("gradient noise scale B_simple", ["noise_scale"], "log"),
+]
+PARTNER = {"grad_norm_mean": "grad_norm_max", "adam_sqrt_v_median": "adam_sqrt_v_min"}
 
 
 def collapse_curves(cell: pd.DataFrame, title: str, peak_epoch: int) -> Figure:
-    """One collapsed cell: accuracies, gradient and update norms, dead units, Adam state, B_simple."""
-    fig, axes = plt.subplots(2, 3, figsize=(15, 7))
-    panels = [
-        ("accuracy", ["train_accuracy", "val_accuracy", "test_accuracy"], "linear"),
-        ("gradient norm (mean over steps; dashed: max)", "grad_norm_mean", "log"),
-        ("largest update / weights", "update_ratio_max", "log"),
-        ("dead units (hidden layers)", "dead_fraction", "linear"),
-        ("Adam sqrt(v): median (dashed: min; 0 not drawn)", "adam_sqrt_v_median", "log"),
-        ("gradient noise scale B_simple", ["noise_scale"], "log"),
-    ]
-    for ax, (name, columns, yscale) in zip(axes.flat, panels):
-        if isinstance(columns, str):  # a per-layer family: one line per layer
-            prefix, columns = columns, sorted(c for c in cell if c.startswith(columns + "_l"))
-            partner = {"grad_norm_mean": "grad_norm_max", "adam_sqrt_v_median": "adam_sqrt_v_min"}.get(prefix)
-        else:
-            prefix, partner = "", None
-        drawn = False
+    """One collapsed cell: accuracies, gradient and update norms, dead units, Adam state, B_simple.
+    A panel whose numbers were not recorded (per-step norms switched off) is left out."""
+    panels = []
+    for name, columns, yscale in COLLAPSE_PANELS:
+        prefix = columns if isinstance(columns, str) else ""
+        names = sorted(c for c in cell if c.startswith(prefix + "_l")) if prefix else columns
+        recorded = [c for c in names if c in cell and cell[c].notna().any()]
+        if recorded:
+            panels.append((name, prefix, recorded, yscale))
+    fig, axes = _grid(len(panels))
+    for ax, (name, prefix, columns, yscale) in zip(axes, panels):
         for column in columns:
-            values = cell[column] if column in cell else None
-            if values is None or values.isna().all():
-                continue
-            line, = ax.plot(cell["epoch"], values, marker=".", label=column.removeprefix(prefix + "_") if prefix else column)
-            if partner:
-                ax.plot(cell["epoch"], cell[column.replace(prefix, partner)], "--", color=line.get_color())
-            drawn = True
+            line, = ax.plot(cell["epoch"], cell[column], marker=".", label=column.removeprefix(prefix + "_"))
+            if prefix in PARTNER:
+                ax.plot(cell["epoch"], cell[column.replace(prefix, PARTNER[prefix])], "--", color=line.get_color())
         ax.axvline(peak_epoch, color="red", linewidth=1, alpha=0.6)
-        ax.set(title=name, xlabel="epoch", yscale=yscale if drawn else "linear")
-        if drawn:
-            ax.legend(fontsize="x-small")
-        else:
-            ax.text(0.5, 0.5, "not recorded\n(train.step_diagnostics off)", ha="center", va="center",
-                    transform=ax.transAxes, color="grey")
+        ax.set(title=name, xlabel="epoch", yscale=yscale)
+        ax.legend(fontsize="x-small")
     fig.suptitle(title)
     fig.tight_layout()
     return Figure(f"Collapse of {title}", "The red line is the epoch of peak test accuracy. Overfitting shows train "
                   "accuracy rising while held-out accuracy falls; instability shows growing updates and shrinking "
-                  "sqrt(v); dead units show a rising dead fraction.", _encode(fig))
+                  "sqrt(v); dead units show a rising dead fraction.", _encode(fig), cell)
 
 
 # add a figure: write a function FigureData -> Figure | None and list it here
 FIGURES: list[Callable[[FigureData], Figure | None]] = [
-    accuracy_vs_epoch, time_per_image, time_to_target, steps_to_target, pareto, peak_memory]
+    accuracy_vs_epoch, validation_vs_steps, time_per_image, time_to_target, steps_to_target, pareto, peak_memory]
 
 
 def render_all(d: FigureData) -> list[Figure]:

@@ -66,8 +66,8 @@ METRICS: tuple[Metric, ...] = (
     # identity of a cell in the tidy frame (collect.cell_row); shown first in the tables
     Metric("cell_id", "label", header="cell", fmt="s", tables=("cells", "collapse")),
     Metric("status", "label", header="status", fmt="s", tables=("cells", "collapse")),
-    Metric("variant", "label", header="other settings", fmt="s", tables=("batch", "variants")),
-    Metric("batch_size", "label", "images", "batch", "d", tables=("cells", "batch", "compare", "collapse")),
+    Metric("variant", "label", header="other settings", fmt="s", tables=("batch", "variants", "rates", "cells")),
+    Metric("batch_size", "label", "images", "batch", "d", tables=("cells", "batch", "compare", "collapse", "rates")),
     Metric("source", "label", header="results folder", fmt="s", tables=COMPARE),
     Metric("seed", "label", header="seed", fmt="d", tables=("cells", "collapse")),
     Metric("num_processes", "label", header="processes", fmt="d", seeds=("first",), tables=COMPARE, integer=True),
@@ -92,19 +92,31 @@ METRICS: tuple[Metric, ...] = (
     Metric("diagnostics_seconds", "epoch", "s", ranks="max"),
     *DIAGNOSTICS,
 
+    # per validation check within training (evals.csv; harness/checks.py says when)
+    Metric("step", "check", "steps", integer=True),
+    Metric("epoch", "check", integer=True),
+    Metric("images_seen", "check", "images", integer=True),
+    Metric("train_seconds", "check", "s"),  # training so far, warm-up included: sum of the windows
+    Metric("window_steps", "check", "steps", integer=True),  # timed steps since the previous check
+    Metric("window_seconds", "check", "s", ranks="max"),  # their seconds: one sample of time per step
+    Metric("window_warmup_steps", "check", "steps", integer=True),
+    Metric("window_warmup_seconds", "check", "s", ranks="max"),
+    Metric("val_accuracy", "check"),
+    Metric("val_loss", "check"),
+    Metric("check_seconds", "check", "s", ranks="max"),  # the check's own clock, never training time
+
     # per cell (result.json summary; harness/summary.py)
     Metric("epochs_completed", "cell", "epochs", "epochs", "d", tables=CELLS, integer=True),
     Metric("steps_per_epoch", "cell", "steps", integer=True),
     Metric("local_batch_size", "cell", "images", integer=True),
-    Metric("learning_rate", "cell", "", "learning rate", ".3g", tables=("cells", "batch"), seeds=("first",)),
+    Metric("learning_rate", "cell", "", "learning rate", ".3g", tables=("cells", "batch", "rates")),  # a group key
     Metric("optimizer_steps", "cell", "steps", integer=True),
     Metric("images_seen", "cell", "images", integer=True),
     Metric("best_epoch", "cell", "epochs", "best epoch", "d", tables=CELLS, integer=True),
-    Metric("best_val_accuracy", "cell", "", "best val acc", ACC, seeds=("mean",), tables=("cells", "batch")),
+    Metric("best_val_accuracy", "cell", "", "best val acc", ACC, seeds=("mean",), tables=CELLS),
     Metric("test_accuracy_at_best_val", "cell", "", "test acc @ best val", ACC, seeds=("mean", "std"),
-           tables=("cells", "batch", "compare")),
-    Metric("train_loss_at_best_val", "cell", "", "train loss @ best val", ".4f", seeds=("mean",),
-           tables=("cells", "batch")),
+           tables=("cells", "batch", "compare", "rates")),
+    Metric("train_loss_at_best_val", "cell", "", "train loss @ best val", ".4f", seeds=("mean",), tables=CELLS),
     Metric("final_val_accuracy", "cell"),
     Metric("final_test_accuracy", "cell", "", "final test acc", ACC, tables=CELLS),
     Metric("final_train_loss", "cell"),
@@ -116,7 +128,26 @@ METRICS: tuple[Metric, ...] = (
     Metric("time_per_image_s", "cell", "s", "time/image", "us", seeds=("mean", "std"),
            tables=("cells", "batch", "compare")),
     Metric("images_per_second", "cell", "images/s", "images/s", ",.0f", tables=("cells", "batch")),
+    # derived by the analysis (harness/analysis.py, recommend.py), listed here so tables show them next to speed
+    Metric("rates_tried", "derived", "rates", integer=True),  # the report names the picks in words
+    Metric("steps_to_target", "derived", "steps", "steps to target", ",.0f", seeds=("mean",),
+           tables=("cells", "batch", "rates")),
+    Metric("target_resolution_steps", "derived", "steps", "± resolution (steps)", ",.0f", seeds=("max",),
+           tables=("cells", "batch")),
+    Metric("steps_before_target", "derived", "steps"),  # the last check below the target
+    Metric("target_read_at", "derived", "text"),  # check (evals.csv) or epoch (results without checks)
+    Metric("reached_target", "derived", "cells", "seeds at target", "d", seeds=("sum",), tables=("batch", "rates"),
+           integer=True),
+    Metric("time_to_target_s", "derived", "s", "time to target (s)", ".3g", seeds=("mean",),
+           tables=("cells", "batch", "compare", "rates")),
+    Metric("time_to_target_low_s", "derived", "s", "90% from", ".3g", tables=BATCH),  # bootstrap, per batch
+    Metric("time_to_target_high_s", "derived", "s", "90% to", ".3g", tables=BATCH),
+    Metric("win_share", "derived", "1", "wins", ".0%", tables=BATCH),
+    Metric("measured_time_to_target_s", "derived", "s", "measured (s)", ".3g", seeds=("mean",), tables=BATCH),
+    Metric("lr_edge", "derived", "text"),  # lowest / highest: the picked rate is at the edge of the rates tried
     Metric("eval_seconds", "cell", "s", "eval (s)", ".2f", tables=CELLS),
+    Metric("checks", "cell", "checks", integer=True),
+    Metric("check_seconds", "cell", "s", "checks (s)", ".2f", tables=CELLS),
     Metric("peak_allocated_bytes", "cell", "bytes", "peak alloc", "bytes", seeds=("max",),
            tables=("cells", "batch", "compare"), integer=True),
     Metric("peak_reserved_bytes", "cell", "bytes", "peak reserved", "bytes", seeds=("max",), tables=BATCH,
@@ -141,13 +172,6 @@ METRICS: tuple[Metric, ...] = (
     Metric("diverged_at_step", "cell", "steps", integer=True),
     Metric("last_finite_loss", "cell"),
 
-    # derived by the analysis, per cell and then per batch size
-    Metric("epochs_to_target", "derived", "epochs", integer=True),
-    Metric("steps_to_target", "derived", "steps", "steps to target", ",.0f", seeds=("mean",), tables=BATCH),
-    Metric("reached_target", "derived", "cells", "seeds at target", "d", seeds=("sum",), tables=BATCH, integer=True),
-    Metric("time_to_target_s", "derived", "s", "time to target (s)", ".2f", seeds=("mean",),
-           tables=("cells", "batch", "compare")),
-    Metric("measured_time_to_target_s", "derived", "s", "measured (s)", ".2f", seeds=("mean",), tables=BATCH),
     # collapse (harness/collapse.py): per cell, then per ablation variant
     Metric("peak_epoch", "derived", "epochs", "peak epoch", "d", seeds=("median",), tables=("collapse", "variants")),
     Metric("peak_test_accuracy", "derived", "", "peak test acc", ACC, seeds=("mean",), tables=("collapse", "variants")),
@@ -168,9 +192,10 @@ def keys(level: str) -> tuple[str, ...]:
 
 
 EPOCH_COLUMNS = keys("epoch")
+CHECK_COLUMNS = keys("check")
 CELL_KEYS = keys("cell")
 # the numbers measure.over_ranks combines across processes, by key
-RANK_OPS = {m.key: m.ranks for m in METRICS if m.ranks != "same" and m.level in ("epoch", "cell")}
+RANK_OPS = {m.key: m.ranks for m in METRICS if m.ranks != "same" and m.level in ("epoch", "check", "cell")}
 
 
 def aggregate_name(metric: Metric, op: str) -> str:
@@ -208,6 +233,7 @@ def columns(table: str) -> list[Column]:
             (labels if m.level == "label" else values).append(Column(m.key, m.header, m.fmt))
             continue
         for op in m.seeds:
-            header = "± std" if op == "std" else f"{m.header} ({op})" if op in ("mean", "median") else m.header
+            # per-batch tables say once that values are means over seeds; other aggregates say so here
+            header = "± std" if op == "std" else f"{m.header} ({op})" if op == "median" else m.header
             values.append(Column(aggregate_name(m, op), header, m.fmt))
     return labels + ([Column("n", "n seeds" if table == "batch" else "seeds", "d")] if grouped else []) + values

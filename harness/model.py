@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from harness.config import ModelSettings
@@ -34,12 +35,14 @@ def _initialise(layer: nn.Linear, settings: ModelSettings) -> None:
     # "default": PyTorch's own Linear init, already applied
 
 
-
 @torch.no_grad()
-def count_correct(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int = 10_000) -> torch.Tensor:
-    """Correct predictions as a device tensor, so the caller decides when to sync."""
-    correct = torch.zeros((), dtype=torch.int64, device=x.device)
+def score(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int = 10_000) -> torch.Tensor:
+    """[correct predictions, summed cross-entropy] as a float64 device tensor, so the caller
+    decides when to sync (and can sum it over ranks in one reduction)."""
+    total = torch.zeros(2, dtype=torch.float64, device=x.device)
     for start in range(0, len(x), chunk):
         logits = model(x[start : start + chunk])
-        correct += (logits.argmax(dim=1) == y[start : start + chunk]).sum()
-    return correct
+        labels = y[start : start + chunk]
+        total[0] += (logits.argmax(dim=1) == labels).sum()
+        total[1] += F.cross_entropy(logits.float(), labels, reduction="sum")
+    return total

@@ -73,7 +73,18 @@ def expand(config: SweepConfig) -> list[Cell]:
                 raise ConfigError(f"sweep lists the same cell twice ({seen[cid]} and {swept}); remove the repeat")
             seen[cid] = swept
             cells.append(Cell(index=len(cells), id=cid, settings=settings, swept=swept))
+    _check_often_enough(config, cells)
     return cells
+
+
+def _check_often_enough(config: SweepConfig, cells: list[Cell]) -> None:
+    """Every epoch end is a check, so a cap on the interval above one epoch would be a lie."""
+    cap = config.checks.max_interval_steps
+    shortest = min(cells, key=lambda c: c.settings.steps_per_epoch)
+    if cap is not None and cap > shortest.settings.steps_per_epoch:
+        raise ConfigError(f"checks.max_interval_steps={cap} would check less often than once per epoch (batch "
+                          f"{shortest.batch_size} has {shortest.settings.steps_per_epoch} steps per epoch); set it "
+                          f"to at most {shortest.settings.steps_per_epoch} or remove it")
 
 
 def _validated(config: SweepConfig, assignments: dict[str, Any], variant: str | None) -> CellSettings:

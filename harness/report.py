@@ -11,10 +11,10 @@ import jinja2
 import pandas as pd
 import yaml
 
-from harness import analysis, collapse, figures
+from harness import analysis, collapse, figures, recommend, stats
 from harness.collect import collect
 from harness.config import ReportSettings
-from harness.errors import ResultsError
+from harness.errors import ConfigError, ResultsError
 from harness.metrics import Column, columns
 from harness.results import write_atomic
 
@@ -46,7 +46,8 @@ def cell(value, fmt: str) -> dict:
 
 
 def table(frame: pd.DataFrame, spec: list[Column]) -> dict:
-    present = [c for c in spec if c.key in frame.columns and not (c.fmt == "s" and (frame[c.key] == "").all())]
+    """Rows for the template; a column with nothing recorded in any row (no GPU: no NVML) is left out."""
+    present = [c for c in spec if c.key in frame.columns and not (frame[c.key].map(_is_missing) | (frame[c.key] == "")).all()]
     return {
         "headers": [c.header for c in present],
         "columns": [c.key for c in present],
@@ -62,15 +63,19 @@ def build_report(folders: list[Path], out: Path, target: float | None = None, to
     found = collect(folders)
     if found.cells.empty:
         raise ResultsError(f"no result.json under {', '.join(map(str, folders))}; run a sweep first or check the path")
+    if target is not None:
+        _check_reachable(found, target)
     keys = list(found.cells[["source", "sweep"]].drop_duplicates().itertuples(index=False, name=None))
     sections = [_section(found, key, target, tolerance) for key in keys]
     all_cells = pd.concat([s.pop("frame") for s in sections], ignore_index=True)
-    per_batch = pd.concat([s.pop("per_batch_frame") for s in sections], ignore_index=True)
+    per_batch = pd.concat([s.pop("per_batch_frame") for s in sections if not s["per_batch_frame"].empty] or
+                          [pd.DataFrame(columns=[*analysis.GROUP, "num_processes", "time_per_image_s"])],
+                          ignore_index=True)
     scaling = analysis.scaling(per_batch)
     csv_path = out.with_suffix(".csv")
     env = jinja2.Environment(loader=jinja2.PackageLoader("harness", "templates"), autoescape=True)
     html = env.get_template("report.html.j2").render(
-        sections=sections, warnings=found.warnings, csv_name=csv_path.name,
+        sections=sections, warnings=found.warnings, csv_name=csv_path.name, resamples=stats.RESAMPLES,
         comparison=table(per_batch.sort_values(["batch_size", "source"]), columns("compare")) if len(sections) > 1 else None,
         scaling_figure=figures.scaling_figure(scaling))
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -79,6 +84,15 @@ def build_report(folders: list[Path], out: Path, target: float | None = None, to
     for warning in found.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     return found.warnings
+
+
+def _check_reachable(found, target: float) -> None:
+    """A --target no cell reached makes every time to target unknown: say so before writing."""
+    readings = analysis.readings(found.checks, found.epochs)
+    best = readings["val_accuracy"].max() if not readings.empty else None
+    if best is None or not best >= target:
+        seen = f"the best validation accuracy recorded is {best:.4f}" if best == best and best is not None else "none recorded"
+        raise ConfigError(f"--target {target}: no cell reached it ({seen}); lower --target")
 
 
 def _collapse_section(cells: pd.DataFrame, epochs: pd.DataFrame, drop: float, plan_config: dict | None) -> dict:
@@ -105,38 +119,79 @@ def _section(found, key: tuple[str, str], target: float | None, tolerance: float
     rules = report_rules(plan, records)
     target = rules.target_accuracy if target is None else target
     tolerance = rules.tolerance if tolerance is None else tolerance
-    cells = found.cells[(found.cells["source"] == source) & (found.cells["sweep"] == sweep)]
-    epochs = found.epochs
-    if not epochs.empty:
-        epochs = epochs[(epochs["source"] == source) & (epochs["sweep"] == sweep)]
-    cells = analysis.add_time_to_target(cells, epochs, target)
-    per_batch = analysis.by_batch_size(cells)
-    verdict = analysis.sweet_spot(per_batch, tolerance, target)
-    flat = {v: analysis.flat_point(g, rules.flat_threshold) for v, g in per_batch.groupby("variant")} if not per_batch.empty else {}
-    done_ids = cells.loc[cells["status"] == "done", "cell_id"]
-    done_epochs = epochs[epochs["cell_id"].isin(done_ids)] if not epochs.empty else epochs
+    cells = _of(found.cells, key)
+    epochs, checks = _of(found.epochs, key), _of(found.checks, key)
+    cells = analysis.add_time_to_target(cells, checks, epochs, target)
+    per_rate = analysis.by_rate(cells)
+    verdicts, per_batch = _verdicts(cells, per_rate, analysis.timing_windows(checks, epochs), target, tolerance,
+                                    rules.flat_threshold, _lr_rule(plan))
+    tuned = analysis.tuned_cells(cells, per_batch)["cell_id"]  # each batch size at its picked rate
     missing = [c for c in plan.get("cells", []) if c["id"] not in set(cells["cell_id"])]
     commands = sorted({r.get("environment", {}).get("command") for r in records} - {None})
+    spots = {r.variant: r.batch_size for r in verdicts}
     return {
         "title": f"{source} / {sweep}" if source != sweep else sweep,
         "device": records[0].get("environment", {}).get("device_name"),
-        "verdict": verdict,
-        "disagreement": analysis.rules_disagree(verdict, flat.get(verdict.variant)),
+        "verdicts": verdicts,
+        # an ablation (every variant one batch size): its question is the collapse, not a sweet spot
+        "ablation_first": len(verdicts) > 1 and per_batch.groupby("variant")["batch_size"].nunique().max() == 1,
         "memory_limit": analysis.memory_limit(cells),
-        "target": target, "tolerance": tolerance, "flat_threshold": rules.flat_threshold, "flat": flat,
+        "target": target, "tolerance": tolerance, "flat_threshold": rules.flat_threshold,
         "per_batch": table(per_batch, columns("batch")),
-        "cells": table(cells.sort_values(["batch_size", "seed", "cell_id"]), columns("cells")),
+        "per_rate": table(per_rate.sort_values(GROUP_RATE), columns("rates")) if (per_batch["rates_tried"] > 1).any()
+        else None,
+        "cells": table(cells.sort_values(["variant", "batch_size", "learning_rate", "seed", "cell_id"]), columns("cells")),
         "collapse_drop": rules.collapse_drop,
         "collapse": _collapse_section(cells, epochs, rules.collapse_drop, plan.get("config")),
         "unfinished": cells[cells["status"] != "done"][["cell_id", "status", "error"]].to_dict("records"),
         "missing": missing,
-        "figures": figures.render_all(figures.FigureData(done_epochs, per_batch, verdict.batch_size)),
+        "figures": figures.render_all(figures.FigureData(_only(epochs, tuned), _only(checks, tuned), per_batch, spots,
+                                                         target)),
         "environment": sorted((k, v) for k, v in records[0].get("environment", {}).items() if k != "command"),
         "config": yaml.safe_dump(plan.get("config") or records[0].get("settings", {}), sort_keys=False),
         "commands": commands,
         "swept": sorted({k for r in records for k in r.get("swept", {})}),
         "frame": cells, "per_batch_frame": per_batch,
     }
+
+
+GROUP_RATE = [*analysis.GROUP, "learning_rate"]
+
+
+def _verdicts(cells: pd.DataFrame, per_rate: pd.DataFrame, windows: pd.DataFrame, target: float, tolerance: float,
+              flat_threshold: float, lr_rule: str) -> tuple[list[recommend.Recommendation], pd.DataFrame]:
+    """One recommendation per variant, and the per-batch table (picked rates, intervals)."""
+    per_batch = analysis.pick_rates(per_rate, tolerance)
+    if per_batch.empty:
+        return ([recommend.Recommendation("", None, "No cell finished, so there is no sweet spot.")],
+                recommend.add_intervals(per_batch, None))
+    tuned = analysis.tuned_cells(cells, per_batch)
+    verdicts, tables = [], []
+    for variant, group in per_batch.groupby("variant", sort=True):
+        verdict, with_intervals = recommend.recommend(variant, group, tuned[tuned["variant"] == variant], windows,
+                                                      target, tolerance, flat_threshold, lr_rule)
+        verdicts.append(verdict)
+        tables.append(with_intervals)
+    return verdicts, pd.concat(tables, ignore_index=True).sort_values(analysis.GROUP, ignore_index=True)
+
+
+def _of(frame: pd.DataFrame, key: tuple[str, str]) -> pd.DataFrame:
+    if frame.empty:
+        return frame
+    return frame[(frame["source"] == key[0]) & (frame["sweep"] == key[1])]
+
+
+def _only(frame: pd.DataFrame, ids: pd.Series) -> pd.DataFrame:
+    return frame[frame["cell_id"].isin(ids)] if not frame.empty else frame
+
+
+def _lr_rule(plan: dict) -> str:
+    """How the sweep set each batch size's learning rate, in words."""
+    optim = (plan.get("config") or {}).get("optim") or {}
+    rule, lr, ref = optim.get("lr_scaling", "none"), optim.get("lr"), optim.get("lr_reference_batch")
+    if rule == "none":
+        return f"optim.lr={lr} for every batch size" if lr is not None else "the config's rate"
+    return f"optim.lr={lr} at batch {ref}, scaled {rule} with the batch size"
 
 
 def report_rules(plan: dict, records: list[dict]) -> ReportSettings:

@@ -18,7 +18,7 @@ from typing import Any
 
 from harness import faults, locks
 from harness.errors import ResultsError
-from harness.metrics import EPOCH_COLUMNS
+from harness.metrics import CHECK_COLUMNS, EPOCH_COLUMNS
 
 # 2: the report rules left result.json (the report reads them from plan.json's config); a version 1
 # record is read as it is, its "report" section used only where the folder has no plan.json
@@ -105,12 +105,21 @@ def finite_or_null(value: Any) -> Any:
 
 
 def write_epochs(cell_dir: Path, rows: list[dict[str, Any]]) -> None:
-    """The whole table each epoch: cheap at this size, and never a torn last line."""
+    _write_table(cell_dir / "epochs.csv", EPOCH_COLUMNS, rows)
+
+
+def write_evals(cell_dir: Path, rows: list[dict[str, Any]]) -> None:
+    """evals.csv: one row per validation check within the training (harness/checks.py)."""
+    _write_table(cell_dir / "evals.csv", CHECK_COLUMNS, rows)
+
+
+def _write_table(path: Path, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
+    """The whole table each time: cheap at this size, and never a torn last line."""
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=EPOCH_COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
-    writer.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in rows)
-    write_atomic(cell_dir / "epochs.csv", out.getvalue())
+    writer.writerows({k: ("" if v is None else v) for k, v in finite_or_null(row).items()} for row in rows)
+    write_atomic(path, out.getvalue())
 
 
 def read_result(cell_dir: Path) -> dict[str, Any] | None:

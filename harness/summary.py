@@ -13,7 +13,8 @@ from harness.telemetry import flops_per_image, mfu, peak_flops
 
 
 def summarize(rows: list[dict[str, Any]], s: CellSettings, first_losses: list[float], warmup_seconds: float,
-              world: int, gpu: dict[str, Any], env: dict[str, Any], precision: str) -> dict[str, Any]:
+              world: int, gpu: dict[str, Any], env: dict[str, Any], precision: str,
+              evals: list[dict[str, Any]] = ()) -> dict[str, Any]:
     """Per-cell numbers; accuracy is the test accuracy at the best-validation epoch (first best)."""
     best = max(rows, key=lambda r: r["val_accuracy"])  # max keeps the earliest of equals
     last = rows[-1]
@@ -38,6 +39,8 @@ def summarize(rows: list[dict[str, Any]], s: CellSettings, first_losses: list[fl
         "first_step_losses": first_losses,
         **timing,
         "eval_seconds": sum(r["eval_seconds"] for r in rows),
+        "checks": len(evals),
+        "check_seconds": sum(r["check_seconds"] for r in evals),
         "peak_allocated_bytes": last["peak_allocated_bytes"],
         "peak_reserved_bytes": last["peak_reserved_bytes"],
         "peak_rss_bytes": last["peak_rss_bytes"],

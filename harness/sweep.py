@@ -52,7 +52,8 @@ def run_sweep(config: SweepConfig, cells: list[plan.Cell], sweep_dir: Path, mnis
         val_size = cell.settings.data.val_size
         if val_size not in splits:
             splits[val_size] = data.to_device(arrays, val_size, accelerator.device)
-        ctx = RunContext(accelerator, splits[val_size], config.name, sweep_dir, environment, progress, stop)
+        ctx = RunContext(accelerator, splits[val_size], config.name, sweep_dir, environment, progress, stop,
+                         config.checks)
         status = train_if_free(cell, ctx)
         if status is None:
             continue

@@ -15,12 +15,13 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 
-from harness import checkpoint, diagnostics, faults, measure, results
+from harness import checkpoint, checks, diagnostics, faults, measure, results
 from harness.checkpoint import LoopState
+from harness.config import CheckSettings
 from harness.data import IndexStream, Splits
 from harness.engine import Engine, build_engine
 from harness.errors import HarnessError
-from harness.model import count_correct
+from harness.model import score
 from harness.plan import Cell
 from harness.preemption import StopRequest
 from harness.progress import Progress
@@ -39,11 +40,12 @@ class RunContext:
     environment: dict[str, Any]
     progress: Progress
     stop: StopRequest
+    checks: CheckSettings
     on_epoch: Callable[[], None] = lambda: None  # e.g. renew the cell's lock
 
 
 def train_loop(cell: Cell, ctx: RunContext, cell_dir: Path) -> tuple[str, dict[str, Any]]:
-    """Returns (status, summary); writes epochs.csv after every epoch. Resumes from a checkpoint."""
+    """Returns (status, summary); writes epochs.csv and evals.csv after every epoch. Resumes from a checkpoint."""
     acc, s = ctx.accelerator, cell.settings
     engine = build_engine(s, acc, ctx.splits)
     engine.step = faults.wrap(engine.step, cell.id)
@@ -51,6 +53,8 @@ def train_loop(cell: Cell, ctx: RunContext, cell_dir: Path) -> tuple[str, dict[s
     state = _resume(cell_dir, engine, stream, ctx) or LoopState(warmup_left=s.train.warmup_steps)
     per_rank = s.train.batch_size // acc.num_processes
     local = slice(acc.process_index * per_rank, (acc.process_index + 1) * per_rank)  # this rank's slice
+    schedule = checks.schedule(s.train.epochs * s.steps_per_epoch, s.steps_per_epoch, ctx.checks.per_decade,
+                               ctx.checks.first_step, ctx.checks.max_interval_steps)
     measure.reset_memory_peaks(acc.device)
     monitor = NvmlMonitor(acc.device)
     monitor.start()
@@ -67,10 +71,13 @@ def train_loop(cell: Cell, ctx: RunContext, cell_dir: Path) -> tuple[str, dict[s
             # keeps which step first went non-finite.
             order = state.order[:, local].to(acc.device)
             losses = state.losses.to(acc.device)
-            warm_up(engine, order, losses, state, ctx)
-            timed_steps(engine, order, losses, state, ctx, monitor)
-            if state.step < s.steps_per_epoch:  # asked to stop: keep everything, leave
-                return preempt(cell_dir, state, engine, stream, losses, acc)
+            while state.step < s.steps_per_epoch:  # one timed window per stretch between checks
+                end = next(c for c in schedule if c > state.checked_step) - state.steps_done
+                warm_up(engine, order, losses, state, ctx, end)
+                timed_steps(engine, order, losses, state, ctx, monitor, end)
+                if state.step < end:  # asked to stop: keep everything, leave
+                    return preempt(cell_dir, state, engine, stream, losses, acc)
+                check(engine, state, ctx)
             if not end_epoch(cell, ctx, cell_dir, state, engine, stream, losses):
                 break  # diverged: the finite epochs are kept
     finally:
@@ -79,32 +86,56 @@ def train_loop(cell: Cell, ctx: RunContext, cell_dir: Path) -> tuple[str, dict[s
     return finish(state, s, acc, monitor, ctx.environment)
 
 
-def warm_up(engine: Engine, order: torch.Tensor, losses: torch.Tensor, state: LoopState, ctx: RunContext) -> None:
+def warm_up(engine: Engine, order: torch.Tensor, losses: torch.Tensor, state: LoopState, ctx: RunContext,
+            end: int) -> None:
     """The cell's first warmup_steps steps: outside the clock; their losses are read per step
     (a sync we can afford here), so first_step_losses compare across process counts."""
-    acc, steps = ctx.accelerator, len(order)
+    acc, first = ctx.accelerator, state.step
     with measure.SyncedTimer(acc.device) as warm:
-        while state.warmup_left and state.step < steps and not ctx.stop.should_stop(acc, state.steps_done + state.step):
+        while state.warmup_left and state.step < end and not ctx.stop.should_stop(acc, state.steps_done + state.step):
             loss = engine.step(order[state.step])
             losses[state.step] = loss
             state.first_losses.append(acc.reduce(loss.clone(), "mean").item())
             state.step, state.warmup_left = state.step + 1, state.warmup_left - 1
             ctx.progress.advance_step()
-    state.warmup_seconds += warm.seconds
+    if state.step > first:  # an empty warm-up (the usual case) adds nothing, not its timer's overhead
+        state.warmup_seconds += warm.seconds
+        state.window_warmup_steps += state.step - first
+        state.window_warmup_seconds += warm.seconds
 
 
 def timed_steps(engine: Engine, order: torch.Tensor, losses: torch.Tensor, state: LoopState, ctx: RunContext,
-                monitor: NvmlMonitor) -> None:
-    """The rest of the epoch in one timed window: synced only at its two edges, no .item() inside."""
+                monitor: NvmlMonitor, end: int) -> None:
+    """Steps up to `end` in one timed window: synced only at its two edges, no .item() inside."""
     acc, first, step = ctx.accelerator, state.step, state.step
     with measure.SyncedTimer(acc.device, monitor) as timed:
-        while step < len(order) and not ctx.stop.should_stop(acc, state.steps_done + step):
+        while step < end and not ctx.stop.should_stop(acc, state.steps_done + step):
             losses[step] = engine.step(order[step])
             step += 1
             ctx.progress.advance_step()
     state.step = step
     state.epoch_seconds += timed.seconds
     state.epoch_joules = _add(state.epoch_joules, timed.joules, first == step)
+    state.window_steps += step - first
+    state.window_seconds += timed.seconds
+
+
+def check(engine: Engine, state: LoopState, ctx: RunContext) -> None:
+    """Validation accuracy and loss at a scheduled step, on its own clock (outside every timed
+    window); the row also closes the window of timed steps since the previous check."""
+    acc, step = ctx.accelerator, state.steps_done + state.step
+    with measure.SyncedTimer(acc.device) as clock:
+        correct, loss = validate(engine.eval_model, ctx.splits, acc)
+    across = measure.over_ranks(acc, {"window_seconds": state.window_seconds, "check_seconds": clock.seconds,
+                                      "window_warmup_seconds": state.window_warmup_seconds})
+    before = state.evals[-1]["train_seconds"] if state.evals else 0.0
+    n = len(ctx.splits.val_y)
+    state.evals.append({"step": step, "epoch": state.epoch, "images_seen": step * len(state.order[0]),
+                        "train_seconds": before + across["window_seconds"] + across["window_warmup_seconds"],
+                        "window_steps": state.window_steps, "window_warmup_steps": state.window_warmup_steps,
+                        **across, "val_accuracy": correct / n, "val_loss": loss / n})
+    state.checked_step = step
+    state.window_steps, state.window_seconds, state.window_warmup_steps, state.window_warmup_seconds = 0, 0.0, 0, 0.0
 
 
 def preempt(cell_dir: Path, state: LoopState, engine: Engine, stream: IndexStream, losses: torch.Tensor,
@@ -138,6 +169,7 @@ def end_epoch(cell: Cell, ctx: RunContext, cell_dir: Path, state: LoopState, eng
     state.epoch, state.order = state.epoch + 1, None
     if acc.is_main_process:
         results.write_epochs(cell_dir, state.rows)
+        results.write_evals(cell_dir, state.evals)
     if state.epoch <= s.train.epochs:  # a kill from here on resumes at this epoch's end
         state.stream, state.step_norms = stream.state(), None
         checkpoint.save(cell_dir, acc.process_index, acc.num_processes, state, engine.eval_model, engine.optimizer)
@@ -150,7 +182,7 @@ def end_epoch(cell: Cell, ctx: RunContext, cell_dir: Path, state: LoopState, eng
 def finish(state: LoopState, s, acc: Accelerator, monitor: NvmlMonitor, env: dict[str, Any]) -> tuple[str, dict]:
     gpu = measure.over_ranks(acc, monitor.summary())
     summary = summarize(state.rows, s, state.first_losses, state.warmup_seconds, acc.num_processes, gpu, env,
-                        compute_precision(s.train.mixed_precision)) if state.rows else {"epochs_completed": 0}
+                        compute_precision(s.train.mixed_precision), state.evals) if state.rows else {"epochs_completed": 0}
     summary |= {"preemptions": state.preemptions}
     if state.diverged_at_step is not None:
         summary |= {"diverged_at_step": state.diverged_at_step, "last_finite_loss": state.last_finite_loss}
@@ -227,15 +259,24 @@ def _warm_steps_in(state: LoopState, s) -> int:
     return min(s.train.warmup_steps - before, s.steps_per_epoch)
 
 
-def evaluate(model: torch.nn.Module, splits: Splits, train_eval_size: int, acc: Accelerator) -> list[int]:
+def evaluate(model: torch.nn.Module, splits: Splits, train_eval_size: int, acc: Accelerator) -> list[float]:
     """Correct counts on (train prefix, validation, test); each rank scores its slice, then one sum."""
-    model.eval()
     sets = [(splits.train_x[:train_eval_size], splits.train_y[:train_eval_size]),
             (splits.val_x, splits.val_y), (splits.test_x, splits.test_y)]
+    return [correct for correct, _ in _scores(model, sets, acc)]
+
+
+def validate(model: torch.nn.Module, splits: Splits, acc: Accelerator) -> tuple[float, float]:
+    """(correct count, summed loss) on the validation split, over all ranks."""
+    return _scores(model, [(splits.val_x, splits.val_y)], acc)[0]
+
+
+def _scores(model: torch.nn.Module, sets: list[tuple[torch.Tensor, torch.Tensor]], acc: Accelerator) -> list[list[float]]:
+    model.eval()
     rank, world = acc.process_index, acc.num_processes
-    correct = torch.stack([count_correct(model, x.tensor_split(world)[rank], y.tensor_split(world)[rank]) for x, y in sets])
+    totals = torch.stack([score(model, x.tensor_split(world)[rank], y.tensor_split(world)[rank]) for x, y in sets])
     model.train()
-    return acc.reduce(correct, "sum").tolist()
+    return acc.reduce(totals, "sum").tolist()
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -38,6 +39,21 @@ def harness(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
     full_env = {**os.environ, "HARNESS_DATA_DIR": str(DATA_DIR), **(env or {})}
     return subprocess.run([str(HARNESS), *args], cwd=cwd, env=full_env, capture_output=True,
                           text=True, timeout=timeout)
+
+
+# what training computed, as opposed to how long it took: equal on a rerun, a resume, any machine
+EPOCH_COMPARED = ("epoch", "train_loss", "train_accuracy", "val_accuracy", "test_accuracy", "images_seen",
+                  "optimizer_steps", "timed_steps")
+CHECK_COMPARED = ("step", "epoch", "images_seen", "window_steps", "window_warmup_steps", "val_accuracy", "val_loss")
+
+
+def trained_numbers(cell_dir: Path) -> dict[str, list[dict]]:
+    """epochs.csv and evals.csv without their clocks."""
+    out = {}
+    for name, columns in (("epochs.csv", EPOCH_COMPARED), ("evals.csv", CHECK_COMPARED)):
+        with open(cell_dir / name) as fh:
+            out[name] = [{k: row[k] for k in columns} for row in csv.DictReader(fh)]
+    return out
 
 
 def read_json(path: Path) -> dict:

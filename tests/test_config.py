@@ -19,7 +19,12 @@ def test_shipped_configs_load_and_expand():
     full = expand(load_config(REPO / "configs/full.yaml"))
     assert sorted({c.batch_size for c in full}) == [2**k for k in range(15)]
     assert sorted({c.settings.train.seed for c in full}) == [0, 1, 2]
-    assert len(full) == 15 * 3
+    assert len(full) == 15 * 3 * 3
+    # three rates per batch size: the sqrt rule from batch 128, times 0.5, 1 and 2
+    rates = {(c.batch_size, c.settings.optim.lr_for(c.batch_size)) for c in full}
+    assert sorted(r for b, r in rates if b == 512) == pytest.approx([1e-3, 2e-3, 4e-3])
+    tuned = expand(load_config(REPO / "configs/lr_tuned.yaml"))
+    assert len({(c.batch_size, c.settings.optim.lr) for c in tuned}) == 5 * 3 and len(tuned) == 5 * 3 * 2
 
 
 def test_seed_config_is_the_motivating_case():

@@ -11,7 +11,7 @@ import os
 import subprocess
 
 import pytest
-from conftest import BIN, DATA_DIR, REPO, read_json, write_config
+from conftest import BIN, DATA_DIR, REPO, read_json, trained_numbers, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -41,7 +41,7 @@ def one_process(tmp_path_factory):
     proc = launch(ACCELERATE_1, write_config(root, ONE_CELL), root / "results")
     assert proc.returncode == 0, proc.stderr
     (cell,) = (root / "results" / "dist").glob("*/result.json")
-    return read_json(cell)
+    return read_json(cell) | {"path": cell}
 
 
 @pytest.mark.parametrize("launcher", [ACCELERATE_2, TORCHRUN_2], ids=["accelerate", "torchrun"])
@@ -62,6 +62,12 @@ def test_two_processes_match_one(launcher, one_process, tmp_path):
     assert abs(reference[5] - reference[0]) > 100 * LOSS_TOLERANCE
     # one progress summary and one report from the main process only
     assert proc.stdout.count("sweep dist:") == 1 and proc.stdout.count("report:") == 1
+    # the validation checks fall on the same global steps; their accuracies agree up to the float
+    # summation order of two ranks' gradients (a few images of 5,000)
+    checks, reference_checks = (trained_numbers(p.parent)["evals.csv"] for p in (cell, one_process["path"]))
+    assert [c["step"] for c in checks] == [c["step"] for c in reference_checks] and len(checks) > 10
+    for mine, theirs in zip(checks, reference_checks):
+        assert float(mine["val_accuracy"]) == pytest.approx(float(theirs["val_accuracy"]), abs=0.002)
 
 
 def test_global_batch_not_divisible_is_refused(tmp_path):

@@ -3,7 +3,6 @@ a full disk, and fuzzed configs. Nothing finished may be lost, nothing half-writ
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import random
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import DATA_DIR, HARNESS, harness, read_json, snapshot, write_config
+from conftest import DATA_DIR, HARNESS, harness, read_json, snapshot, trained_numbers, write_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -30,16 +29,10 @@ FOUR = {
     "data": {"train_eval_size": 500},
     "sweep": {"train.batch_size": [32, 64, 128, 256]},
 }
-COMPARED = ("epoch", "train_loss", "train_accuracy", "val_accuracy", "test_accuracy", "images_seen", "optimizer_steps")
 
 
 def statuses(sweep: Path) -> dict[int, dict]:
     return {read_json(p)["settings"]["train"]["batch_size"]: read_json(p) for p in sweep.glob("*/result.json")}
-
-
-def epochs_of(cell_dir: Path) -> list[dict]:
-    with open(cell_dir / "epochs.csv") as fh:
-        return [{k: row[k] for k in COMPARED} for row in csv.DictReader(fh)]
 
 
 @pytest.mark.slow
@@ -97,7 +90,7 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path):
     env = {**os.environ, "HARNESS_DATA_DIR": str(DATA_DIR)}
     reference = harness("run", "--config", str(config), "--results-dir", str(tmp_path / "ref"), "--no-report")
     assert reference.returncode == 0, reference.stderr
-    ref = {p.parent.name: epochs_of(p.parent) for p in (tmp_path / "ref" / "killed").glob("*/result.json")}
+    ref = {p.parent.name: trained_numbers(p.parent) for p in (tmp_path / "ref" / "killed").glob("*/result.json")}
     rng = random.Random(20261126)
     for trial in range(20):
         results = tmp_path / f"trial{trial}"
@@ -111,7 +104,7 @@ def test_sigkill_at_random_moments_loses_nothing(tmp_path):
         again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
         assert again.returncode == 0, again.stderr
         all_files_valid(results)
-        final = {p.parent.name: epochs_of(p.parent) for p in (results / "killed").glob("*/result.json")}
+        final = {p.parent.name: trained_numbers(p.parent) for p in (results / "killed").glob("*/result.json")}
         assert final == ref, f"trial {trial}"
         assert all(read_json(p)["status"] == "done" for p in (results / "killed").glob("*/result.json"))
 

@@ -2,8 +2,9 @@
 reads the golden files, and the committed reports under results/ rebuild with the same numbers.
 
 tests/golden/epochs.csv was written by commit 5262ce9, before the metrics registry existed
-(`harness run --config tests/golden/golden.yaml`, CPU, fp32); the refactored trainer must give the
-same rows: no behaviour change. tests/golden/result.json is the same cell's record, read by hand:
+(`harness run --config tests/golden/golden.yaml`, CPU, fp32); the refactored trainer, and the one
+that checks validation accuracy within epochs, must give the same rows: no behaviour change.
+tests/golden/evals.csv holds that cell's 21 checks (steps 10..21, then every ~10%, and epoch ends). tests/golden/result.json is the same cell's record, read by hand:
 2 epochs of 20 steps at batch 32 (640 images each), 3 warm-up steps, so 17 + 20 timed steps and
 1,184 timed images; best validation accuracy at epoch 2. Values that differ from run to run or
 machine to machine (clocks, memory, host, versions) are masked; floats from training are compared
@@ -14,8 +15,8 @@ for bit).
 from __future__ import annotations
 
 import csv
-import json
 import math
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -25,16 +26,18 @@ import pytest
 from conftest import REPO, harness, read_json
 
 from harness.collect import collect
-from harness.metrics import CELL_KEYS, EPOCH_COLUMNS
+from harness.metrics import CELL_KEYS, CHECK_COLUMNS, EPOCH_COLUMNS
 
 GOLDEN = REPO / "tests" / "golden"
 # what changes from run to run or machine to machine
 VARIES = {"started_utc", "finished_utc", "summary.warmup_seconds", "summary.train_seconds", "summary.time_per_image_s",
-          "summary.images_per_second", "summary.eval_seconds", "summary.peak_rss_bytes", "environment.device_name",
+          "summary.images_per_second", "summary.eval_seconds", "summary.check_seconds", "summary.peak_rss_bytes",
+          "environment.device_name",
           "environment.cpu", "environment.cpu_threads", "environment.host", "environment.torch",
           "environment.accelerate", "environment.python", "environment.git_commit", "environment.command",
           "environment.startup_s"}
-EPOCH_VARIES = {"train_seconds", "time_per_image_s", "eval_seconds", "diagnostics_seconds", "peak_rss_bytes"}
+EPOCH_VARIES = {"train_seconds", "time_per_image_s", "eval_seconds", "diagnostics_seconds", "peak_rss_bytes",
+                "window_seconds", "window_warmup_seconds", "check_seconds"}
 
 
 def flat(tree: dict, prefix: str = "") -> dict[str, Any]:
@@ -69,14 +72,15 @@ def test_a_real_cell_reproduces_the_golden_files(tmp_path):
     assert list(got) == list(want), "result.json gained, lost or reordered a field: update the golden file on purpose"
     wrong = {k: (got[k], want[k]) for k in want if k not in VARIES and not same_value(got[k], want[k])}
     assert not wrong
-    rows, golden_rows = read_rows(cell_dir / "epochs.csv"), read_rows(GOLDEN / "epochs.csv")
-    assert list(rows[0]) == list(golden_rows[0]) == list(EPOCH_COLUMNS)
-    for row, golden in zip(rows, golden_rows, strict=True):
-        for key in EPOCH_COLUMNS:
-            if key in EPOCH_VARIES or golden[key] == "":
-                assert (row[key] == "") == (golden[key] == ""), key  # unknown stays unknown
-                continue
-            assert float(row[key]) == pytest.approx(float(golden[key]), rel=1e-4, abs=1e-12), key
+    for name, columns in (("epochs.csv", EPOCH_COLUMNS), ("evals.csv", CHECK_COLUMNS)):
+        rows, golden_rows = read_rows(cell_dir / name), read_rows(GOLDEN / name)
+        assert list(rows[0]) == list(golden_rows[0]) == list(columns), name
+        for row, golden in zip(rows, golden_rows, strict=True):
+            for key in columns:
+                if key in EPOCH_VARIES or golden[key] == "":
+                    assert (row[key] == "") == (golden[key] == ""), key  # unknown stays unknown
+                    continue
+                assert float(row[key]) == pytest.approx(float(golden[key]), rel=1e-4, abs=1e-12), (name, key)
 
 
 def test_the_reader_reads_the_golden_files(tmp_path):
@@ -85,8 +89,9 @@ def test_the_reader_reads_the_golden_files(tmp_path):
     cell_dir.mkdir(parents=True)
     shutil.copy(GOLDEN / "result.json", cell_dir)
     shutil.copy(GOLDEN / "epochs.csv", cell_dir)
+    shutil.copy(GOLDEN / "evals.csv", cell_dir)
     found = collect([tmp_path / "golden"])
-    assert not found.warnings and len(found.cells) == 1 and len(found.epochs) == 2
+    assert not found.warnings and len(found.cells) == 1 and len(found.epochs) == 2 and len(found.checks) == 21
     row = found.cells.iloc[0]
     assert (row["cell_id"], row["status"], row["batch_size"], row["seed"]) == (record["cell_id"], "done", 32, 0)
     for key in CELL_KEYS:
@@ -118,10 +123,9 @@ def test_committed_reports_rebuild_with_the_same_numbers(folder, tmp_path):
         same = (before[column] == after[column]) | (before[column].isna() & after[column].isna())
         assert same.all(), column
     committed, rebuilt = (folder / "report.html").read_text(), out.read_text()
-    for marker in ('data-batch-size="', 'id="collapse-verdict-1">'):
-        if marker in committed:
-            start = committed.index(marker)
-            assert committed[start:committed.index("<", start + len(marker))] in rebuilt, marker
+    assert re.findall(r'data-batch-size="(\d*)"', committed) == re.findall(r'data-batch-size="(\d*)"', rebuilt)
+    verdict = re.compile(r'id="collapse-verdict-1">([^<]*)<')
+    assert verdict.findall(committed) == verdict.findall(rebuilt)
 
 
 def test_dry_run_text_matches_the_golden_file(tmp_path):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import os
 import signal
 import subprocess
@@ -10,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import DATA_DIR, HARNESS, REPO, harness, read_json, snapshot, write_config
+from conftest import DATA_DIR, HARNESS, REPO, harness, read_json, snapshot, trained_numbers, write_config
 
 from harness.slurm import SlurmOptions, SubmissionError, array_spec, parse_job_id, sbatch_argv
 from harness.slurm_task import RUN_PY, launch_argv
@@ -21,9 +20,6 @@ FOUR = {
     "data": {"train_eval_size": 1000},
     "sweep": {"train.batch_size": [64, 128, 256, 512]},
 }
-COMPARED = ("epoch", "train_loss", "train_accuracy", "val_accuracy", "test_accuracy", "images_seen",
-            "optimizer_steps", "timed_steps")
-
 
 def test_array_spec_and_job_id():
     assert array_spec([0, 1, 2, 5, 7, 8], None) == "0-2,5,7-8"
@@ -146,11 +142,6 @@ LONG = {
 }
 
 
-def epochs_table(cell_dir: Path) -> list[dict]:
-    with open(cell_dir / "epochs.csv") as fh:
-        return [{k: row[k] for k in COMPARED} for row in csv.DictReader(fh)]
-
-
 @pytest.mark.slow
 def test_preempted_task_checkpoints_requeues_and_resumes_identically(slurm, tmp_path):
     config = write_config(tmp_path, LONG)
@@ -176,7 +167,7 @@ def test_preempted_task_checkpoints_requeues_and_resumes_identically(slurm, tmp_
     # the same cell, uninterrupted and without Slurm
     reference = harness("run", "--config", str(config), "--results-dir", str(tmp_path / "ref"), "--no-report")
     assert reference.returncode == 0, reference.stderr
-    assert epochs_table(cell_dir) == epochs_table(tmp_path / "ref" / "preempt" / cell_dir.name)
+    assert trained_numbers(cell_dir) == trained_numbers(tmp_path / "ref" / "preempt" / cell_dir.name)
 
 
 def test_usr1_without_slurm_checkpoints_and_a_rerun_resumes(tmp_path):
@@ -199,4 +190,4 @@ def test_usr1_without_slurm_checkpoints_and_a_rerun_resumes(tmp_path):
     assert again.returncode == 0 and "resumed" in again.stdout
     reference = harness("run", "--config", str(config), "--results-dir", str(tmp_path / "ref"), "--no-report")
     assert reference.returncode == 0
-    assert epochs_table(cell_dir) == epochs_table(tmp_path / "ref" / "preempt" / cell_dir.name)
+    assert trained_numbers(cell_dir) == trained_numbers(tmp_path / "ref" / "preempt" / cell_dir.name)

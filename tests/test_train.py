@@ -109,3 +109,24 @@ def test_plan_shows_status(small_sweep, tmp_path):
     lines = [line.split() for line in proc.stdout.splitlines()[1:]]
     assert [(line[0], line[2]) for line in lines] == [("0", "done"), ("1", "pending"), ("2", "done"), ("3", "pending")]
     assert {line[1] for line in lines if line[2] == "done"} == {d.name for d in cell_dirs(small_sweep)}
+
+
+def test_checks_stay_outside_the_timed_windows(tmp_path):
+    """With a check at nearly every step, checking costs far more than training; the epoch's timed
+    seconds are still exactly its windows between checks, so no check entered time per image."""
+    config = write_config(tmp_path, {**SMALL, "sweep": {}, "train": {**SMALL["train"], "batch_size": 256, "epochs": 1}})
+    proc = harness("run", "--config", str(config), "--results-dir", str(tmp_path / "r"), "--no-report",
+                   "--set", "checks.per_decade=1000", "--set", "checks.first_step=1")
+    assert proc.returncode == 0, proc.stderr
+    (cell_dir,) = [p.parent for p in (tmp_path / "r").rglob("result.json")]
+    with open(cell_dir / "evals.csv") as fh:
+        checks = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+    (epoch,) = read_epochs(cell_dir)
+    assert [c["step"] for c in checks] == list(range(1, 51))  # 12,800 images / 256: a check after every step
+    windows = sum(c["window_seconds"] for c in checks)
+    assert epoch["train_seconds"] == pytest.approx(windows, rel=1e-9)
+    assert sum(c["check_seconds"] for c in checks) > 2 * windows
+    assert sum(c["window_steps"] + c["window_warmup_steps"] for c in checks) == 50
+    assert checks[-1]["train_seconds"] == pytest.approx(windows + sum(c["window_warmup_seconds"] for c in checks))
+    summary = read_json(cell_dir / "result.json")["summary"]
+    assert summary["checks"] == 50 and summary["check_seconds"] == pytest.approx(sum(c["check_seconds"] for c in checks))

@@ -1,0 +1,37 @@
+"""When a cell checks its validation accuracy: a schedule in optimizer steps, a pure function.
+
+Steps to target are read at these checks, so the spacing decides how exactly they are known. A
+log-spaced schedule (`per_decade` checks per factor of 10 in steps, ratio r = 10**(1/per_decade),
+each check the previous one times r, rounded down) bounds the gap between checks relative to where
+it lies: wherever the target is crossed after `first_step`, the interval (previous check, this
+check] spans at most r - 1 of its start (9.6% for 25 per decade, 8.8% of the step reported). A fixed interval cannot do this for every batch
+size: at batch 8 the target lies ~7,000 steps in, at batch 2048 ~100. Every epoch end is a check
+too, and no two checks lie more than `max_interval` steps apart.
+
+The schedule depends on the global step only, so 1 and P processes check at the same steps, and a
+resumed cell checks where an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import math
+
+
+def schedule(total_steps: int, steps_per_epoch: int, per_decade: int, first_step: int,
+             max_interval: int | None = None) -> list[int]:
+    """The steps after which validation is checked: log-spaced from `first_step`, every epoch end,
+    and at least every `max_interval` steps (default: one epoch); sorted, within 1..total_steps."""
+    ratio = 10 ** (1 / per_decade)
+    cap = max_interval or steps_per_epoch
+    steps = set(range(steps_per_epoch, total_steps + 1, steps_per_epoch))
+    step = first_step
+    while step <= total_steps:
+        steps.add(step)
+        # rounded down, so no gap exceeds ratio - 1 of its start; at least one step, at most `cap`
+        step = max(step + 1, min(math.floor(step * ratio + 1e-9), step + cap))
+    return sorted(s for s in steps if 1 <= s <= total_steps)
+
+
+def relative_resolution(per_decade: int) -> float:
+    """The largest (check - previous check) / previous check on the log grid: r - 1."""
+    return 10 ** (1 / per_decade) - 1

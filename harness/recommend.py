@@ -1,0 +1,162 @@
+"""The report's first screen, per variant: the sweet spot, the batch sizes tied with it, how sure
+we are, and every caveat a careful reader needs (learning rate, seeds, edges of the grid).
+
+Rule: among batch sizes whose mean test accuracy is within `tolerance` of the best (with several
+seeds: in at least 5% of the bootstrap resamples, so seed noise alone drops none) and whose seeds
+all reached the target, the one with the shortest time to target; ties between equal times go to
+the smaller batch. harness/stats.py says what a resample draws and what counts as a tie.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from harness import stats
+from harness.analysis import ACCURACY, KEY, flat_point
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    variant: str
+    batch_size: int | None
+    explanation: str
+    ties: list[int] = field(default_factory=list)
+    flat: int | None = None
+    notes: list[str] = field(default_factory=list)  # caveats, each one sentence
+
+
+def samples(cells: pd.DataFrame, windows: pd.DataFrame) -> dict[int, list[stats.CellSample]]:
+    """What the bootstrap may draw, per batch size, from the cells at their picked rate."""
+    by_cell = {key: group for key, group in windows.groupby(KEY)} if not windows.empty else {}
+    out: dict[int, list[stats.CellSample]] = {}
+    for row in cells.itertuples(index=False):
+        w = by_cell.get((row.source, row.sweep, row.cell_id))
+        steps = w["window_steps"].to_numpy(float) if w is not None else np.array([])
+        rates = w["window_seconds"].to_numpy(float) / steps if w is not None else np.array([])
+        reached = bool(row.reached_target)
+        out.setdefault(int(row.batch_size), []).append(stats.CellSample(
+            accuracy=float(getattr(row, ACCURACY)), reached=reached,
+            steps_low=float(row.steps_before_target) if reached else np.nan,
+            steps_high=float(row.steps_to_target) if reached else np.nan, rates=rates, weights=steps))
+    return out
+
+
+def add_intervals(per_batch: pd.DataFrame, boot: stats.Bootstrap | None) -> pd.DataFrame:
+    """The 90% interval of time to target and the win share, per batch size."""
+    per_batch = per_batch.copy()
+    if per_batch.empty:
+        return per_batch.assign(time_to_target_low_s=[], time_to_target_high_s=[], win_share=[])
+    bounds = [stats.interval(boot, b) if boot else (None, None) for b in per_batch["batch_size"]]
+    per_batch["time_to_target_low_s"] = [low for low, _ in bounds]
+    per_batch["time_to_target_high_s"] = [high for _, high in bounds]
+    per_batch["win_share"] = [boot.share.get(b) if boot else None for b in per_batch["batch_size"]]
+    return per_batch
+
+
+def recommend(variant: str, per_batch: pd.DataFrame, cells: pd.DataFrame, windows: pd.DataFrame, target: float,
+              tolerance: float, flat_threshold: float, lr_rule: str) -> tuple[Recommendation, pd.DataFrame]:
+    """One variant's verdict, and its per-batch table with intervals and win shares added."""
+    if per_batch.empty:
+        return Recommendation(variant, None, "No cell finished, so there is no sweet spot."), per_batch
+    boot = stats.resample(samples(cells, windows), tolerance)
+    per_batch = add_intervals(per_batch, boot)
+    flat = flat_point(per_batch, flat_threshold) if len(per_batch) > 1 else None
+    notes = [*_seed_note(per_batch), *_epoch_note(cells), *_rate_notes(per_batch, lr_rule),
+             *_flat_notes(per_batch, flat, flat_threshold)]
+    several_seeds = per_batch["n"].max() > 1
+    best = per_batch[ACCURACY].max()
+    kept = np.array([stats.accuracy_noise_keeps(boot, b, tolerance) if several_seeds else a >= best - tolerance - 1e-12
+                     for b, a in zip(per_batch["batch_size"], per_batch[ACCURACY])])
+    eligible = per_batch[kept & (per_batch["reached_target"] == per_batch["n"]) & per_batch["time_to_target_s"].notna()]
+    if eligible.empty:
+        return Recommendation(variant, None, (
+            f"No batch size within {tolerance:.3f} of the best test accuracy ({best:.4f}) reached the target "
+            f"validation accuracy {target:.3f} in every seed; train longer or lower the target."),
+            flat=flat, notes=notes), per_batch
+    pick = eligible.sort_values(["time_to_target_s", "batch_size"]).iloc[0]
+    winner = int(pick["batch_size"])
+    ties = stats.tied_with(boot, winner, [int(b) for b in eligible["batch_size"]])
+    explanation = (
+        f"It reaches {target:.3f} validation accuracy in {pick['time_to_target_s']:.3g} s of training "
+        f"(90% interval {pick['time_to_target_low_s']:.3g}-{pick['time_to_target_high_s']:.3g} s; "
+        f"{int(pick['steps_to_target']):,} steps, resolution {int(pick['target_resolution_steps']):,} steps), "
+        f"the fastest of the {len(eligible)} batch size(s) whose test accuracy is within {tolerance:.3f} of the best "
+        f"({best:.4f}); it wins in {boot.share[winner]:.0%} of {stats.RESAMPLES:,} bootstrap resamples.")
+    notes = [_tie_sentence(winner, ties, boot), *_edge_notes(per_batch, winner, "sweet spot"), *notes,
+             *_disagreement(winner, flat)]
+    return Recommendation(variant, winner, explanation, ties, flat, [n for n in notes if n]), per_batch
+
+
+def _tie_sentence(winner: int, ties: list[int], boot: stats.Bootstrap) -> str:
+    test = (f"paired bootstrap over seeds, timing windows and check resolution: in at least "
+            f"{stats.TIE_SHARE:.0%} of resamples it reached the target no later than batch {winner}")
+    if not ties:
+        return f"No other batch size is statistically tied with it ({test})."
+    named = ", ".join(f"{b} (wins {boot.share[b]:.0%})" for b in ties)
+    return f"Statistically tied with it: batch size {named} ({test})."
+
+
+def _seed_note(per_batch: pd.DataFrame) -> list[str]:
+    if per_batch["n"].max() > 1:
+        return []
+    return ["One seed per batch size: the intervals cover timing noise and check resolution only, not "
+            "seed-to-seed variation; sweep train.seed for that."]
+
+
+def _epoch_note(cells: pd.DataFrame) -> list[str]:
+    if not (cells["target_read_at"] == "epoch").any():
+        return []
+    return ["Steps to target were read at epoch ends (these results have no validation checks, evals.csv): "
+            "each is known only to within an epoch, the ± resolution column."]
+
+
+def _rate_notes(per_batch: pd.DataFrame, lr_rule: str) -> list[str]:
+    if per_batch["rates_tried"].max() <= 1:
+        return [f"The learning rate was not tuned per batch size (one rate each, {lr_rule}): at one rate, large "
+                f"batches can lose for a reason that has nothing to do with the hardware; sweep optim.lr "
+                f"(configs/lr_tuned.yaml) to compare each at its best rate."]
+    picked = ", ".join(f"{int(r.batch_size)}: {r.learning_rate:.3g}" for r in per_batch.itertuples())
+    notes = [f"Learning rate tuned per batch size (the shortest time to target among rates within tolerance): {picked}."]
+    for r in per_batch.itertuples():
+        if isinstance(r.lr_edge, str):  # lowest / highest (missing is NaN in the frame)
+            way = "upwards" if r.lr_edge == "highest" else "downwards"
+            notes.append(f"Extend the learning-rate grid {way} for batch {int(r.batch_size)}: its best rate, "
+                         f"{r.learning_rate:.3g}, is the {r.lr_edge} tried.")
+        if isinstance(r.lr_tied, list) and r.lr_tied:
+            notes.append(f"At batch {int(r.batch_size)} the rates {', '.join(f'{x:.3g}' for x in r.lr_tied)} tie with "
+                         f"{r.learning_rate:.3g} on time to target; the more accurate (then the smaller) is used.")
+    return notes
+
+
+def _edge_notes(per_batch: pd.DataFrame, batch: int, rule: str) -> list[str]:
+    """A rule that lands on the edge of the grid does not know what lies beyond it."""
+    sizes = sorted(per_batch["batch_size"].astype(int))
+    if len(sizes) < 2 or batch not in (sizes[0], sizes[-1]):
+        return []
+    if batch == sizes[-1]:
+        return [f"The {rule} is the largest batch size of the grid ({batch}): the grid ended first; extend it "
+                f"upwards (e.g. {2 * batch} and {4 * batch}) to see where it turns."]
+    return [f"The {rule} is the smallest batch size of the grid ({batch}): the grid ended first; extend it "
+            f"downwards (e.g. {max(1, batch // 2)} and {max(1, batch // 4)}) to see where it turns."]
+
+
+def _flat_notes(per_batch: pd.DataFrame, flat: int | None, threshold: float) -> list[str]:
+    if flat is None:
+        return []
+    sentence = (f"Simpler rule: time per image stops improving by more than {threshold:.0%} beyond batch size "
+                f"{flat}.")
+    return [sentence, *_edge_notes(per_batch, flat, "flat point")]
+
+
+def _disagreement(winner: int, flat: int | None) -> list[str]:
+    """Why the two rules name different batch sizes, in one sentence."""
+    if flat is None or winner == flat:
+        return []
+    if flat > winner:
+        return [f"The rules disagree: batch {flat} still trains faster per image, but batch {winner} reaches the "
+                f"target sooner, because larger batches need more images (epochs) to get there."]
+    return [f"The rules disagree: time per image stops improving at batch {flat}, but batch {winner} reaches the "
+            f"target sooner, because it needs fewer steps to get there at nearly the same speed per image."]

@@ -1,0 +1,117 @@
+"""How sure is the sweet spot? A bootstrap over seeds, timing windows and check resolution.
+
+One resample redraws, for every batch size, its seeds with replacement (one seed: that seed), and
+for every drawn cell
+- where the target was crossed: uniformly within (previous check, first check at target], the
+  resolution the checks allowed;
+- its time per step: the rate of one timed window of that cell, drawn with weights = the window's
+  steps (run-to-run and window-to-window speed, measured within the cell: load, clocks).
+Time to target = steps x time per step, averaged over the drawn seeds. Accuracy is the drawn seeds'
+mean. In each resample the rule picks a winner (shortest time among batch sizes within `tolerance`
+of the best accuracy, every drawn seed at the target): the share of resamples each batch size wins
+is its win share. Two batch sizes are tied when, paired resample by resample, the slower one is no
+slower in at least TIE_SHARE of the resamples: the 90% interval of their time ratio includes 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+RESAMPLES = 2000
+LEVEL = 0.90  # two-sided intervals: the 5th and 95th percentiles
+TIE_SHARE = (1 - LEVEL) / 2
+
+
+@dataclass(frozen=True)
+class CellSample:
+    """What a resample may draw from one cell."""
+
+    accuracy: float
+    reached: bool
+    steps_low: float  # the last check below the target (0 if none)
+    steps_high: float  # the first check at or above it
+    rates: np.ndarray  # seconds per step of each timed window
+    weights: np.ndarray  # steps in each window
+
+
+@dataclass
+class Bootstrap:
+    batches: list[int]
+    times: np.ndarray  # resamples x batches: mean time to target (nan where a drawn seed missed it)
+    accuracies: np.ndarray  # resamples x batches
+    winners: np.ndarray  # resamples: the winning batch size (0: no winner)
+    share: dict[int, float] = field(default_factory=dict)
+
+
+def resample(by_batch: dict[int, list[CellSample]], tolerance: float, resamples: int = RESAMPLES,
+             seed: int = 0) -> Bootstrap:
+    rng = np.random.default_rng(seed)
+    batches = sorted(by_batch)
+    times = np.full((resamples, len(batches)), np.nan)
+    accuracies = np.full((resamples, len(batches)), np.nan)
+    for j, batch in enumerate(batches):
+        cells = by_batch[batch]
+        n = len(cells)
+        # resample x drawn seed -> cell index; one seed is kept as it is (no seed noise to draw)
+        drawn = rng.integers(n, size=(resamples, n)) if n > 1 else np.zeros((resamples, 1), dtype=int)
+        per_cell = np.stack([_times(c, resamples, rng) for c in cells])  # cells x resamples
+        accuracy = np.array([c.accuracy for c in cells])
+        reached = np.array([c.reached for c in cells])
+        accuracies[:, j] = accuracy[drawn].mean(axis=1)
+        cell_times = per_cell[drawn, np.arange(resamples)[:, None]]
+        times[:, j] = np.where(reached[drawn].all(axis=1), cell_times.mean(axis=1), np.nan)
+    winners = np.array([_winner(batches, t, a, tolerance) for t, a in zip(times, accuracies)])
+    share = {b: float(np.mean(winners == b)) for b in batches}
+    return Bootstrap(batches, times, accuracies, winners, share)
+
+
+def _times(cell: CellSample, resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """`resamples` draws of the cell's time to target (nan if it never reached the target)."""
+    if not cell.reached or not len(cell.rates):
+        return np.full(resamples, np.nan)
+    steps = rng.uniform(cell.steps_low, cell.steps_high, resamples) if cell.steps_high > cell.steps_low \
+        else np.full(resamples, cell.steps_high)
+    rates = rng.choice(cell.rates, size=resamples, p=cell.weights / cell.weights.sum())
+    return steps * rates
+
+
+def _winner(batches: list[int], times: np.ndarray, accuracies: np.ndarray, tolerance: float) -> int:
+    ok = (accuracies >= np.nanmax(accuracies) - tolerance - 1e-12) & ~np.isnan(times)
+    if not ok.any():
+        return 0
+    return batches[int(np.nanargmin(np.where(ok, times, np.inf)))]
+
+
+def interval(boot: Bootstrap, batch: int) -> tuple[float | None, float | None]:
+    """The 90% interval of a batch size's time to target over the resamples where it reached it."""
+    column = boot.times[:, boot.batches.index(batch)]
+    column = column[~np.isnan(column)]
+    if not len(column):
+        return None, None
+    low, high = np.quantile(column, [TIE_SHARE, 1 - TIE_SHARE])
+    return float(low), float(high)
+
+
+def accuracy_noise_keeps(boot: Bootstrap, batch: int, tolerance: float) -> bool:
+    """Whether the batch size is within `tolerance` of the best accuracy in at least TIE_SHARE of
+    the resamples: not dropped for a difference smaller than seed noise."""
+    j = boot.batches.index(batch)
+    best = np.nanmax(boot.accuracies, axis=1)
+    return float(np.mean(boot.accuracies[:, j] >= best - tolerance - 1e-12)) >= TIE_SHARE
+
+
+def tied_with(boot: Bootstrap, winner: int, candidates: list[int]) -> list[int]:
+    """Candidates that reach the target no later than the winner in at least TIE_SHARE of the
+    paired resamples (the 90% interval of time / winner's time includes 1)."""
+    w = boot.times[:, boot.batches.index(winner)]
+    tied = []
+    for batch in candidates:
+        if batch == winner:
+            continue
+        t = boot.times[:, boot.batches.index(batch)]
+        both = ~np.isnan(t) & ~np.isnan(w)
+        if both.any() and float(np.mean(t[both] <= w[both])) >= TIE_SHARE:
+            tied.append(batch)
+    return tied

@@ -1,0 +1,258 @@
+"""Time to target at step resolution, the learning rate per batch size, the bootstrap, and reports
+that separate variants: on schedules, synthetic samples and hand-made folders with known answers."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import harness
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from records import check_rows, write_cell, write_plan
+from test_report import as_number, parse
+
+from harness import checks, report, stats
+from harness.collect import collect
+
+# --- the schedule ------------------------------------------------------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(steps_per_epoch=st.integers(1, 20_000), epochs=st.integers(1, 30), per_decade=st.integers(5, 60),
+       first=st.integers(1, 50))
+def test_every_gap_is_within_the_relative_resolution(steps_per_epoch, epochs, per_decade, first):
+    total = steps_per_epoch * epochs
+    points = checks.schedule(total, steps_per_epoch, per_decade, first)
+    bound = checks.relative_resolution(per_decade)
+    assert points == sorted(set(points)) and 1 <= points[0] and points[-1] == total
+    assert set(range(steps_per_epoch, total + 1, steps_per_epoch)) <= set(points)  # every epoch end
+    for before, after in zip(points, points[1:]):
+        if before >= first:
+            # never more than r - 1 of where the gap starts, unless one step is the least it can be
+            assert after - before <= max(1, before * bound + 1e-9), (before, after)
+        assert after - before <= steps_per_epoch
+
+
+def test_resolution_of_25_per_decade_and_the_cap():
+    assert checks.relative_resolution(25) == pytest.approx(0.0965, abs=1e-4)
+    points = checks.schedule(100_000, 50_000, 25, 10, max_interval=1000)
+    assert max(b - a for a, b in zip(points, points[1:])) == 1000
+    assert len(checks.schedule(27_500, 6_875, 25, 10)) < 100  # the default sweep's bs8 cell: a handful per decade
+
+
+# --- hand-made folders -------------------------------------------------------------------------
+
+TARGET = 0.97
+
+
+def crossing_at(steps: int):
+    """A validation curve that reaches the target exactly at `steps`, rising by 0.01 per decade."""
+    return lambda step: round(TARGET + 0.01 * math.log10(step / steps), 6)
+
+
+def make(sweep: Path, batch: int, lr: float, seed: int, steps_to_target: int, accuracy: float,
+         seconds_per_step: float = 1e-3, noise: float = 0.0, epochs: int = 3, **settings_extra) -> str:
+    """A done cell whose validation checks cross the target at `steps_to_target` and whose test
+    accuracy (at its best validation epoch, the last) is `accuracy`."""
+    spe = 2 * steps_to_target // epochs + 1
+    curve = crossing_at(steps_to_target)
+    speed = np.random.default_rng(seed).normal(seconds_per_step, noise * seconds_per_step, 1000).clip(1e-6)
+    rows = [{"epoch": e, "train_loss": 0.1, "train_accuracy": accuracy, "val_accuracy": curve(e * spe),
+             "test_accuracy": accuracy, "images_seen": e * spe * batch, "optimizer_steps": e * spe,
+             "timed_steps": spe, "train_seconds": spe * seconds_per_step, "time_per_image_s": seconds_per_step / batch,
+             "eval_seconds": 0.1} for e in range(1, epochs + 1)]
+    cell_settings = {"optim": {"lr": lr}, "train": {"batch_size": batch, "seed": seed, "epochs": epochs,
+                                                    "images_per_epoch": spe * batch, "warmup_steps": 0}}
+    for key, value in settings_extra.items():
+        group, name = key.split("__")
+        cell_settings.setdefault(group, {})[name] = value
+    swept = ["train.batch_size", "optim.lr", "train.seed", *(k.replace("__", ".") for k in settings_extra)]
+    return write_cell(sweep, cell_settings, rows, checks=check_rows(batch, spe, epochs, curve, lambda i: speed[i]),
+                      swept=swept)
+
+
+def build(sweep: Path, config: dict | None = None) -> tuple[str, object]:
+    write_plan(sweep, {"report": {"target_accuracy": TARGET, "tolerance": 0.005}, **(config or {})})
+    out = sweep.parent / f"{sweep.name}.html"
+    proc = harness("report", str(sweep), "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    html = out.read_text()
+    return html, parse(html)
+
+
+def per_batch_rows(parsed) -> list[dict]:
+    return parsed.tables[0]
+
+
+def test_steps_to_target_come_from_the_checks_with_their_resolution(tmp_path):
+    sweep = tmp_path / "res"
+    make(sweep, 64, 1e-3, 0, 5_000, 0.978)
+    found = collect([sweep])
+    cells = report.analysis.add_time_to_target(found.cells, found.checks, found.epochs, TARGET)
+    row = cells.iloc[0]
+    points = found.checks["step"].tolist()
+    first = next(s for s in points if s >= 5_000)
+    assert row["steps_to_target"] == first and row["target_read_at"] == "check"
+    assert row["steps_before_target"] == points[points.index(first) - 1]
+    assert row["target_resolution_steps"] / row["steps_to_target"] <= 0.1  # 25 checks per decade
+    assert row["time_to_target_s"] == pytest.approx(first * 64 * row["time_per_image_s"])
+    without = report.analysis.add_time_to_target(found.cells, pd.DataFrame(), found.epochs, TARGET).iloc[0]
+    assert without["target_read_at"] == "epoch"  # a folder from before the checks: epoch resolution
+    assert without["target_resolution_steps"] == found.epochs["optimizer_steps"].iloc[0]
+
+
+def test_each_batch_size_is_compared_at_its_own_best_rate(tmp_path):
+    """Known answer: batch 64 wins at 2e-3 (4e-3 is faster but 0.017 less accurate); batch 256's best
+    rate is the highest tried (edge); at batch 16 two rates tie and the smaller is used."""
+    sweep = tmp_path / "tuned"
+    for seed in (0, 1):
+        for lr, steps, acc in ((1e-3, 2000, 0.978), (2e-3, 1000, 0.977), (4e-3, 800, 0.960)):
+            make(sweep, 64, lr, seed, steps, acc)
+        for lr, steps, acc in ((1e-3, 900, 0.975), (2e-3, 500, 0.976), (4e-3, 300, 0.976)):
+            make(sweep, 256, lr, seed, steps, acc, seconds_per_step=3e-3)
+        for lr in (1e-3, 2e-3):
+            make(sweep, 16, lr, seed, 4000, 0.977, seconds_per_step=0.5e-3)
+    html, parsed = build(sweep)
+    picked = {as_number(r["batch_size"]): as_number(r["learning_rate"]) for r in per_batch_rows(parsed)}
+    assert picked == {16: 1e-3, 64: 2e-3, 256: 4e-3}
+    assert "Extend the learning-rate grid upwards for batch 256" in html
+    assert "At batch 16 the rates 0.002 tie with 0.001" in html
+    assert "Every learning rate tried" in html and "was not tuned per batch size" not in html
+    # batch 64 at 2e-3: 1,000 steps x 1 ms = 1 s; batch 256 at 4e-3: 300 x 3 ms = 0.9 s; batch 16: 4 s
+    assert 'data-batch-size="256"' in html
+
+
+def test_one_rate_per_batch_size_says_so(tmp_path):
+    sweep = tmp_path / "fixed"
+    for batch, steps in ((32, 3000), (128, 900), (512, 400)):
+        make(sweep, batch, 1e-3, 0, steps, 0.975, seconds_per_step=batch * 1e-5)
+    html, parsed = build(sweep, {"optim": {"lr": 1e-3}})
+    assert "The learning rate was not tuned per batch size (one rate each, optim.lr=0.001 for every batch size)" in html
+    assert "One seed per batch size: the intervals cover timing noise and check resolution only" in html
+    rows = per_batch_rows(parsed)
+    for r in rows:  # the interval brackets the time, which is steps x time per step
+        assert as_number(r["time_to_target_low_s"]) <= as_number(r["time_to_target_s"]) * 1.0001
+    # 32: 3000 x 0.32 ms = 0.96 s, 128: 900 x 1.28 ms = 1.15 s, 512: 400 x 5.12 ms = 2.05 s
+    assert 'data-batch-size="32"' in html and "smallest batch size of the grid (32): the grid ended first" in html
+
+
+def test_a_variant_with_one_batch_size_gets_no_flat_point(tmp_path):
+    sweep = tmp_path / "single"
+    make(sweep, 64, 1e-3, 0, 1000, 0.978)
+    html, _ = build(sweep)
+    assert "Sweet spot: batch size 64" in html and "Simpler rule" not in html and "grid ended first" not in html
+
+
+# --- the bootstrap on synthetic samples -------------------------------------------------------
+
+def sample(steps: float, rate: float, accuracy: float, noise: float = 0.03, seed: int = 0) -> stats.CellSample:
+    rng = np.random.default_rng(seed)
+    return stats.CellSample(accuracy, True, steps * 0.92, steps, rng.normal(rate, noise * rate, 40).clip(1e-9),
+                            np.full(40, 10.0))
+
+
+def test_a_clear_winner_wins_almost_every_resample():
+    by_batch = {b: [sample(s, r, 0.978 - 0.0005 * i, seed=i) for i in range(3)]
+                for b, s, r in ((16, 4000, 1e-3), (64, 1000, 1.2e-3), (256, 600, 4e-3))}
+    boot = stats.resample(by_batch, tolerance=0.005)
+    assert boot.share[64] > 0.95 and stats.tied_with(boot, 64, [16, 64, 256]) == []
+    low, high = stats.interval(boot, 64)
+    assert low < 1000 * 1.2e-3 < high * 1.0001 and high / low < 1.3
+
+
+def test_two_equal_batch_sizes_are_tied():
+    by_batch = {b: [sample(1000, 1e-3, 0.978, seed=b + i) for i in range(3)] for b in (64, 128)}
+    boot = stats.resample(by_batch, tolerance=0.005)
+    assert 0.2 < boot.share[64] < 0.8 and 0.2 < boot.share[128] < 0.8
+    winner = max(boot.share, key=boot.share.get)
+    assert stats.tied_with(boot, winner, [64, 128]) == [128 if winner == 64 else 64]
+
+
+def test_one_seed_intervals_cover_timing_noise_and_resolution_only():
+    boot = stats.resample({64: [sample(1000, 1e-3, 0.978, noise=0.0)]}, tolerance=0.005)
+    low, high = stats.interval(boot, 64)
+    # no timing noise: the width is the check resolution (steps 920..1000) alone
+    assert low == pytest.approx(0.92 * 1000 * 1e-3, rel=0.01) and high == pytest.approx(1.0, rel=0.01)
+    assert np.all(boot.accuracies == 0.978)  # one seed: nothing to resample
+
+
+def test_accuracy_within_seed_noise_is_kept_and_beyond_it_dropped():
+    noisy = [sample(1000, 1e-3, a) for a in (0.960, 0.975, 0.990)]  # mean 0.975, wide spread
+    steady = [sample(2000, 1e-3, a) for a in (0.9815, 0.982, 0.9825)]  # mean 0.982
+    poor = [sample(500, 1e-3, a) for a in (0.950, 0.951, 0.952)]
+    boot = stats.resample({64: noisy, 128: steady, 256: poor}, tolerance=0.005)
+    assert stats.accuracy_noise_keeps(boot, 64, 0.005)  # 0.007 below, but within seed noise
+    assert not stats.accuracy_noise_keeps(boot, 256, 0.005)  # 0.03 below, every resample
+
+
+# --- every kind of sweep -----------------------------------------------------------------------
+
+def test_figures_and_tables_separate_two_other_swept_settings(tmp_path):
+    sweep = tmp_path / "two_more"
+    for activation in ("relu", "softplus"):
+        for sampling in ("shuffle", "with_replacement"):
+            slower = (activation == "softplus") + 2 * (sampling == "with_replacement")
+            for batch, steps in ((32, 3000), (256, 800)):
+                make(sweep, batch, 1e-3, 0, steps + 100 * slower, 0.975, seconds_per_step=batch * 1e-5,
+                     model__activation=activation, train__sampling=sampling)
+    write_plan(sweep, {"report": {"target_accuracy": TARGET}})
+    section = report._section(collect([sweep]), (sweep.name, sweep.name), None, None)
+    variants = {f"model.activation={a}, train.sampling={s}" for a in ("relu", "softplus")
+                for s in ("shuffle", "with_replacement")}
+    assert {v.variant for v in section["verdicts"]} == variants
+    assert len(section["per_batch"]["rows"]) == 8  # 4 variants x 2 batch sizes, none averaged
+    for figure in section["figures"]:
+        data = figure.data
+        assert set(data["variant"]) == variants, figure.title
+        if "epoch" not in data and "step" not in data:  # one point per variant and batch size
+            assert not data.duplicated(["variant", "batch_size"]).any(), figure.title
+    steps = next(f for f in section["figures"] if f.title.startswith("Steps to target")).data
+    slow = steps[steps["variant"] == "model.activation=softplus, train.sampling=with_replacement"]
+    expected = [next(s for s in checks.schedule(3 * (2 * n // 3 + 1), 2 * n // 3 + 1, 25, 10) if s >= n)
+                for n in (3300, 1100)]  # the schedule `make` wrote: first check at or after the crossing
+    assert sorted(slow["steps_to_target"]) == sorted(expected)
+
+
+def test_an_ablation_opens_with_its_collapse_verdict(tmp_path):
+    sweep = tmp_path / "ablation"
+    for variant, batch, final in (("baseline", 1, 0.30), ("lr_1e-4", 1, 0.95), ("bs_100", 100, 0.95)):
+        for seed in (0, 1):
+            rows = [{"epoch": e, "train_loss": 0.1, "train_accuracy": a, "val_accuracy": a, "test_accuracy": a,
+                     "images_seen": e * 100, "optimizer_steps": e * 100 // batch or e, "timed_steps": 100 // batch or 1,
+                     "train_seconds": 1.0, "time_per_image_s": 0.01, "eval_seconds": 0.1}
+                    for e, a in enumerate((0.90, 0.95, final), start=1)]
+            write_cell(sweep, {"train": {"batch_size": batch, "seed": seed, "images_per_epoch": 100, "epochs": 3,
+                                         "warmup_steps": 0}}, rows, variant=variant)
+    html, _ = build(sweep, {"variants": {"baseline": {}, "lr_1e-4": {"optim.lr": 1e-4},
+                                         "bs_100": {"train.batch_size": 100}}})
+    first_screen = html[:html.index("<section>")]
+    assert "Sweet spot" not in first_screen and "Simpler rule" not in first_screen
+    assert "the question is the collapse" in first_screen and "The baseline collapsed in 2 of 2 seeds" in first_screen
+
+
+# --- bad input ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("override,message", [
+    ("report.tolerance=-0.01", "report.tolerance: Input should be greater than or equal to 0"),
+    ("sweep.optim.lr=[]", "'optim.lr' lists no values; give at least one, or remove it from the sweep"),
+    ("checks.max_interval_steps=100000", "checks.max_interval_steps=100000 would check less often than once per epoch"),
+])
+def test_bad_tuning_input_is_one_line_and_exit_2(tmp_path, override, message):
+    config = tmp_path / "c.yaml"
+    config.write_text("name: c\nsweep:\n  train.batch_size: [64, 2048]\n")
+    proc = harness("run", "--config", str(config), "--results-dir", str(tmp_path / "r"), "--set", override)
+    assert proc.returncode == 2 and message in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_target_no_cell_reaches_is_refused_before_writing(tmp_path):
+    sweep = tmp_path / "low"
+    make(sweep, 64, 1e-3, 0, 1000, 0.978)
+    out = tmp_path / "r.html"
+    proc = harness("report", str(sweep), "-o", str(out), "--target", "0.999")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert "--target 0.999: no cell reached it" in proc.stderr and not out.exists()
