@@ -78,18 +78,24 @@ def _grid(count: int, width: float = 5.0, height: float = 3.6):
     return fig, list(axes.flat[:count])
 
 
-def accuracy_vs_epoch(d: FigureData) -> Figure | None:
-    if d.epochs.empty:
-        return None
-    data = d.epochs[["variant", "batch_size", "seed", "epoch", "test_accuracy"]]
+def _curves(frame: pd.DataFrame, x: str, y: str, style: dict, decorate) -> tuple[plt.Figure, pd.DataFrame]:
+    """Curves per batch size (mean over seeds, band min..max), one panel per variant."""
+    data = frame[["variant", "batch_size", "seed", x, y]]
     panels = _panels(data)
     fig, axes = _grid(len(panels))
     for ax, (variant, rows) in zip(axes, panels):
-        sns.lineplot(data=rows, x="epoch", y="test_accuracy", hue="batch_size", palette=_palette(rows),
-                     errorbar=("pi", 100), marker="o", ax=ax)
-        ax.set(ylabel="test accuracy", title=variant or "Test accuracy per epoch")
+        sns.lineplot(data=rows, x=x, y=y, hue="batch_size", palette=_palette(rows), errorbar=("pi", 100), ax=ax, **style)
+        decorate(ax, variant)
         ax.legend(title="batch size", fontsize="x-small")
     fig.tight_layout()
+    return fig, data
+
+
+def accuracy_vs_epoch(d: FigureData) -> Figure | None:
+    if d.epochs.empty:
+        return None
+    fig, data = _curves(d.epochs, "epoch", "test_accuracy", {"marker": "o"},
+                        lambda ax, v: ax.set(ylabel="test accuracy", title=v or "Test accuracy per epoch"))
     return Figure("Accuracy vs epoch", "Mean over seeds, band min..max; one panel per variant. Look for curves that "
                   "peak and then fall (collapse), and for large batches that need many more epochs.", _encode(fig), data)
 
@@ -97,17 +103,13 @@ def accuracy_vs_epoch(d: FigureData) -> Figure | None:
 def validation_vs_steps(d: FigureData) -> Figure | None:
     if d.checks.empty:
         return None
-    data = d.checks[["variant", "batch_size", "seed", "step", "val_accuracy"]]
-    panels = _panels(data)
-    fig, axes = _grid(len(panels))
-    for ax, (variant, rows) in zip(axes, panels):
-        sns.lineplot(data=rows, x="step", y="val_accuracy", hue="batch_size", palette=_palette(rows),
-                     errorbar=("pi", 100), ax=ax)
+
+    def decorate(ax, variant: str) -> None:
         ax.axhline(d.target, color="red", linewidth=1, linestyle="--", label=f"target {d.target}")
         ax.set(xscale="log", ylabel="validation accuracy", xlabel="optimizer steps (log)",
                ylim=(max(0.0, d.target - 0.1), 1.0), title=variant or "Validation accuracy at each check")
-        ax.legend(title="batch size", fontsize="x-small")
-    fig.tight_layout()
+
+    fig, data = _curves(d.checks, "step", "val_accuracy", {}, decorate)
     return Figure("Validation accuracy at each check", "The checks behind steps to target (log-spaced in steps, so "
                   "each crossing is read to within about 10%); the dashed line is the target.", _encode(fig), data)
 
