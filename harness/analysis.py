@@ -169,3 +169,24 @@ def flat_point(table: pd.DataFrame, threshold: float) -> int | None:
         if all(later >= t * (1 - threshold) for later in times[i + 1 :]):
             return int(batch)
     return None
+
+
+def against_prediction(doc: dict, per_batch: pd.DataFrame) -> pd.DataFrame:
+    """predict.json's steps and time to target per batch size beside the measured ones. Measured
+    steps are the first check at or above the target; the prediction is of the crossing itself,
+    so it is compared with the middle of the measured resolution."""
+    rows = pd.DataFrame(doc["fit"]["predictions"]) if doc.get("fit") else pd.DataFrame(columns=["batch_size"])
+    if rows.empty:
+        return rows
+    rows["predicted_steps"] = rows.pop("steps_to_target")
+    rows["predicted_time_s"] = rows.pop("time_to_target_s")
+    rows[["predicted_time_low_s", "predicted_time_high_s"]] = rows.pop("time_interval_s").tolist()
+    measured = per_batch[["batch_size", "steps_to_target", "target_resolution_steps", "time_to_target_s",
+                          "time_per_image_s", "reached_target", "n"]]
+    rows = rows.merge(measured, on="batch_size", how="left")
+    crossing = rows["steps_to_target"] - rows["target_resolution_steps"] / 2
+    all_reached = rows["reached_target"] == rows["n"]
+    rows["measured_crossing_steps"] = crossing.where(all_reached)
+    rows["measured_crossing_time_s"] = (crossing * rows["batch_size"] * rows["time_per_image_s"]).where(all_reached)
+    rows["time_error"] = rows["predicted_time_s"] / rows["measured_crossing_time_s"] - 1
+    return rows

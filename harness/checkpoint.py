@@ -9,6 +9,8 @@ per record, so a torn or truncated file fails to load and counts as no checkpoin
 from __future__ import annotations
 
 import io
+import os
+import pickle
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,16 +61,29 @@ def save(cell_dir: Path, rank: int, world: int, state: LoopState, model: torch.n
     write_atomic(path_for(cell_dir, rank), buffer.getvalue())
 
 
-def load(cell_dir: Path, rank: int, world: int) -> dict[str, Any] | None:
-    """The checkpoint if it exists, is readable and was written by as many processes."""
+def load(cell_dir: Path, rank: int, world: int, warn=print) -> dict[str, Any] | None:
+    """The checkpoint if it exists, is readable and was written by as many processes.
+
+    Only tensors and plain types are loaded (weights_only=True): a results folder is shared, and a
+    planted pickle must not run code here. A file that is not plain data is refused with one line
+    and kept aside; a torn one (killed mid-write) counts as no checkpoint."""
     target = path_for(cell_dir, rank)
     if not target.exists():
         return None
     try:
-        payload = torch.load(target, map_location="cpu", weights_only=False)
+        payload = torch.load(target, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        refused = target.with_name(target.name + ".refused")
+        os.replace(target, refused)
+        reason = " ".join(str(exc).split("\n")[0].split())[:160]
+        warn(f"refused {target}: not a plain-data checkpoint ({reason}); kept as {refused.name}, the cell starts over")
+        return None
     except Exception:
         return None
-    if payload.get("world") != world:
-        return None  # another process count slices the batch differently: start over
-    payload["state"] = LoopState(**payload["state"])
+    if not isinstance(payload, dict) or payload.get("world") != world or not isinstance(payload.get("state"), dict):
+        return None  # another process count slices the batch differently, or not ours: start over
+    try:
+        payload["state"] = LoopState(**payload["state"])
+    except TypeError:
+        return None
     return payload

@@ -40,14 +40,29 @@ def build_parser() -> argparse.ArgumentParser:
                                      "Launch with `accelerate launch [--multi_gpu --num_processes P] harness/run.py` "
                                      "or torchrun for several processes; batch sizes are GLOBAL.")
     add_config_args(run)
-    run.add_argument("--data-dir", help=f"folder with the four MNIST .gz files (or MNIST/raw); default: "
-                                        f"${data.DATA_DIR_ENV}, else download into {data.CACHE_DIR}")
+    run.add_argument("--data-dir", help=f"folder with the four .gz files of the sweep's dataset (or MNIST/raw, "
+                                        f"FashionMNIST/raw, or mnist/ and fashion-mnist/ inside it or beside it); "
+                                        f"default: ${data.DATA_DIR_ENV}, else download into {data.CACHE_DIR}")
     run.add_argument("--cells", help="comma-separated cell ids to run (see `harness plan`)")
     run.add_argument("--array-index", type=int, help="run only the cell at this index of the plan (Slurm arrays)")
     run.add_argument("--quiet", action="store_true", help="no progress bars (per-epoch lines still print)")
     run.add_argument("--no-report", action="store_true", help="do not write RESULTS_DIR/<sweep>/report.html at the end")
     run.add_argument("--fail-fast", action="store_true", help="stop the sweep at the first cell that raises "
                                                               "(default: record it as failed and go on)")
+
+    pred = sub.add_parser("predict", help="predict the sweet spot from short runs, without the grid",
+                          description="Run the grid's batch sizes at 1/7, 1/2 and 6/7 of the way along it to the "
+                                      "target (a short run each, up to 2 seeds), time every batch size for a few "
+                                      "hundred steps, fit S(B) = S_min (1 + B_noise / B), and write "
+                                      "RESULTS_DIR/<sweep>/predict.json; writes no cell result. --verify then trains "
+                                      "the predicted sweet spot and its two neighbours as ordinary cells (reusing "
+                                      "predict.json when it was made from the same config). Also: accelerate launch "
+                                      "harness/run.py --predict [--verify] ...")
+    add_config_args(pred)
+    pred.add_argument("--data-dir", help=f"as for `harness run` (default: ${data.DATA_DIR_ENV}, else download)")
+    pred.add_argument("--verify", action="store_true", help="then train the predicted sweet spot and its neighbours")
+    pred.add_argument("--quiet", action="store_true", help="no progress bars while verifying")
+    pred.add_argument("--no-report", action="store_true", help="with --verify: do not rebuild the report")
 
     p = sub.add_parser("plan", help="list a sweep's cells, their ids and status, without training",
                        description="Print each cell of the sweep in run order: index, id, status "
@@ -108,6 +123,12 @@ def slurm_submit_command(args) -> int:
     if min(args.gpus_per_task, args.nodes) < 1 or (args.max_parallel is not None and args.max_parallel < 1):
         raise ConfigError("--gpus-per-task, --nodes and --max-parallel must be >= 1")
     config, cells, sweep_dir = load_plan(args)
+    processes = args.gpus_per_task * args.nodes
+    awkward = [c for c in cells if c.batch_size % processes]
+    if awkward:  # every such task would fail at launch: refuse now, before submitting anything
+        raise ConfigError(f"--gpus-per-task {args.gpus_per_task} x --nodes {args.nodes} = {processes} processes per "
+                          f"cell, but train.batch_size={awkward[0].batch_size} (cell {awkward[0].id}) is not divisible "
+                          f"by {processes}; choose a process count that divides every batch size")
     pending = [c for c in cells if not results.is_done(sweep_dir / c.id)]
     if not pending:
         print(f"nothing to submit: all {len(cells)} cells of sweep {config.name} are done ({sweep_dir})")
@@ -133,13 +154,13 @@ def slurm_submit_command(args) -> int:
 def status_command(args) -> int:
     if not args.folder.is_dir():
         raise ResultsError(f"{args.folder} is not a folder; pass a results folder such as results/default")
-    records = [(p.parent, results.read_result(p.parent)) for p in sorted(args.folder.rglob("result.json"))]
+    records = [(p.parent, *results.record_state(p.parent)) for p in sorted(args.folder.rglob("result.json"))]
     if not records:
         raise ResultsError(f"no result.json under {args.folder}; run or submit a sweep first")
     print(f"{'cell':40s}  {'status':9s}  {'epochs':>6s}  {'checkpoint':10s}  slurm job_task")
-    for cell_dir, record in records:
+    for cell_dir, record, problem in records:
         if record is None:
-            print(f"{cell_dir.name:40s}  unreadable result.json")
+            print(f"{cell_dir.name:40s}  {'invalid':9s}  {problem}")
             continue
         env = record.get("environment") or {}
         slurm_id = f"{env.get('slurm_job_id')}_{env.get('slurm_array_task_id')}" if env.get("slurm_job_id") else "-"
@@ -181,14 +202,27 @@ def load_plan(args) -> tuple[SweepConfig, list[plan.Cell], Path]:
     return config, plan.expand(config), Path(args.results_dir) / config.name
 
 
+def data_folders(cells: list[plan.Cell], option: str | None) -> dict[str, Path] | None:
+    """Each dataset the cells train on, found and md5-checked now (before any training); None
+    when no folder is named, to download."""
+    data_dir = data.resolve_data_dir(option)
+    if data_dir is None:
+        return None
+    return {name: data.find_dataset(name, data_dir) for name in sorted({c.settings.data.dataset for c in cells})}
+
+
 def plan_command(args) -> int:
     config, cells, sweep_dir = load_plan(args)
     print(f"sweep {config.name}: {len(cells)} cells -> {sweep_dir}")
+    problems = []
     for cell in cells:
-        record = results.read_result(sweep_dir / cell.id)
-        status = record.get("status", "unknown") if record else "pending"
+        record, problem = results.record_state(sweep_dir / cell.id)
+        status = record["status"] if record else "invalid" if problem else "pending"
+        problems += [problem] if problem else []
         swept = " ".join(f"{k}={v}" for k, v in cell.swept.items())
         print(f"{cell.index:4d}  {cell.id:40s}  {status:8s}  {swept}")
+    for problem in problems:  # not done: `harness run` keeps the file aside and trains the cell again
+        print(f"invalid: {problem}")
     return 0
 
 
@@ -200,20 +234,45 @@ def report_command(args) -> int:
     return 0
 
 
+def predict_command(args) -> int:
+    from harness import predict
+    from harness.progress import Progress
+
+    config, cells, sweep_dir = load_plan(args)
+    predict.check_grid(config, cells)
+    results.check_writable(sweep_dir)
+    folders = data_folders(cells, args.data_dir)
+    doc = predict.reusable(config, sweep_dir) if args.verify else None
+    if doc is None:
+        doc = predict.run(config, cells, sweep_dir, folders, Progress(os.environ.get("RANK", "0") == "0", True))
+    if os.environ.get("RANK", "0") == "0":
+        print(predict.table(doc))
+        print(f"prediction: {sweep_dir / 'predict.json'}")
+    if not args.verify:
+        return 0
+    chosen = {int(b): lr for b, lr in doc["inputs"]["chosen_rates"].items()}
+    batches = [doc["sweet_spot"]["batch_size"], *doc["sweet_spot"]["neighbours"]]
+    return train_and_report(config, predict.cells_at(cells, batches, chosen), cells, sweep_dir, folders, args)
+
+
 def run_command(args) -> int:
     # Everything the user can get wrong is checked before any process trains.
     config, all_cells, sweep_dir = load_plan(args)
     ids = [i.strip() for i in args.cells.split(",") if i.strip()] if args.cells else None
     cells = plan.select(all_cells, ids, args.array_index)
     results.check_writable(sweep_dir)
-    data_dir = data.resolve_data_dir(args.data_dir)
-    mnist_folder = data.find_mnist(data_dir) if data_dir else None
+    folders = data_folders(cells, args.data_dir)
 
+    return train_and_report(config, cells, all_cells, sweep_dir, folders, args)
+
+
+def train_and_report(config: SweepConfig, cells: list[plan.Cell], all_cells: list[plan.Cell], sweep_dir: Path,
+                     folders: dict[str, Path] | None, args) -> int:
     from harness.preemption import EXIT_PREEMPTED
     from harness.sweep import run_sweep  # torch and accelerate load only when training
 
-    outcome = run_sweep(config, cells, sweep_dir, mnist_folder, quiet=args.quiet, all_cells=all_cells,
-                        fail_fast=args.fail_fast)
+    outcome = run_sweep(config, cells, sweep_dir, folders, quiet=args.quiet, all_cells=all_cells,
+                        fail_fast=getattr(args, "fail_fast", False))
     # the pipeline's order lives here: train, then report (one process writes it); a preempted
     # run leaves at once, its grace period is for the checkpoint
     if outcome.main_process and not args.no_report and outcome.exit_code != EXIT_PREEMPTED and sweep_dir.is_dir():
@@ -224,7 +283,7 @@ def run_command(args) -> int:
     return outcome.exit_code
 
 
-COMMANDS = {"run": run_command, "plan": plan_command, "report": report_command, "bench": bench_command,
+COMMANDS = {"run": run_command, "predict": predict_command, "plan": plan_command, "report": report_command, "bench": bench_command,
             "slurm": slurm_submit_command, "status": status_command}
 
 

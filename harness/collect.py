@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness.metrics import CELL_KEYS, CHECK_COLUMNS, EPOCH_COLUMNS
-from harness.results import SCHEMA_VERSION
+from harness.schema import Invalid, read_record, read_table, record_digest, settings_digest
 
 ENV_COLUMNS = ("device_type", "device_name", "num_processes", "distributed_type", "mixed_precision", "torch", "host")
 
@@ -25,44 +25,77 @@ class Collected:
     warnings: list[str] = field(default_factory=list)
     records: list[dict] = field(default_factory=list)  # the raw result.json documents
     plans: dict[tuple[str, str], dict] = field(default_factory=dict)  # (source, sweep) -> plan.json
+    predictions: dict[tuple[str, str], dict] = field(default_factory=dict)  # (source, sweep) -> predict.json
 
 
 def collect(folders: list[Path]) -> Collected:
-    rows, epoch_frames, check_frames, warnings, records, plans = [], [], [], [], [], {}
+    """Every valid record under the folders, each cell once. What cannot be believed (harness/
+    schema.py) is skipped with one warning naming the file and the field; a cell found twice (the
+    same folder given twice, a backup copy inside it) is counted once, with a warning."""
+    found = Collected(cells=pd.DataFrame(), epochs=pd.DataFrame())
+    rows, epoch_frames, check_frames, seen, given = [], [], [], {}, {}
     for folder, label in zip(folders, labels(folders)):
-        for path in sorted(folder.rglob("plan.json")):
-            try:
-                document = json.loads(path.read_text())
-                plans[(label, document["sweep"])] = document
-            except (OSError, ValueError, KeyError, TypeError) as exc:
-                warnings.append(f"skipped {path}: unreadable ({exc})")
+        if folder.resolve() in given:
+            found.warnings.append(f"skipped {folder}: the same folder as {given[folder.resolve()]}, given twice")
+            continue
+        given[folder.resolve()] = folder
+        _documents(folder, label, found)
         for path in sorted(folder.rglob("result.json")):
             try:
-                record = json.loads(path.read_text())
-                if not isinstance(record, dict) or "cell_id" not in record:
-                    raise ValueError("not a result document")
-            except (OSError, ValueError) as exc:
-                warnings.append(f"skipped {path}: unreadable ({exc})")
+                record = read_record(path)
+            except Invalid as exc:
+                found.warnings.append(f"skipped {exc}")
                 continue
-            if record.get("schema_version", 0) > SCHEMA_VERSION:
-                warnings.append(f"skipped {path}: schema {record['schema_version']} is newer than this harness")
+            if _seen_before(record, label, path, seen, found.warnings):
                 continue
             record["source"] = label
-            records.append(record)
+            found.records.append(record)
             rows.append(cell_row(record))
-            epoch_frames.append(_table(path.parent / "epochs.csv", record))
-            check_frames.append(_table(path.parent / "evals.csv", record))
-    cells = pd.DataFrame(rows)
-    epochs, checks = _frame(epoch_frames, EPOCH_COLUMNS, cells), _frame(check_frames, CHECK_COLUMNS, cells)
-    return Collected(cells=cells, epochs=epochs, checks=checks, warnings=warnings, records=records, plans=plans)
+            epoch_frames.append(_table(path.parent / "epochs.csv", record, found.warnings))
+            check_frames.append(_table(path.parent / "evals.csv", record, found.warnings))
+    found.cells = pd.DataFrame(rows)
+    found.epochs = _frame(epoch_frames, EPOCH_COLUMNS, found.cells)
+    found.checks = _frame(check_frames, CHECK_COLUMNS, found.cells)
+    return found
 
 
-def _table(path: Path, record: dict) -> pd.DataFrame | None:
-    """A cell's epochs.csv or evals.csv with the cell's keys in front (None when absent or empty)."""
+def _seen_before(record: dict, label: str, path: Path, seen: dict, warnings: list[str]) -> bool:
+    """A cell counts once per folder (a backup copy inside it is not a second seed), and an
+    identical record in another folder is a copy, not a second measurement (the same sweep run
+    on two machines gives two records that differ, and both count)."""
+    keys = ((label, record["sweep"], record["cell_id"], settings_digest(record)), record_digest(record))
+    earlier = next((seen[key] for key in keys if key in seen), None)
+    if earlier is not None:
+        warnings.append(f"skipped {path}: the same cell (id and settings) as {earlier}; counted once")
+        return True
+    seen.update(dict.fromkeys(keys, path))
+    return False
+
+
+def _documents(folder: Path, label: str, found: Collected) -> None:
+    """plan.json and predict.json of each sweep under the folder; a malformed one is a warning."""
+    for name, documents, sweep_of in (("plan.json", found.plans, lambda d: d["sweep"]),
+                                      ("predict.json", found.predictions, lambda d: d["config"]["name"])):
+        for path in sorted(folder.rglob(name)):
+            try:
+                document = json.loads(path.read_text())
+                sweep = sweep_of(document)
+                if not isinstance(sweep, str) or not isinstance(document.get("config"), dict):
+                    raise TypeError("no sweep name or config")
+                documents[(label, sweep)] = document
+            except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+                found.warnings.append(f"skipped {path}: unreadable ({type(exc).__name__}: {str(exc)[:120]})")
+
+
+def _table(path: Path, record: dict, warnings: list[str]) -> pd.DataFrame | None:
+    """A cell's epochs.csv or evals.csv, checked, with the cell's keys in front (None when absent
+    or not believable: the cell stays, without that table)."""
     if not path.is_file():
         return None
-    frame = pd.read_csv(path)
-    if frame.empty:
+    try:
+        frame = pd.DataFrame(read_table(path))
+    except Invalid as exc:
+        warnings.append(f"skipped {exc}")
         return None
     for name in ("cell_id", "sweep", "source"):
         frame.insert(0, name, record[name])

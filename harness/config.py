@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import math
 import re
+import reprlib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from harness import yamlsafe
 from harness.errors import ConfigError
 
 MNIST_TRAIN_IMAGES = 60_000
@@ -24,28 +25,41 @@ CUDA_GRAPH_EAGER_STEPS = 3
 UNSWEEPABLE = {"train.mixed_precision": "launch one run per precision instead"}
 
 
+def _not_a_boolean(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("a boolean is not a number")
+    return value
+
+
+# Numbers as users mean them: a float is finite and never a boolean (YAML reads `1e-3` as a string,
+# which a float accepts); a count is a true integer: not `true`, not `1e23` (a float in YAML).
+Real = Annotated[float, BeforeValidator(_not_a_boolean)]
+Count = Annotated[int, Field(strict=True)]
+MAX_SEED = 2**32 - 1
+
+
 class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ModelSettings(_Frozen):
     activation: Literal["relu", "softplus"] = "relu"
     # normal: weights AND biases ~ N(0, init_std), as in the motivating case
     init: Literal["default", "normal", "kaiming"] = "default"
-    init_std: float = Field(1.0, gt=0)
+    init_std: Real = Field(1.0, gt=0)
 
 
 class OptimSettings(_Frozen):
     name: Literal["adam", "sgd"] = "adam"
-    lr: float = Field(1e-3, gt=0)
-    eps: float = Field(1e-8, gt=0)
-    betas: tuple[float, float] = (0.9, 0.999)
-    momentum: float = Field(0.0, ge=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0)
-    grad_clip_norm: float | None = Field(None, gt=0)
+    lr: Real = Field(1e-3, gt=0)
+    eps: Real = Field(1e-8, gt=0)
+    betas: tuple[Real, Real] = (0.9, 0.999)
+    momentum: Real = Field(0.0, ge=0, lt=1)
+    weight_decay: Real = Field(0.0, ge=0)
+    grad_clip_norm: Real | None = Field(None, gt=0)
     # lr is given at lr_reference_batch; other batch sizes scale it by B/ref or sqrt(B/ref)
     lr_scaling: Literal["none", "linear", "sqrt"] = "none"
-    lr_reference_batch: int = Field(1, ge=1)
+    lr_reference_batch: Count = Field(1, ge=1)
 
     @field_validator("betas")
     @classmethod
@@ -62,19 +76,21 @@ class OptimSettings(_Frozen):
 
 
 class DataSettings(_Frozen):
+    # both have MNIST's format and sizes (60,000 training and 10,000 test images of 28x28, 10 classes)
+    dataset: Literal["mnist", "fashion_mnist"] = "mnist"
     # held out from the START of the 60,000 training images, as TF's read_data_sets does
-    val_size: int = Field(5000, ge=1, lt=MNIST_TRAIN_IMAGES)
+    val_size: Count = Field(5000, ge=1, lt=MNIST_TRAIN_IMAGES)
     # train accuracy is measured on this fixed prefix of the training split after each epoch
-    train_eval_size: int = Field(10_000, ge=1)
+    train_eval_size: Count = Field(10_000, ge=1)
 
 
 class TrainSettings(_Frozen):
-    batch_size: int = Field(64, ge=1, description="GLOBAL batch: each of P processes takes B/P")
-    epochs: int = Field(5, ge=1)
-    images_per_epoch: int | None = Field(None, ge=1, description="default: the whole training split")
+    batch_size: Count = Field(64, ge=1, description="GLOBAL batch: each of P processes takes B/P")
+    epochs: Count = Field(5, ge=1)
+    images_per_epoch: Count | None = Field(None, ge=1, description="default: the whole training split")
     sampling: Literal["shuffle", "with_replacement"] = "shuffle"
-    seed: int = Field(0, ge=0)
-    warmup_steps: int = Field(5, ge=0, description="first steps of the cell, excluded from timing")
+    seed: Count = Field(0, ge=0, le=MAX_SEED)
+    warmup_steps: Count = Field(5, ge=0, description="first steps of the cell, excluded from timing")
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     # eager | compile (torch.compile) | cuda_graphs (whole step captured once, replayed; CUDA only)
     mode: Literal["eager", "compile", "cuda_graphs"] = "eager"
@@ -142,10 +158,10 @@ class CellSettings(_Frozen):
 
 
 class ReportSettings(_Frozen):
-    target_accuracy: float = Field(0.97, gt=0, le=1, description="validation accuracy to reach")
-    tolerance: float = Field(0.005, ge=0, lt=1, description="accuracy within this of the best counts")
-    flat_threshold: float = Field(0.05, gt=0, lt=1, description="'time per image stops improving'")
-    collapse_drop: float = Field(0.05, gt=0, lt=1, description="peak-to-final test accuracy drop flagged")
+    target_accuracy: Real = Field(0.97, gt=0, le=1, description="validation accuracy to reach")
+    tolerance: Real = Field(0.005, ge=0, lt=1, description="accuracy within this of the best counts")
+    flat_threshold: Real = Field(0.05, gt=0, lt=1, description="'time per image stops improving'")
+    collapse_drop: Real = Field(0.05, gt=0, lt=1, description="peak-to-final test accuracy drop flagged")
 
 
 class CheckSettings(_Frozen):
@@ -153,10 +169,10 @@ class CheckSettings(_Frozen):
     never change what is trained, so they are not part of a cell's settings (nor of its id)."""
 
     # log-spaced in optimizer steps: 25 per decade bounds each gap by 9.6% of where it lies
-    per_decade: int = Field(25, ge=1, le=1000)
-    first_step: int = Field(10, ge=1, description="the first check; before it, steps to target are [0, first_step]")
+    per_decade: Count = Field(25, ge=1, le=1000)
+    first_step: Count = Field(10, ge=1, description="the first check; before it, steps to target are [0, first_step]")
     # also at least this often; default one epoch (every epoch end is a check in any case)
-    max_interval_steps: int | None = Field(None, ge=1)
+    max_interval_steps: Count | None = Field(None, ge=1)
 
 
 class SweepConfig(CellSettings):
@@ -170,7 +186,9 @@ class SweepConfig(CellSettings):
     variants: dict[str, dict[str, Any]] = {}
     report: ReportSettings = ReportSettings()
     checks: CheckSettings = CheckSettings()
-    log_with: list[str] = []
+    # Accelerate's trackers (accelerate.utils.LoggerType); whether one is installed is checked at launch
+    log_with: list[Literal["all", "aim", "tensorboard", "wandb", "trackio", "comet_ml", "mlflow", "clearml", "dvclive",
+                           "swanlab"]] = []
 
     @field_validator("sweep")
     @classmethod
@@ -216,12 +234,16 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> SweepConfig:
     """Read a YAML file, apply `key=value` overrides, validate; ConfigError names the bad field."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        if path.stat().st_size > yamlsafe.MAX_BYTES:  # refused before it is read
+            raise ConfigError(f"{path}: {path.stat().st_size:,} bytes; a config may have at most "
+                              f"{yamlsafe.MAX_BYTES:,} (1 MiB): it lists a sweep, not data")
+        raw = yamlsafe.load(path.read_text(), str(path))
     except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist; pass --config with an existing YAML file")
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"{path}: not readable YAML ({first_line}); fix the file") from None
+        raise ConfigError(f"config file {path} does not exist; pass --config with an existing YAML file") from None
+    except PermissionError:
+        raise ConfigError(f"config file {path} is not readable (permission denied); fix its permissions") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not readable ({type(exc).__name__}: {_short(exc)}); fix the file") from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -239,9 +261,10 @@ def apply_override(raw: dict, override: str) -> None:
         raise ConfigError(f"--set {override!r}: expected KEY=VALUE, e.g. --set train.epochs=3")
     key = key.strip()
     try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        raise ConfigError(f"--set {key}: value {text!r} is not valid YAML; quote strings, write lists as [a,b]")
+        value = yamlsafe.load(text, f"--set {key}")
+    except ConfigError:
+        raise ConfigError(f"--set {key}: value {_short(text)!r} is not valid YAML; quote strings, write lists as "
+                          f"[a,b]") from None
     if key.startswith("sweep."):
         sweep = raw.setdefault("sweep", {})
         if not isinstance(sweep, dict):
@@ -274,9 +297,20 @@ def describe(error: dict) -> str:
         return f"unknown key '{loc}'; valid keys: {', '.join(_valid_keys(section))}"
     message = error["msg"].removeprefix("Value error, ")
     got = error.get("input")
-    shown = f" (got {got!r})" if not isinstance(got, dict) and error["type"] != "value_error" else ""
+    shown = f" (got {_short(got)})" if not isinstance(got, dict) and error["type"] != "value_error" else ""
     where = f"{loc}: " if loc else ""
     return f"{where}{message}{shown}; fix it in the config file or with --set {loc or 'KEY'}=VALUE"
+
+
+def _short(value: Any) -> str:
+    """A rejected value as typed, cut short (reprlib never builds the whole of a huge value)."""
+    return _SHORT.repr(value)
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = 60
+_SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxdict = _SHORT.maxset = 6
+_SHORT.maxlevel = 3
 
 
 def _printable(part: Any) -> str:

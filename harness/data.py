@@ -1,7 +1,9 @@
-"""MNIST from its four original IDX files (md5-checked), held on the training device.
+"""MNIST and Fashion-MNIST from their four original IDX files (md5-checked), held on the training device.
 
 Where the files come from, in order: --data-dir, $HARNESS_DATA_DIR, else a torchvision download
-into the cache folder. A folder may hold the four .gz files itself, or torchvision's MNIST/raw.
+into the cache folder. The folder may hold the four .gz files itself, torchvision's layout
+(MNIST/raw, FashionMNIST/raw), or one subfolder per dataset (mnist/, fashion-mnist/); a folder that
+holds one dataset also finds the other beside it (../fashion-mnist next to .../mnist).
 """
 
 from __future__ import annotations
@@ -20,13 +22,31 @@ from harness.errors import DataError
 
 DATA_DIR_ENV = "HARNESS_DATA_DIR"
 CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "harness"
+FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+         "t10k-labels-idx1-ubyte.gz")
 
-MNIST_MD5 = {
-    "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
-    "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
-    "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
-    "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str  # as in the config: data.dataset
+    title: str
+    md5: tuple[str, ...]  # per file of FILES
+    decoded: bool  # md5 of the decoded bytes: the .gz of some copies were recompressed
+    folder: str  # its subfolder in a folder of datasets, and in torchvision's layout
+    torchvision: str
+
+
+DATASETS = {
+    "mnist": Dataset("mnist", "MNIST", ("f68b3c2dcbeaaa9fbdd348bbdeb94873", "d53e105ee54ea40749a09fcbcd1e9432",
+                                        "9fb629c4189551a2d022fa330f9573f3", "ec29112dd5afa0611ce80d1b7f02629c"),
+                     False, "mnist", "MNIST"),
+    # the decoded md5s: Debian's copy was recompressed, a torchvision download is not; both decode alike
+    "fashion_mnist": Dataset("fashion_mnist", "Fashion-MNIST",
+                             ("f4a8712d7a061bf5bd6d2ca38dc4d50a", "9018921c3c673c538a1fc5bad174d6f9",
+                              "8181f5470baa50b63fa0f6fddb340f0a", "15d484375f8d13e6eb1aabb0c3f46965"),
+                             True, "fashion-mnist", "FashionMNIST"),
 }
+MNIST_MD5 = dict(zip(FILES, DATASETS["mnist"].md5))
 
 
 def resolve_data_dir(option: str | None) -> Path | None:
@@ -35,41 +55,66 @@ def resolve_data_dir(option: str | None) -> Path | None:
     return Path(chosen).expanduser() if chosen else None
 
 
-def find_mnist(folder: Path) -> Path:
-    """The folder inside `folder` that holds the four files, each with the right md5."""
+def find_dataset(name: str, folder: Path) -> Path:
+    """The folder at or near `folder` that holds the dataset's four files, each with the right md5.
+    A folder with the four files but other contents (the other dataset) is passed over; if no
+    candidate verifies, the first mismatch is the error."""
+    data = DATASETS[name]
     if not folder.is_dir():
-        raise DataError(f"--data-dir / ${DATA_DIR_ENV}: {folder} is not a folder; point it at the four MNIST .gz files")
-    for candidate in (folder, folder / "raw", folder / "MNIST" / "raw"):
-        if all((candidate / name).is_file() for name in MNIST_MD5):
-            verify(candidate)
-            return candidate
-    raise DataError(
-        f"--data-dir / ${DATA_DIR_ENV}: {folder} lacks the MNIST files {', '.join(MNIST_MD5)} "
-        f"(also looked in raw/ and MNIST/raw/); copy them there or unset it to download"
-    )
+        raise DataError(f"--data-dir / ${DATA_DIR_ENV}: {folder} is not a folder; point it at the four {data.title} "
+                        f".gz files")
+    if not os.access(folder, os.R_OK | os.X_OK):
+        raise DataError(f"--data-dir / ${DATA_DIR_ENV}: cannot read the folder {folder} (permission denied); fix its "
+                        f"permissions or point elsewhere")
+    candidates = (folder, folder / "raw", folder / data.torchvision / "raw", folder / data.folder,
+                  folder.parent / data.folder)
+    mismatch = None
+    for candidate in dict.fromkeys(candidates):
+        if all((candidate / f).is_file() for f in FILES):
+            wrong = _mismatch(data, candidate)
+            if wrong is None:
+                return candidate
+            mismatch = mismatch or wrong
+    if mismatch:
+        raise DataError(mismatch)
+    raise DataError(f"--data-dir / ${DATA_DIR_ENV}: {folder} lacks the {data.title} files {', '.join(FILES)} (also "
+                    f"looked in raw/, {data.torchvision}/raw/, {data.folder}/ and ../{data.folder}/); copy them there or "
+                    f"unset it to download")
 
 
-def verify(folder: Path) -> None:
-    for name, expected in MNIST_MD5.items():
-        digest = hashlib.md5((folder / name).read_bytes()).hexdigest()
+def find_mnist(folder: Path) -> Path:
+    return find_dataset("mnist", folder)
+
+
+def _mismatch(data: Dataset, folder: Path) -> str | None:
+    """None when every file has the dataset's md5, else one line naming the first that does not."""
+    for name, expected in zip(FILES, data.md5):
+        try:
+            raw = (folder / name).read_bytes()
+            digest = hashlib.md5(gzip.decompress(raw) if data.decoded else raw).hexdigest()
+        except (OSError, EOFError, gzip.BadGzipFile) as exc:
+            return f"{folder / name} cannot be read as {data.title} ({exc}); replace the file"
         if digest != expected:
-            raise DataError(f"{folder / name} is corrupt (md5 {digest}, expected {expected}); replace the file")
+            kind = "decoded md5" if data.decoded else "md5"
+            return f"{folder / name} is corrupt or not {data.title} ({kind} {digest}, expected {expected}); replace the file"
+    return None
 
 
-def download(root: Path) -> Path:
-    """torchvision fetches and md5-checks the files; we read its raw folder ourselves."""
-    from torchvision.datasets import MNIST
+def download(root: Path, name: str = "mnist") -> Path:
+    """torchvision fetches and checks the files; we read its raw folder ourselves."""
+    import torchvision.datasets
 
+    data = DATASETS[name]
     try:
-        MNIST(str(root), train=True, download=True)
-        MNIST(str(root), train=False, download=True)
+        for train in (True, False):
+            getattr(torchvision.datasets, data.torchvision)(str(root), train=train, download=True)
     except Exception as exc:  # torchvision raises plain RuntimeError/URLError on network failure
         reason = " ".join(str(exc).split())[:300]  # torchvision's message spans lines; ours is one
         raise DataError(
-            f"could not download MNIST into {root} ({type(exc).__name__}: {reason}); "
+            f"could not download {data.title} into {root} ({type(exc).__name__}: {reason}); "
             f"offline, pass --data-dir or set ${DATA_DIR_ENV} to a folder with the four .gz files"
         ) from None
-    return find_mnist(root)
+    return find_dataset(name, root)
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -92,12 +137,8 @@ class MnistArrays:
 
 
 def load_mnist(folder: Path) -> MnistArrays:
-    return MnistArrays(
-        train_images=read_idx(folder / "train-images-idx3-ubyte.gz"),
-        train_labels=read_idx(folder / "train-labels-idx1-ubyte.gz"),
-        test_images=read_idx(folder / "t10k-images-idx3-ubyte.gz"),
-        test_labels=read_idx(folder / "t10k-labels-idx1-ubyte.gz"),
-    )
+    """The four IDX files of MNIST or Fashion-MNIST (same names, format and sizes)."""
+    return MnistArrays(*(read_idx(folder / name) for name in FILES))
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ class FigureData:
     table: pd.DataFrame  # per variant and batch size (analysis + recommend)
     sweet_spots: dict[str, int | None]  # variant -> its sweet spot
     target: float
+    prediction: dict | None = None  # predict.json, where the folder has one
 
 
 def split(frame: pd.DataFrame) -> str | None:
@@ -147,6 +148,18 @@ def _with_bars(ax, rows: pd.DataFrame, y: str, low: str, high: str, label: str) 
     ax.vlines(rows["batch_size"], rows[low], rows[high], color=line.get_color(), linewidth=2, alpha=0.6)
 
 
+def _predicted(ax, d: FigureData, column: str, interval: str) -> None:
+    """harness predict's curve and its 90% band, over the measured points."""
+    rows = (d.prediction or {}).get("fit") and d.prediction["fit"]["predictions"]
+    if not rows:
+        return
+    frame = pd.DataFrame(rows)
+    ax.plot(frame["batch_size"], frame[column], color="purple", linestyle="-.", label="predicted (harness predict)")
+    bounds = [r[interval] or [None, None] for r in rows]
+    ax.fill_between(frame["batch_size"], [b[0] for b in bounds], [b[1] for b in bounds], color="purple", alpha=0.12)
+    ax.legend(fontsize="x-small")
+
+
 def time_to_target(d: FigureData) -> Figure | None:
     data = d.table.dropna(subset=["time_to_target_s"])[["variant", "batch_size", "time_to_target_s",
                                                          "time_to_target_low_s", "time_to_target_high_s"]]
@@ -157,6 +170,7 @@ def time_to_target(d: FigureData) -> Figure | None:
         _with_bars(ax, rows.fillna({"time_to_target_low_s": rows["time_to_target_s"],
                                     "time_to_target_high_s": rows["time_to_target_s"]}),
                    "time_to_target_s", "time_to_target_low_s", "time_to_target_high_s", variant or "time to target")
+    _predicted(ax, d, "time_to_target_s", "time_interval_s")
     ax.set(xscale="log", yscale="log", xlabel="global batch size", ylabel="training seconds to the target",
            title="Time to the target accuracy (bars: 90% interval)")
     _mark(ax, d, data, "time_to_target_s")
@@ -184,6 +198,7 @@ def steps_to_target(d: FigureData) -> Figure | None:
             ax.plot(grid, model.steps(grid), ":", color="black", linewidth=1,
                     label=f"S_min (1 + B_noise/B): S_min {model.s_min:,.0f}, B_noise {model.b_noise:,.0f}")
             ax.axvline(model.b_noise, color="black", linewidth=0.8, alpha=0.4)
+    _predicted(ax, d, "steps_to_target", "steps_interval")
     ax.set(xscale="log", yscale="log", xlabel="global batch size", ylabel="optimizer steps to the target",
            title="Steps to target (Shallue et al. 2018)")
     ax.legend(fontsize="x-small")

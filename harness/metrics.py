@@ -67,7 +67,8 @@ METRICS: tuple[Metric, ...] = (
     Metric("cell_id", "label", header="cell", fmt="s", tables=("cells", "collapse")),
     Metric("status", "label", header="status", fmt="s", tables=("cells", "collapse")),
     Metric("variant", "label", header="other settings", fmt="s", tables=("batch", "variants", "rates", "cells")),
-    Metric("batch_size", "label", "images", "batch", "d", tables=("cells", "batch", "compare", "collapse", "rates")),
+    Metric("batch_size", "label", "images", "batch", "d",
+           tables=("cells", "batch", "compare", "collapse", "rates", "prediction")),
     Metric("source", "label", header="results folder", fmt="s", tables=COMPARE),
     Metric("seed", "label", header="seed", fmt="d", tables=("cells", "collapse")),
     Metric("num_processes", "label", header="processes", fmt="d", seeds=("first",), tables=COMPARE, integer=True),
@@ -172,6 +173,15 @@ METRICS: tuple[Metric, ...] = (
     Metric("diverged_at_step", "cell", "steps", integer=True),
     Metric("last_finite_loss", "cell"),
 
+    # harness predict beside the grid (analysis.against_prediction)
+    Metric("predicted_steps", "derived", "steps", "predicted steps", ",.0f", tables=("prediction",)),
+    Metric("measured_crossing_steps", "derived", "steps", "measured steps (middle of resolution)", ",.0f",
+           tables=("prediction",)),
+    Metric("predicted_time_s", "derived", "s", "predicted time (s)", ".3g", tables=("prediction",)),
+    Metric("predicted_time_low_s", "derived", "s", "90% from", ".3g", tables=("prediction",)),
+    Metric("predicted_time_high_s", "derived", "s", "90% to", ".3g", tables=("prediction",)),
+    Metric("measured_crossing_time_s", "derived", "s", "measured time (s)", ".3g", tables=("prediction",)),
+    Metric("time_error", "derived", "1", "error", "+.0%", tables=("prediction",)),
     # collapse (harness/collapse.py): per cell, then per ablation variant
     Metric("peak_epoch", "derived", "epochs", "peak epoch", "d", seeds=("median",), tables=("collapse", "variants")),
     Metric("peak_test_accuracy", "derived", "", "peak test acc", ACC, seeds=("mean",), tables=("collapse", "variants")),

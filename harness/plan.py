@@ -34,9 +34,18 @@ class Cell:
         return self.settings.train.batch_size
 
 
+# Settings added after ids were published: left out of the hash while they hold the value that
+# reproduces what cells trained before them, so earlier ids (and finished cells) stay valid.
+ADDED_LATER = {("data", "dataset"): "mnist"}
+
+
 def cell_id(settings: CellSettings, swept_keys: list[str], variant: str | None = None) -> str:
     """`<slug>-<hash8>`: the hash covers every setting, so equal settings give equal ids anywhere."""
-    canonical = json.dumps(settings.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    dumped = settings.model_dump(mode="json")
+    for (group, field), value in ADDED_LATER.items():
+        if dumped[group].get(field) == value:
+            del dumped[group][field]
+    canonical = json.dumps(dumped, sort_keys=True, separators=(",", ":"))
     digest = hashlib.sha256(canonical.encode()).hexdigest()[:8]
     always = ["train.batch_size", "train.seed"]
     keys = always + [k for k in swept_keys if k not in always]

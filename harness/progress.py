@@ -52,6 +52,10 @@ class Progress:
             tqdm.write(text, file=sys.stdout)
             sys.stdout.flush()  # logs under Slurm or a pipe show each epoch as it ends
 
+    def warning(self, text: str) -> None:
+        """One line on stderr, from every process that meets the problem (each has its own files)."""
+        tqdm.write(f"warning: {text}", file=sys.stderr)
+
     def epoch_line(self, cell_id: str, row: dict, epochs: int) -> None:
         tpi = row["time_per_image_s"]
         speed = f"{tpi * 1e6:.2f} us/img" if tpi is not None else "warm-up only"

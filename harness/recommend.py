@@ -57,7 +57,10 @@ def add_intervals(per_batch: pd.DataFrame, boot: stats.Bootstrap | None) -> pd.D
 
 
 def recommend(variant: str, per_batch: pd.DataFrame, cells: pd.DataFrame, windows: pd.DataFrame, target: float,
-              tolerance: float, flat_threshold: float, lr_rule: str) -> tuple[Recommendation, pd.DataFrame]:
+              tolerance: float, flat_threshold: float, lr_rule: str,
+              planned: list[int] = ()) -> tuple[Recommendation, pd.DataFrame]:
+    """`planned`: the batch sizes of the sweep's plan (plan.json), so an edge of what has run so far
+    is not mistaken for an edge of the grid."""
     """One variant's verdict, and its per-batch table with intervals and win shares added."""
     if per_batch.empty:
         return Recommendation(variant, None, "No cell finished, so there is no sweet spot."), per_batch
@@ -65,7 +68,7 @@ def recommend(variant: str, per_batch: pd.DataFrame, cells: pd.DataFrame, window
     per_batch = add_intervals(per_batch, boot)
     flat = flat_point(per_batch, flat_threshold) if len(per_batch) > 1 else None
     notes = [*_seed_note(per_batch), *_epoch_note(cells), *_rate_notes(per_batch, lr_rule),
-             *_flat_notes(per_batch, flat, flat_threshold)]
+             *_flat_notes(per_batch, flat, flat_threshold, planned)]
     several_seeds = per_batch["n"].max() > 1
     best = per_batch[ACCURACY].max()
     kept = np.array([stats.accuracy_noise_keeps(boot, b, tolerance) if several_seeds else a >= best - tolerance - 1e-12
@@ -85,7 +88,7 @@ def recommend(variant: str, per_batch: pd.DataFrame, cells: pd.DataFrame, window
         f"{int(pick['steps_to_target']):,} steps, resolution {int(pick['target_resolution_steps']):,} steps), "
         f"the fastest of the {len(eligible)} batch size(s) whose test accuracy is within {tolerance:.3f} of the best "
         f"({best:.4f}); it wins in {boot.share[winner]:.0%} of {stats.RESAMPLES:,} bootstrap resamples.")
-    notes = [_tie_sentence(winner, ties, boot), *_edge_notes(per_batch, winner, "sweet spot"), *notes,
+    notes = [_tie_sentence(winner, ties, boot), *_edge_notes(per_batch, winner, "sweet spot", planned), *notes,
              *_disagreement(winner, flat)]
     return Recommendation(variant, winner, explanation, ties, flat, [n for n in notes if n]), per_batch
 
@@ -131,11 +134,15 @@ def _rate_notes(per_batch: pd.DataFrame, lr_rule: str) -> list[str]:
     return notes
 
 
-def _edge_notes(per_batch: pd.DataFrame, batch: int, rule: str) -> list[str]:
+def _edge_notes(per_batch: pd.DataFrame, batch: int, rule: str, planned: list[int] = ()) -> list[str]:
     """A rule that lands on the edge of the grid does not know what lies beyond it."""
     sizes = sorted(per_batch["batch_size"].astype(int))
     if len(sizes) < 2 or batch not in (sizes[0], sizes[-1]):
         return []
+    beyond = [b for b in planned if (b > batch if batch == sizes[-1] else b < batch)]
+    if beyond:  # the plan goes further; those cells have not run yet
+        return [f"The {rule} is the {'largest' if batch == sizes[-1] else 'smallest'} batch size measured ({batch}); "
+                f"the plan's {', '.join(map(str, sorted(beyond)))} have no result yet."]
     if batch == sizes[-1]:
         return [f"The {rule} is the largest batch size of the grid ({batch}): the grid ended first; extend it "
                 f"upwards (e.g. {2 * batch} and {4 * batch}) to see where it turns."]
@@ -143,12 +150,12 @@ def _edge_notes(per_batch: pd.DataFrame, batch: int, rule: str) -> list[str]:
             f"downwards (e.g. {max(1, batch // 2)} and {max(1, batch // 4)}) to see where it turns."]
 
 
-def _flat_notes(per_batch: pd.DataFrame, flat: int | None, threshold: float) -> list[str]:
+def _flat_notes(per_batch: pd.DataFrame, flat: int | None, threshold: float, planned: list[int]) -> list[str]:
     if flat is None:
         return []
     sentence = (f"Simpler rule: time per image stops improving by more than {threshold:.0%} beyond batch size "
                 f"{flat}.")
-    return [sentence, *_edge_notes(per_batch, flat, "flat point")]
+    return [sentence, *_edge_notes(per_batch, flat, "flat point", planned)]
 
 
 def _disagreement(winner: int, flat: int | None) -> list[str]:

@@ -78,9 +78,14 @@ def build_report(folders: list[Path], out: Path, target: float | None = None, to
         sections=sections, warnings=found.warnings, csv_name=csv_path.name, resamples=stats.RESAMPLES,
         comparison=table(per_batch.sort_values(["batch_size", "source"]), columns("compare")) if len(sections) > 1 else None,
         scaling_figure=figures.scaling_figure(scaling))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(out, html)
-    write_atomic(csv_path, all_cells.drop(columns=["first_step_losses"], errors="ignore").to_csv(index=False))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ResultsError(f"-o {out}: cannot create the folder {out.parent} ({exc.strerror or exc}); choose another "
+                           f"-o") from None
+    write_atomic(out, html, option="-o")
+    write_atomic(csv_path, all_cells.drop(columns=["first_step_losses"], errors="ignore").to_csv(index=False),
+                 option="-o")
     for warning in found.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     return found.warnings
@@ -123,12 +128,14 @@ def _section(found, key: tuple[str, str], target: float | None, tolerance: float
     epochs, checks = _of(found.epochs, key), _of(found.checks, key)
     cells = analysis.add_time_to_target(cells, checks, epochs, target)
     per_rate = analysis.by_rate(cells)
+    planned = sorted({c["swept"].get("train.batch_size") for c in plan.get("cells", [])} - {None})
     verdicts, per_batch = _verdicts(cells, per_rate, analysis.timing_windows(checks, epochs), target, tolerance,
-                                    rules.flat_threshold, _lr_rule(plan))
+                                    rules.flat_threshold, _lr_rule(plan), planned)
     tuned = analysis.tuned_cells(cells, per_batch)["cell_id"]  # each batch size at its picked rate
     missing = [c for c in plan.get("cells", []) if c["id"] not in set(cells["cell_id"])]
     commands = sorted({r.get("environment", {}).get("command") for r in records} - {None})
     spots = {r.variant: r.batch_size for r in verdicts}
+    prediction = found.predictions.get(key)
     return {
         "title": f"{source} / {sweep}" if source != sweep else sweep,
         "device": records[0].get("environment", {}).get("device_name"),
@@ -145,8 +152,9 @@ def _section(found, key: tuple[str, str], target: float | None, tolerance: float
         "collapse": _collapse_section(cells, epochs, rules.collapse_drop, plan.get("config")),
         "unfinished": cells[cells["status"] != "done"][["cell_id", "status", "error"]].to_dict("records"),
         "missing": missing,
+        "prediction": _prediction(prediction, per_batch, cells, verdicts) if prediction else None,
         "figures": figures.render_all(figures.FigureData(_only(epochs, tuned), _only(checks, tuned), per_batch, spots,
-                                                         target)),
+                                                         target, prediction)),
         "environment": sorted((k, v) for k, v in records[0].get("environment", {}).items() if k != "command"),
         "config": yaml.safe_dump(plan.get("config") or records[0].get("settings", {}), sort_keys=False),
         "commands": commands,
@@ -159,7 +167,7 @@ GROUP_RATE = [*analysis.GROUP, "learning_rate"]
 
 
 def _verdicts(cells: pd.DataFrame, per_rate: pd.DataFrame, windows: pd.DataFrame, target: float, tolerance: float,
-              flat_threshold: float, lr_rule: str) -> tuple[list[recommend.Recommendation], pd.DataFrame]:
+              flat_threshold: float, lr_rule: str, planned: list[int]) -> tuple[list[recommend.Recommendation], pd.DataFrame]:
     """One recommendation per variant, and the per-batch table (picked rates, intervals)."""
     per_batch = analysis.pick_rates(per_rate, tolerance)
     if per_batch.empty:
@@ -169,10 +177,28 @@ def _verdicts(cells: pd.DataFrame, per_rate: pd.DataFrame, windows: pd.DataFrame
     verdicts, tables = [], []
     for variant, group in per_batch.groupby("variant", sort=True):
         verdict, with_intervals = recommend.recommend(variant, group, tuned[tuned["variant"] == variant], windows,
-                                                      target, tolerance, flat_threshold, lr_rule)
+                                                      target, tolerance, flat_threshold, lr_rule, planned)
         verdicts.append(verdict)
         tables.append(with_intervals)
     return verdicts, pd.concat(tables, ignore_index=True).sort_values(analysis.GROUP, ignore_index=True)
+
+
+def _prediction(doc: dict, per_batch: pd.DataFrame, cells: pd.DataFrame,
+                verdicts: list[recommend.Recommendation]) -> dict:
+    """harness predict's answer beside the grid's, and what each cost in training seconds."""
+    done = cells[cells["status"] == "done"]
+    grid_seconds = float(done["train_seconds"].fillna(0).sum() + done["warmup_seconds"].fillna(0).sum())
+    spent = doc["cost"]["train_seconds"]
+    whole = set(doc["inputs"].get("grid_cells") or [None]) <= set(done["cell_id"])  # every cell of the grid done
+    return {
+        "whole_grid": whole, "done_cells": len(done),
+        "spot": (doc.get("sweet_spot") or {}).get("batch_size"), "measured": verdicts[0].batch_size,
+        "failure": doc.get("failure"), "fit": doc.get("fit"), "b_simple": doc.get("b_simple"),
+        "lr_source": doc["inputs"]["learning_rate_source"], "short_runs": doc["inputs"]["short_run_batch_sizes"],
+        "spent": spent, "grid_seconds": grid_seconds if len(done) else None,
+        "share": spent / grid_seconds if len(done) and grid_seconds > 0 else None,
+        "table": table(analysis.against_prediction(doc, per_batch), columns("prediction")),
+    }
 
 
 def _of(frame: pd.DataFrame, key: tuple[str, str]) -> pd.DataFrame:

@@ -13,22 +13,23 @@ import math
 import os
 import socket
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 from harness import faults, locks
 from harness.errors import ResultsError
 from harness.metrics import CHECK_COLUMNS, EPOCH_COLUMNS
+from harness.schema import SCHEMA_VERSION, STATUSES, Invalid, read_record
 
-# 2: the report rules left result.json (the report reads them from plan.json's config); a version 1
-# record is read as it is, its "report" section used only where the folder has no plan.json
-SCHEMA_VERSION = 2
-STATUSES = ("done", "oom", "diverged", "failed", "running")
+# schema 2: the report rules left result.json (the report reads them from plan.json's config); a
+# version 1 record is read as it is, its "report" section used only where the folder has no plan.json
 
 
-def write_atomic(path: Path, data: str | bytes) -> None:
+def write_atomic(path: Path, data: str | bytes, option: str = "--results-dir") -> None:
     """Temp file in the same folder, fsync, os.replace: never a half-written file under `path`.
-    A failing disk (full, read-only, gone) becomes a one-line ResultsError."""
+    A failing disk (full, read-only, gone) becomes a one-line ResultsError naming `option`, the
+    command-line option that chose where it goes."""
     tmp = None
     try:
         faults.before_write(path)
@@ -43,8 +44,8 @@ def write_atomic(path: Path, data: str | bytes) -> None:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
         if isinstance(exc, OSError):
-            raise ResultsError(f"cannot write {path} ({exc.strerror or exc}); free some space or choose "
-                               f"another --results-dir, then run again: finished cells are kept") from None
+            raise ResultsError(f"cannot write {path} ({exc.strerror or exc}); free some space, fix the permissions or "
+                               f"choose another {option}, then run again: what was written before is kept") from None
         raise
 
 
@@ -123,10 +124,28 @@ def _write_table(path: Path, columns: tuple[str, ...], rows: list[dict[str, Any]
 
 
 def read_result(cell_dir: Path) -> dict[str, Any] | None:
+    """The cell's result.json when it is a valid record of this cell, else None."""
+    return record_state(cell_dir)[0]
+
+
+def record_state(cell_dir: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """(record, None) for a valid record, (None, None) when there is none, (None, why) when the
+    file is there but cannot be believed: unreadable, another schema, another cell's."""
+    path = cell_dir / "result.json"
+    if not path.exists():
+        return None, None
     try:
-        return json.loads((cell_dir / "result.json").read_text())
-    except (OSError, ValueError):
-        return None
+        return read_record(path), None
+    except Invalid as exc:
+        return None, str(exc)
+
+
+def set_aside(cell_dir: Path) -> Path:
+    """Keep a result.json that cannot be read (or is foreign) under another name before the cell
+    is trained again: nothing is overwritten that has not been kept."""
+    kept = cell_dir / f"result.json.unreadable-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+    os.replace(cell_dir / "result.json", kept)
+    return kept
 
 
 def read_epoch_rows(cell_dir: Path) -> list[dict[str, str]]:

@@ -1,6 +1,7 @@
 """`accelerate launch harness/run.py [--config X] [--set k=v ...]`, or the same under torchrun.
 
-Equivalent to `harness run ...`; with no arguments it trains configs/default.yaml.
+Equivalent to `harness run ...` (with --predict: `harness predict ...`); with no arguments it
+trains configs/default.yaml.
 """
 
 import sys
@@ -12,4 +13,6 @@ sys.path[0] = str(Path(__file__).resolve().parent.parent)
 from harness.cli import main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main(["run", *sys.argv[1:]]))
+    # `run.py --predict ...` is `harness predict ...`; anything else is `harness run ...`
+    args = sys.argv[1:]
+    sys.exit(main(["predict", *[a for a in args if a != "--predict"]] if "--predict" in args else ["run", *args]))

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from harness.errors import HarnessError
 from harness import REPO_ROOT
-from harness.slurm_task import launch_argv
+from harness.slurm_task import DEFAULT_PORT, launch_argv
 
 SWEEP_TEMPLATE = REPO_ROOT / "slurm" / "sweep.sbatch"
 MULTINODE_TEMPLATE = REPO_ROOT / "slurm" / "multinode.sbatch"
@@ -83,12 +83,22 @@ def parse_job_id(stdout: str) -> str:
 def dry_run_text(argv: list[str], options: SlurmOptions, run_args: list[str], config: Path) -> str:
     each = launch_argv(sys.executable, options.gpus_per_task, options.nodes,
                        ["--config", str(config), *run_args, "--array-index", "$SLURM_ARRAY_TASK_ID", "--quiet"],
-                       node_rank="$SLURM_NODEID", head="<first host of the allocation>")
+                       node_rank="$SLURM_PROCID", head="<first host of the allocation>",
+                       port=f"<{DEFAULT_PORT} + job id mod 1000>")
     return "\n".join([
         "sbatch command:", "  " + shlex.join(argv), "",
-        "each array task runs:", "  " + " ".join(each), "",
+        "each array task runs:", "  " + shell_line(each), "",
         f"script ({options.template}):", options.template.read_text(),
     ])
+
+
+SLURM_VARIABLES = ("$SLURM_ARRAY_TASK_ID", "$SLURM_NODEID", "$SLURM_PROCID")
+
+
+def shell_line(argv: list[str]) -> str:
+    """The command as a shell would need it pasted: every word quoted, except the Slurm variables
+    that the task's shell must expand (a `$(...)` in a --set value stays literal)."""
+    return " ".join(word if word in SLURM_VARIABLES else shlex.quote(word) for word in argv)
 
 
 def submit(argv: list[str]) -> str:

@@ -27,7 +27,7 @@ def accelerate_command(python: str) -> list[str]:
 
 
 def launch_argv(python: str, gpus: int, nodes: int, run_args: list[str], node_rank: str = "0",
-                head: str = "localhost", port: int = DEFAULT_PORT) -> list[str]:
+                head: str = "localhost", port: int | str = DEFAULT_PORT) -> list[str]:
     """The command one task (or one node of a multi-node task) runs: a pure function of its inputs."""
     run = [str(RUN_PY), *run_args]
     if gpus * nodes == 1:
@@ -60,12 +60,26 @@ def requeue(env: dict[str, str]) -> None:
     subprocess.run(["scontrol", "requeue", job], check=False)
 
 
+def machines(env: dict[str, str]) -> tuple[int, str]:
+    """(machines, this task's machine rank). A multi-node job runs one task per node (the template's
+    --ntasks-per-node=1), so tasks are machines and SLURM_PROCID equals SLURM_NODEID; counting tasks
+    rather than nodes also lets two tasks on one node act as two machines (how the tests run it
+    on a one-node cluster), which changes nothing on a real allocation."""
+    tasks = int(env.get("SLURM_NTASKS") or env.get("SLURM_NNODES") or 1)
+    return tasks, env.get("SLURM_PROCID", env.get("SLURM_NODEID", "0"))
+
+
+def port_for(env: dict[str, str]) -> int:
+    """One rendezvous port per job, so two multi-node jobs sharing a node do not collide."""
+    return DEFAULT_PORT + int(env.get("SLURM_JOB_ID") or 0) % 1000
+
+
 def main(args: list[str]) -> int:
     env = dict(os.environ)
     gpus = int(env.get("SLURM_GPUS_PER_TASK") or 1)
-    nodes = int(env.get("SLURM_NNODES") or 1)
-    argv = launch_argv(sys.executable, gpus, nodes, task_run_args(args, env), node_rank=env.get("SLURM_NODEID", "0"),
-                       head=first_host(env) if nodes > 1 else "localhost")
+    count, rank = machines(env)
+    argv = launch_argv(sys.executable, gpus, count, task_run_args(args, env), node_rank=rank,
+                       head=first_host(env) if count > 1 else "localhost", port=port_for(env))
     print("harness: " + shlex.join(argv), flush=True)
     child = subprocess.Popen(argv, start_new_session=True)
     warned = []
@@ -77,7 +91,7 @@ def main(args: list[str]) -> int:
     signal.signal(signal.SIGUSR1, forward)
     signal.signal(signal.SIGTERM, forward)
     code = child.wait()
-    if code == EXIT_PREEMPTED and signal.SIGUSR1 in warned and env.get("SLURM_NODEID", "0") == "0":
+    if code == EXIT_PREEMPTED and signal.SIGUSR1 in warned and machines(env)[1] == "0":
         requeue(env)  # a TERM is Slurm's own preemption or a cancel: Slurm decides about requeueing
     return code
 

@@ -12,6 +12,7 @@ from accelerate.utils import AutocastKwargs, broadcast_object_list
 from harness import data, locks, measure, plan, results
 from harness.config import SweepConfig
 from harness.engine import check_launch
+from harness.errors import ConfigError
 from harness.preemption import EXIT_PREEMPTED, StopRequest
 from harness.progress import Progress
 from harness.train import RunContext, run_cell
@@ -23,7 +24,7 @@ class Outcome:
     main_process: bool  # only the main process goes on to build the report
 
 
-def run_sweep(config: SweepConfig, cells: list[plan.Cell], sweep_dir: Path, mnist_folder: Path | None,
+def run_sweep(config: SweepConfig, cells: list[plan.Cell], sweep_dir: Path, folders: dict[str, Path] | None,
               quiet: bool, all_cells: list[plan.Cell], fail_fast: bool = False) -> Outcome:
     """Train this process's share of `cells`; the caller (the CLI) then builds the report."""
     accelerator = make_accelerator(config, cells, sweep_dir)
@@ -31,8 +32,10 @@ def run_sweep(config: SweepConfig, cells: list[plan.Cell], sweep_dir: Path, mnis
         results.write_plan(sweep_dir, plan.plan_document(config, all_cells, measure.environment_command()))
     # Decided once, before any rank writes, so every rank agrees on what to train.
     todo = [c for c in cells if not results.is_done(sweep_dir / c.id)]
-    accelerator.wait_for_everyone()
     progress = Progress(accelerator.is_main_process, quiet)
+    if accelerator.is_main_process:
+        keep_unreadable(todo, sweep_dir, progress)
+    accelerator.wait_for_everyone()
     progress.message(f"sweep {config.name}: {len(cells)} cells, {len(cells) - len(todo)} already done, "
                      f"{accelerator.num_processes} process(es) on {accelerator.device}")
     todo_ids = {c.id for c in todo}
@@ -42,20 +45,19 @@ def run_sweep(config: SweepConfig, cells: list[plan.Cell], sweep_dir: Path, mnis
     if not todo:
         return _finish(accelerator, {})
 
-    arrays, splits, environment = load_data(accelerator, mnist_folder, todo[0].settings.data.val_size)
+    device_data, environment = load_data(accelerator, folders, todo[0])
     if config.log_with:
         accelerator.init_trackers(config.name, config=_flat(config.model_dump(mode="json")))
     stop = StopRequest().install()
     progress.start_sweep(len(todo))
-    statuses = {}
+    statuses, held = {}, []
     for cell in todo:
-        val_size = cell.settings.data.val_size
-        if val_size not in splits:
-            splits[val_size] = data.to_device(arrays, val_size, accelerator.device)
-        ctx = RunContext(accelerator, splits[val_size], config.name, sweep_dir, environment, progress, stop,
-                         config.checks)
+        ctx = RunContext(accelerator, device_data.for_cell(cell.settings), config.name, sweep_dir, environment,
+                         progress, stop, config.checks)
         status = train_if_free(cell, ctx)
-        if status is None:
+        if status == "held":
+            held.append(cell.id)
+        if status in (None, "held"):
             continue
         statuses[cell.id] = status
         if status == "failed" and fail_fast:
@@ -70,6 +72,9 @@ def run_sweep(config: SweepConfig, cells: list[plan.Cell], sweep_dir: Path, mnis
         if status != "done":
             progress.message(f"{cell.id}: {status} (see {sweep_dir / cell.id / 'result.json'})")
     progress.close()
+    if held:  # exit 0: nothing failed, but say plainly that this run did not train them
+        progress.message(f"{len(held)} cell(s) not trained here: another live process holds them "
+                         f"({', '.join(held)}); run again later to train any it leaves unfinished")
     return _finish(accelerator, statuses)
 
 
@@ -78,32 +83,67 @@ def make_accelerator(config: SweepConfig, cells: list[plan.Cell], sweep_dir: Pat
     graphs = any(c.settings.train.mode == "cuda_graphs" for c in cells)
     # Without cpu=True, Accelerate only forms a process group on accelerators: on a CPU machine
     # `accelerate launch --multi_gpu` or torchrun would start P unconnected single processes.
-    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=config.train.mixed_precision,
-                              log_with=config.log_with or None, project_dir=sweep_dir,
-                              # autocast's weight cache cannot live across CUDA graph replays
-                              kwargs_handlers=[AutocastKwargs(cache_enabled=False)] if graphs else None)
+    try:
+        accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=config.train.mixed_precision,
+                                  log_with=config.log_with or None, project_dir=sweep_dir,
+                                  # autocast's weight cache cannot live across CUDA graph replays
+                                  kwargs_handlers=[AutocastKwargs(cache_enabled=False)] if graphs else None)
+    except (ValueError, ImportError) as exc:
+        if not config.log_with:
+            raise
+        raise ConfigError(f"log_with: {' '.join(str(exc).split())[:200]}; install the tracker or remove it from "
+                          f"log_with") from None
     plan.check_divisible(cells, accelerator.num_processes)
     for cell in cells:
         check_launch(cell.settings, accelerator)
     return accelerator
 
 
-def load_data(accelerator: Accelerator, mnist_folder: Path | None, val_size: int):
-    """MNIST onto the device (float32: 4x uint8's bytes, but no convert kernel in every step),
-    and the environment record, with the start-up time that this took."""
-    if mnist_folder is None:
-        with accelerator.main_process_first():  # one download; the others then find it verified
-            mnist_folder = data.download(data.CACHE_DIR)
+def keep_unreadable(todo: list[plan.Cell], sweep_dir: Path, progress: Progress) -> None:
+    """A cell whose result.json cannot be believed (corrupt, another schema, another cell's) is
+    not done: its file is kept under another name, and the cell trains again."""
+    for cell in todo:
+        _, problem = results.record_state(sweep_dir / cell.id)
+        if problem:
+            kept = results.set_aside(sweep_dir / cell.id)
+            progress.message(f"{cell.id}: not done, its record cannot be used ({problem}); kept as {kept.name}, "
+                             f"training it again")
+
+
+class DeviceData:
+    """The datasets on the training device (float32: 4x uint8's bytes, but no convert kernel in
+    every step), each read once and split once per validation size a cell asks for."""
+
+    def __init__(self, accelerator: Accelerator, folders: dict[str, Path] | None):
+        self.accelerator, self.folders = accelerator, dict(folders or {})
+        self.arrays: dict[str, data.MnistArrays] = {}
+        self.splits: dict[tuple[str, int], data.Splits] = {}
+
+    def for_cell(self, settings) -> data.Splits:
+        name, val_size = settings.data.dataset, settings.data.val_size
+        if name not in self.arrays:
+            if name not in self.folders:
+                with self.accelerator.main_process_first():  # one download; the others then find it verified
+                    self.folders[name] = data.download(data.CACHE_DIR, name)
+            self.arrays[name] = data.load_mnist(self.folders[name])
+        if (name, val_size) not in self.splits:
+            self.splits[(name, val_size)] = data.to_device(self.arrays[name], val_size, self.accelerator.device)
+        return self.splits[(name, val_size)]
+
+
+def load_data(accelerator: Accelerator, folders: dict[str, Path] | None, first: plan.Cell):
+    """The first cell's data onto the device, and the environment record with the start-up time
+    this took (imports, config, data on the device)."""
     # Denormal weights make small-batch CPU steps ~3x slower; flushing them changes no result we report.
     torch.set_flush_denormal(True)
-    arrays = data.load_mnist(mnist_folder)
-    splits = {val_size: data.to_device(arrays, val_size, accelerator.device)}  # by val size: a sweep may vary it
+    device_data = DeviceData(accelerator, folders)
+    splits = device_data.for_cell(first.settings)
     measure.synchronize(accelerator.device)
     environment = measure.environment(accelerator.device, accelerator.num_processes,
                                       str(accelerator.distributed_type), accelerator.mixed_precision)
-    environment["dataset_device_bytes"] = splits[val_size].nbytes
-    environment["startup_s"] = measure.seconds_since_process_start()  # imports, config, data on device
-    return arrays, splits, environment
+    environment["dataset_device_bytes"] = splits.nbytes
+    environment["startup_s"] = measure.seconds_since_process_start()
+    return device_data, environment
 
 
 def train_if_free(cell: plan.Cell, ctx: RunContext) -> str | None:
@@ -111,14 +151,15 @@ def train_if_free(cell: plan.Cell, ctx: RunContext) -> str | None:
     accelerator, cell_dir = ctx.accelerator, ctx.sweep_dir / cell.id
     if not claim(accelerator, cell_dir):
         ctx.progress.message(f"skip {cell.id}: another process is training it (its lock is live)")
-        return None
+        return "held"
     try:
         if results.is_done(cell_dir):  # finished by another process since this one started
             ctx.progress.message(f"skip {cell.id}: already done")
             return None
-        if accelerator.is_main_process:
-            ctx.on_epoch = lambda: locks.renew(cell_dir)
-        return run_cell(cell, ctx)
+        if not accelerator.is_main_process:
+            return run_cell(cell, ctx)
+        with locks.Renewer(cell_dir):  # a long epoch never looks like a dead holder elsewhere
+            return run_cell(cell, ctx)
     finally:
         if accelerator.is_main_process:
             locks.release(cell_dir)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import gc
 import traceback
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +40,6 @@ class RunContext:
     progress: Progress
     stop: StopRequest
     checks: CheckSettings
-    on_epoch: Callable[[], None] = lambda: None  # e.g. renew the cell's lock
 
 
 def train_loop(cell: Cell, ctx: RunContext, cell_dir: Path) -> tuple[str, dict[str, Any]]:
@@ -173,7 +171,6 @@ def end_epoch(cell: Cell, ctx: RunContext, cell_dir: Path, state: LoopState, eng
     if state.epoch <= s.train.epochs:  # a kill from here on resumes at this epoch's end
         state.stream, state.step_norms = stream.state(), None
         checkpoint.save(cell_dir, acc.process_index, acc.num_processes, state, engine.eval_model, engine.optimizer)
-    ctx.on_epoch()
     acc.log({f"{cell.id}/{k}": v for k, v in row.items() if v is not None and k != "epoch"}, step=row["epoch"])
     ctx.progress.epoch_line(cell.id, row, s.train.epochs)
     return True
@@ -215,7 +212,7 @@ def _add(total: float | None, joules: float | None, empty_window: bool) -> float
 
 def _resume(cell_dir: Path, engine: Engine, stream: IndexStream, ctx: RunContext) -> LoopState | None:
     acc = ctx.accelerator
-    saved = checkpoint.load(cell_dir, acc.process_index, acc.num_processes)
+    saved = checkpoint.load(cell_dir, acc.process_index, acc.num_processes, ctx.progress.warning)
     if saved is None:
         return None
     engine.eval_model.load_state_dict(saved["model"])
@@ -225,7 +222,9 @@ def _resume(cell_dir: Path, engine: Engine, stream: IndexStream, ctx: RunContext
     stream.restore(state.stream)
     if state.step_norms is not None and engine.norms is not None:
         engine.norms.restore(state.step_norms)
-    ctx.progress.message(f"resumed {cell_dir.name} from its checkpoint at epoch {state.epoch}, step {state.step}")
+    at = state.steps_done + (state.step if state.order is not None else 0)  # an epoch end: the next epoch's step 0
+    ctx.progress.message(f"resumed {cell_dir.name} from its checkpoint after optimizer step {at:,} (epoch {state.epoch}, "
+                         f"step {state.step if state.order is not None else 0})")
     return state
 
 

@@ -77,3 +77,51 @@ def test_global_batch_not_divisible_is_refused(tmp_path):
     errors = [line for line in proc.stderr.splitlines() if line.startswith("harness: error:")]
     assert len(errors) == 1 and "train.batch_size=63" in errors[0] and "not divisible by the 2 processes" in errors[0]
     assert not list((tmp_path / "results").rglob("result.json"))
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def two_processes(tmp_path_factory):
+    """The cell on one machine with two processes: what two machines must reproduce."""
+    root = tmp_path_factory.mktemp("two")
+    proc = launch(ACCELERATE_2, write_config(root, ONE_CELL), root / "results")
+    assert proc.returncode == 0, proc.stderr
+    (cell,) = (root / "results" / "dist").glob("*/result.json")
+    return read_json(cell)
+
+
+def machine(rank: int, port: int, config, results) -> subprocess.Popen:
+    """`accelerate launch` as on machine `rank` of 2 (one process each), gloo over loopback."""
+    env = {**os.environ, "HARNESS_DATA_DIR": str(DATA_DIR), "OMP_NUM_THREADS": "1"}
+    cmd = [str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "2",
+           "--machine_rank", str(rank), "--main_process_ip", "127.0.0.1", "--main_process_port", str(port),
+           str(REPO / "harness" / "run.py"), "--config", str(config), "--results-dir", str(results), "--quiet"]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def assert_same_training(record: dict, reference: dict) -> None:
+    assert record["cell_id"] == reference["cell_id"] and record["status"] == "done"
+    assert record["environment"]["num_processes"] == 2
+    assert record["summary"]["first_step_losses"] == pytest.approx(reference["summary"]["first_step_losses"],
+                                                                   abs=LOSS_TOLERANCE)
+    for key in ("best_val_accuracy", "test_accuracy_at_best_val"):  # a few images of 5,000 / 10,000
+        assert record["summary"][key] == pytest.approx(reference["summary"][key], abs=0.002)
+
+
+def test_two_machines_on_one_host_train_what_two_processes_do(tmp_path, two_processes):
+    """Two `accelerate launch` invocations with --num_machines 2 (two "machines" on this host)."""
+    config, results = write_config(tmp_path, ONE_CELL), tmp_path / "results"
+    port = free_port()
+    machines = [machine(rank, port, config, results) for rank in (0, 1)]
+    outs = [m.communicate(timeout=600) for m in machines]
+    assert [m.returncode for m in machines] == [0, 0], [err[-2000:] for _, err in outs]
+    assert sum(out.count("report:") for out, _ in outs) == 1  # one main process in the whole job
+    (cell,) = (results / "dist").glob("*/result.json")
+    assert_same_training(read_json(cell), two_processes)

@@ -78,7 +78,7 @@ def all_files_valid(root: Path, after_rerun: bool = True) -> None:
         record = json.loads(path.read_text())
         assert record["status"] in STATUSES, path
     for path in root.rglob("checkpoint-rank*.pt"):
-        torch.load(path, map_location="cpu", weights_only=False)  # atomic: never torn
+        torch.load(path, map_location="cpu", weights_only=True)  # atomic: never torn; plain data only
     temps = list(root.rglob("*.tmp"))
     assert not (after_rerun and temps), f"a dead writer's temp file survived the rerun: {temps}"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import subprocess
 import time
 from pathlib import Path
@@ -61,8 +62,9 @@ def test_dry_run_for_4_gpus_and_for_multinode(tmp_path):
                    "--nodes", "2", "--gpus-per-task", "4", "--dry-run")
     assert proc.returncode == 0, proc.stderr
     assert "--nodes=2" in proc.stdout and str(REPO / "slurm" / "multinode.sbatch") in proc.stdout
-    assert ("launch --multi_gpu --num_processes 8 --num_machines 2 --machine_rank $SLURM_NODEID "
-            "--main_process_ip <first host of the allocation> --main_process_port 29500") in proc.stdout
+    assert ("launch --multi_gpu --num_processes 8 --num_machines 2 --machine_rank $SLURM_PROCID "
+            "--main_process_ip '<first host of the allocation>' --main_process_port '<29500 + job id mod 1000>'"
+            ) in proc.stdout
     assert "srun --kill-on-bad-exit=1" in proc.stdout
 
 
@@ -191,3 +193,28 @@ def test_usr1_without_slurm_checkpoints_and_a_rerun_resumes(tmp_path):
     reference = harness("run", "--config", str(config), "--results-dir", str(tmp_path / "ref"), "--no-report")
     assert reference.returncode == 0
     assert trained_numbers(cell_dir) == trained_numbers(tmp_path / "ref" / "preempt" / cell_dir.name)
+
+
+@pytest.mark.slow
+def test_multinode_template_runs_one_cell_as_two_machines(slurm, tmp_path):
+    """slurm/multinode.sbatch for real: two tasks on the one local node act as two machines (the
+    template counts tasks, one per node on a real allocation), and train what two processes do."""
+    from test_distributed import ONE_CELL, assert_same_training, launch, ACCELERATE_2
+
+    config = write_config(tmp_path, ONE_CELL)
+    reference = launch(ACCELERATE_2, config, tmp_path / "ref")
+    assert reference.returncode == 0, reference.stderr
+    (ref_cell,) = (tmp_path / "ref" / "dist").glob("*/result.json")
+    results = tmp_path / "results"
+    env = {**slurm.env, "HARNESS_DATA_DIR": str(DATA_DIR), "HARNESS_PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(["sbatch", "--parsable", "--nodes=1", "--ntasks-per-node=2", "--array=0",
+                          f"--output={tmp_path}/multinode_%a.out", str(REPO / "slurm" / "multinode.sbatch"), str(config),
+                          "--results-dir", str(results)], env=env, capture_output=True, text=True, check=True, cwd=REPO)
+    job = out.stdout.strip().split(";")[0]
+    wait_for_job(slurm, job)
+    log = (tmp_path / "multinode_0.out").read_text()
+    (cell,) = (results / "dist").glob("*/result.json")
+    record = read_json(cell)
+    assert "--num_machines 2 --machine_rank 0" in log and "--num_machines 2 --machine_rank 1" in log, log[-3000:]
+    assert record["environment"]["slurm_job_id"] == job
+    assert_same_training(record, read_json(ref_cell))

@@ -1,0 +1,79 @@
+"""Reading a YAML config that anyone may have written: safe types only, bounded in size and in
+alias expansion, and no key given twice (YAML would silently keep the last).
+
+A config is a few dozen values; MAX_BYTES and MAX_VALUES leave room for any honest sweep and
+refuse a 50 MB file or an alias bomb (a few lines whose aliases expand to billions of values)
+before anything is built from them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from harness.errors import ConfigError
+
+MAX_BYTES = 1 << 20  # 1 MiB
+MAX_VALUES = 100_000  # scalars, lists and mappings, counted as if every alias were copied out
+
+
+class _NoDuplicates(yaml.SafeLoader):
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, (str, int, float, bool)) or key is None:
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"'{key}' is given twice (line {key_node.start_mark.line + 1}); keep one", None)
+                seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def load(text: str, source: str) -> Any:
+    """The YAML document in `text`; ConfigError (one line) if it is too big, expands too far,
+    repeats a key or is not YAML."""
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_BYTES:
+        raise ConfigError(f"{source}: {size:,} bytes; a config may have at most {MAX_BYTES:,} (1 MiB): it lists a "
+                          f"sweep, not data")
+    loader = _NoDuplicates(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded(node, {}, set()) > MAX_VALUES:
+            raise ConfigError(f"{source}: its aliases (*name) expand to more than {MAX_VALUES:,} values; a config "
+                              f"needs a few dozen: write the values out instead of nesting aliases")
+        return loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        first = str(exc).strip().splitlines()
+        raise ConfigError(f"{source}: not readable YAML ({' '.join(first[-2:]) if first else type(exc).__name__}); "
+                          f"fix the file") from None
+    finally:
+        loader.dispose()
+
+
+def _expanded(node: yaml.Node, sizes: dict[int, int], open_nodes: set[int]) -> int:
+    """How many values the node stands for once every alias is copied out (memoised per node, so
+    the count itself stays cheap; a node that contains itself counts as too many)."""
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    if key in open_nodes:
+        return MAX_VALUES + 1
+    if isinstance(node, yaml.ScalarNode):
+        return 1
+    open_nodes.add(key)
+    children = [child for pair in node.value for child in pair] if isinstance(node, yaml.MappingNode) else node.value
+    total = 1
+    for child in children:
+        total += _expanded(child, sizes, open_nodes)
+        if total > MAX_VALUES:
+            break
+    open_nodes.discard(key)
+    sizes[key] = total
+    return total
