@@ -45,9 +45,15 @@ def cell(value, fmt: str) -> dict:
     return {"text": text, "value": value if isinstance(value, str) else json.dumps(value)}
 
 
+def _has_values(series: pd.Series) -> bool:
+    # element by element: on an empty frame pandas 3 with pyarrow keeps the str dtype through map(),
+    # and str | bool raises
+    return any(not _is_missing(v) and v != "" for v in series)
+
+
 def table(frame: pd.DataFrame, spec: list[Column]) -> dict:
     """Rows for the template; a column with nothing recorded in any row (no GPU: no NVML) is left out."""
-    present = [c for c in spec if c.key in frame.columns and not (frame[c.key].map(_is_missing) | (frame[c.key] == "")).all()]
+    present = [c for c in spec if c.key in frame.columns and _has_values(frame[c.key])]
     return {
         "headers": [c.header for c in present],
         "columns": [c.key for c in present],
