@@ -160,6 +160,21 @@ def test_monitor_aggregates_samples_and_energy_windows():
     assert summary["nvml_samples"] == len(monitor.samples) >= 3
 
 
+def test_energy_is_only_reported_when_the_counter_can_resolve_it():
+    """The rule the H200 taught (harness/summary.py): NVML's counter ticks, so a short timed span reads
+    0 J or a whole tick; such a total is recorded as unknown rather than as a wrong number."""
+    from harness.summary import ENERGY_MIN_TIMED_S, _energy
+
+    rows = [{"timed_steps": 10, "energy_j": 150.0}, {"timed_steps": 10, "energy_j": 150.0}]
+    long_enough = {"train_seconds": ENERGY_MIN_TIMED_S, "timed_images": 600}
+    assert _energy(rows, long_enough) == {"energy_j": 300.0, "joules_per_image": 0.5}
+    assert _energy(rows, {**long_enough, "train_seconds": ENERGY_MIN_TIMED_S / 2}) == {"energy_j": None, "joules_per_image": None}
+    zero = [{"timed_steps": 10, "energy_j": 0.0}]
+    assert _energy(zero, long_enough)["joules_per_image"] is None  # the counter never ticked
+    unknown = [*rows, {"timed_steps": 10, "energy_j": None}]
+    assert _energy(unknown, long_enough)["energy_j"] is None
+
+
 def test_monitor_without_nvml_is_all_null():
     monitor = NvmlMonitor(torch.device("cpu"))
     monitor.start()

@@ -96,7 +96,10 @@ MUTATION = st.one_of(
     st.tuples(st.just("extra"), st.text(min_size=1, max_size=10)),
     st.tuples(st.just("replace"), st.just("document")),
 )
-JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
+# no subnormals: an earlier test in the same process sets torch.set_flush_denormal(True), and
+# hypothesis refuses to draw floats it cannot represent
+FLOATS = st.floats(allow_nan=False, allow_subnormal=False)
+JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers() | FLOATS | st.text(max_size=5),
                            lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
                                                                                         max_size=3), max_leaves=5)
 

@@ -10,6 +10,7 @@ from conftest import SMALL, harness, read_json, write_config
 from harness import data
 from harness.bench import engine_loop, settings_for
 from harness.data import IndexStream
+from harness.summary import ENERGY_MIN_TIMED_S
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -39,7 +40,11 @@ def test_nvml_fields_are_plausible_and_memory_grows_with_batch(tmp_path):
         summaries[result["settings"]["train"]["batch_size"]] = result["summary"]
         assert result["environment"]["driver"] and result["environment"]["device_type"] == "cuda"
     for s in summaries.values():
-        assert s["energy_j"] > 0 and 0 < s["joules_per_image"] < 1
+        # too little timed training for NVML's ticking energy counter: unknown, never 0 (the H200 read 0 J)
+        if s["train_seconds"] < ENERGY_MIN_TIMED_S:
+            assert s["energy_j"] is None and s["joules_per_image"] is None
+        else:
+            assert s["energy_j"] > 0 and 0 < s["joules_per_image"] < 1
         assert s["nvml_peak_memory_used_bytes"] > 0 and s["nvml_samples"] > 0
         assert 0 < s["power_mean_w"] < 2000 and 0 <= s["gpu_util_mean_pct"] <= 100 and s["sm_clock_mean_mhz"] > 100
         assert s["peak_allocated_bytes"] > 0 and s["peak_reserved_bytes"] >= s["peak_allocated_bytes"]
