@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                               "(default: record it as failed and go on)")
 
     pred = sub.add_parser("predict", help="predict the sweet spot from short runs, without the grid",
-                          description="Run the grid's batch sizes at 1/7, 1/2 and 6/7 of the way along it to the "
+                          description="Run the grid's batch sizes at 2/7, 4/7 and 6/7 of the way along it to the "
                                       "target (a short run each, up to 2 seeds), time every batch size for a few "
                                       "hundred steps, fit S(B) = S_min (1 + B_noise / B), and write "
                                       "RESULTS_DIR/<sweep>/predict.json; writes no cell result. --verify then trains "

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.metrics import CELL_KEYS, CHECK_COLUMNS, EPOCH_COLUMNS
+from harness.metrics import CELL_KEYS, CHECK_COLUMNS, EPOCH_COLUMNS, energy_resolved
 from harness.schema import Invalid, read_record, read_table, record_digest, settings_digest
 
 ENV_COLUMNS = ("device_type", "device_name", "num_processes", "distributed_type", "mixed_precision", "torch", "host")
@@ -126,7 +126,7 @@ def cell_row(record: dict) -> dict:
     # batch size, seed and learning rate are the axes the analysis compares across; all else is a variant
     other = {k: v for k, v in swept.items() if k not in ("train.batch_size", "train.seed", "optim.lr", "variant")}
     named = [swept["variant"]] if swept.get("variant") else []  # an ablation variant, by its name
-    return {
+    row = {
         "source": record["source"],
         "sweep": record.get("sweep"),
         "cell_id": record["cell_id"],
@@ -143,3 +143,6 @@ def cell_row(record: dict) -> dict:
         **dict.fromkeys(CELL_KEYS),
         **(record.get("summary") or {}),
     }
+    if not energy_resolved(row["energy_j"], row["train_seconds"]):  # records written before the rule
+        row["energy_j"] = row["joules_per_image"] = None
+    return row

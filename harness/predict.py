@@ -160,7 +160,10 @@ def fit_and_predict(runs: list[ShortRun], timings: list[dict], seed: int = 0) ->
     for r in reached:
         by_batch.setdefault(r.batch_size, []).append(r)
     grid = np.array([t["batch_size"] for t in timings], dtype=float)
-    fits, steps_draws, time_draws = [], [], []
+    # a batch size whose predicted crossing lies beyond the steps its epochs allow does not reach the
+    # target in a grid cell either (the H200's batch 2048: 152 steps predicted, 107 allowed)
+    budget = np.array([t.get("budget_steps") or np.inf for t in timings], dtype=float)
+    fits, steps_draws, time_draws = [], [], []  # time: every draw, whether or not within the epochs
     for _ in range(RESAMPLES):
         sample = [(b, rng.uniform(r.steps_before, r.steps_to_target)) for b, group in by_batch.items()
                   for r in (group[i] for i in rng.integers(len(group), size=len(group)))]
@@ -173,26 +176,35 @@ def fit_and_predict(runs: list[ShortRun], timings: list[dict], seed: int = 0) ->
         time_draws.append(steps * np.array([rng.choice(t["window_seconds_per_step"]) for t in timings]))
     fits, steps_draws, time_draws = np.array(fits), np.array(steps_draws), np.array(time_draws)
     q = [0.05, 0.95]
-    winners = grid[np.argmin(time_draws, axis=1)] if len(time_draws) else np.array([])
+    winners = np.array([])
+    if len(time_draws):  # a draw's winner: the fastest batch size that reaches the target within its epochs
+        eligible = np.where(steps_draws <= budget, time_draws, np.inf)
+        some = np.isfinite(eligible).any(axis=1)
+        winners = grid[np.argmin(eligible[some], axis=1)]
     predictions = []
     for j, t in enumerate(timings):
         steps = float(point.steps(grid[j]))
         predictions.append({
             "batch_size": t["batch_size"], "steps_to_target": steps,
             "steps_interval": np.quantile(steps_draws[:, j], q).tolist() if len(steps_draws) else None,
+            "budget_steps": t.get("budget_steps"), "within_budget": bool(steps <= budget[j]),
             "time_to_target_s": steps * t["seconds_per_step"],
             "time_interval_s": np.quantile(time_draws[:, j], q).tolist() if len(time_draws) else None,
-            "win_share": float(np.mean(winners == grid[j])) if len(winners) else None})
+            "win_share": float(np.sum(winners == grid[j]) / len(time_draws)) if len(time_draws) else None})
     return {"s_min": point.s_min, "b_noise": point.b_noise,
             "s_min_interval": np.quantile(fits[:, 0], q).tolist() if len(fits) else None,
             "b_noise_interval": np.quantile(fits[:, 1], q).tolist() if len(fits) else None,
             "converged_resamples": len(fits) / RESAMPLES, "points": point.points, "predictions": predictions}
 
 
-def sweet_spot(fitted: dict[str, Any]) -> dict[str, Any]:
-    """The batch size with the shortest predicted time to target, and its neighbours in the grid."""
+def sweet_spot(fitted: dict[str, Any]) -> dict[str, Any] | None:
+    """The batch size with the shortest predicted time to target among those predicted to reach it
+    within their epochs, and its neighbours in the grid; None where none is."""
     rows = fitted["predictions"]
-    best = min(range(len(rows)), key=lambda i: (rows[i]["time_to_target_s"], rows[i]["batch_size"]))
+    within = [i for i, r in enumerate(rows) if r.get("within_budget", True)]
+    if not within:
+        return None
+    best = min(within, key=lambda i: (rows[i]["time_to_target_s"], rows[i]["batch_size"]))
     neighbours = [rows[i]["batch_size"] for i in (best - 1, best + 1) if 0 <= i < len(rows)]
     return {"batch_size": rows[best]["batch_size"], "neighbours": neighbours}
 
@@ -293,10 +305,14 @@ def run(config, cells: list[Cell], sweep_dir: Path, folders: dict[str, Path] | N
     for cell in timed:
         ran = [r for r in runs if r.batch_size == cell.batch_size]
         timings.append(timing_from_runs(ran) if ran else time_steps(cell, acc, device_data.for_cell(cell.settings)))
+        timings[-1]["budget_steps"] = cell.settings.train.epochs * cell.settings.steps_per_epoch
         progress.message(f"timing batch {cell.batch_size}: {timings[-1]['seconds_per_step'] * 1e3:.3f} ms per step "
                          f"({timings[-1]['steps']} steps, {timings[-1]['source']})")
     fitted = fit_and_predict(runs, timings)
     reason = None if fitted else _why_no_fit(runs, target)
+    if fitted and sweet_spot(fitted) is None:
+        reason = (f"no batch size of the grid is predicted to reach {target} within its train.epochs "
+                  f"(S_min {fitted['s_min']:,.0f} steps); raise train.epochs or lower report.target_accuracy")
     inputs = {"grid": grid, "grid_cells": [c.id for c in cells], "short_run_batch_sizes": short_run_batches(grid),
               "seeds": seeds, "target": target,
               "chosen_rates": {str(b): lr for b, lr in chosen.items()},
@@ -348,7 +364,8 @@ def table(doc: dict[str, Any]) -> str:
         time_s = f"{r['time_to_target_s']:.3g} s ({r['time_interval_s'][0]:.3g}-{r['time_interval_s'][1]:.3g})"
         mark = ">" if r["batch_size"] == spot["batch_size"] else " "
         per_step = r["time_to_target_s"] / r["steps_to_target"] * 1e3
-        lines.append(f"{mark}{r['batch_size']:>6} {steps:>26} {per_step:>9.3f} {time_s:>26} {r['win_share']:>6.0%}")
+        beyond = "" if r.get("within_budget", True) else f"  beyond its epochs ({r['budget_steps']:,} steps)"
+        lines.append(f"{mark}{r['batch_size']:>6} {steps:>26} {per_step:>9.3f} {time_s:>26} {r['win_share']:>6.0%}{beyond}")
     cost = doc["cost"]
     lines.append(f"cost: {cost['train_seconds']:.1f} s of training, {cost['check_seconds']:.1f} s of checks, "
                  f"{cost['wall_seconds']:.1f} s wall")

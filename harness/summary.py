@@ -9,6 +9,7 @@ import math
 from typing import Any
 
 from harness.config import CellSettings
+from harness.metrics import energy_resolved
 from harness.telemetry import flops_per_image, mfu, peak_flops
 
 
@@ -67,19 +68,12 @@ def _timing(rows: list[dict[str, Any]], batch: int) -> dict[str, Any]:
     }
 
 
-# NVML's energy counter advances in ticks, not continuously. On an H200 a 1 ms timed window read 0 J,
-# and 0.17 s of timed training (4 epochs at batch 2048, split by the validation checks) read 2.5x
-# what the sampled power said; from 2.7 s on the two agreed within 7%. Under this much timed training
-# the total is not resolved, and no number is better than a wrong one.
-ENERGY_MIN_TIMED_S = 2.0
-
-
 def _energy(rows: list[dict[str, Any]], timing: dict[str, Any]) -> dict[str, float | None]:
     """Joules over the timed windows; unknown in any epoch, or too little timed training for the
     counter to resolve, makes the total unknown."""
     energies = [r["energy_j"] for r in rows if r["timed_steps"]]
     energy = sum(energies) if energies and None not in energies else None
-    if energy is None or energy <= 0 or (timing["train_seconds"] or 0.0) < ENERGY_MIN_TIMED_S:
+    if not energy_resolved(energy, timing["train_seconds"]):
         return {"energy_j": None, "joules_per_image": None}
     return {"energy_j": energy, "joules_per_image": energy / timing["timed_images"] if timing["timed_images"] else None}
 

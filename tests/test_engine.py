@@ -163,7 +163,9 @@ def test_monitor_aggregates_samples_and_energy_windows():
 def test_energy_is_only_reported_when_the_counter_can_resolve_it():
     """The rule the H200 taught (harness/summary.py): NVML's counter ticks, so a short timed span reads
     0 J or a whole tick; such a total is recorded as unknown rather than as a wrong number."""
-    from harness.summary import ENERGY_MIN_TIMED_S, _energy
+    from harness.metrics import ENERGY_MIN_TIMED_S
+    from harness.collect import cell_row
+    from harness.summary import _energy
 
     rows = [{"timed_steps": 10, "energy_j": 150.0}, {"timed_steps": 10, "energy_j": 150.0}]
     long_enough = {"train_seconds": ENERGY_MIN_TIMED_S, "timed_images": 600}
@@ -173,6 +175,12 @@ def test_energy_is_only_reported_when_the_counter_can_resolve_it():
     assert _energy(zero, long_enough)["joules_per_image"] is None  # the counter never ticked
     unknown = [*rows, {"timed_steps": 10, "energy_j": None}]
     assert _energy(unknown, long_enough)["energy_j"] is None
+    # a record written before the rule (the H200's batch 2048 cell) reads as unknown in every report
+    older = {"source": "h200", "cell_id": "bs2048", "summary": {"energy_j": 64.4, "joules_per_image": 3.2e-4,
+                                                               "train_seconds": 0.17}}
+    assert cell_row(older)["joules_per_image"] is None and cell_row(older)["energy_j"] is None
+    older["summary"]["train_seconds"] = 2.7
+    assert cell_row(older)["joules_per_image"] == 3.2e-4
 
 
 def test_monitor_without_nvml_is_all_null():

@@ -69,6 +69,24 @@ def test_the_predicted_sweet_spot_is_the_fastest_predicted_time():
     assert predict.fit_and_predict([r for r in runs if r.batch_size == 16], timings) is None
 
 
+def test_a_batch_size_predicted_beyond_its_epochs_is_not_the_sweet_spot():
+    """What the H200 showed: batch 2048 predicted fastest, but its 152 predicted steps are more than
+    the 107 its 4 epochs allow, and the grid cell never reached the target."""
+    runs = synthetic_runs(500, 200, noise=0.0)
+    timings = [{**timing(b, 1e-3 * (1 + b / 256)), "budget_steps": 10_000} for b in (16, 32, 64, 128, 256, 512)]
+    timings[4]["budget_steps"] = 600  # batch 256 needs ~890 steps
+    fitted = predict.fit_and_predict(runs, timings)
+    rows = {r["batch_size"]: r for r in fitted["predictions"]}
+    assert not rows[256]["within_budget"] and rows[128]["within_budget"] and rows[256]["win_share"] == 0
+    assert predict.sweet_spot(fitted)["batch_size"] in (128, 512)
+    assert "beyond its epochs (600 steps)" in predict.table({"fit": fitted, "sweet_spot": predict.sweet_spot(fitted),
+                                                              "b_simple": None, "cost": {"train_seconds": 1.0,
+                                                              "check_seconds": 0.1, "wall_seconds": 2.0}})
+    for t in timings:
+        t["budget_steps"] = 100
+    assert predict.sweet_spot(predict.fit_and_predict(runs, timings)) is None
+
+
 @pytest.mark.slow
 def test_predict_end_to_end_then_verify_trains_three_cells_that_a_run_skips(tmp_path):
     config = write_config(tmp_path, {**SMALL, "train": {**SMALL["train"], "epochs": 2},

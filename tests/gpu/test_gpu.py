@@ -10,7 +10,7 @@ from conftest import SMALL, harness, read_json, write_config
 from harness import data
 from harness.bench import engine_loop, settings_for
 from harness.data import IndexStream
-from harness.summary import ENERGY_MIN_TIMED_S
+from harness.metrics import ENERGY_MIN_TIMED_S
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
