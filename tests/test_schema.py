@@ -105,11 +105,11 @@ def test_the_reader_reads_the_golden_files(tmp_path):
     assert harness("report", str(tmp_path / "golden"), "-o", str(tmp_path / "r.html")).returncode == 0
 
 
-COMMITTED = sorted(p.parent for p in (REPO / "results").glob("*/report.html"))
+COMMITTED = sorted(p.parent for p in (REPO / "results").rglob("report.html"))
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("folder", COMMITTED, ids=[p.name for p in COMMITTED])
+@pytest.mark.parametrize("folder", COMMITTED, ids=[str(p.relative_to(REPO / "results")) for p in COMMITTED])
 def test_committed_reports_rebuild_with_the_same_numbers(folder, tmp_path):
     """The tidy CSV beside each committed report is the report's data: rebuilt from the same
     result files, every column they share holds the same values."""
