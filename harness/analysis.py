@@ -19,6 +19,7 @@ from __future__ import annotations
 import pandas as pd
 
 from harness.metrics import aggregates
+from harness.stats import near_best
 
 GROUP = ["source", "sweep", "variant", "batch_size"]
 KEY = ["source", "sweep", "cell_id"]
@@ -36,14 +37,19 @@ def readings(checks: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
     if not checks.empty:
         frames.append(checks[[*KEY, "step", "train_seconds", "val_accuracy"]].assign(read_at="check"))
     if not epochs.empty:
-        have = set(map(tuple, checks[KEY].drop_duplicates().values)) if not checks.empty else set()
-        rows = epochs[[tuple(k) not in have for k in epochs[KEY].values]].sort_values("epoch")
+        rows = _without_checks(epochs, checks).sort_values("epoch")
         rows = rows.assign(train_seconds=rows.groupby(KEY)["train_seconds"].cumsum(), read_at="epoch")
         frames.append(rows.rename(columns={"optimizer_steps": "step"})[[*KEY, "step", "train_seconds", "val_accuracy",
                                                                         "read_at"]])
     if not frames:
         return pd.DataFrame(columns=[*KEY, "step", "train_seconds", "val_accuracy", "read_at"])
     return pd.concat(frames, ignore_index=True).sort_values([*KEY, "step"], ignore_index=True)
+
+
+def _without_checks(epochs: pd.DataFrame, checks: pd.DataFrame) -> pd.DataFrame:
+    """The epoch rows of cells that recorded no checks (results written before evals.csv)."""
+    have = set(map(tuple, checks[KEY].drop_duplicates().values)) if not checks.empty else set()
+    return epochs[[tuple(k) not in have for k in epochs[KEY].values]]
 
 
 def add_time_to_target(cells: pd.DataFrame, checks: pd.DataFrame, epochs: pd.DataFrame, target: float) -> pd.DataFrame:
@@ -71,8 +77,7 @@ def timing_windows(checks: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
     if not checks.empty:
         frames.append(checks[[*KEY, "window_steps", "window_seconds"]])
     if not epochs.empty:
-        have = set(map(tuple, checks[KEY].drop_duplicates().values)) if not checks.empty else set()
-        rows = epochs[[tuple(k) not in have for k in epochs[KEY].values]]
+        rows = _without_checks(epochs, checks)
         frames.append(rows[[*KEY, "timed_steps", "train_seconds"]].set_axis([*KEY, "window_steps", "window_seconds"],
                                                                               axis=1))
     if not frames:
@@ -106,7 +111,7 @@ def pick_rates(table: pd.DataFrame, tolerance: float) -> pd.DataFrame:
 
 
 def _pick(group: pd.DataFrame, tolerance: float) -> pd.Series:
-    near = group[group[ACCURACY] >= group[ACCURACY].max() - tolerance - 1e-12]
+    near = group[near_best(group[ACCURACY], group[ACCURACY].max(), tolerance)]
     reached = near[near["reached_target"] == near["n"]].dropna(subset=["time_to_target_s"])
     if reached.empty:  # no rate reached the target here: compare at the most accurate one
         pick = group.sort_values([ACCURACY, "learning_rate"], ascending=[False, True]).iloc[0]

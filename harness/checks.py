@@ -32,6 +32,12 @@ def schedule(total_steps: int, steps_per_epoch: int, per_decade: int, first_step
     return sorted(s for s in steps if 1 <= s <= total_steps)
 
 
+def for_cell(settings, cfg) -> list[int]:
+    """The schedule of one cell (CellSettings) under the sweep's `checks:` section (CheckSettings)."""
+    return schedule(settings.total_steps, settings.steps_per_epoch, cfg.per_decade, cfg.first_step,
+                    cfg.max_interval_steps)
+
+
 def relative_resolution(per_decade: int) -> float:
     """The largest (check - previous check) / previous check on the log grid: r - 1."""
     return 10 ** (1 / per_decade) - 1

@@ -242,10 +242,11 @@ def predict_command(args) -> int:
     predict.check_grid(config, cells)
     results.check_writable(sweep_dir)
     folders = data_folders(cells, args.data_dir)
+    main_process = os.environ.get("RANK", "0") == "0"
     doc = predict.reusable(config, sweep_dir) if args.verify else None
     if doc is None:
-        doc = predict.run(config, cells, sweep_dir, folders, Progress(os.environ.get("RANK", "0") == "0", True))
-    if os.environ.get("RANK", "0") == "0":
+        doc = predict.run(config, cells, sweep_dir, folders, Progress(main_process, True))
+    if main_process:
         print(predict.table(doc))
         print(f"prediction: {sweep_dir / 'predict.json'}")
     if not args.verify:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness.metrics import CELL_KEYS, CHECK_COLUMNS, EPOCH_COLUMNS, energy_resolved
-from harness.schema import Invalid, read_record, read_table, record_digest, settings_digest
+from harness.schema import Invalid, read_record, read_table, record_digest, settings_digest, unreadable
 
 ENV_COLUMNS = ("device_type", "device_name", "num_processes", "distributed_type", "mixed_precision", "torch", "host")
 
@@ -84,7 +84,7 @@ def _documents(folder: Path, label: str, found: Collected) -> None:
                     raise TypeError("no sweep name or config")
                 documents[(label, sweep)] = document
             except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
-                found.warnings.append(f"skipped {path}: unreadable ({type(exc).__name__}: {str(exc)[:120]})")
+                found.warnings.append(f"skipped {unreadable(path, exc)}")
 
 
 def _table(path: Path, record: dict, warnings: list[str]) -> pd.DataFrame | None:

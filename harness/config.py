@@ -119,6 +119,11 @@ class CellSettings(_Frozen):
     def steps_per_epoch(self) -> int:
         return self.images_per_epoch // self.train.batch_size
 
+    @property
+    def total_steps(self) -> int:
+        """The cell's step budget: epochs x steps per epoch."""
+        return self.train.epochs * self.steps_per_epoch
+
     def _cuda_graphs_can_capture(self) -> None:
         """What a captured step needs, known from the settings alone (the device and the process
         count are checked at launch, harness.engine.check_launch)."""

@@ -210,3 +210,9 @@ class IndexStream:
             self.cursor += take
             count -= take
         return torch.cat(parts)
+
+
+def rank_slice(batch_size: int, rank: int, world: int) -> slice:
+    """This rank's columns of a global batch: each of `world` processes takes batch_size / world."""
+    per_rank = batch_size // world
+    return slice(rank * per_rank, (rank + 1) * per_rank)

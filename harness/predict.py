@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from accelerate import Accelerator
 
 from harness import checks, diagnostics, measure
 from harness.config import CheckSettings
-from harness.data import IndexStream, Splits
+from harness.data import IndexStream, Splits, rank_slice
 from harness.engine import build_engine
 from harness.errors import ConfigError
 from harness.fit import fit_steps
@@ -67,16 +68,12 @@ def short_run(cell: Cell, acc: Accelerator, splits: Splits, target: float, cfg: 
     so these windows time the batch size too (no separate timing pass for it)."""
     s = cell.settings
     engine = build_engine(s, acc, splits)
-    stream = IndexStream(len(splits.train_y), s.train.sampling, s.train.seed)
-    per_rank = s.train.batch_size // acc.num_processes
-    local = slice(acc.process_index * per_rank, (acc.process_index + 1) * per_rank)
-    total = s.train.epochs * s.steps_per_epoch
+    batches = _batches(s, acc, splits)
     run = ShortRun(s.train.batch_size, s.train.seed, s.optim.lr_for(s.train.batch_size), False, None, 0, 0, 0.0, 0.0,
                    None, [])
     warm = s.train.warmup_steps
-    for point in checks.schedule(total, s.steps_per_epoch, cfg.per_decade, cfg.first_step, cfg.max_interval_steps):
-        order = stream.next((point - run.steps_done) * s.train.batch_size).view(point - run.steps_done, -1)
-        order = order[:, local].to(acc.device)
+    for point in checks.for_cell(s, cfg):
+        order = batches(point - run.steps_done)
         untimed, warm = order[:warm], max(0, warm - len(order))
         with measure.SyncedTimer(acc.device) as warming:
             for idx in untimed:
@@ -97,6 +94,14 @@ def short_run(cell: Cell, acc: Accelerator, splits: Splits, target: float, cfg: 
         run.steps_before = point
     run.noise_scale = _noise(engine, splits)
     return run
+
+
+def _batches(s, acc: Accelerator, splits: Splits) -> Callable[[int], torch.Tensor]:
+    """The cell's sample order as a grid cell draws it: `batches(n)` gives this rank's indices for
+    the next n steps, on the device."""
+    stream = IndexStream(len(splits.train_y), s.train.sampling, s.train.seed)
+    local = rank_slice(s.train.batch_size, acc.process_index, acc.num_processes)
+    return lambda count: stream.next(count * s.train.batch_size).view(count, -1)[:, local].to(acc.device)
 
 
 def timing_from_runs(runs: list[ShortRun]) -> dict[str, Any]:
@@ -120,13 +125,7 @@ def time_steps(cell: Cell, acc: Accelerator, splits: Splits) -> dict[str, Any]:
     TIMING_WINDOW steps until at least TIMING_MIN_STEPS steps and TIMING_MIN_SECONDS seconds."""
     s = cell.settings
     engine = build_engine(s, acc, splits)
-    stream = IndexStream(len(splits.train_y), s.train.sampling, s.train.seed)
-    per_rank = s.train.batch_size // acc.num_processes
-    local = slice(acc.process_index * per_rank, (acc.process_index + 1) * per_rank)
-
-    def batches(count: int) -> torch.Tensor:
-        return stream.next(count * s.train.batch_size).view(count, -1)[:, local].to(acc.device)
-
+    batches = _batches(s, acc, splits)
     with measure.SyncedTimer(acc.device) as warm:
         for idx in batches(max(s.train.warmup_steps, 5)):
             engine.step(idx)
@@ -305,7 +304,7 @@ def run(config, cells: list[Cell], sweep_dir: Path, folders: dict[str, Path] | N
     for cell in timed:
         ran = [r for r in runs if r.batch_size == cell.batch_size]
         timings.append(timing_from_runs(ran) if ran else time_steps(cell, acc, device_data.for_cell(cell.settings)))
-        timings[-1]["budget_steps"] = cell.settings.train.epochs * cell.settings.steps_per_epoch
+        timings[-1]["budget_steps"] = cell.settings.total_steps
         progress.message(f"timing batch {cell.batch_size}: {timings[-1]['seconds_per_step'] * 1e3:.3f} ms per step "
                          f"({timings[-1]['steps']} steps, {timings[-1]['source']})")
     fitted = fit_and_predict(runs, timings)

@@ -59,9 +59,9 @@ def add_intervals(per_batch: pd.DataFrame, boot: stats.Bootstrap | None) -> pd.D
 def recommend(variant: str, per_batch: pd.DataFrame, cells: pd.DataFrame, windows: pd.DataFrame, target: float,
               tolerance: float, flat_threshold: float, lr_rule: str,
               planned: list[int] = ()) -> tuple[Recommendation, pd.DataFrame]:
-    """`planned`: the batch sizes of the sweep's plan (plan.json), so an edge of what has run so far
+    """One variant's verdict, and its per-batch table with intervals and win shares added.
+    `planned`: the batch sizes of the sweep's plan (plan.json), so an edge of what has run so far
     is not mistaken for an edge of the grid."""
-    """One variant's verdict, and its per-batch table with intervals and win shares added."""
     if per_batch.empty:
         return Recommendation(variant, None, "No cell finished, so there is no sweet spot."), per_batch
     boot = stats.resample(samples(cells, windows), tolerance)
@@ -71,8 +71,8 @@ def recommend(variant: str, per_batch: pd.DataFrame, cells: pd.DataFrame, window
              *_flat_notes(per_batch, flat, flat_threshold, planned)]
     several_seeds = per_batch["n"].max() > 1
     best = per_batch[ACCURACY].max()
-    kept = np.array([stats.accuracy_noise_keeps(boot, b, tolerance) if several_seeds else a >= best - tolerance - 1e-12
-                     for b, a in zip(per_batch["batch_size"], per_batch[ACCURACY])])
+    kept = np.array([stats.accuracy_noise_keeps(boot, b, tolerance) if several_seeds
+                     else stats.near_best(a, best, tolerance) for b, a in zip(per_batch["batch_size"], per_batch[ACCURACY])])
     eligible = per_batch[kept & (per_batch["reached_target"] == per_batch["n"]) & per_batch["time_to_target_s"].notna()]
     if eligible.empty:
         return Recommendation(variant, None, (

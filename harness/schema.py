@@ -53,7 +53,7 @@ class ResultRecord(BaseModel):
     swept: dict[str, Any] = {}
     settings: dict[str, dict[str, Any]]
     environment: dict[str, Any] = {}
-    status: Literal["done", "oom", "diverged", "failed", "running"]
+    status: Literal[STATUSES]
     summary: Summary | None = None
     error: StrictStr | None = None
 
@@ -62,12 +62,17 @@ class Invalid(Exception):
     """A file a reader must not believe; the message names the file and what is wrong."""
 
 
+def unreadable(path: Path, exc: Exception) -> str:
+    """One line for a file that could not be read or parsed at all."""
+    return f"{path}: unreadable ({type(exc).__name__}: {' '.join(str(exc).split())[:120]})"
+
+
 def read_record(path: Path) -> dict[str, Any]:
     """The result.json at `path` as a plain dict, checked; Invalid says why it is not one."""
     try:
         document = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise Invalid(f"{path}: unreadable ({type(exc).__name__}: {' '.join(str(exc).split())[:120]})") from None
+        raise Invalid(unreadable(path, exc)) from None
     if not isinstance(document, dict):
         raise Invalid(f"{path}: not a result record (a JSON {type(document).__name__}, not an object)")
     version = document.get("schema_version")
@@ -110,7 +115,7 @@ def read_table(path: Path) -> list[dict[str, float | None]]:
         with open(path, newline="") as fh:
             rows = list(csv.DictReader(fh))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise Invalid(f"{path}: unreadable ({type(exc).__name__}: {' '.join(str(exc).split())[:120]})") from None
+        raise Invalid(unreadable(path, exc)) from None
     if not rows:
         raise Invalid(f"{path}: no rows")
     missing = [c for c in REQUIRED[path.name] if c not in rows[0]]

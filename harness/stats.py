@@ -77,8 +77,14 @@ def _times(cell: CellSample, resamples: int, rng: np.random.Generator) -> np.nda
     return steps * rates
 
 
+def near_best(accuracy, best, tolerance: float):
+    """The tolerance rule, for a number, an array or a Series: within `tolerance` of the best
+    (a hair of slack, so a value exactly `tolerance` below counts despite float rounding)."""
+    return accuracy >= best - tolerance - 1e-12
+
+
 def _winner(batches: list[int], times: np.ndarray, accuracies: np.ndarray, tolerance: float) -> int:
-    ok = (accuracies >= np.nanmax(accuracies) - tolerance - 1e-12) & ~np.isnan(times)
+    ok = near_best(accuracies, np.nanmax(accuracies), tolerance) & ~np.isnan(times)
     if not ok.any():
         return 0
     return batches[int(np.nanargmin(np.where(ok, times, np.inf)))]
@@ -99,7 +105,7 @@ def accuracy_noise_keeps(boot: Bootstrap, batch: int, tolerance: float) -> bool:
     the resamples: not dropped for a difference smaller than seed noise."""
     j = boot.batches.index(batch)
     best = np.nanmax(boot.accuracies, axis=1)
-    return float(np.mean(boot.accuracies[:, j] >= best - tolerance - 1e-12)) >= TIE_SHARE
+    return float(np.mean(near_best(boot.accuracies[:, j], best, tolerance))) >= TIE_SHARE
 
 
 def tied_with(boot: Bootstrap, winner: int, candidates: list[int]) -> list[int]:

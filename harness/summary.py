@@ -35,7 +35,7 @@ def summarize(rows: list[dict[str, Any]], s: CellSettings, first_losses: list[fl
         "final_val_accuracy": last["val_accuracy"],
         "final_test_accuracy": last["test_accuracy"],
         "final_train_loss": _finite(last["train_loss"]),
-        "warmup_steps": min(s.train.warmup_steps, s.train.epochs * s.steps_per_epoch),
+        "warmup_steps": min(s.train.warmup_steps, s.total_steps),
         "warmup_seconds": warmup_seconds,
         "first_step_losses": first_losses,
         **timing,

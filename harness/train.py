@@ -17,7 +17,7 @@ from accelerate import Accelerator
 from harness import checkpoint, checks, diagnostics, faults, measure, results
 from harness.checkpoint import LoopState
 from harness.config import CheckSettings
-from harness.data import IndexStream, Splits
+from harness.data import IndexStream, Splits, rank_slice
 from harness.engine import Engine, build_engine
 from harness.errors import HarnessError
 from harness.model import score
@@ -49,14 +49,12 @@ def train_loop(cell: Cell, ctx: RunContext, cell_dir: Path) -> tuple[str, dict[s
     engine.step = faults.wrap(engine.step, cell.id)
     stream = IndexStream(len(ctx.splits.train_y), s.train.sampling, s.train.seed)
     state = _resume(cell_dir, engine, stream, ctx) or LoopState(warmup_left=s.train.warmup_steps)
-    per_rank = s.train.batch_size // acc.num_processes
-    local = slice(acc.process_index * per_rank, (acc.process_index + 1) * per_rank)  # this rank's slice
-    schedule = checks.schedule(s.train.epochs * s.steps_per_epoch, s.steps_per_epoch, ctx.checks.per_decade,
-                               ctx.checks.first_step, ctx.checks.max_interval_steps)
+    local = rank_slice(s.train.batch_size, acc.process_index, acc.num_processes)
+    schedule = checks.for_cell(s, ctx.checks)
     measure.reset_memory_peaks(acc.device)
     monitor = NvmlMonitor(acc.device)
     monitor.start()
-    ctx.progress.start_cell(cell.id, s.train.epochs * s.steps_per_epoch)
+    ctx.progress.start_cell(cell.id, s.total_steps)
     ctx.progress.advance(state.steps_done + state.step)
     try:
         while state.epoch <= s.train.epochs:
