@@ -7,7 +7,9 @@ import os
 import sys
 from pathlib import Path
 
-from harness import REPO_ROOT, data, plan, results
+from harness import REPO_ROOT, plan
+from harness.training import data
+from harness.record import results
 from harness.config import SweepConfig, load_config
 from harness.errors import ConfigError, HarnessError, ResultsError
 
@@ -118,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def slurm_submit_command(args) -> int:
-    from harness import slurm
+    from harness.cluster import slurm
 
     if min(args.gpus_per_task, args.nodes) < 1 or (args.max_parallel is not None and args.max_parallel < 1):
         raise ConfigError("--gpus-per-task, --nodes and --max-parallel must be >= 1")
@@ -171,7 +173,7 @@ def status_command(args) -> int:
 
 
 def bench_command(args) -> int:
-    from harness.bench import DEFAULT_BATCHES, QUICK_BATCHES, run_bench
+    from harness.training.bench import DEFAULT_BATCHES, QUICK_BATCHES, run_bench
 
     batches = _int_list(args.batch_sizes, "--batch-sizes") or list(QUICK_BATCHES if args.quick else DEFAULT_BATCHES)
     images = args.images or (256 if args.quick else 4096)
@@ -227,7 +229,7 @@ def plan_command(args) -> int:
 
 
 def report_command(args) -> int:
-    from harness.report import build_report
+    from harness.report.page import build_report
 
     build_report(args.folders, args.output, args.target, args.tolerance)
     print(f"report: {args.output}")
@@ -235,8 +237,8 @@ def report_command(args) -> int:
 
 
 def predict_command(args) -> int:
-    from harness import predict
-    from harness.progress import Progress
+    from harness.predict import forecast as predict
+    from harness.training.progress import Progress
 
     config, cells, sweep_dir = load_plan(args)
     predict.check_grid(config, cells)
@@ -269,15 +271,15 @@ def run_command(args) -> int:
 
 def train_and_report(config: SweepConfig, cells: list[plan.Cell], all_cells: list[plan.Cell], sweep_dir: Path,
                      folders: dict[str, Path] | None, args) -> int:
-    from harness.preemption import EXIT_PREEMPTED
-    from harness.sweep import run_sweep  # torch and accelerate load only when training
+    from harness.errors import EXIT_PREEMPTED
+    from harness.training.sweep import run_sweep  # torch and accelerate load only when training
 
     outcome = run_sweep(config, cells, sweep_dir, folders, quiet=args.quiet, all_cells=all_cells,
                         fail_fast=getattr(args, "fail_fast", False))
     # the pipeline's order lives here: train, then report (one process writes it); a preempted
     # run leaves at once, its grace period is for the checkpoint
     if outcome.main_process and not args.no_report and outcome.exit_code != EXIT_PREEMPTED and sweep_dir.is_dir():
-        from harness.report import build_report
+        from harness.report.page import build_report
 
         build_report([sweep_dir], sweep_dir / "report.html")
         print(f"report: {sweep_dir / 'report.html'}")

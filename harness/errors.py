@@ -1,4 +1,7 @@
-"""The harness's own errors: the CLI turns each into one line on stderr and exit code 2."""
+"""The harness's own errors: the CLI turns each into one line on stderr and exit code 2; and the
+exit code of a run that stopped to be requeued."""
+
+EXIT_PREEMPTED = 3  # `harness run` exits with this after checkpointing; the Slurm task requeues
 
 
 class HarnessError(Exception):

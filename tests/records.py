@@ -10,11 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from harness import plan, results
+from harness import plan
+from harness.record import results
 from harness.config import CellSettings, SweepConfig
-from harness.checks import schedule
-from harness.metrics import CHECK_COLUMNS, EPOCH_COLUMNS
-from harness.summary import summarize
+from harness.training.checks import schedule
+from harness.record.metrics import CHECK_COLUMNS, EPOCH_COLUMNS
+from harness.training.summary import summarize
 
 STARTED, FINISHED = "2026-01-01T00:00:00Z", "2026-01-01T00:01:00Z"
 

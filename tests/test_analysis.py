@@ -15,8 +15,10 @@ from hypothesis import strategies as st
 from records import check_rows, write_cell, write_plan
 from test_report import as_number, parse
 
-from harness import checks, report, stats
-from harness.collect import collect
+from harness.training import checks
+from harness.report import page as report
+from harness.analysis import stats
+from harness.analysis.collect import collect
 
 # --- the schedule ------------------------------------------------------------------------------
 

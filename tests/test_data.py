@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from harness.data import MNIST_MD5, find_mnist, load_mnist, read_idx, to_device
+from harness.training.data import MNIST_MD5, find_mnist, load_mnist, read_idx, to_device
 from harness.errors import DataError
 
 # From the data folder's README: label counts of digits 0..9

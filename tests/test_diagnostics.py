@@ -13,11 +13,11 @@ import torch.nn.functional as F
 from conftest import harness, read_json, write_config
 from test_report import as_number, parse
 
-from harness import diagnostics
+from harness.training import diagnostics
 from harness.config import ModelSettings, load_config
-from harness.model import build_mlp
+from harness.training.model import build_mlp
 from harness.plan import expand
-from harness.metrics import DIAGNOSTIC_COLUMNS
+from harness.record.metrics import DIAGNOSTIC_COLUMNS
 from records import epoch_rows, write_cell, write_plan
 
 TINY = {

@@ -21,7 +21,7 @@ from harness.cli import main
 from harness.config import load_config
 from harness.errors import ConfigError
 from harness.plan import expand
-from harness.results import STATUSES
+from harness.record.results import STATUSES
 
 FOUR = {
     "name": "faults",
@@ -147,7 +147,7 @@ def test_four_array_tasks_running_the_same_plan_train_each_cell_once(slurm, tmp_
 
 
 def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
-    from harness import locks
+    from harness.record import locks
 
     cell = tmp_path / "cell"
     dead = subprocess.Popen(["true"])
@@ -161,7 +161,7 @@ def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
 
 
 def test_a_dead_writers_temp_file_is_removed_and_a_live_ones_kept(tmp_path):
-    from harness import results
+    from harness.record import results
 
     dead = subprocess.Popen(["true"])
     dead.wait()

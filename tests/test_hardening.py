@@ -18,8 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from records import epoch_rows, write_cell
 
-from harness import locks, schema
-from harness.collect import collect
+from harness.record import locks
+from harness.record import schema
+from harness.analysis.collect import collect
 
 GOLDEN = REPO / "tests" / "golden"
 ONE = {**SMALL, "train": {**SMALL["train"], "epochs": 1, "images_per_epoch": 2560},
@@ -391,7 +392,7 @@ def test_a_record_copied_into_another_cells_folder_does_not_mark_it_done(tmp_pat
 # --- 8. small ------------------------------------------------------------------------------------
 
 def test_the_dry_run_line_pastes_safely_into_a_shell(tmp_path):
-    from harness.slurm import shell_line
+    from harness.cluster.slurm import shell_line
 
     marker = tmp_path / "expanded"
     line = shell_line(["echo", "--set", f"name=$(touch {marker})", "--array-index", "$SLURM_ARRAY_TASK_ID"])

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from conftest import harness, read_json
 
-from harness.analysis import ACCURACY, add_time_to_target, by_batch_size, flat_point
+from harness.analysis.per_batch import ACCURACY, add_time_to_target, by_batch_size, flat_point
 
 
 class TableParser(HTMLParser):
@@ -164,7 +164,7 @@ def test_time_to_target_uses_first_epoch_at_target_without_checks():
 
 
 def test_memory_limit_names_the_largest_batch_that_fit():
-    from harness.analysis import memory_limit
+    from harness.analysis.per_batch import memory_limit
 
     cells = frame([{"batch_size": b, "status": s} for b, s in [(64, "done"), (256, "done"), (1024, "oom"),
                                                               (4096, "oom"), (512, "failed")]])

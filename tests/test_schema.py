@@ -25,8 +25,8 @@ import pandas as pd
 import pytest
 from conftest import REPO, harness, read_json
 
-from harness.collect import collect
-from harness.metrics import CELL_KEYS, CHECK_COLUMNS, EPOCH_COLUMNS
+from harness.analysis.collect import collect
+from harness.record.metrics import CELL_KEYS, CHECK_COLUMNS, EPOCH_COLUMNS
 
 GOLDEN = REPO / "tests" / "golden"
 # what changes from run to run or machine to machine

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from conftest import DATA_DIR, HARNESS, REPO, harness, read_json, snapshot, trained_numbers, write_config
 
-from harness.slurm import SlurmOptions, SubmissionError, array_spec, parse_job_id, sbatch_argv
-from harness.slurm_task import RUN_PY, launch_argv
+from harness.cluster.slurm import SlurmOptions, SubmissionError, array_spec, parse_job_id, sbatch_argv
+from harness.cluster.slurm_task import RUN_PY, launch_argv
 
 FOUR = {
     "name": "four",

@@ -9,8 +9,8 @@ import shutil
 import pytest
 from conftest import SMALL, harness, read_json, snapshot, write_config
 
-from harness.metrics import EPOCH_COLUMNS
-from harness.results import SCHEMA_VERSION
+from harness.record.metrics import EPOCH_COLUMNS
+from harness.record.results import SCHEMA_VERSION
 
 pytestmark = pytest.mark.slow
 

@@ -21,12 +21,13 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 
-from harness import data, measure
+from harness.training import data
+from harness.training import measure
 from harness.config import CellSettings, ModelSettings, TrainSettings
-from harness.bench import engine_loop
-from harness.engine import build_engine
-from harness.data import IndexStream
-from harness.train import diagnose
+from harness.training.bench import engine_loop
+from harness.training.engine import build_engine
+from harness.training.data import IndexStream
+from harness.training.train import diagnose
 
 MOTIVATING_EPOCH_STEPS = 10_000
 

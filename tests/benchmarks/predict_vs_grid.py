@@ -12,8 +12,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from harness import report
-from harness.collect import collect
+from harness.report import page as report
+from harness.analysis.collect import collect
 
 
 def summarize(folder: Path) -> str:

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/, for t
 
 from test_report_page import make_cell  # noqa: E402
 
-from harness.report import build_report  # noqa: E402
+from harness.report.page import build_report  # noqa: E402
 
 BATCHES = [2**k for k in range(15)]
 

@@ -12,9 +12,9 @@ import torch
 from accelerate import Accelerator
 from torch.profiler import ProfilerActivity, profile
 
-from harness import data
-from harness.bench import settings_for
-from harness.engine import build_engine
+from harness.training import data
+from harness.training.bench import settings_for
+from harness.training.engine import build_engine
 
 
 def main(batch: int = 16, steps: int = 200) -> None:

@@ -9,8 +9,8 @@ import math
 from typing import Any
 
 from harness.config import CellSettings
-from harness.metrics import energy_resolved
-from harness.telemetry import flops_per_image, mfu, peak_flops
+from harness.record.metrics import energy_resolved
+from harness.training.telemetry import flops_per_image, mfu, peak_flops
 
 
 def summarize(rows: list[dict[str, Any]], s: CellSettings, first_losses: list[float], warmup_seconds: float,

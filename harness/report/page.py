@@ -11,12 +11,16 @@ import jinja2
 import pandas as pd
 import yaml
 
-from harness import analysis, collapse, figures, recommend, stats
-from harness.collect import collect
+from harness.analysis import per_batch as analysis
+from harness.analysis import collapse
+from harness.report import figures
+from harness.analysis import recommend
+from harness.analysis import stats
+from harness.analysis.collect import collect
 from harness.config import ReportSettings
 from harness.errors import ConfigError, ResultsError
-from harness.metrics import Column, columns
-from harness.results import write_atomic
+from harness.record.metrics import Column, columns
+from harness.record.results import write_atomic
 
 
 MAX_COLLAPSE_FIGURES = 4  # curves for the first few collapsed cells; the table lists them all
@@ -79,7 +83,7 @@ def build_report(folders: list[Path], out: Path, target: float | None = None, to
                           ignore_index=True)
     scaling = analysis.scaling(per_batch)
     csv_path = out.with_suffix(".csv")
-    env = jinja2.Environment(loader=jinja2.PackageLoader("harness", "templates"), autoescape=True)
+    env = jinja2.Environment(loader=jinja2.PackageLoader("harness.report", "templates"), autoescape=True)
     html = env.get_template("report.html.j2").render(
         sections=sections, warnings=found.warnings, csv_name=csv_path.name, resamples=stats.RESAMPLES,
         comparison=table(per_batch.sort_values(["batch_size", "source"]), columns("compare")) if len(sections) > 1 else None,

@@ -23,13 +23,14 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from torch.utils.data import DataLoader
 
-from harness import data, measure
+from harness.training import data
+from harness.training import measure
 from harness.config import CellSettings, TrainSettings
-from harness.data import IndexStream
-from harness.engine import CudaGraphStep, build_engine, check_launch
-from harness.model import build_mlp
-from harness.results import write_atomic
-from harness.telemetry import compute_precision, mfu, peak_flops
+from harness.training.data import IndexStream
+from harness.training.engine import CudaGraphStep, build_engine, check_launch
+from harness.training.model import build_mlp
+from harness.record.results import write_atomic
+from harness.training.telemetry import compute_precision, mfu, peak_flops
 
 BENCH_SCHEMA_VERSION = 1
 DEFAULT_BATCHES = (1, 4, 16, 64, 256, 1024, 4096, 16384)

@@ -26,14 +26,16 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 
-from harness import checks, diagnostics, measure
+from harness.training import checks
+from harness.training import diagnostics
+from harness.training import measure
 from harness.config import CheckSettings
-from harness.data import IndexStream, Splits, rank_slice
-from harness.engine import build_engine
+from harness.training.data import IndexStream, Splits, rank_slice
+from harness.training.engine import build_engine
 from harness.errors import ConfigError
-from harness.fit import fit_steps
+from harness.analysis.fit import fit_steps
 from harness.plan import Cell
-from harness.train import validate
+from harness.training.train import validate
 
 PREDICT_SCHEMA_VERSION = 1
 POSITIONS = (2 / 7, 4 / 7, 6 / 7)
@@ -260,8 +262,8 @@ def rates(config, cells: list[Cell], sweep_dir: Path) -> tuple[dict[int, Any], s
 
 def _tuned_rates(config, sweep_dir: Path) -> dict[int, float]:
     """The learning rate the analysis picked per batch size, from done cells already in the folder."""
-    from harness import analysis
-    from harness.collect import collect
+    from harness.analysis import per_batch as analysis
+    from harness.analysis.collect import collect
 
     if not sweep_dir.is_dir():
         return {}
@@ -281,8 +283,8 @@ def cells_at(cells: list[Cell], batches: list[int], chosen: dict[int, Any], seed
 
 def run(config, cells: list[Cell], sweep_dir: Path, folders: dict[str, Path] | None, progress) -> dict[str, Any]:
     """Short runs, the timing pass and the fit; writes sweep_dir/predict.json (main process)."""
-    from harness import results
-    from harness.sweep import load_data, make_accelerator
+    from harness.record import results
+    from harness.training.sweep import load_data, make_accelerator
 
     started = time.perf_counter()
     grid = sorted({c.batch_size for c in cells})

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.metrics import CELL_KEYS, CHECK_COLUMNS, EPOCH_COLUMNS, energy_resolved
-from harness.schema import Invalid, read_record, read_table, record_digest, settings_digest, unreadable
+from harness.record.metrics import CELL_KEYS, CHECK_COLUMNS, EPOCH_COLUMNS, energy_resolved
+from harness.record.schema import Invalid, read_record, read_table, record_digest, settings_digest, unreadable
 
 ENV_COLUMNS = ("device_type", "device_name", "num_processes", "distributed_type", "mixed_precision", "torch", "host")
 

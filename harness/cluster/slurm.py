@@ -16,7 +16,7 @@ from pathlib import Path
 
 from harness.errors import HarnessError
 from harness import REPO_ROOT
-from harness.slurm_task import DEFAULT_PORT, launch_argv
+from harness.cluster.slurm_task import DEFAULT_PORT, launch_argv
 
 SWEEP_TEMPLATE = REPO_ROOT / "slurm" / "sweep.sbatch"
 MULTINODE_TEMPLATE = REPO_ROOT / "slurm" / "multinode.sbatch"

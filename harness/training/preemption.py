@@ -12,7 +12,6 @@ import signal
 import torch
 from accelerate import Accelerator
 
-EXIT_PREEMPTED = 3  # `harness run` exits with this after checkpointing; the Slurm task requeues
 AGREE_EVERY = 100
 
 

@@ -9,13 +9,17 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import AutocastKwargs, broadcast_object_list
 
-from harness import data, locks, measure, plan, results
+from harness import plan
+from harness.training import data
+from harness.record import locks
+from harness.training import measure
+from harness.record import results
 from harness.config import SweepConfig
-from harness.engine import check_launch
-from harness.errors import ConfigError
-from harness.preemption import EXIT_PREEMPTED, StopRequest
-from harness.progress import Progress
-from harness.train import RunContext, run_cell
+from harness.training.engine import check_launch
+from harness.errors import EXIT_PREEMPTED, ConfigError
+from harness.training.preemption import StopRequest
+from harness.training.progress import Progress
+from harness.training.train import RunContext, run_cell
 
 
 @dataclass(frozen=True)

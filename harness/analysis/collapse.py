@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from harness.analysis import KEY
-from harness.metrics import HIDDEN_LAYERS, LINEAR_LAYERS, aggregates
+from harness.analysis.per_batch import KEY
+from harness.record.metrics import HIDDEN_LAYERS, LINEAR_LAYERS, aggregates
 
 BASELINE = "baseline"  # the ablation variant that changes nothing
 # what a switch tests, by the setting it changes

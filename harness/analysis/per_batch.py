@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from harness.metrics import aggregates
-from harness.stats import near_best
+from harness.record.metrics import aggregates
+from harness.analysis.stats import near_best
 
 GROUP = ["source", "sweep", "variant", "batch_size"]
 KEY = ["source", "sweep", "cell_id"]

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from harness import stats
-from harness.analysis import ACCURACY, KEY, flat_point
+from harness.analysis import stats
+from harness.analysis.per_batch import ACCURACY, KEY, flat_point
 
 
 @dataclass(frozen=True)

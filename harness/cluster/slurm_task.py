@@ -1,6 +1,6 @@
 """Inside a Slurm allocation: launch one cell's training, pass on the warning signal, requeue.
 
-slurm/sweep.sbatch execs `python -m harness.slurm_task ARGS` (ARGS as for `harness run`), so this
+slurm/sweep.sbatch execs `python -m harness.cluster.slurm_task ARGS` (ARGS as for `harness run`), so this
 process is the batch shell that `--signal=B:USR1@120` reaches. It starts the training (plain
 Python for one process, `accelerate launch` for several GPUs or nodes), forwards USR1/TERM to the
 training processes, and when they exit after checkpointing, requeues the array task.
@@ -15,9 +15,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from harness.preemption import EXIT_PREEMPTED
+from harness import REPO_ROOT
+from harness.errors import EXIT_PREEMPTED
 
-RUN_PY = Path(__file__).resolve().parent / "run.py"
+RUN_PY = REPO_ROOT / "harness" / "run.py"
 DEFAULT_PORT = 29500
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from harness.model import LAYER_SIZES
+from harness.training.model import LAYER_SIZES
 
 SAMPLE_INTERVAL_S = 0.05
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from harness import REPO_ROOT
-from harness.metrics import RANK_OPS
+from harness.record.metrics import RANK_OPS
 
 
 def synchronize(device: torch.device) -> None:

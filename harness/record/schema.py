@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, StrictStr, ValidationError, create_model
 
-from harness.metrics import CELL_KEYS, CHECK_COLUMNS, EPOCH_COLUMNS, METRICS
+from harness.record.metrics import CELL_KEYS, CHECK_COLUMNS, EPOCH_COLUMNS, METRICS
 
 SCHEMA_VERSION = 2
 STATUSES = ("done", "oom", "diverged", "failed", "running")

@@ -14,18 +14,23 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 
-from harness import checkpoint, checks, diagnostics, faults, measure, results
-from harness.checkpoint import LoopState
+from harness.training import checkpoint
+from harness.training import checks
+from harness.training import diagnostics
+from harness.record import faults
+from harness.training import measure
+from harness.record import results
+from harness.training.checkpoint import LoopState
 from harness.config import CheckSettings
-from harness.data import IndexStream, Splits, rank_slice
-from harness.engine import Engine, build_engine
+from harness.training.data import IndexStream, Splits, rank_slice
+from harness.training.engine import Engine, build_engine
 from harness.errors import HarnessError
-from harness.model import score
+from harness.training.model import score
 from harness.plan import Cell
-from harness.preemption import StopRequest
-from harness.progress import Progress
-from harness.summary import summarize
-from harness.telemetry import NvmlMonitor, compute_precision
+from harness.training.preemption import StopRequest
+from harness.training.progress import Progress
+from harness.training.summary import summarize
+from harness.training.telemetry import NvmlMonitor, compute_precision
 
 
 @dataclass

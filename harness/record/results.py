@@ -17,10 +17,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness import faults, locks
+from harness.record import faults
+from harness.record import locks
 from harness.errors import ResultsError
-from harness.metrics import CHECK_COLUMNS, EPOCH_COLUMNS
-from harness.schema import SCHEMA_VERSION, STATUSES, Invalid, read_record
+from harness.record.metrics import CHECK_COLUMNS, EPOCH_COLUMNS
+from harness.record.schema import SCHEMA_VERSION, STATUSES, Invalid, read_record
 
 # schema 2: the report rules left result.json (the report reads them from plan.json's config); a
 # version 1 record is read as it is, its "report" section used only where the folder has no plan.json

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from harness.results import write_atomic
+from harness.record.results import write_atomic
 
 
 @dataclass
