@@ -237,25 +237,25 @@ def report_command(args) -> int:
 
 
 def predict_command(args) -> int:
-    from harness.predict import forecast as predict
+    from harness.predict import output, runs  # torch and accelerate load only when predicting
     from harness.training.progress import Progress
 
     config, cells, sweep_dir = load_plan(args)
-    predict.check_grid(config, cells)
+    runs.check_grid(config, cells)
     results.check_writable(sweep_dir)
     folders = data_folders(cells, args.data_dir)
     main_process = os.environ.get("RANK", "0") == "0"
-    doc = predict.reusable(config, sweep_dir) if args.verify else None
+    doc = output.reusable(config, sweep_dir) if args.verify else None
     if doc is None:
-        doc = predict.run(config, cells, sweep_dir, folders, Progress(main_process, True))
+        doc = runs.predict_sweep(config, cells, sweep_dir, folders, Progress(main_process, True))
     if main_process:
-        print(predict.table(doc))
+        print(output.format_prediction(doc))
         print(f"prediction: {sweep_dir / 'predict.json'}")
     if not args.verify:
         return 0
     chosen = {int(b): lr for b, lr in doc["inputs"]["chosen_rates"].items()}
     batches = [doc["sweet_spot"]["batch_size"], *doc["sweet_spot"]["neighbours"]]
-    return train_and_report(config, predict.cells_at(cells, batches, chosen), cells, sweep_dir, folders, args)
+    return train_and_report(config, runs.cells_at(cells, batches, chosen), cells, sweep_dir, folders, args)
 
 
 def run_command(args) -> int:

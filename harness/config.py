@@ -19,6 +19,9 @@ from harness import yamlsafe
 from harness.errors import ConfigError
 
 MNIST_TRAIN_IMAGES = 60_000
+# Untimed steps at the start of every timed run: a cell (its default), predict's timing pass and
+# each of bench's runs. The first steps pay for allocations, kernel selection and compilation.
+WARMUP_STEPS = 5
 # cuda_graphs runs this many eager steps on a side stream before it captures (harness/engine.py)
 CUDA_GRAPH_EAGER_STEPS = 3
 # Switching precision means a new Accelerator, and Accelerate keeps one per process.
@@ -90,7 +93,7 @@ class TrainSettings(_Frozen):
     images_per_epoch: Count | None = Field(None, ge=1, description="default: the whole training split")
     sampling: Literal["shuffle", "with_replacement"] = "shuffle"
     seed: Count = Field(0, ge=0, le=MAX_SEED)
-    warmup_steps: Count = Field(5, ge=0, description="first steps of the cell, excluded from timing")
+    warmup_steps: Count = Field(WARMUP_STEPS, ge=0, description="first steps of the cell, excluded from timing")
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     # eager | compile (torch.compile) | cuda_graphs (whole step captured once, replayed; CUDA only)
     mode: Literal["eager", "compile", "cuda_graphs"] = "eager"
@@ -256,7 +259,7 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> SweepConfig:
     raw.setdefault("name", path.stem)
     for override in overrides:
         apply_override(raw, override)
-    return validate(SweepConfig, raw, source=str(path))
+    return parse(SweepConfig, raw, source=str(path))
 
 
 def apply_override(raw: dict, override: str) -> None:
@@ -287,7 +290,8 @@ def apply_override(raw: dict, override: str) -> None:
     node[leaf] = value
 
 
-def validate(model: type[BaseModel], raw: dict, source: str) -> Any:
+def parse(model: type[BaseModel], raw: dict, source: str) -> Any:
+    """`raw` as the typed `model`; ConfigError names the first bad field."""
     try:
         return model.model_validate(raw)
     except ValidationError as exc:

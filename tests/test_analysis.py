@@ -17,7 +17,7 @@ from test_report import as_number, parse
 
 from harness.training import checks
 from harness.report import page as report
-from harness.analysis import stats
+from harness.analysis import per_batch, stats
 from harness.analysis.collect import collect
 
 # --- the schedule ------------------------------------------------------------------------------
@@ -94,7 +94,7 @@ def test_steps_to_target_come_from_the_checks_with_their_resolution(tmp_path):
     sweep = tmp_path / "res"
     make(sweep, 64, 1e-3, 0, 5_000, 0.978)
     found = collect([sweep])
-    cells = report.analysis.add_time_to_target(found.cells, found.checks, found.epochs, TARGET)
+    cells = per_batch.add_time_to_target(found.cells, found.checks, found.epochs, TARGET)
     row = cells.iloc[0]
     points = found.checks["step"].tolist()
     first = next(s for s in points if s >= 5_000)
@@ -102,7 +102,7 @@ def test_steps_to_target_come_from_the_checks_with_their_resolution(tmp_path):
     assert row["steps_before_target"] == points[points.index(first) - 1]
     assert row["target_resolution_steps"] / row["steps_to_target"] <= 0.1  # 25 checks per decade
     assert row["time_to_target_s"] == pytest.approx(first * 64 * row["time_per_image_s"])
-    without = report.analysis.add_time_to_target(found.cells, pd.DataFrame(), found.epochs, TARGET).iloc[0]
+    without = per_batch.add_time_to_target(found.cells, pd.DataFrame(), found.epochs, TARGET).iloc[0]
     assert without["target_read_at"] == "epoch"  # a folder from before the checks: epoch resolution
     assert without["target_resolution_steps"] == found.epochs["optimizer_steps"].iloc[0]
 
@@ -202,7 +202,7 @@ def test_figures_and_tables_separate_two_other_swept_settings(tmp_path):
                 make(sweep, batch, 1e-3, 0, steps + 100 * slower, 0.975, seconds_per_step=batch * 1e-5,
                      model__activation=activation, train__sampling=sampling)
     write_plan(sweep, {"report": {"target_accuracy": TARGET}})
-    section = report._section(collect([sweep]), (sweep.name, sweep.name), None, None)
+    section = report._section(collect([sweep]), (sweep.name, sweep.name))
     variants = {f"model.activation={a}, train.sampling={s}" for a in ("relu", "softplus")
                 for s in ("shuffle", "with_replacement")}
     assert {v.variant for v in section["verdicts"]} == variants

@@ -14,6 +14,7 @@ import pytest
 from conftest import DATA_DIR, REPO, SMALL, harness, read_json, snapshot, write_config
 
 from harness.predict import forecast as predict
+from harness.predict import output
 from harness.training.data import DATASETS, FILES, find_dataset, load_mnist, read_idx
 from harness.errors import DataError
 from harness.analysis.fit import fit_steps
@@ -79,7 +80,7 @@ def test_a_batch_size_predicted_beyond_its_epochs_is_not_the_sweet_spot():
     rows = {r["batch_size"]: r for r in fitted["predictions"]}
     assert not rows[256]["within_budget"] and rows[128]["within_budget"] and rows[256]["win_share"] == 0
     assert predict.sweet_spot(fitted)["batch_size"] in (128, 512)
-    assert "beyond its epochs (600 steps)" in predict.table({"fit": fitted, "sweet_spot": predict.sweet_spot(fitted),
+    assert "beyond its epochs (600 steps)" in output.format_prediction({"fit": fitted, "sweet_spot": predict.sweet_spot(fitted),
                                                               "b_simple": None, "cost": {"train_seconds": 1.0,
                                                               "check_seconds": 0.1, "wall_seconds": 2.0}})
     for t in timings:

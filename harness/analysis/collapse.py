@@ -68,7 +68,7 @@ def per_cell(cells: pd.DataFrame, epochs: pd.DataFrame, drop: float) -> pd.DataF
     return table.sort_values(["variant", "batch_size", "seed"], ignore_index=True)
 
 
-def rates(table: pd.DataFrame) -> pd.DataFrame:
+def variant_rates(table: pd.DataFrame) -> pd.DataFrame:
     """Per variant: seeds run, seeds collapsed, and the mean peak and final test accuracy."""
     spec = aggregates("variants")
     if table.empty:

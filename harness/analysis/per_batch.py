@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from harness.analysis.collect import Collected
+from harness.config import ReportSettings
 from harness.record.metrics import aggregates
 from harness.analysis.stats import near_best
 
@@ -195,3 +197,14 @@ def against_prediction(doc: dict, per_batch: pd.DataFrame) -> pd.DataFrame:
     rows["measured_crossing_time_s"] = (crossing * rows["batch_size"] * rows["time_per_image_s"]).where(all_reached)
     rows["time_error"] = rows["predicted_time_s"] / rows["measured_crossing_time_s"] - 1
     return rows
+
+
+def picked_rates(found: Collected, rules: ReportSettings) -> dict[int, float]:
+    """The learning rate picked per batch size (the rule of `pick_rates`) from the done cells of a
+    folder, for batch sizes that reached the target; `harness predict` predicts at these rates."""
+    if found.cells.empty:
+        return {}
+    cells = add_time_to_target(found.cells, found.checks, found.epochs, rules.target_accuracy)
+    picked = by_batch_size(cells, rules.tolerance)
+    reached = picked[picked["reached_target"] > 0]
+    return {int(r.batch_size): float(r.learning_rate) for r in reached.itertuples()}

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from harness.analysis import stats
+from harness.config import ReportSettings
 from harness.analysis.per_batch import ACCURACY, KEY, flat_point
 
 
@@ -56,12 +57,12 @@ def add_intervals(per_batch: pd.DataFrame, boot: stats.Bootstrap | None) -> pd.D
     return per_batch
 
 
-def recommend(variant: str, per_batch: pd.DataFrame, cells: pd.DataFrame, windows: pd.DataFrame, target: float,
-              tolerance: float, flat_threshold: float, lr_rule: str,
-              planned: list[int] = ()) -> tuple[Recommendation, pd.DataFrame]:
+def recommend(variant: str, per_batch: pd.DataFrame, cells: pd.DataFrame, windows: pd.DataFrame,
+              rules: ReportSettings, lr_rule: str, planned: list[int] = ()) -> tuple[Recommendation, pd.DataFrame]:
     """One variant's verdict, and its per-batch table with intervals and win shares added.
     `planned`: the batch sizes of the sweep's plan (plan.json), so an edge of what has run so far
     is not mistaken for an edge of the grid."""
+    target, tolerance, flat_threshold = rules.target_accuracy, rules.tolerance, rules.flat_threshold
     if per_batch.empty:
         return Recommendation(variant, None, "No cell finished, so there is no sweet spot."), per_batch
     boot = stats.resample(samples(cells, windows), tolerance)

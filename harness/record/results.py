@@ -75,6 +75,11 @@ def remove_stale_temps(folder: Path) -> None:
             continue
 
 
+def utc_now() -> str:
+    """The time stamps of records: UTC, to the second."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
 def start_record(sweep: str, cell_id: str, cell_index: int, swept: dict[str, Any], settings: dict[str, Any],
                  environment: dict[str, Any], started_utc: str) -> dict[str, Any]:
     """A cell's result.json as it begins: status running, no summary yet."""

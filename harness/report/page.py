@@ -11,12 +11,9 @@ import jinja2
 import pandas as pd
 import yaml
 
-from harness.analysis import per_batch as analysis
-from harness.analysis import collapse
+from harness.analysis import collapse, per_batch, recommend, stats
+from harness.analysis.collect import Collected, collect
 from harness.report import figures
-from harness.analysis import recommend
-from harness.analysis import stats
-from harness.analysis.collect import collect
 from harness.config import ReportSettings
 from harness.errors import ConfigError, ResultsError
 from harness.record.metrics import Column, columns
@@ -55,7 +52,7 @@ def _has_values(series: pd.Series) -> bool:
     return any(not _is_missing(v) and v != "" for v in series)
 
 
-def table(frame: pd.DataFrame, spec: list[Column]) -> dict:
+def rendered_table(frame: pd.DataFrame, spec: list[Column]) -> dict:
     """Rows for the template; a column with nothing recorded in any row (no GPU: no NVML) is left out."""
     present = [c for c in spec if c.key in frame.columns and _has_values(frame[c.key])]
     return {
@@ -76,17 +73,18 @@ def build_report(folders: list[Path], out: Path, target: float | None = None, to
     if target is not None:
         _check_reachable(found, target)
     keys = list(found.cells[["source", "sweep"]].drop_duplicates().itertuples(index=False, name=None))
-    sections = [_section(found, key, target, tolerance) for key in keys]
+    overrides = {k: v for k, v in (("target_accuracy", target), ("tolerance", tolerance)) if v is not None}
+    sections = [_section(found, key, overrides) for key in keys]
     all_cells = pd.concat([s.pop("frame") for s in sections], ignore_index=True)
-    per_batch = pd.concat([s.pop("per_batch_frame") for s in sections if not s["per_batch_frame"].empty] or
-                          [pd.DataFrame(columns=[*analysis.GROUP, "num_processes", "time_per_image_s"])],
+    by_batch = pd.concat([s.pop("per_batch_frame") for s in sections if not s["per_batch_frame"].empty] or
+                          [pd.DataFrame(columns=[*per_batch.GROUP, "num_processes", "time_per_image_s"])],
                           ignore_index=True)
-    scaling = analysis.scaling(per_batch)
+    scaling = per_batch.scaling(by_batch)
     csv_path = out.with_suffix(".csv")
     env = jinja2.Environment(loader=jinja2.PackageLoader("harness.report", "templates"), autoescape=True)
     html = env.get_template("report.html.j2").render(
         sections=sections, warnings=found.warnings, csv_name=csv_path.name, resamples=stats.RESAMPLES,
-        comparison=table(per_batch.sort_values(["batch_size", "source"]), columns("compare")) if len(sections) > 1 else None,
+        comparison=rendered_table(by_batch.sort_values(["batch_size", "source"]), columns("compare")) if len(sections) > 1 else None,
         scaling_figure=figures.scaling_figure(scaling))
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -101,9 +99,9 @@ def build_report(folders: list[Path], out: Path, target: float | None = None, to
     return found.warnings
 
 
-def _check_reachable(found, target: float) -> None:
+def _check_reachable(found: Collected, target: float) -> None:
     """A --target no cell reached makes every time to target unknown: say so before writing."""
-    readings = analysis.readings(found.checks, found.epochs)
+    readings = per_batch.readings(found.checks, found.epochs)
     best = readings["val_accuracy"].max() if not readings.empty else None
     if best is None or not best >= target:
         seen = f"the best validation accuracy recorded is {best:.4f}" if best == best and best is not None else "none recorded"
@@ -113,35 +111,35 @@ def _check_reachable(found, target: float) -> None:
 def _collapse_section(cells: pd.DataFrame, epochs: pd.DataFrame, drop: float, plan_config: dict | None) -> dict:
     """Did training collapse, and why? The flagged cells, the ablation, the verdict, the curves."""
     per_cell = collapse.per_cell(cells, epochs, drop)
-    by_variant = collapse.rates(per_cell)
+    by_variant = collapse.variant_rates(per_cell)
     found = collapse.collapses(per_cell, epochs) if not per_cell.empty else []
     ablation = (by_variant["variant"] == collapse.BASELINE).any() and len(by_variant) > 1
     return {
         "verdict": collapse.verdict(per_cell, by_variant, collapse.switches(plan_config), drop),
         "evidence": collapse.evidence(found),
-        "cells": table(per_cell[per_cell["collapsed"]], columns("collapse")),
-        "variants": table(by_variant, columns("variants")) if ablation else None,
+        "cells": rendered_table(per_cell[per_cell["collapsed"]], columns("collapse")),
+        "variants": rendered_table(by_variant, columns("variants")) if ablation else None,
         "figures": [figures.collapse_curves(epochs[epochs["cell_id"] == c.cell_id].sort_values("epoch"),
                                             c.cell_id, c.peak_epoch) for c in found[:MAX_COLLAPSE_FIGURES]],
         "not_drawn": max(0, len(found) - MAX_COLLAPSE_FIGURES),
     }
 
 
-def _section(found, key: tuple[str, str], target: float | None, tolerance: float | None) -> dict:
+def _section(found: Collected, key: tuple[str, str], overrides: dict[str, float] | None = None) -> dict:
+    """One results folder's sweep: its rules (plan.json's, with the command line's overrides), its
+    verdicts, tables and figures."""
     source, sweep = key
     records = [r for r in found.records if r["source"] == source and r["sweep"] == sweep]
     plan = found.plans.get((source, sweep), {})
-    rules = report_rules(plan, records)
-    target = rules.target_accuracy if target is None else target
-    tolerance = rules.tolerance if tolerance is None else tolerance
+    rules = report_rules(plan, records).model_copy(update=overrides or {})
     cells = _of(found.cells, key)
     epochs, checks = _of(found.epochs, key), _of(found.checks, key)
-    cells = analysis.add_time_to_target(cells, checks, epochs, target)
-    per_rate = analysis.by_rate(cells)
+    cells = per_batch.add_time_to_target(cells, checks, epochs, rules.target_accuracy)
+    per_rate = per_batch.by_rate(cells)
     planned = sorted({c["swept"].get("train.batch_size") for c in plan.get("cells", [])} - {None})
-    verdicts, per_batch = _verdicts(cells, per_rate, analysis.timing_windows(checks, epochs), target, tolerance,
-                                    rules.flat_threshold, _lr_rule(plan), planned)
-    tuned = analysis.tuned_cells(cells, per_batch)["cell_id"]  # each batch size at its picked rate
+    verdicts, by_batch = _verdicts(cells, per_rate, per_batch.timing_windows(checks, epochs), rules, _lr_rule(plan),
+                                   planned)
+    tuned = per_batch.tuned_cells(cells, by_batch)["cell_id"]  # each batch size at its picked rate
     missing = [c for c in plan.get("cells", []) if c["id"] not in set(cells["cell_id"])]
     commands = sorted({r.get("environment", {}).get("command") for r in records} - {None})
     spots = {r.variant: r.batch_size for r in verdicts}
@@ -151,49 +149,49 @@ def _section(found, key: tuple[str, str], target: float | None, tolerance: float
         "device": records[0].get("environment", {}).get("device_name"),
         "verdicts": verdicts,
         # an ablation (every variant one batch size): its question is the collapse, not a sweet spot
-        "ablation_first": len(verdicts) > 1 and per_batch.groupby("variant")["batch_size"].nunique().max() == 1,
-        "memory_limit": analysis.memory_limit(cells),
-        "target": target, "tolerance": tolerance, "flat_threshold": rules.flat_threshold,
-        "per_batch": table(per_batch, columns("batch")),
-        "per_rate": table(per_rate.sort_values(GROUP_RATE), columns("rates")) if (per_batch["rates_tried"] > 1).any()
+        "ablation_first": len(verdicts) > 1 and by_batch.groupby("variant")["batch_size"].nunique().max() == 1,
+        "memory_limit": per_batch.memory_limit(cells),
+        "target": rules.target_accuracy, "tolerance": rules.tolerance, "flat_threshold": rules.flat_threshold,
+        "per_batch": rendered_table(by_batch, columns("batch")),
+        "per_rate": rendered_table(per_rate.sort_values(GROUP_RATE), columns("rates")) if (by_batch["rates_tried"] > 1).any()
         else None,
-        "cells": table(cells.sort_values(["variant", "batch_size", "learning_rate", "seed", "cell_id"]), columns("cells")),
+        "cells": rendered_table(cells.sort_values(["variant", "batch_size", "learning_rate", "seed", "cell_id"]), columns("cells")),
         "collapse_drop": rules.collapse_drop,
         "collapse": _collapse_section(cells, epochs, rules.collapse_drop, plan.get("config")),
         "unfinished": cells[cells["status"] != "done"][["cell_id", "status", "error"]].to_dict("records"),
         "missing": missing,
-        "prediction": _prediction(prediction, per_batch, cells, verdicts) if prediction else None,
-        "figures": figures.render_all(figures.FigureData(_only(epochs, tuned), _only(checks, tuned), per_batch, spots,
-                                                         target, prediction)),
+        "prediction": _prediction(prediction, by_batch, cells, verdicts) if prediction else None,
+        "figures": figures.render_all(figures.FigureData(_only(epochs, tuned), _only(checks, tuned), by_batch, spots,
+                                                         rules.target_accuracy, prediction)),
         "environment": sorted((k, v) for k, v in records[0].get("environment", {}).items() if k != "command"),
         "config": yaml.safe_dump(plan.get("config") or records[0].get("settings", {}), sort_keys=False),
         "commands": commands,
         "swept": sorted({k for r in records for k in r.get("swept", {})}),
-        "frame": cells, "per_batch_frame": per_batch,
+        "frame": cells, "per_batch_frame": by_batch,
     }
 
 
-GROUP_RATE = [*analysis.GROUP, "learning_rate"]
+GROUP_RATE = [*per_batch.GROUP, "learning_rate"]
 
 
-def _verdicts(cells: pd.DataFrame, per_rate: pd.DataFrame, windows: pd.DataFrame, target: float, tolerance: float,
-              flat_threshold: float, lr_rule: str, planned: list[int]) -> tuple[list[recommend.Recommendation], pd.DataFrame]:
+def _verdicts(cells: pd.DataFrame, per_rate: pd.DataFrame, windows: pd.DataFrame, rules: ReportSettings, lr_rule: str,
+              planned: list[int]) -> tuple[list[recommend.Recommendation], pd.DataFrame]:
     """One recommendation per variant, and the per-batch table (picked rates, intervals)."""
-    per_batch = analysis.pick_rates(per_rate, tolerance)
-    if per_batch.empty:
+    by_batch = per_batch.pick_rates(per_rate, rules.tolerance)
+    if by_batch.empty:
         return ([recommend.Recommendation("", None, "No cell finished, so there is no sweet spot.")],
-                recommend.add_intervals(per_batch, None))
-    tuned = analysis.tuned_cells(cells, per_batch)
+                recommend.add_intervals(by_batch, None))
+    tuned = per_batch.tuned_cells(cells, by_batch)
     verdicts, tables = [], []
-    for variant, group in per_batch.groupby("variant", sort=True):
+    for variant, group in by_batch.groupby("variant", sort=True):
         verdict, with_intervals = recommend.recommend(variant, group, tuned[tuned["variant"] == variant], windows,
-                                                      target, tolerance, flat_threshold, lr_rule, planned)
+                                                      rules, lr_rule, planned)
         verdicts.append(verdict)
         tables.append(with_intervals)
-    return verdicts, pd.concat(tables, ignore_index=True).sort_values(analysis.GROUP, ignore_index=True)
+    return verdicts, pd.concat(tables, ignore_index=True).sort_values(per_batch.GROUP, ignore_index=True)
 
 
-def _prediction(doc: dict, per_batch: pd.DataFrame, cells: pd.DataFrame,
+def _prediction(doc: dict, by_batch: pd.DataFrame, cells: pd.DataFrame,
                 verdicts: list[recommend.Recommendation]) -> dict:
     """harness predict's answer beside the grid's, and what each cost in training seconds."""
     done = cells[cells["status"] == "done"]
@@ -207,7 +205,7 @@ def _prediction(doc: dict, per_batch: pd.DataFrame, cells: pd.DataFrame,
         "lr_source": doc["inputs"]["learning_rate_source"], "short_runs": doc["inputs"]["short_run_batch_sizes"],
         "spent": spent, "grid_seconds": grid_seconds if len(done) else None,
         "share": spent / grid_seconds if len(done) and grid_seconds > 0 else None,
-        "table": table(analysis.against_prediction(doc, per_batch), columns("prediction")),
+        "table": rendered_table(per_batch.against_prediction(doc, by_batch), columns("prediction")),
     }
 
 

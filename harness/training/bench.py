@@ -15,7 +15,7 @@ import json
 import shutil
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -23,19 +23,18 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from torch.utils.data import DataLoader
 
-from harness.training import data
-from harness.training import measure
-from harness.config import CellSettings, TrainSettings
+from harness.config import WARMUP_STEPS, CellSettings, TrainSettings
+from harness.record.results import utc_now, write_atomic
+from harness.training import data, measure
 from harness.training.data import IndexStream
 from harness.training.engine import CudaGraphStep, build_engine, check_launch
 from harness.training.model import build_mlp
-from harness.record.results import write_atomic
+from harness.training.steps import run_steps
 from harness.training.telemetry import compute_precision, mfu, peak_flops
 
 BENCH_SCHEMA_VERSION = 1
 DEFAULT_BATCHES = (1, 4, 16, 64, 256, 1024, 4096, 16384)
 QUICK_BATCHES = (1, 16, 256)
-WARMUP_STEPS = 5  # untimed, in every loop; cuda_graphs captures within them
 CHECK_STEPS = 20  # every run takes at least this many steps; its loss at this step is compared
 # |loss at step CHECK_STEPS (engine) - the reference's|, fp32. Eager differs from the reference
 # only by fused vs per-parameter Adam rounding; compile also fuses the forward. Later steps are
@@ -71,7 +70,7 @@ def torchvision_root(mnist_folder: Path) -> Path:
     return root
 
 
-def reference_loop(acc: Accelerator, dataset, order: list[int], settings: CellSettings, record: bool) -> Run:
+def reference_loop(accelerator: Accelerator, dataset, order: list[int], settings: CellSettings, record: bool) -> Run:
     """The loop from the tutorials, as users write it: a DataLoader over torchvision's MNIST,
     accelerator.prepare, plain Adam, and loss.item() every step for logging."""
     batch, steps = settings.train.batch_size, len(order) // settings.train.batch_size
@@ -80,48 +79,48 @@ def reference_loop(acc: Accelerator, dataset, order: list[int], settings: CellSe
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.optim.lr, betas=settings.optim.betas,
                                  eps=settings.optim.eps)
     loader = DataLoader(dataset, batch_size=batch, sampler=order)  # the same order as the engine's
-    model, optimizer, loader = acc.prepare(model, optimizer, loader)
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     losses, start = [], None
     for i, (images, labels) in enumerate(loader):
         if i == WARMUP_STEPS:
-            measure.synchronize(acc.device)
+            measure.synchronize(accelerator.device)
             start = time.perf_counter()
         loss = F.cross_entropy(model(images.view(images.size(0), -1)), labels)
-        acc.backward(loss)
+        accelerator.backward(loss)
         optimizer.step()
         optimizer.zero_grad()
         losses.append(loss.item())
-    measure.synchronize(acc.device)
+    measure.synchronize(accelerator.device)
     seconds = time.perf_counter() - start
     return Run("reference", steps, steps * batch, seconds, (steps - WARMUP_STEPS) * batch, losses[CHECK_STEPS - 1],
                losses if record else [])
 
 
-def engine_loop(acc: Accelerator, splits: data.Splits, order: torch.Tensor, settings: CellSettings,
+def engine_loop(accelerator: Accelerator, splits: data.Splits, order: torch.Tensor, settings: CellSettings,
                 record: bool, floor: bool = False) -> tuple[Run, Run | None]:
-    """The harness's own step (harness/engine.py), exactly as `harness run` drives it; with
-    `floor` under cuda_graphs, also the same number of bare replays (the replay-only floor)."""
+    """The harness's own step (training/engine.py) through the one step loop (training/steps.py),
+    exactly as `harness run` drives it; with `floor` under cuda_graphs, also the same number of
+    bare replays (the replay-only floor)."""
     batch = settings.train.batch_size
     steps = len(order) // batch
-    engine = build_engine(settings, acc, splits)
-    batches = order.view(steps, batch).to(acc.device)
-    losses = []
-    for i in range(WARMUP_STEPS):
-        loss = engine.step(batches[i])
-        losses.append(loss.item())
-    with measure.SyncedTimer(acc.device) as timed:
-        for i in range(WARMUP_STEPS, steps):
-            loss = engine.step(batches[i])
-            if i == CHECK_STEPS - 1:
-                checked = loss.clone()  # stays on the device: no sync inside the window
-            if record:
-                losses.append(loss.item())
+    engine = build_engine(settings, accelerator, splits)
+    batches = order.view(steps, batch).to(accelerator.device)
+    losses, checked = [], []
+
+    def keep(step: int, loss: torch.Tensor) -> None:
+        if step == CHECK_STEPS - 1:
+            checked.append(loss.clone())  # stays on the device: no sync inside the window
+        if record:
+            losses.append(loss.item())  # a sync every step: only when asked
+
+    run_steps(engine, batches.__getitem__, 0, WARMUP_STEPS, timed=False, on_loss=keep)
+    timed = run_steps(engine, batches.__getitem__, WARMUP_STEPS, steps, on_loss=keep)
     run = Run(settings.train.mode, steps, steps * batch, timed.seconds, (steps - WARMUP_STEPS) * batch,
-              checked.item(), losses if record else [])
+              checked[0].item(), losses if record else [])
     if floor and isinstance(engine.step, CudaGraphStep):
-        with measure.SyncedTimer(acc.device) as replay:
-            for _ in range(WARMUP_STEPS, steps):
-                engine.step.replay_only()
+        graph = engine.step
+        replay = run_steps(replace(engine, step=lambda idx: graph.replay_only()), batches.__getitem__, WARMUP_STEPS,
+                           steps)
         return run, Run("replay_floor", steps, steps * batch, replay.seconds, run.timed_images, run.check_loss, [])
     return run, None
 
@@ -130,7 +129,7 @@ def settings_for(batch: int, mode: str) -> CellSettings:
     return CellSettings(train=TrainSettings(batch_size=batch, seed=0, mode=mode, warmup_steps=WARMUP_STEPS))
 
 
-def bench_batch(acc, dataset, splits, batch: int, images: int, modes: list[str], repeats: int) -> list[Run]:
+def bench_batch(accelerator, dataset, splits, batch: int, images: int, modes: list[str], repeats: int) -> list[Run]:
     steps = max(CHECK_STEPS, images // batch)
     val_size = settings_for(batch, "eager").data.val_size
     order = IndexStream(len(splits.train_y), "shuffle", seed=0).next(steps * batch)
@@ -140,14 +139,14 @@ def bench_batch(acc, dataset, splits, batch: int, images: int, modes: list[str],
         # alternate, and rotate who goes first, so drift in the machine hits every loop alike
         for loop in loops[rep % len(loops):] + loops[: rep % len(loops)]:
             if loop == "reference":
-                runs.append(reference_loop(acc, dataset, (order + val_size).tolist(), settings_for(batch, "eager"), False))
+                runs.append(reference_loop(accelerator, dataset, (order + val_size).tolist(), settings_for(batch, "eager"), False))
             else:
-                run, floor = engine_loop(acc, splits, order, settings_for(batch, loop), False, floor=rep == 0)
+                run, floor = engine_loop(accelerator, splits, order, settings_for(batch, loop), False, floor=rep == 0)
                 runs += [run] + ([floor] if floor else [])
     return runs
 
 
-def summarize(runs: list[Run], batch: int, device_name: str, peak: float | None) -> list[dict]:
+def summarize_runs(runs: list[Run], batch: int, device_name: str, peak: float | None) -> list[dict]:
     by_loop: dict[str, list[Run]] = {}
     for run in runs:
         by_loop.setdefault(run.loop, []).append(run)
@@ -176,25 +175,25 @@ def run_bench(mnist_folder: Path, batches: list[int], images: int, modes: list[s
     from torchvision.datasets import MNIST
     from torchvision.transforms import ToTensor
 
-    acc = Accelerator(cpu=not torch.cuda.is_available())
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
     torch.set_flush_denormal(True)
-    cuda = acc.device.type == "cuda"
+    cuda = accelerator.device.type == "cuda"
     modes = modes or (["eager", "compile", "cuda_graphs"] if cuda else ["eager", "compile"])
     for mode in modes:  # before any timing: cuda_graphs needs a CUDA device
-        check_launch(settings_for(1, mode), acc)
+        check_launch(settings_for(1, mode), accelerator)
     dataset = MNIST(str(torchvision_root(mnist_folder)), train=True, download=False, transform=ToTensor())
-    splits = data.to_device(data.load_mnist(mnist_folder), settings_for(1, "eager").data.val_size, acc.device)
-    env = measure.environment(acc.device, 1, str(acc.distributed_type), "no")
+    splits = data.to_device(data.load_mnist(mnist_folder), settings_for(1, "eager").data.val_size, accelerator.device)
+    env = measure.environment(accelerator.device, 1, str(accelerator.distributed_type), "no")
     peak = peak_flops(env["device_name"], compute_precision("no")) if cuda else None
     rows = []
     for batch in batches:
-        runs = bench_batch(acc, dataset, splits, batch, images, modes, repeats)
-        rows += summarize(runs, batch, env["device_name"], peak)
+        runs = bench_batch(accelerator, dataset, splits, batch, images, modes, repeats)
+        rows += summarize_runs(runs, batch, env["device_name"], peak)
         print(format_rows([r for r in rows if r["batch_size"] == batch], header=batch == batches[0]), flush=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     document = {"schema_version": BENCH_SCHEMA_VERSION, "environment": env, "warmup_steps": WARMUP_STEPS,
                 "check_steps": CHECK_STEPS, "loss_tolerance": LOSS_TOLERANCE,
-                "peak_flops": peak, "date_utc": measure.utc_now(), "rows": rows}
+                "peak_flops": peak, "date_utc": utc_now(), "rows": rows}
     write_atomic(out_dir / "bench.json", json.dumps(document, indent=2) + "\n")
     table = io.StringIO()
     writer = csv.DictWriter(table, fieldnames=COLUMNS, lineterminator="\n")

@@ -48,6 +48,11 @@ class LoopState:
     window_warmup_steps: int = 0
     window_warmup_seconds: float = 0.0
 
+    @property
+    def global_step(self) -> int:
+        """Optimizer steps done in the cell, this epoch's included."""
+        return self.steps_done + self.step
+
 
 def path_for(cell_dir: Path, rank: int) -> Path:
     return cell_dir / f"checkpoint-rank{rank}.pt"

@@ -24,6 +24,7 @@ Step = Callable[[torch.Tensor], torch.Tensor]
 
 @dataclass
 class Engine:
+    accelerator: Accelerator  # where the step runs (device, processes): steps.run_steps syncs and reduces with it
     model: torch.nn.Module  # as prepared by Accelerate (DDP-wrapped with several processes)
     eval_model: torch.nn.Module  # the plain module, for evaluation outside DDP
     optimizer: torch.optim.Optimizer
@@ -80,7 +81,7 @@ def build_engine(settings: CellSettings, accelerator: Accelerator, splits: Split
 
     if mode == "cuda_graphs":
         step = CudaGraphStep(step, settings.train.batch_size, accelerator.device)
-    return Engine(model=model, eval_model=accelerator.unwrap_model(model), optimizer=optimizer, step=step, norms=norms)
+    return Engine(accelerator=accelerator, model=model, eval_model=accelerator.unwrap_model(model), optimizer=optimizer, step=step, norms=norms)
 
 
 class CudaGraphStep:

@@ -53,13 +53,15 @@ class SyncedTimer:
 REDUCE = {"max": lambda t: t.max(dim=0).values, "sum": lambda t: t.sum(dim=0), "mean": lambda t: t.mean(dim=0)}
 
 
-def over_ranks(acc, values: dict[str, float | int | None]) -> dict[str, float | int | None]:
-    """One gather for several per-rank numbers, each combined as harness/metrics.py says (the
+def over_ranks(accelerator, values: dict[str, float | int | None]) -> dict[str, float | int | None]:
+    """One gather for several per-rank numbers, each combined as record/metrics.py says (the
     slowest rank's time is the honest wall time of a data-parallel step, energy adds up, memory
     takes the worst). Unknown on any rank stays unknown (None), never 0."""
+    if accelerator.num_processes == 1:  # nothing to combine, and no device round-trip
+        return {k: None if v is None or (isinstance(v, float) and math.isnan(v)) else v for k, v in values.items()}
     raw = torch.tensor([math.nan if v is None else float(v) for v in values.values()], dtype=torch.float64,
-                       device=acc.device)
-    table = acc.gather(raw).view(acc.num_processes, len(values))
+                       device=accelerator.device)
+    table = accelerator.gather(raw).view(accelerator.num_processes, len(values))
     out = {}
     for i, (key, value) in enumerate(values.items()):
         reduced = REDUCE[RANK_OPS[key]](table[:, i]).item()
@@ -171,6 +173,3 @@ def seconds_since_process_start() -> float | None:
     except Exception:
         return None
 
-
-def utc_now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
 from torch import nn
 
 from harness.config import ModelSettings
@@ -33,16 +31,3 @@ def _initialise(layer: nn.Linear, settings: ModelSettings) -> None:
         nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
         nn.init.zeros_(layer.bias)
     # "default": PyTorch's own Linear init, already applied
-
-
-@torch.no_grad()
-def score(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int = 10_000) -> torch.Tensor:
-    """[correct predictions, summed cross-entropy] as a float64 device tensor, so the caller
-    decides when to sync (and can sum it over ranks in one reduction)."""
-    total = torch.zeros(2, dtype=torch.float64, device=x.device)
-    for start in range(0, len(x), chunk):
-        logits = model(x[start : start + chunk])
-        labels = y[start : start + chunk]
-        total[0] += (logits.argmax(dim=1) == labels).sum()
-        total[1] += F.cross_entropy(logits.float(), labels, reduction="sum")
-    return total

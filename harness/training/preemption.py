@@ -29,11 +29,11 @@ class StopRequest:
         self.flag = True
         self.signal_name = signal.Signals(signum).name
 
-    def should_stop(self, acc: Accelerator, step: int) -> bool:
+    def should_stop(self, accelerator: Accelerator, step: int) -> bool:
         """Whether every rank stops after `step` (a count of steps done, the same on every rank)."""
-        if acc.num_processes == 1:
+        if accelerator.num_processes == 1:
             return self.flag
         if step % AGREE_EVERY:
             return False
-        flag = torch.tensor(float(self.flag), device=acc.device)
-        return bool(acc.reduce(flag, "sum").item() > 0)
+        flag = torch.tensor(float(self.flag), device=accelerator.device)
+        return bool(accelerator.reduce(flag, "sum").item() > 0)

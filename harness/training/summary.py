@@ -13,19 +13,19 @@ from harness.record.metrics import energy_resolved
 from harness.training.telemetry import flops_per_image, mfu, peak_flops
 
 
-def summarize(rows: list[dict[str, Any]], s: CellSettings, first_losses: list[float], warmup_seconds: float,
+def summarize(rows: list[dict[str, Any]], settings: CellSettings, first_losses: list[float], warmup_seconds: float,
               world: int, gpu: dict[str, Any], env: dict[str, Any], precision: str,
               evals: list[dict[str, Any]] = ()) -> dict[str, Any]:
     """Per-cell numbers; accuracy is the test accuracy at the best-validation epoch (first best)."""
     best = max(rows, key=lambda r: r["val_accuracy"])  # max keeps the earliest of equals
     last = rows[-1]
-    timing = _timing(rows, s.train.batch_size)
+    timing = _timing(rows, settings.train.batch_size)
     peak = peak_flops(env.get("device_name"), precision) if env.get("device_type") == "cuda" else None
     return {
         "epochs_completed": len(rows),
-        "steps_per_epoch": s.steps_per_epoch,
-        "local_batch_size": s.train.batch_size // world,
-        "learning_rate": s.optim.lr_for(s.train.batch_size),
+        "steps_per_epoch": settings.steps_per_epoch,
+        "local_batch_size": settings.train.batch_size // world,
+        "learning_rate": settings.optim.lr_for(settings.train.batch_size),
         "optimizer_steps": last["optimizer_steps"],
         "images_seen": last["images_seen"],
         "best_epoch": best["epoch"],
@@ -35,7 +35,7 @@ def summarize(rows: list[dict[str, Any]], s: CellSettings, first_losses: list[fl
         "final_val_accuracy": last["val_accuracy"],
         "final_test_accuracy": last["test_accuracy"],
         "final_train_loss": _finite(last["train_loss"]),
-        "warmup_steps": min(s.train.warmup_steps, s.total_steps),
+        "warmup_steps": min(settings.train.warmup_steps, settings.total_steps),
         "warmup_seconds": warmup_seconds,
         "first_step_losses": first_losses,
         **timing,

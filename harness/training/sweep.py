@@ -5,18 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from accelerate import Accelerator
-from accelerate.utils import AutocastKwargs, broadcast_object_list
+from accelerate.utils import broadcast_object_list
 
 from harness import plan
-from harness.training import data
-from harness.record import locks
-from harness.training import measure
-from harness.record import results
 from harness.config import SweepConfig
-from harness.training.engine import check_launch
-from harness.errors import EXIT_PREEMPTED, ConfigError
+from harness.errors import EXIT_PREEMPTED
+from harness.record import locks, results
+from harness.training.launch import load_data, make_accelerator
+from harness.training.measure import environment_command
 from harness.training.preemption import StopRequest
 from harness.training.progress import Progress
 from harness.training.train import RunContext, run_cell
@@ -33,7 +30,7 @@ def run_sweep(config: SweepConfig, cells: list[plan.Cell], sweep_dir: Path, fold
     """Train this process's share of `cells`; the caller (the CLI) then builds the report."""
     accelerator = make_accelerator(config, cells, sweep_dir)
     if accelerator.is_main_process:
-        results.write_plan(sweep_dir, plan.plan_document(config, all_cells, measure.environment_command()))
+        results.write_plan(sweep_dir, plan.plan_document(config, all_cells, environment_command()))
     # Decided once, before any rank writes, so every rank agrees on what to train.
     todo = [c for c in cells if not results.is_done(sweep_dir / c.id)]
     progress = Progress(accelerator.is_main_process, quiet)
@@ -47,7 +44,7 @@ def run_sweep(config: SweepConfig, cells: list[plan.Cell], sweep_dir: Path, fold
         if cell.id not in todo_ids:
             progress.message(f"skip {cell.id}: already done")
     if not todo:
-        return _finish(accelerator, {})
+        return _outcome(accelerator, {})
 
     device_data, environment = load_data(accelerator, folders, todo[0])
     if config.log_with:
@@ -79,28 +76,7 @@ def run_sweep(config: SweepConfig, cells: list[plan.Cell], sweep_dir: Path, fold
     if held:  # exit 0: nothing failed, but say plainly that this run did not train them
         progress.message(f"{len(held)} cell(s) not trained here: another live process holds them "
                          f"({', '.join(held)}); run again later to train any it leaves unfinished")
-    return _finish(accelerator, statuses)
-
-
-def make_accelerator(config: SweepConfig, cells: list[plan.Cell], sweep_dir: Path) -> Accelerator:
-    """One Accelerator per process; refuses, before any training, what this launch cannot run."""
-    graphs = any(c.settings.train.mode == "cuda_graphs" for c in cells)
-    # Without cpu=True, Accelerate only forms a process group on accelerators: on a CPU machine
-    # `accelerate launch --multi_gpu` or torchrun would start P unconnected single processes.
-    try:
-        accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=config.train.mixed_precision,
-                                  log_with=config.log_with or None, project_dir=sweep_dir,
-                                  # autocast's weight cache cannot live across CUDA graph replays
-                                  kwargs_handlers=[AutocastKwargs(cache_enabled=False)] if graphs else None)
-    except (ValueError, ImportError) as exc:
-        if not config.log_with:
-            raise
-        raise ConfigError(f"log_with: {' '.join(str(exc).split())[:200]}; install the tracker or remove it from "
-                          f"log_with") from None
-    plan.check_divisible(cells, accelerator.num_processes)
-    for cell in cells:
-        check_launch(cell.settings, accelerator)
-    return accelerator
+    return _outcome(accelerator, statuses)
 
 
 def keep_unreadable(todo: list[plan.Cell], sweep_dir: Path, progress: Progress) -> None:
@@ -112,42 +88,6 @@ def keep_unreadable(todo: list[plan.Cell], sweep_dir: Path, progress: Progress) 
             kept = results.set_aside(sweep_dir / cell.id)
             progress.message(f"{cell.id}: not done, its record cannot be used ({problem}); kept as {kept.name}, "
                              f"training it again")
-
-
-class DeviceData:
-    """The datasets on the training device (float32: 4x uint8's bytes, but no convert kernel in
-    every step), each read once and split once per validation size a cell asks for."""
-
-    def __init__(self, accelerator: Accelerator, folders: dict[str, Path] | None):
-        self.accelerator, self.folders = accelerator, dict(folders or {})
-        self.arrays: dict[str, data.MnistArrays] = {}
-        self.splits: dict[tuple[str, int], data.Splits] = {}
-
-    def for_cell(self, settings) -> data.Splits:
-        name, val_size = settings.data.dataset, settings.data.val_size
-        if name not in self.arrays:
-            if name not in self.folders:
-                with self.accelerator.main_process_first():  # one download; the others then find it verified
-                    self.folders[name] = data.download(data.CACHE_DIR, name)
-            self.arrays[name] = data.load_mnist(self.folders[name])
-        if (name, val_size) not in self.splits:
-            self.splits[(name, val_size)] = data.to_device(self.arrays[name], val_size, self.accelerator.device)
-        return self.splits[(name, val_size)]
-
-
-def load_data(accelerator: Accelerator, folders: dict[str, Path] | None, first: plan.Cell):
-    """The first cell's data onto the device, and the environment record with the start-up time
-    this took (imports, config, data on the device)."""
-    # Denormal weights make small-batch CPU steps ~3x slower; flushing them changes no result we report.
-    torch.set_flush_denormal(True)
-    device_data = DeviceData(accelerator, folders)
-    splits = device_data.for_cell(first.settings)
-    measure.synchronize(accelerator.device)
-    environment = measure.environment(accelerator.device, accelerator.num_processes,
-                                      str(accelerator.distributed_type), accelerator.mixed_precision)
-    environment["dataset_device_bytes"] = splits.nbytes
-    environment["startup_s"] = measure.seconds_since_process_start()
-    return device_data, environment
 
 
 def train_if_free(cell: plan.Cell, ctx: RunContext) -> str | None:
@@ -179,7 +119,7 @@ def claim(accelerator: Accelerator, cell_dir: Path) -> bool:
     return bool(held[0])
 
 
-def _finish(accelerator: Accelerator, statuses: dict[str, str]) -> Outcome:
+def _outcome(accelerator: Accelerator, statuses: dict[str, str]) -> Outcome:
     accelerator.wait_for_everyone()
     accelerator.end_training()
     failed = {cid: s for cid, s in statuses.items() if s != "done"}

@@ -14,21 +14,18 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 
-from harness.training import checkpoint
-from harness.training import checks
-from harness.training import diagnostics
-from harness.record import faults
-from harness.training import measure
-from harness.record import results
+from harness.config import CellSettings, CheckSettings
+from harness.errors import HarnessError
+from harness.plan import Cell
+from harness.record import faults, results
+from harness.training import checkpoint, checks, diagnostics, measure
 from harness.training.checkpoint import LoopState
-from harness.config import CheckSettings
 from harness.training.data import IndexStream, Splits, rank_slice
 from harness.training.engine import Engine, build_engine
-from harness.errors import HarnessError
-from harness.training.model import score
-from harness.plan import Cell
+from harness.training.evaluation import evaluate, validate
 from harness.training.preemption import StopRequest
 from harness.training.progress import Progress
+from harness.training.steps import run_steps
 from harness.training.summary import summarize
 from harness.training.telemetry import NvmlMonitor, compute_precision
 
@@ -49,140 +46,157 @@ class RunContext:
 
 def train_loop(cell: Cell, ctx: RunContext, cell_dir: Path) -> tuple[str, dict[str, Any]]:
     """Returns (status, summary); writes epochs.csv and evals.csv after every epoch. Resumes from a checkpoint."""
-    acc, s = ctx.accelerator, cell.settings
-    engine = build_engine(s, acc, ctx.splits)
+    accelerator, settings = ctx.accelerator, cell.settings
+    engine = build_engine(settings, accelerator, ctx.splits)
     engine.step = faults.wrap(engine.step, cell.id)
-    stream = IndexStream(len(ctx.splits.train_y), s.train.sampling, s.train.seed)
-    state = _resume(cell_dir, engine, stream, ctx) or LoopState(warmup_left=s.train.warmup_steps)
-    local = rank_slice(s.train.batch_size, acc.process_index, acc.num_processes)
-    schedule = checks.for_cell(s, ctx.checks)
-    measure.reset_memory_peaks(acc.device)
-    monitor = NvmlMonitor(acc.device)
+    stream = IndexStream(len(ctx.splits.train_y), settings.train.sampling, settings.train.seed)
+    state = _resume(cell_dir, engine, stream, ctx) or LoopState(warmup_left=settings.train.warmup_steps)
+    local = rank_slice(settings.train.batch_size, accelerator.process_index, accelerator.num_processes)
+    schedule = checks.for_cell(settings, ctx.checks)
+    measure.reset_memory_peaks(accelerator.device)
+    monitor = NvmlMonitor(accelerator.device)
     monitor.start()
-    ctx.progress.start_cell(cell.id, s.total_steps)
-    ctx.progress.advance(state.steps_done + state.step)
+    ctx.progress.start_cell(cell.id, settings.total_steps)
+    ctx.progress.advance(state.global_step)
     try:
-        while state.epoch <= s.train.epochs:
+        while state.epoch <= settings.train.epochs:
             if state.order is None:  # a fresh epoch: its global order, drawn once
-                state.order = stream.next(s.steps_per_epoch * s.train.batch_size).view(s.steps_per_epoch, -1)
+                state.order = stream.next(settings.steps_per_epoch * settings.train.batch_size).view(
+                    settings.steps_per_epoch, -1)
                 state.step, state.epoch_seconds, state.epoch_joules = 0, 0.0, None
-                state.losses = torch.zeros(s.steps_per_epoch)
+                state.losses = torch.zeros(settings.steps_per_epoch)
             # The epoch's order goes to the device once; no host round-trip inside the steps.
             # Each step's loss lands in a device buffer: one copy, like a running sum, but it
             # keeps which step first went non-finite.
-            order = state.order[:, local].to(acc.device)
-            losses = state.losses.to(acc.device)
-            while state.step < s.steps_per_epoch:  # one timed window per stretch between checks
+            order = state.order[:, local].to(accelerator.device)
+            losses = state.losses.to(accelerator.device)
+            while state.step < settings.steps_per_epoch:  # one timed window per stretch between checks
                 end = next(c for c in schedule if c > state.checked_step) - state.steps_done
                 warm_up(engine, order, losses, state, ctx, end)
                 timed_steps(engine, order, losses, state, ctx, monitor, end)
                 if state.step < end:  # asked to stop: keep everything, leave
-                    return preempt(cell_dir, state, engine, stream, losses, acc)
+                    return preempt(cell_dir, state, engine, stream, losses)
                 check(engine, state, ctx)
             if not end_epoch(cell, ctx, cell_dir, state, engine, stream, losses):
                 break  # diverged: the finite epochs are kept
     finally:
         monitor.stop()
-    checkpoint.path_for(cell_dir, acc.process_index).unlink(missing_ok=True)  # finished: nothing to resume
-    return finish(state, s, acc, monitor, ctx.environment)
+    checkpoint.path_for(cell_dir, accelerator.process_index).unlink(missing_ok=True)  # finished: nothing to resume
+    return closing_summary(state, settings, accelerator, monitor, ctx.environment)
+
+
+def _stopper(state: LoopState, ctx: RunContext):
+    """A stop request is looked at before each step, by the cell's global step (ranks agree on it)."""
+    return lambda step: ctx.stop.should_stop(ctx.accelerator, state.steps_done + step)
 
 
 def warm_up(engine: Engine, order: torch.Tensor, losses: torch.Tensor, state: LoopState, ctx: RunContext,
             end: int) -> None:
-    """The cell's first warmup_steps steps: outside the clock; their losses are read per step
-    (a sync we can afford here), so first_step_losses compare across process counts."""
-    acc, first = ctx.accelerator, state.step
-    with measure.SyncedTimer(acc.device) as warm:
-        while state.warmup_left and state.step < end and not ctx.stop.should_stop(acc, state.steps_done + state.step):
-            loss = engine.step(order[state.step])
-            losses[state.step] = loss
-            state.first_losses.append(acc.reduce(loss.clone(), "mean").item())
-            state.step, state.warmup_left = state.step + 1, state.warmup_left - 1
-            ctx.progress.advance_step()
-    if state.step > first:  # an empty warm-up (the usual case) adds nothing, not its timer's overhead
-        state.warmup_seconds += warm.seconds
-        state.window_warmup_steps += state.step - first
-        state.window_warmup_seconds += warm.seconds
+    """The cell's first warmup_steps steps: outside the clock of time per image; their losses are
+    read per step (a sync we can afford here), so first_step_losses compare across process counts."""
+    accelerator = ctx.accelerator
+
+    def keep_first(step: int, loss: torch.Tensor) -> None:
+        losses[step] = loss
+        state.first_losses.append(accelerator.reduce(loss.clone(), "mean").item())
+        ctx.progress.advance_step()
+
+    span = run_steps(engine, order.__getitem__, state.step, min(end, state.step + state.warmup_left),
+                     stop=_stopper(state, ctx), on_loss=keep_first)
+    if span.steps:  # an empty warm-up (the usual case) adds nothing
+        state.step, state.warmup_left = state.step + span.steps, state.warmup_left - span.steps
+        state.warmup_seconds += span.seconds
+        state.window_warmup_steps += span.steps
+        state.window_warmup_seconds += span.seconds
 
 
 def timed_steps(engine: Engine, order: torch.Tensor, losses: torch.Tensor, state: LoopState, ctx: RunContext,
                 monitor: NvmlMonitor, end: int) -> None:
-    """Steps up to `end` in one timed window: synced only at its two edges, no .item() inside."""
-    acc, first, step = ctx.accelerator, state.step, state.step
-    with measure.SyncedTimer(acc.device, monitor) as timed:
-        while step < end and not ctx.stop.should_stop(acc, state.steps_done + step):
-            losses[step] = engine.step(order[step])
-            step += 1
-            ctx.progress.advance_step()
-    state.step = step
-    state.epoch_seconds += timed.seconds
-    state.epoch_joules = _add(state.epoch_joules, timed.joules, first == step)
-    state.window_steps += step - first
-    state.window_seconds += timed.seconds
+    """Steps up to `end` in one timed window (training/steps.py: synced only at its two edges)."""
+
+    def keep(step: int, loss: torch.Tensor) -> None:
+        losses[step] = loss
+        ctx.progress.advance_step()
+
+    span = run_steps(engine, order.__getitem__, state.step, end, monitor=monitor, stop=_stopper(state, ctx),
+                     on_loss=keep)
+    state.step += span.steps
+    state.epoch_seconds += span.seconds
+    state.epoch_joules = _add(state.epoch_joules, span.joules, span.steps == 0)
+    state.window_steps += span.steps
+    state.window_seconds += span.seconds
 
 
 def check(engine: Engine, state: LoopState, ctx: RunContext) -> None:
     """Validation accuracy and loss at a scheduled step, on its own clock (outside every timed
     window); the row also closes the window of timed steps since the previous check."""
-    acc, step = ctx.accelerator, state.steps_done + state.step
-    with measure.SyncedTimer(acc.device) as clock:
-        correct, loss = validate(engine.eval_model, ctx.splits, acc)
-    across = measure.over_ranks(acc, {"window_seconds": state.window_seconds, "check_seconds": clock.seconds,
-                                      "window_warmup_seconds": state.window_warmup_seconds})
+    accelerator, step = ctx.accelerator, state.global_step
+    with measure.SyncedTimer(accelerator.device) as clock:
+        correct, loss = validate(engine.eval_model, ctx.splits, accelerator)
+    check_seconds = measure.over_ranks(accelerator, {"check_seconds": clock.seconds})["check_seconds"]
     before = state.evals[-1]["train_seconds"] if state.evals else 0.0
     n = len(ctx.splits.val_y)
     state.evals.append({"step": step, "epoch": state.epoch, "images_seen": step * len(state.order[0]),
-                        "train_seconds": before + across["window_seconds"] + across["window_warmup_seconds"],
-                        "window_steps": state.window_steps, "window_warmup_steps": state.window_warmup_steps,
-                        **across, "val_accuracy": correct / n, "val_loss": loss / n})
+                        "train_seconds": before + state.window_seconds + state.window_warmup_seconds,
+                        "window_steps": state.window_steps, "window_seconds": state.window_seconds,
+                        "window_warmup_steps": state.window_warmup_steps,
+                        "window_warmup_seconds": state.window_warmup_seconds, "val_accuracy": correct / n,
+                        "val_loss": loss / n, "check_seconds": check_seconds})
     state.checked_step = step
     state.window_steps, state.window_seconds, state.window_warmup_steps, state.window_warmup_seconds = 0, 0.0, 0, 0.0
 
 
-def preempt(cell_dir: Path, state: LoopState, engine: Engine, stream: IndexStream, losses: torch.Tensor,
-            acc: Accelerator) -> tuple[str, dict[str, Any]]:
+def preempt(cell_dir: Path, state: LoopState, engine: Engine, stream: IndexStream,
+            losses: torch.Tensor) -> tuple[str, dict[str, Any]]:
     """Asked to stop mid-epoch (USR1/TERM): checkpoint everything needed to resume at this step."""
+    accelerator = engine.accelerator
     state.losses, state.stream = losses.cpu(), stream.state()
     state.step_norms = engine.norms.state() if engine.norms is not None else None
     state.preemptions += 1
-    checkpoint.save(cell_dir, acc.process_index, acc.num_processes, state, engine.eval_model, engine.optimizer)
-    return "preempted", {"preemptions": state.preemptions, "checkpoint_step": state.steps_done + state.step}
+    checkpoint.save(cell_dir, accelerator.process_index, accelerator.num_processes, state, engine.eval_model,
+                    engine.optimizer)
+    return "preempted", {"preemptions": state.preemptions, "checkpoint_step": state.global_step}
 
 
 def end_epoch(cell: Cell, ctx: RunContext, cell_dir: Path, state: LoopState, engine: Engine, stream: IndexStream,
               losses: torch.Tensor) -> bool:
     """Evaluate, diagnose, write the epoch's row and checkpoint; False when the epoch diverged."""
-    acc, s = ctx.accelerator, cell.settings
-    with measure.SyncedTimer(acc.device) as evaluation:  # its own clock, never part of time per image
-        correct = evaluate(engine.eval_model, ctx.splits, s.data.train_eval_size, acc)
-    bad = _first_nonfinite(acc, losses)
+    accelerator, settings = ctx.accelerator, cell.settings
+    with measure.SyncedTimer(accelerator.device) as evaluation:  # its own clock, never part of time per image
+        correct = evaluate(engine.eval_model, ctx.splits, settings.data.train_eval_size, accelerator)
+    bad = _first_nonfinite(accelerator, losses)
     if bad is None and not diagnostics.weights_finite(engine.eval_model):
-        bad = s.steps_per_epoch  # the epoch's last update broke the weights: its loss was still finite
+        bad = settings.steps_per_epoch  # the epoch's last update broke the weights: its loss was still finite
     if bad is not None:  # diverged: say where it broke
-        state.diverged_at_step = state.steps_done + min(bad + 1, s.steps_per_epoch)
+        state.diverged_at_step = state.steps_done + min(bad + 1, settings.steps_per_epoch)
         state.last_finite_loss = float(losses[bad - 1]) if bad else None
         return False
-    state.steps_done += s.steps_per_epoch
-    with measure.SyncedTimer(acc.device) as diagnosis:  # outside the clock, like evaluation
+    state.steps_done += settings.steps_per_epoch
+    with measure.SyncedTimer(accelerator.device) as diagnosis:  # outside the clock, like evaluation
         found = diagnose(engine, ctx.splits)
-    row = epoch_row(state, s, acc, correct, evaluation.seconds, diagnosis.seconds, losses.sum(), ctx.splits) | found
+    row = epoch_row(state, settings, accelerator, correct, evaluation.seconds, diagnosis.seconds, losses.sum(),
+                    ctx.splits) | found
     state.rows.append(row)
     state.epoch, state.order = state.epoch + 1, None
-    if acc.is_main_process:
+    if accelerator.is_main_process:
         results.write_epochs(cell_dir, state.rows)
         results.write_evals(cell_dir, state.evals)
-    if state.epoch <= s.train.epochs:  # a kill from here on resumes at this epoch's end
+    if state.epoch <= settings.train.epochs:  # a kill from here on resumes at this epoch's end
         state.stream, state.step_norms = stream.state(), None
-        checkpoint.save(cell_dir, acc.process_index, acc.num_processes, state, engine.eval_model, engine.optimizer)
-    acc.log({f"{cell.id}/{k}": v for k, v in row.items() if v is not None and k != "epoch"}, step=row["epoch"])
-    ctx.progress.epoch_line(cell.id, row, s.train.epochs)
+        checkpoint.save(cell_dir, accelerator.process_index, accelerator.num_processes, state, engine.eval_model,
+                        engine.optimizer)
+    accelerator.log({f"{cell.id}/{k}": v for k, v in row.items() if v is not None and k != "epoch"}, step=row["epoch"])
+    ctx.progress.epoch_line(cell.id, row, settings.train.epochs)
     return True
 
 
-def finish(state: LoopState, s, acc: Accelerator, monitor: NvmlMonitor, env: dict[str, Any]) -> tuple[str, dict]:
-    gpu = measure.over_ranks(acc, monitor.summary())
-    summary = summarize(state.rows, s, state.first_losses, state.warmup_seconds, acc.num_processes, gpu, env,
-                        compute_precision(s.train.mixed_precision), state.evals) if state.rows else {"epochs_completed": 0}
+def closing_summary(state: LoopState, settings: CellSettings, accelerator: Accelerator, monitor: NvmlMonitor,
+                    env: dict[str, Any]) -> tuple[str, dict]:
+    """The cell's status and summary once its loop has ended."""
+    gpu = measure.over_ranks(accelerator, monitor.summary())
+    summary = summarize(state.rows, settings, state.first_losses, state.warmup_seconds, accelerator.num_processes,
+                        gpu, env, compute_precision(settings.train.mixed_precision),
+                        state.evals) if state.rows else {"epochs_completed": 0}
     summary |= {"preemptions": state.preemptions}
     if state.diverged_at_step is not None:
         summary |= {"diverged_at_step": state.diverged_at_step, "last_finite_loss": state.last_finite_loss}
@@ -196,16 +210,17 @@ def diagnose(engine: Engine, splits: Splits) -> dict[str, Any]:
     return found | (engine.norms.read_and_reset() if engine.norms is not None else {})
 
 
-def _first_nonfinite(acc: Accelerator, losses: torch.Tensor) -> int | None:
+def _first_nonfinite(accelerator: Accelerator, losses: torch.Tensor) -> int | None:
     """The first step of the epoch whose loss was not finite on any rank, or None."""
     bad = (~torch.isfinite(losses)).to(torch.float64)
-    bad = acc.reduce(bad, "sum") if acc.num_processes > 1 else bad
+    bad = accelerator.reduce(bad, "sum") if accelerator.num_processes > 1 else bad
     nonzero = torch.nonzero(bad).flatten()
     return int(nonzero[0]) if len(nonzero) else None
 
 
 def _add(total: float | None, joules: float | None, empty_window: bool) -> float | None:
-    """Energy adds up across the runs of a resumed epoch; unknown anywhere is unknown."""
+    """Energy adds up across the windows of an epoch (and the runs of a resumed one); unknown
+    anywhere is unknown."""
     if empty_window:
         return total
     if joules is None:
@@ -214,8 +229,8 @@ def _add(total: float | None, joules: float | None, empty_window: bool) -> float
 
 
 def _resume(cell_dir: Path, engine: Engine, stream: IndexStream, ctx: RunContext) -> LoopState | None:
-    acc = ctx.accelerator
-    saved = checkpoint.load(cell_dir, acc.process_index, acc.num_processes, ctx.progress.warning)
+    accelerator = ctx.accelerator
+    saved = checkpoint.load(cell_dir, accelerator.process_index, accelerator.num_processes, ctx.progress.warning)
     if saved is None:
         return None
     engine.eval_model.load_state_dict(saved["model"])
@@ -231,54 +246,35 @@ def _resume(cell_dir: Path, engine: Engine, stream: IndexStream, ctx: RunContext
     return state
 
 
-def epoch_row(state: LoopState, s, acc: Accelerator, correct: list[int], eval_seconds: float,
-              diagnostics_seconds: float, loss_sum: torch.Tensor, splits: Splits) -> dict[str, Any]:
-    """One epochs.csv row (harness/metrics.py, level epoch); `loss_sum` is this rank's summed step losses."""
-    steps_per_epoch, batch = s.steps_per_epoch, s.train.batch_size
-    timed_steps = steps_per_epoch - _warm_steps_in(state, s)
-    across = measure.over_ranks(acc, {"train_loss": loss_sum.item() / steps_per_epoch, "train_seconds": state.epoch_seconds,
-                                      "eval_seconds": eval_seconds, "energy_j": state.epoch_joules,
-                                      **measure.memory_peaks(acc.device), "diagnostics_seconds": diagnostics_seconds})
+def epoch_row(state: LoopState, settings: CellSettings, accelerator: Accelerator, correct: list[int],
+              eval_seconds: float, diagnostics_seconds: float, loss_sum: torch.Tensor, splits: Splits) -> dict[str, Any]:
+    """One epochs.csv row (record/metrics.py, level epoch); `loss_sum` is this rank's summed step
+    losses. The epoch's seconds and joules come from its spans, already combined over ranks."""
+    steps_per_epoch, batch = settings.steps_per_epoch, settings.train.batch_size
+    timed_steps = steps_per_epoch - _warm_steps_in(state, settings)
+    across = measure.over_ranks(accelerator, {"train_loss": loss_sum.item() / steps_per_epoch,
+                                              "eval_seconds": eval_seconds, **measure.memory_peaks(accelerator.device),
+                                              "diagnostics_seconds": diagnostics_seconds})
     return {
         "epoch": state.epoch,
         "train_loss": across["train_loss"],
-        "train_accuracy": correct[0] / s.data.train_eval_size,
+        "train_accuracy": correct[0] / settings.data.train_eval_size,
         "val_accuracy": correct[1] / len(splits.val_y),
         "test_accuracy": correct[2] / len(splits.test_y),
         "images_seen": state.steps_done * batch,
         "optimizer_steps": state.steps_done,
         "timed_steps": timed_steps,
         **across,
-        "train_seconds": across["train_seconds"] if timed_steps else None,
-        "time_per_image_s": across["train_seconds"] / (timed_steps * batch) if timed_steps else None,
-        "energy_j": across["energy_j"] if timed_steps else None,
+        "train_seconds": state.epoch_seconds if timed_steps else None,
+        "time_per_image_s": state.epoch_seconds / (timed_steps * batch) if timed_steps else None,
+        "energy_j": state.epoch_joules if timed_steps else None,
     }
 
 
-def _warm_steps_in(state: LoopState, s) -> int:
+def _warm_steps_in(state: LoopState, settings: CellSettings) -> int:
     """How many of this epoch's steps were warm-up: the cell's first warmup_steps steps."""
-    before = min(s.train.warmup_steps, (state.epoch - 1) * s.steps_per_epoch)
-    return min(s.train.warmup_steps - before, s.steps_per_epoch)
-
-
-def evaluate(model: torch.nn.Module, splits: Splits, train_eval_size: int, acc: Accelerator) -> list[float]:
-    """Correct counts on (train prefix, validation, test); each rank scores its slice, then one sum."""
-    sets = [(splits.train_x[:train_eval_size], splits.train_y[:train_eval_size]),
-            (splits.val_x, splits.val_y), (splits.test_x, splits.test_y)]
-    return [correct for correct, _ in _scores(model, sets, acc)]
-
-
-def validate(model: torch.nn.Module, splits: Splits, acc: Accelerator) -> tuple[float, float]:
-    """(correct count, summed loss) on the validation split, over all ranks."""
-    return _scores(model, [(splits.val_x, splits.val_y)], acc)[0]
-
-
-def _scores(model: torch.nn.Module, sets: list[tuple[torch.Tensor, torch.Tensor]], acc: Accelerator) -> list[list[float]]:
-    model.eval()
-    rank, world = acc.process_index, acc.num_processes
-    totals = torch.stack([score(model, x.tensor_split(world)[rank], y.tensor_split(world)[rank]) for x, y in sets])
-    model.train()
-    return acc.reduce(totals, "sum").tolist()
+    before = min(settings.train.warmup_steps, (state.epoch - 1) * settings.steps_per_epoch)
+    return min(settings.train.warmup_steps - before, settings.steps_per_epoch)
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -300,7 +296,7 @@ def run_cell(cell: Cell, ctx: RunContext) -> str:
     cell_dir = ctx.sweep_dir / cell.id
     main = ctx.accelerator.is_main_process
     record = results.start_record(ctx.sweep_name, cell.id, cell.index, cell.swept,
-                                  cell.settings.model_dump(mode="json"), ctx.environment, measure.utc_now())
+                                  cell.settings.model_dump(mode="json"), ctx.environment, results.utc_now())
     if main:
         cell_dir.mkdir(parents=True, exist_ok=True)
         results.write_result(cell_dir, record)
@@ -317,9 +313,9 @@ def run_cell(cell: Cell, ctx: RunContext) -> str:
         exc.__traceback__ = None  # drop the frames that hold the model and optimizer
         release_memory(ctx.accelerator.device)
     if status == "preempted":  # still running as far as the sweep goes: its checkpoint waits
-        record.update(preempted_utc=measure.utc_now(), **summary)
+        record.update(preempted_utc=results.utc_now(), **summary)
     else:
-        record = results.finish_record(record, status, summary, measure.utc_now(), error)
+        record = results.finish_record(record, status, summary, results.utc_now(), error)
     if main:
         results.write_result(cell_dir, record)
     return status

@@ -13,15 +13,16 @@ import sys
 from pathlib import Path
 
 from harness.report import page as report
+from harness.analysis import per_batch
 from harness.analysis.collect import collect
 
 
 def summarize(folder: Path) -> str:
     found = collect([folder])
     key = next(iter(found.predictions))
-    section = report._section(found, key, None, None)
+    section = report._section(found, key)
     doc, frame = found.predictions[key], section["per_batch_frame"]
-    rows = report.analysis.against_prediction(doc, frame)
+    rows = per_batch.against_prediction(doc, frame)
     prediction = section["prediction"]
     lines = [f"**{key[1]}** ({doc['inputs']['learning_rate_source']}; target {doc['inputs']['target']}): "
              f"predicted sweet spot **{prediction['spot']}**, measured **{prediction['measured']}**; "

@@ -1,0 +1,75 @@
+"""What one launched process sets up before it trains anything: its Accelerator (refusing what this
+launch cannot run), the datasets on its device, and the environment record. Shared by a sweep
+(training/sweep.py), `harness predict` and nothing else."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import AutocastKwargs
+
+from harness import plan
+from harness.config import CellSettings, SweepConfig
+from harness.errors import ConfigError
+from harness.training import data, measure
+from harness.training.engine import check_launch
+
+
+def make_accelerator(config: SweepConfig, cells: list[plan.Cell], sweep_dir: Path) -> Accelerator:
+    """One Accelerator per process; refuses, before any training, what this launch cannot run."""
+    graphs = any(c.settings.train.mode == "cuda_graphs" for c in cells)
+    # Without cpu=True, Accelerate only forms a process group on accelerators: on a CPU machine
+    # `accelerate launch --multi_gpu` or torchrun would start P unconnected single processes.
+    try:
+        accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=config.train.mixed_precision,
+                                  log_with=config.log_with or None, project_dir=sweep_dir,
+                                  # autocast's weight cache cannot live across CUDA graph replays
+                                  kwargs_handlers=[AutocastKwargs(cache_enabled=False)] if graphs else None)
+    except (ValueError, ImportError) as exc:
+        if not config.log_with:
+            raise
+        raise ConfigError(f"log_with: {' '.join(str(exc).split())[:200]}; install the tracker or remove it from "
+                          f"log_with") from None
+    plan.check_divisible(cells, accelerator.num_processes)
+    for cell in cells:
+        check_launch(cell.settings, accelerator)
+    return accelerator
+
+
+class DeviceData:
+    """The datasets on the training device (float32: 4x uint8's bytes, but no convert kernel in
+    every step), each read once and split once per validation size a cell asks for."""
+
+    def __init__(self, accelerator: Accelerator, folders: dict[str, Path] | None):
+        self.accelerator, self.folders = accelerator, dict(folders or {})
+        self.arrays: dict[str, data.MnistArrays] = {}
+        self.splits: dict[tuple[str, int], data.Splits] = {}
+
+    def for_cell(self, settings: CellSettings) -> data.Splits:
+        name, val_size = settings.data.dataset, settings.data.val_size
+        if name not in self.arrays:
+            if name not in self.folders:
+                with self.accelerator.main_process_first():  # one download; the others then find it verified
+                    self.folders[name] = data.download(data.CACHE_DIR, name)
+            self.arrays[name] = data.load_mnist(self.folders[name])
+        if (name, val_size) not in self.splits:
+            self.splits[(name, val_size)] = data.to_device(self.arrays[name], val_size, self.accelerator.device)
+        return self.splits[(name, val_size)]
+
+
+def load_data(accelerator: Accelerator, folders: dict[str, Path] | None,
+              first: plan.Cell) -> tuple[DeviceData, dict]:
+    """The first cell's data onto the device, and the environment record with the start-up time
+    this took (imports, config, data on the device)."""
+    # Denormal weights make small-batch CPU steps ~3x slower; flushing them changes no result we report.
+    torch.set_flush_denormal(True)
+    device_data = DeviceData(accelerator, folders)
+    splits = device_data.for_cell(first.settings)
+    measure.synchronize(accelerator.device)
+    environment = measure.environment(accelerator.device, accelerator.num_processes,
+                                      str(accelerator.distributed_type), accelerator.mixed_precision)
+    environment["dataset_device_bytes"] = splits.nbytes
+    environment["startup_s"] = measure.seconds_since_process_start()
+    return device_data, environment
