@@ -1,4 +1,13 @@
-"""`harness run | plan | report`: argument parsing and the order of the pipeline, nothing more."""
+"""The `harness` command: argument parsing and the order of the pipeline, nothing more.
+
+    harness run      train every cell of a sweep, then write its report (also: accelerate launch harness/run.py)
+    harness predict  the sweet spot from short runs, without the grid; --verify then trains it and its neighbours
+    harness plan     a sweep's cells, ids and status; trains nothing
+    harness report   one self-contained HTML report from results folders
+    harness status   the state of every cell under a results folder
+    harness bench    the training step against the loop users write, side by side
+    harness slurm submit   the cells not done yet, as one Slurm array job
+"""
 
 from __future__ import annotations
 
@@ -8,10 +17,10 @@ import sys
 from pathlib import Path
 
 from harness import REPO_ROOT, plan
-from harness.training import data
-from harness.record import results
 from harness.config import SweepConfig, load_config
 from harness.errors import ConfigError, HarnessError, ResultsError
+from harness.record import results
+from harness.training import data
 
 DEFAULT_CONFIG = "configs/default.yaml"
 

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from harness import plan
-from harness.record import results
+from harness.checks import schedule
 from harness.config import CellSettings, SweepConfig
-from harness.training.checks import schedule
+from harness.record import results
 from harness.record.metrics import CHECK_COLUMNS, EPOCH_COLUMNS
 from harness.training.summary import summarize
 

@@ -15,10 +15,10 @@ from hypothesis import strategies as st
 from records import check_rows, write_cell, write_plan
 from test_report import as_number, parse
 
-from harness.training import checks
-from harness.report import page as report
+from harness import checks
 from harness.analysis import per_batch, stats
 from harness.analysis.collect import collect
+from harness.report import page as report
 
 # --- the schedule ------------------------------------------------------------------------------
 

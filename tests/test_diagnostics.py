@@ -11,14 +11,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import harness, read_json, write_config
+from records import epoch_rows, write_cell, write_plan
 from test_report import as_number, parse
 
-from harness.training import diagnostics
 from harness.config import ModelSettings, load_config
-from harness.training.model import build_mlp
 from harness.plan import expand
 from harness.record.metrics import DIAGNOSTIC_COLUMNS
-from records import epoch_rows, write_cell, write_plan
+from harness.training import diagnostics
+from harness.training.model import build_mlp
 
 TINY = {
     "name": "diag",

@@ -125,3 +125,19 @@ def test_two_machines_on_one_host_train_what_two_processes_do(tmp_path, two_proc
     assert sum(out.count("report:") for out, _ in outs) == 1  # one main process in the whole job
     (cell,) = (results / "dist").glob("*/result.json")
     assert_same_training(read_json(cell), two_processes)
+
+
+def test_short_runs_and_the_timing_pass_take_the_slowest_rank(tmp_path):
+    """Two gloo processes, rank 1 slowed by SLEEP_S a step: both ranks record rank 1's time for
+    every timed window of a short run and of the timing pass (training/steps.py reduces it)."""
+    from slow_rank import SLEEP_S
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "tests")}
+    proc = subprocess.run([*ACCELERATE_2, str(REPO / "tests" / "slow_rank.py"), str(DATA_DIR), str(tmp_path)],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    by_rank = {rank: read_json(tmp_path / f"rank{rank}.json") for rank in (0, 1)}
+    assert by_rank[0]["windows"] == by_rank[1]["windows"] and len(by_rank[0]["windows"]) >= 3
+    assert all(seconds >= steps * SLEEP_S for steps, seconds in by_rank[0]["windows"])
+    assert by_rank[0]["timing_windows"] == by_rank[1]["timing_windows"]
+    assert min(by_rank[0]["timing_windows"]) >= SLEEP_S

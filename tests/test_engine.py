@@ -12,9 +12,9 @@ from conftest import harness, read_json, write_config
 
 from harness.training import data
 from harness.training.bench import COLUMNS, WARMUP_STEPS, engine_loop, reference_loop, settings_for, torchvision_root
+from harness.training.data import IndexStream
 from harness.training.measure import SyncedTimer
 from harness.training.telemetry import NvmlMonitor, flops_per_image, mfu, peak_flops
-from harness.training.data import IndexStream
 
 STEPS = 20
 # fp32 on CPU: the engine's fused Adam and the reference's per-parameter Adam round differently
@@ -163,8 +163,8 @@ def test_monitor_aggregates_samples_and_energy_windows():
 def test_energy_is_only_reported_when_the_counter_can_resolve_it():
     """The rule the H200 taught (harness/summary.py): NVML's counter ticks, so a short timed span reads
     0 J or a whole tick; such a total is recorded as unknown rather than as a wrong number."""
-    from harness.record.metrics import ENERGY_MIN_TIMED_S
     from harness.analysis.collect import cell_row
+    from harness.record.metrics import ENERGY_MIN_TIMED_S
     from harness.training.summary import _energy
 
     rows = [{"timed_steps": 10, "energy_j": 150.0}, {"timed_steps": 10, "energy_j": 150.0}]

@@ -18,9 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from records import epoch_rows, write_cell
 
-from harness.record import locks
-from harness.record import schema
 from harness.analysis.collect import collect
+from harness.record import locks, schema
 
 GOLDEN = REPO / "tests" / "golden"
 ONE = {**SMALL, "train": {**SMALL["train"], "epochs": 1, "images_per_epoch": 2560},

@@ -1,5 +1,6 @@
-"""The code's shape, as design.md asks it: one direction of imports, small modules, and the line
-between the trainer (no pandas, no seaborn) and the report (never the trainer)."""
+"""The house's shape, checked over the import graph: folders are the pipeline's stages, and each
+stage imports only the stages before it. Reading results (analysis/, report/) never needs the
+trainer; the trainer never needs pandas; the Slurm adapter never needs either."""
 
 from __future__ import annotations
 
@@ -9,55 +10,106 @@ from conftest import REPO
 
 PACKAGE = REPO / "harness"
 MAX_LINES = 400
+CORE = {"config", "plan", "checks", "errors", "yamlsafe", "__init__"}  # the top: what a sweep is
+ENTRY = {"cli", "run"}  # the commands: they may call on every stage
+# stage -> the stages its modules may import (itself included); "core" is the top-level modules above
+MAY_IMPORT = {
+    "core": {"core"},
+    "record": {"record", "core"},
+    "training": {"training", "record", "core"},
+    "analysis": {"analysis", "record", "core"},
+    "report": {"report", "analysis", "record", "core"},
+    "predict": {"predict", "training", "analysis", "record", "core"},
+    "cluster": {"cluster", "core"},
+}
+
+
+def module_name(path) -> str:
+    return ".".join(path.relative_to(PACKAGE).with_suffix("").parts)
+
+
+def stage(module: str) -> str:
+    head = module.split(".")[0]
+    return "entry" if head in ENTRY else "core" if head in CORE else head
 
 
 def imports(lazy: bool = True) -> dict[str, set[str]]:
-    """Module -> the modules it imports (harness modules by short name, others by top package);
-    with `lazy`, also the imports inside functions, else only what loading the module loads."""
+    """Module -> what it imports: harness modules by dotted name below harness (training.steps),
+    others by top package; with `lazy`, also the imports inside functions, else only what loading
+    the module loads."""
+    modules = {module_name(p) for p in PACKAGE.rglob("*.py")}
     graph = {}
-    for path in PACKAGE.glob("*.py"):
+    for path in PACKAGE.rglob("*.py"):
         found = set()
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree) if lazy else tree.body:
             if isinstance(node, ast.ImportFrom) and node.module:
-                if node.module == "harness":
-                    found |= {alias.name for alias in node.names}
-                else:
-                    found.add(node.module.removeprefix("harness.").split(".")[0])
+                base = node.module.removeprefix("harness").lstrip(".")
+                if not node.module.startswith("harness"):
+                    found.add(node.module.split(".")[0])
+                    continue
+                for alias in node.names:  # `from harness.training import steps` names a module
+                    name = f"{base}.{alias.name}".lstrip(".")
+                    found.add(name if name in modules else base or "__init__")
             elif isinstance(node, ast.Import):
                 found |= {alias.name.removeprefix("harness.").split(".")[0] for alias in node.names}
-        graph[path.stem] = found - {path.stem}
+        graph[module_name(path)] = found - {module_name(path)}
     return graph
+
+
+def closure(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        for dep in graph.get(todo.pop(), ()):
+            if dep not in seen:
+                seen.add(dep)
+                todo.append(dep)
+    return seen
+
+
+def test_every_module_lives_in_a_known_stage():
+    assert {stage(m) for m in imports()} <= set(MAY_IMPORT) | {"entry"}
+
+
+def violations(graph: dict[str, set[str]]) -> list[str]:
+    """Every import of a harness module from a stage that may not import it."""
+    return sorted(f"{m} -> {d}" for m, deps in graph.items() if stage(m) != "entry"
+                  for d in deps if d in graph and stage(d) not in MAY_IMPORT[stage(m)])
+
+
+def test_each_stage_imports_only_the_stages_before_it():
+    assert violations(imports()) == []
 
 
 def test_no_import_cycle():
     graph = imports()
     local = {name: deps & set(graph) for name, deps in graph.items()}
-
-    def reaches(start: str, goal: str, seen: set[str]) -> bool:
-        return any(dep == goal or (dep not in seen and reaches(dep, goal, seen | {dep})) for dep in local[start])
-
-    assert not [name for name in local if reaches(name, name, set())]
+    assert not [name for name in local if name in closure(local, name)]
 
 
-def test_trainer_and_report_stay_apart():
+def test_what_loading_each_side_pulls_in():
     graph = imports(lazy=False)  # what importing each module loads
+    by_stage = lambda name: [m for m in graph if stage(m) == name]  # noqa: E731
+    for module in by_stage("training"):
+        assert not closure(graph, module) & {"pandas", "seaborn", "matplotlib", "jinja2"}, module
+    for module in by_stage("analysis") + by_stage("report"):
+        assert not closure(graph, module) & {"torch", "accelerate"}, module
+    for module in by_stage("record"):
+        assert not closure(graph, module) & {"torch", "pandas", "accelerate"}, module  # the writer and the reader
+    assert not closure(graph, "predict.forecast") & {"torch", "accelerate"}  # the pure part of predict
+    assert not closure(graph, "record.metrics") & {"pydantic", "numpy"}  # plain data
 
-    def closure(name: str) -> set[str]:
-        seen, todo = set(), [name]
-        while todo:
-            for dep in graph.get(todo.pop(), ()):
-                if dep not in seen:
-                    seen.add(dep)
-                    todo.append(dep)
-        return seen
 
-    assert not closure("train") & {"pandas", "seaborn", "matplotlib", "collect", "analysis", "report", "figures"}
-    assert not closure("report") & {"train", "sweep", "engine", "torch", "accelerate"}
-    assert not closure("metrics") & {"torch", "pandas", "accelerate"}  # plain data
-    assert not closure("results") & {"torch", "pandas"}  # the trainer's writer, and the report's reader
+def test_the_rule_sees_a_wrong_import():
+    """The rule would pass on an empty graph: it must name an edge that breaks it, and the real
+    graph must hold the edges it is about."""
+    graph = imports()
+    assert "training.steps" in graph["training.train"] and "analysis.per_batch" in graph["report.page"]
+    assert violations(graph | {"report.page": graph["report.page"] | {"training.steps"}}) == [
+        "report.page -> training.steps"]
+    assert violations(graph | {"predict.forecast": {"report.page"}}) == ["predict.forecast -> report.page"]
 
 
 def test_no_module_is_long():
-    lengths = {p.name: len(p.read_text().splitlines()) for p in PACKAGE.glob("*.py")}
+    lengths = {module_name(p): len(p.read_text().splitlines()) for p in PACKAGE.rglob("*.py")}
     assert max(lengths.values()) <= MAX_LINES, lengths

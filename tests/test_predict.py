@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from conftest import DATA_DIR, REPO, SMALL, harness, read_json, snapshot, write_config
 
+from harness.analysis.fit import fit_steps
+from harness.errors import DataError
 from harness.predict import forecast as predict
 from harness.predict import output
 from harness.training.data import DATASETS, FILES, find_dataset, load_mnist, read_idx
-from harness.errors import DataError
-from harness.analysis.fit import fit_steps
 
 FASHION_DIR = DATA_DIR.parent / "fashion-mnist"
 

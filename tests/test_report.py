@@ -170,3 +170,27 @@ def test_memory_limit_names_the_largest_batch_that_fit():
                                                               (4096, "oom"), (512, "failed")]])
     assert memory_limit(cells) == "Largest batch size that fit: 256; batch size 1024 ran out of memory."
     assert memory_limit(frame([{"batch_size": 8, "status": "done"}])) is None
+
+
+def test_a_summary_key_the_registry_does_not_know_is_warned_once_and_listed(tmp_path):
+    """A misspelled key where a summary is computed (peak_loss_spik for a registered peak_loss_spike)
+    must not vanish: one warning line for every cell that carries it, and a column in the cells table."""
+    from records import epoch_rows, write_cell
+
+    sweep = tmp_path / "typo"
+    for batch in (32, 128):
+        cell_id = write_cell(sweep, {"train": {"batch_size": batch, "seed": 0}},
+                             epoch_rows(batch, 100, 1e-5, [0.98], [0.975]))
+        path = sweep / cell_id / "result.json"
+        record = read_json(path)
+        record["summary"]["peak_loss_spik"] = 0.25 * batch
+        path.write_text(json.dumps(record))
+    proc = harness("report", str(sweep), "-o", str(tmp_path / "r.html"))
+    assert proc.returncode == 0, proc.stderr
+    warned = [line for line in proc.stderr.splitlines() if "peak_loss_spik" in line]
+    assert warned == [line for line in proc.stderr.splitlines() if "registry does not know" in line]
+    assert len(warned) == 1 and "peak_loss_spik (2 cells)" in warned[0]
+    html = (tmp_path / "r.html").read_text()
+    cells = parse(html).tables[parse(html).ids.index("cells-1")]
+    assert sorted(as_number(row["peak_loss_spik"]) for row in cells) == [8.0, 32.0]
+    assert "peak_loss_spik (unregistered)" in html and html.count("registry does not know") == 1

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 from conftest import harness
-from test_report import as_number, parse
-
 from records import epoch_rows, write_cell, write_plan
+from test_report import as_number, parse
 
 TARGET = 0.97
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -199,7 +199,7 @@ def test_usr1_without_slurm_checkpoints_and_a_rerun_resumes(tmp_path):
 def test_multinode_template_runs_one_cell_as_two_machines(slurm, tmp_path):
     """slurm/multinode.sbatch for real: two tasks on the one local node act as two machines (the
     template counts tasks, one per node on a real allocation), and train what two processes do."""
-    from test_distributed import ONE_CELL, assert_same_training, launch, ACCELERATE_2
+    from test_distributed import ACCELERATE_2, ONE_CELL, assert_same_training, launch
 
     config = write_config(tmp_path, ONE_CELL)
     reference = launch(ACCELERATE_2, config, tmp_path / "ref")

@@ -26,6 +26,7 @@ class Collected:
     records: list[dict] = field(default_factory=list)  # the raw result.json documents
     plans: dict[tuple[str, str], dict] = field(default_factory=dict)  # (source, sweep) -> plan.json
     predictions: dict[tuple[str, str], dict] = field(default_factory=dict)  # (source, sweep) -> predict.json
+    unregistered: list[str] = field(default_factory=list)  # summary keys record/metrics.py does not know
 
 
 def collect(folders: list[Path]) -> Collected:
@@ -54,9 +55,27 @@ def collect(folders: list[Path]) -> Collected:
             epoch_frames.append(_table(path.parent / "epochs.csv", record, found.warnings))
             check_frames.append(_table(path.parent / "evals.csv", record, found.warnings))
     found.cells = pd.DataFrame(rows)
+    _note_unregistered(found)
     found.epochs = _frame(epoch_frames, EPOCH_COLUMNS, found.cells)
     found.checks = _frame(check_frames, CHECK_COLUMNS, found.cells)
     return found
+
+
+def _note_unregistered(found: Collected) -> None:
+    """Summary keys the registry does not know (a misspelled key where a summary is computed, or a
+    newer harness) would otherwise sit in no table of the report: one warning for all of them; the
+    report lists them as they are."""
+    counts: dict[str, int] = {}
+    for record in found.records:
+        for key in record.get("summary") or {}:
+            if key not in CELL_KEYS:
+                counts[key] = counts.get(key, 0) + 1
+    if counts:
+        found.unregistered = sorted(counts)
+        named = ", ".join(f"{key} ({n} cell{'s' * (n > 1)})" for key, n in sorted(counts.items()))
+        found.warnings.append(f"result.json summaries hold keys the metrics registry does not know: {named}; a "
+                              f"misspelled key where the summary is computed, or a newer harness: the report lists "
+                              f"them as recorded, after the registered columns of the cells table")
 
 
 def _seen_before(record: dict, label: str, path: Path, seen: dict, warnings: list[str]) -> bool:

@@ -19,9 +19,9 @@ from __future__ import annotations
 import pandas as pd
 
 from harness.analysis.collect import Collected
+from harness.analysis.stats import near_best
 from harness.config import ReportSettings
 from harness.record.metrics import aggregates
-from harness.analysis.stats import near_best
 
 GROUP = ["source", "sweep", "variant", "batch_size"]
 KEY = ["source", "sweep", "cell_id"]

@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 
 from harness.analysis import stats
-from harness.config import ReportSettings
 from harness.analysis.per_batch import ACCURACY, KEY, flat_point
+from harness.config import ReportSettings
 
 
 @dataclass(frozen=True)

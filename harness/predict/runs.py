@@ -16,15 +16,26 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 
+from harness import checks
 from harness.analysis import per_batch
 from harness.analysis.collect import collect
 from harness.config import WARMUP_STEPS, CellSettings, CheckSettings, SweepConfig
 from harness.errors import ConfigError
 from harness.plan import Cell
 from harness.predict import output
-from harness.predict.forecast import (TIMING_MIN_SECONDS, TIMING_MIN_STEPS, TIMING_WINDOW, ShortRun, document,
-                                      fit_and_predict, short_run_batches, sweet_spot, timing_from_runs, why_no_fit)
-from harness.training import checks, diagnostics, measure
+from harness.predict.forecast import (
+    TIMING_MIN_SECONDS,
+    TIMING_MIN_STEPS,
+    TIMING_WINDOW,
+    ShortRun,
+    document,
+    fit_and_predict,
+    short_run_batches,
+    sweet_spot,
+    timing_from_runs,
+    why_no_fit,
+)
+from harness.training import diagnostics, measure
 from harness.training.data import IndexStream, Splits, rank_slice
 from harness.training.engine import Engine, build_engine
 from harness.training.evaluation import validate

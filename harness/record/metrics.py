@@ -44,12 +44,16 @@ def _per_layer(prefix: str, layers: range, unit: str) -> list[Metric]:
     return [Metric(f"{prefix}_l{i}", "epoch", unit) for i in layers]
 
 
-# why training went wrong (harness/diagnostics.py), per epoch; per-step norms only with
-# train.step_diagnostics (the first three families), the rest always
-DIAGNOSTICS: tuple[Metric, ...] = (
+# why training went wrong (training/diagnostics.py), per epoch; per-step norms only with
+# train.step_diagnostics (unknown otherwise), the rest always
+STEP_NORMS: tuple[Metric, ...] = (
     *_per_layer("grad_norm_mean", LINEAR_LAYERS, ""),
     *_per_layer("grad_norm_max", LINEAR_LAYERS, ""),
     *_per_layer("update_ratio_max", LINEAR_LAYERS, "1"),
+)
+STEP_NORM_COLUMNS = tuple(m.key for m in STEP_NORMS)
+DIAGNOSTICS: tuple[Metric, ...] = (
+    *STEP_NORMS,
     *_per_layer("dead_fraction", HIDDEN_LAYERS, "1"),
     Metric("max_abs_logit", "epoch"),
     Metric("softmax_saturated_fraction", "epoch", "1"),

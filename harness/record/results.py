@@ -17,9 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness.record import faults
-from harness.record import locks
 from harness.errors import ResultsError
+from harness.record import faults, locks
 from harness.record.metrics import CHECK_COLUMNS, EPOCH_COLUMNS
 from harness.record.schema import SCHEMA_VERSION, STATUSES, Invalid, read_record
 
@@ -121,7 +120,12 @@ def write_evals(cell_dir: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def _write_table(path: Path, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
-    """The whole table each time: cheap at this size, and never a torn last line."""
+    """The whole table each time: cheap at this size, and never a torn last line. A key that is not
+    a registered column (a misspelling) fails here, loudly, rather than be dropped."""
+    for row in rows:
+        unknown = sorted(set(row) - set(columns))
+        if unknown:
+            raise ValueError(f"a row of {path.name} holds keys record/metrics.py does not register: {unknown}")
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
     writer.writeheader()

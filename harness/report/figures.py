@@ -22,8 +22,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from harness.analysis.per_batch import ACCURACY  # noqa: E402
 from harness.analysis.fit import fit_steps  # noqa: E402
+from harness.analysis.per_batch import ACCURACY  # noqa: E402
 
 MAX_PANELS = 8
 

@@ -11,14 +11,14 @@ import jinja2
 import pandas as pd
 import yaml
 
+from harness import checks
 from harness.analysis import collapse, per_batch, recommend, stats
 from harness.analysis.collect import Collected, collect
-from harness.report import figures
-from harness.config import ReportSettings
+from harness.config import CheckSettings, ReportSettings
 from harness.errors import ConfigError, ResultsError
 from harness.record.metrics import Column, columns
 from harness.record.results import write_atomic
-
+from harness.report import figures
 
 MAX_COLLAPSE_FIGURES = 4  # curves for the first few collapsed cells; the table lists them all
 
@@ -41,6 +41,8 @@ def cell(value, fmt: str) -> dict:
         text = f"{value:.1%}"
     elif fmt == "d":
         text = f"{int(value)}"
+    elif fmt == "auto":  # a number the registry does not describe: as recorded
+        text = format(value, ".4g") if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)[:40]
     else:
         text = format(value, fmt)
     return {"text": text, "value": value if isinstance(value, str) else json.dumps(value)}
@@ -75,8 +77,8 @@ def build_report(folders: list[Path], out: Path, target: float | None = None, to
     keys = list(found.cells[["source", "sweep"]].drop_duplicates().itertuples(index=False, name=None))
     overrides = {k: v for k, v in (("target_accuracy", target), ("tolerance", tolerance)) if v is not None}
     sections = [_section(found, key, overrides) for key in keys]
-    all_cells = pd.concat([s.pop("frame") for s in sections], ignore_index=True)
-    by_batch = pd.concat([s.pop("per_batch_frame") for s in sections if not s["per_batch_frame"].empty] or
+    all_cells = pd.concat([section.pop("frame") for section in sections], ignore_index=True)
+    by_batch = pd.concat([section.pop("per_batch_frame") for section in sections if not section["per_batch_frame"].empty] or
                           [pd.DataFrame(columns=[*per_batch.GROUP, "num_processes", "time_per_image_s"])],
                           ignore_index=True)
     scaling = per_batch.scaling(by_batch)
@@ -152,10 +154,12 @@ def _section(found: Collected, key: tuple[str, str], overrides: dict[str, float]
         "ablation_first": len(verdicts) > 1 and by_batch.groupby("variant")["batch_size"].nunique().max() == 1,
         "memory_limit": per_batch.memory_limit(cells),
         "target": rules.target_accuracy, "tolerance": rules.tolerance, "flat_threshold": rules.flat_threshold,
+        "check_spacing": _check_spacing(plan),
         "per_batch": rendered_table(by_batch, columns("batch")),
         "per_rate": rendered_table(per_rate.sort_values(GROUP_RATE), columns("rates")) if (by_batch["rates_tried"] > 1).any()
         else None,
-        "cells": rendered_table(cells.sort_values(["variant", "batch_size", "learning_rate", "seed", "cell_id"]), columns("cells")),
+        "cells": rendered_table(cells.sort_values(["variant", "batch_size", "learning_rate", "seed", "cell_id"]),
+                                columns("cells") + [Column(key, f"{key} (unregistered)", "auto") for key in found.unregistered]),
         "collapse_drop": rules.collapse_drop,
         "collapse": _collapse_section(cells, epochs, rules.collapse_drop, plan.get("config")),
         "unfinished": cells[cells["status"] != "done"][["cell_id", "status", "error"]].to_dict("records"),
@@ -217,6 +221,12 @@ def _of(frame: pd.DataFrame, key: tuple[str, str]) -> pd.DataFrame:
 
 def _only(frame: pd.DataFrame, ids: pd.Series) -> pd.DataFrame:
     return frame[frame["cell_id"].isin(ids)] if not frame.empty else frame
+
+
+def _check_spacing(plan: dict) -> str:
+    """How far apart the sweep's validation checks lie, relative to where each gap starts."""
+    per_decade = ((plan.get("config") or {}).get("checks") or {}).get("per_decade", CheckSettings().per_decade)
+    return f"at most {checks.relative_resolution(per_decade):.1%} of the step where it starts: {per_decade} per decade"
 
 
 def _lr_rule(plan: dict) -> str:

@@ -14,9 +14,9 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 
 from harness.config import CUDA_GRAPH_EAGER_STEPS, CellSettings
+from harness.errors import ConfigError
 from harness.training.data import Splits
 from harness.training.diagnostics import StepNorms
-from harness.errors import ConfigError
 from harness.training.model import build_mlp
 
 Step = Callable[[torch.Tensor], torch.Tensor]

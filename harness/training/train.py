@@ -14,11 +14,13 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 
+from harness import checks
 from harness.config import CellSettings, CheckSettings
 from harness.errors import HarnessError
 from harness.plan import Cell
 from harness.record import faults, results
-from harness.training import checkpoint, checks, diagnostics, measure
+from harness.record.metrics import STEP_NORM_COLUMNS
+from harness.training import checkpoint, diagnostics, measure
 from harness.training.checkpoint import LoopState
 from harness.training.data import IndexStream, Splits, rank_slice
 from harness.training.engine import Engine, build_engine
@@ -207,7 +209,7 @@ def closing_summary(state: LoopState, settings: CellSettings, accelerator: Accel
 def diagnose(engine: Engine, splits: Splits) -> dict[str, Any]:
     """The epoch's diagnostics; identical on every rank (same weights, same probe), no reduction."""
     found = diagnostics.epoch_diagnostics(engine.eval_model, engine.optimizer, splits.train_x, splits.train_y)
-    return found | (engine.norms.read_and_reset() if engine.norms is not None else {})
+    return found | (engine.norms.read_and_reset() if engine.norms is not None else dict.fromkeys(STEP_NORM_COLUMNS))
 
 
 def _first_nonfinite(accelerator: Accelerator, losses: torch.Tensor) -> int | None:

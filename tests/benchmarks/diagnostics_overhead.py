@@ -21,12 +21,11 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 
-from harness.training import data
-from harness.training import measure
 from harness.config import CellSettings, ModelSettings, TrainSettings
+from harness.training import data, measure
 from harness.training.bench import engine_loop
-from harness.training.engine import build_engine
 from harness.training.data import IndexStream
+from harness.training.engine import build_engine
 from harness.training.train import diagnose
 
 MOTIVATING_EPOCH_STEPS = 10_000

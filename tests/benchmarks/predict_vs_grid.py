@@ -12,9 +12,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from harness.report import page as report
 from harness.analysis import per_batch
 from harness.analysis.collect import collect
+from harness.report import page as report
 
 
 def summarize(folder: Path) -> str:

@@ -7,10 +7,10 @@ import torch
 from accelerate import Accelerator
 from conftest import SMALL, harness, read_json, write_config
 
+from harness.record.metrics import ENERGY_MIN_TIMED_S
 from harness.training import data
 from harness.training.bench import engine_loop, settings_for
 from harness.training.data import IndexStream
-from harness.record.metrics import ENERGY_MIN_TIMED_S
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

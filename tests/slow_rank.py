@@ -1,0 +1,43 @@
+"""Launched as 2 gloo processes by tests/test_distributed.py: predict's short run and timing pass,
+with rank 1 made slower by SLEEP_S per step (a step function wrapped here, the one thing this
+script changes). Each rank writes its timed windows to OUT/rank<R>.json; the slowest rank's time must be the
+time on both ranks, since every rank waits for the slowest at the next collective."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from accelerate import Accelerator
+
+from harness.config import CellSettings, CheckSettings, DataSettings, TrainSettings
+from harness.plan import Cell
+from harness.predict import runs
+from harness.training.data import find_mnist, load_mnist, to_device
+
+SLEEP_S = 0.02
+
+
+def slowed(build):
+    def build_engine(settings, accelerator, splits):
+        engine = build(settings, accelerator, splits)
+        step = engine.step
+        if accelerator.process_index == 1:
+            engine.step = lambda idx: (time.sleep(SLEEP_S), step(idx))[1]
+        return engine
+    return build_engine
+
+
+if __name__ == "__main__":
+    accelerator = Accelerator(cpu=True)
+    splits = to_device(load_mnist(find_mnist(Path(sys.argv[1]))), 5000, accelerator.device)
+    settings = CellSettings(train=TrainSettings(batch_size=64, epochs=1, images_per_epoch=1280, warmup_steps=2),
+                            data=DataSettings(train_eval_size=1000))
+    cell = Cell(0, "bs64", settings, {})
+    runs.build_engine = slowed(runs.build_engine)
+    short = runs.short_run(cell, accelerator, splits, 1.01, CheckSettings(first_step=5, per_decade=5))
+    timing = runs.time_steps(cell, accelerator, splits)
+    out = Path(sys.argv[2]) / f"rank{accelerator.process_index}.json"
+    out.write_text(json.dumps({"windows": short.windows, "timing_windows": timing["window_seconds_per_step"]}))
