@@ -98,7 +98,7 @@ class TrainSettings(_Frozen):
     # eager | compile (torch.compile) | cuda_graphs (whole step captured once, replayed; CUDA only)
     mode: Literal["eager", "compile", "cuda_graphs"] = "eager"
     # gradient and update norms at every step (harness/diagnostics.py); off by default because
-    # it costs time per image at small batches (results/diagnostics-overhead-cpu.json)
+    # it costs time per image at small batches (results/diagnostics-overhead-cpu/)
     step_diagnostics: bool = False
 
 

@@ -34,8 +34,8 @@ class Cell:
         return self.settings.train.batch_size
 
 
-# Settings added after ids were published: left out of the hash while they hold the value that
-# reproduces what cells trained before them, so earlier ids (and finished cells) stay valid.
+# Settings a cell id's hash leaves out while they hold this value: MNIST cells keep the ids they
+# had before a dataset could be chosen, so their finished results stay valid.
 ADDED_LATER = {("data", "dataset"): "mnist"}
 
 

@@ -54,7 +54,7 @@ def test_the_fit_recovers_known_parameters_with_intervals_that_cover_them():
             low, high = fitted[f"{name}_interval"]
             covered[name] += low <= truth <= high
         assert fitted["b_noise"] == pytest.approx(200, rel=0.35) and fitted["s_min"] == pytest.approx(500, rel=0.2)
-    # nominal 90%; a bootstrap over 3 seeds under-covers (~80% in 40 trials when written; the README says so)
+    # nominal 90%; a bootstrap over 3 seeds under-covers (~80% in 40 trials when written; docs/predict.md says so)
     assert covered["b_noise"] >= 13 and covered["s_min"] >= 13, covered
 
 

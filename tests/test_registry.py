@@ -86,3 +86,13 @@ def test_a_row_with_an_unregistered_key_is_refused_loudly(tmp_path):
     with pytest.raises(ValueError, match="peak_loss_spik"):
         write_epochs(tmp_path, [row])
     assert not (tmp_path / "epochs.csv").exists()
+
+
+def test_the_results_format_page_lists_every_registered_number():
+    """docs/results-format.md's tables are generated from the registry; rerun
+    `python -m harness.record.reference` when this fails."""
+    from harness.record import reference
+
+    text = reference.PAGE.read_text()
+    assert reference.page_with_tables(text) == text
+    assert all(f"| `{key}` |" in text for key in (*CELL_KEYS, *EPOCH_COLUMNS, *CHECK_COLUMNS))

@@ -162,6 +162,6 @@ def cell_row(record: dict) -> dict:
         **dict.fromkeys(CELL_KEYS),
         **(record.get("summary") or {}),
     }
-    if not energy_resolved(row["energy_j"], row["train_seconds"]):  # records written before the rule
+    if not energy_resolved(row["energy_j"], row["train_seconds"]):  # records that predate the 2 s rule
         row["energy_j"] = row["joules_per_image"] = None
     return row

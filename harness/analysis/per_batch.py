@@ -4,7 +4,7 @@ per-batch table, the flat point. harness/recommend.py turns them into the report
 The rules (the report states them):
 - accuracy(B): test accuracy at the epoch of best validation accuracy, mean over seeds.
 - steps to target: the first validation check at or above the target (evals.csv; a results folder
-  written before the checks existed is read at epoch ends). Its resolution is the gap to the
+  without checks (no evals.csv) is read at epoch ends). Its resolution is the gap to the
   previous check: the crossing lies somewhere in (previous check, this check].
 - time to target: steps to target x time per step (= B x time per image); "measured" is the
   training clock at that check (warm-up included, evaluation never).
@@ -49,7 +49,7 @@ def readings(checks: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
 
 
 def _without_checks(epochs: pd.DataFrame, checks: pd.DataFrame) -> pd.DataFrame:
-    """The epoch rows of cells that recorded no checks (results written before evals.csv)."""
+    """The epoch rows of cells that recorded no checks (results without evals.csv)."""
     have = set(map(tuple, checks[KEY].drop_duplicates().values)) if not checks.empty else set()
     return epochs[[tuple(k) not in have for k in epochs[KEY].values]]
 
