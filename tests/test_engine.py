@@ -31,20 +31,20 @@ def both_loops(data_dir):
     from torchvision.transforms import ToTensor
 
     torch.set_flush_denormal(True)
-    acc = Accelerator(cpu=True)
+    accelerator = Accelerator(cpu=True)
     folder = data.find_mnist(data_dir)
-    splits = data.to_device(data.load_mnist(folder), 5000, acc.device)
+    splits = data.to_device(data.load_mnist(folder), 5000, accelerator.device)
     dataset = MNIST(str(torchvision_root(folder)), train=True, download=False, transform=ToTensor())
-    return acc, splits, dataset
+    return accelerator, splits, dataset
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("batch", [1, 16, 256])
 def test_engine_and_reference_take_the_same_steps(both_loops, batch):
-    acc, splits, dataset = both_loops
+    accelerator, splits, dataset = both_loops
     order = IndexStream(len(splits.train_y), "shuffle", seed=0).next(STEPS * batch)
-    ref = reference_loop(acc, dataset, (order + 5000).tolist(), settings_for(batch, "eager"), record=True)
-    eng, floor = engine_loop(acc, splits, order, settings_for(batch, "eager"), record=True)
+    ref = reference_loop(accelerator, dataset, (order + 5000).tolist(), settings_for(batch, "eager"), record=True)
+    eng, floor = engine_loop(accelerator, splits, order, settings_for(batch, "eager"), record=True)
     assert floor is None  # no replay floor off CUDA
     assert ref.steps == eng.steps == STEPS and ref.images == eng.images == STEPS * batch
     assert ref.timed_images == eng.timed_images == (STEPS - WARMUP_STEPS) * batch

@@ -71,8 +71,8 @@ def test_tensorboard_tracker_receives_the_epoch_metrics(tmp_path):
     (cell,) = [p for p in sweep.iterdir() if (p / "epochs.csv").exists()]
     with open(cell / "epochs.csv") as fh:
         rows = list(csv.DictReader(fh))
-    acc = EventAccumulator(str(sweep / "tiny"))  # results/<sweep>/<tracker project = sweep name>
-    acc.Reload()
-    logged = acc.Scalars(f"{cell.name}/val_accuracy")
+    accelerator = EventAccumulator(str(sweep / "tiny"))  # results/<sweep>/<tracker project = sweep name>
+    accelerator.Reload()
+    logged = accelerator.Scalars(f"{cell.name}/val_accuracy")
     assert [e.step for e in logged] == [1, 2]
     assert [e.value for e in logged] == pytest.approx([float(r["val_accuracy"]) for r in rows], abs=1e-6)

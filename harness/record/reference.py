@@ -5,7 +5,6 @@ current)."""
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from harness import REPO_ROOT
 from harness.record.metrics import METRICS

@@ -36,20 +36,20 @@ def settings_for(batch: int, step_diagnostics: bool) -> CellSettings:
                         train=TrainSettings(batch_size=batch, step_diagnostics=step_diagnostics))
 
 
-def time_per_image(acc, splits, batch: int, steps: int, step_diagnostics: bool) -> float:
+def time_per_image(accelerator, splits, batch: int, steps: int, step_diagnostics: bool) -> float:
     """`harness bench`'s own timed loop over the harness step (warm-up outside the clock)."""
     order = IndexStream(len(splits.train_y), "shuffle", seed=0).next(steps * batch)
-    run, _ = engine_loop(acc, splits, order, settings_for(batch, step_diagnostics), record=False)
+    run, _ = engine_loop(accelerator, splits, order, settings_for(batch, step_diagnostics), record=False)
     return run.seconds / run.timed_images
 
 
-def epoch_diagnostics_seconds(acc, splits, batch: int) -> float:
+def epoch_diagnostics_seconds(accelerator, splits, batch: int) -> float:
     """One end-of-epoch diagnosis of a model that has taken a few steps (so Adam has state)."""
-    engine = build_engine(settings_for(batch, True), acc, splits)
-    order = IndexStream(len(splits.train_y), "shuffle", seed=0).next(20 * batch).view(20, batch).to(acc.device)
+    engine = build_engine(settings_for(batch, True), accelerator, splits)
+    order = IndexStream(len(splits.train_y), "shuffle", seed=0).next(20 * batch).view(20, batch).to(accelerator.device)
     for idx in order:
         engine.step(idx)
-    with measure.SyncedTimer(acc.device) as clock:
+    with measure.SyncedTimer(accelerator.device) as clock:
         diagnose(engine, splits)
     return clock.seconds
 
@@ -63,20 +63,20 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="write the numbers as JSON here")
     args = parser.parse_args()
     torch.set_flush_denormal(True)
-    acc = Accelerator(cpu=not torch.cuda.is_available())
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
     folder = data.resolve_data_dir(args.data_dir)
     folder = data.find_mnist(folder) if folder else data.download(data.CACHE_DIR)
-    splits = data.to_device(data.load_mnist(folder), 5000, acc.device)
-    env = measure.environment(acc.device, 1, str(acc.distributed_type), "no")
+    splits = data.to_device(data.load_mnist(folder), 5000, accelerator.device)
+    env = measure.environment(accelerator.device, 1, str(accelerator.distributed_type), "no")
     rows = []
     print(f"device: {env['device_name']}  (step diagnostics on / off, median of {args.repeats} alternating repeats)")
     for batch in args.batches:
         times = {False: [], True: []}
         for _ in range(args.repeats):
             for on in (False, True):
-                times[on].append(time_per_image(acc, splits, batch, args.steps, on))
+                times[on].append(time_per_image(accelerator, splits, batch, args.steps, on))
         off, on = statistics.median(times[False]), statistics.median(times[True])
-        diagnosis_s = epoch_diagnostics_seconds(acc, splits, batch)
+        diagnosis_s = epoch_diagnostics_seconds(accelerator, splits, batch)
         epoch_s = MOTIVATING_EPOCH_STEPS * batch * off
         row = {"device": env["device_name"], "batch_size": batch, "steps": args.steps, "repeats": args.repeats,
                "time_per_image_off_s": off, "time_per_image_on_s": on, "step_diagnostics_overhead": on / off - 1,

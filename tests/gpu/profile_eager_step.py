@@ -18,10 +18,10 @@ from harness.training.engine import build_engine
 
 
 def main(batch: int = 16, steps: int = 200) -> None:
-    acc = Accelerator()
-    splits = data.to_device(data.load_mnist(data.find_mnist(Path(os.environ["HARNESS_DATA_DIR"]))), 5000, acc.device)
-    engine = build_engine(settings_for(batch, "eager"), acc, splits)
-    idx = torch.randint(0, len(splits.train_y), (steps, batch), device=acc.device)
+    accelerator = Accelerator()
+    splits = data.to_device(data.load_mnist(data.find_mnist(Path(os.environ["HARNESS_DATA_DIR"]))), 5000, accelerator.device)
+    engine = build_engine(settings_for(batch, "eager"), accelerator, splits)
+    idx = torch.randint(0, len(splits.train_y), (steps, batch), device=accelerator.device)
     for i in range(20):
         engine.step(idx[i])
     torch.cuda.synchronize()

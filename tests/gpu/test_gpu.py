@@ -18,11 +18,11 @@ STEPS = 20
 
 
 def test_cuda_graphs_equals_eager_for_20_steps(data_dir):
-    acc = Accelerator()
-    splits = data.to_device(data.load_mnist(data.find_mnist(data_dir)), 5000, acc.device)
+    accelerator = Accelerator()
+    splits = data.to_device(data.load_mnist(data.find_mnist(data_dir)), 5000, accelerator.device)
     order = IndexStream(len(splits.train_y), "shuffle", seed=0).next(STEPS * 64)
-    eager, _ = engine_loop(acc, splits, order, settings_for(64, "eager"), record=True)
-    graphed, floor = engine_loop(acc, splits, order, settings_for(64, "cuda_graphs"), record=True, floor=True)
+    eager, _ = engine_loop(accelerator, splits, order, settings_for(64, "eager"), record=True)
+    graphed, floor = engine_loop(accelerator, splits, order, settings_for(64, "cuda_graphs"), record=True, floor=True)
     assert len(eager.losses) == len(graphed.losses) == STEPS
     # TF32 is off by default, so both run fp32 matmuls; kernels may still sum in another order
     assert graphed.losses == pytest.approx(eager.losses, abs=1e-4)
