@@ -246,7 +246,7 @@ def report_command(args) -> int:
 
 
 def predict_command(args) -> int:
-    from harness.predict import output, runs  # torch and accelerate load only when predicting
+    from harness.prediction import output, runs  # torch and accelerate load only when predicting
     from harness.training.progress import Progress
 
     config, cells, sweep_dir = load_plan(args)

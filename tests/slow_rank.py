@@ -14,7 +14,7 @@ from accelerate import Accelerator
 
 from harness.config import CellSettings, CheckSettings, DataSettings, TrainSettings
 from harness.plan import Cell
-from harness.predict import runs
+from harness.prediction import runs
 from harness.training.data import find_mnist, load_mnist, to_device
 
 SLEEP_S = 0.02

@@ -19,7 +19,7 @@ MAY_IMPORT = {
     "training": {"training", "record", "core"},
     "analysis": {"analysis", "record", "core"},
     "report": {"report", "analysis", "record", "core"},
-    "predict": {"predict", "training", "analysis", "record", "core"},
+    "prediction": {"prediction", "training", "analysis", "record", "core"},
     "cluster": {"cluster", "core"},
 }
 
@@ -96,7 +96,7 @@ def test_what_loading_each_side_pulls_in():
         assert not closure(graph, module) & {"torch", "accelerate"}, module
     for module in by_stage("record"):
         assert not closure(graph, module) & {"torch", "pandas", "accelerate"}, module  # the writer and the reader
-    assert not closure(graph, "predict.forecast") & {"torch", "accelerate"}  # the pure part of predict
+    assert not closure(graph, "prediction.forecast") & {"torch", "accelerate"}  # the pure part of predict
     assert not closure(graph, "record.metrics") & {"pydantic", "numpy"}  # plain data
 
 
@@ -107,7 +107,7 @@ def test_the_rule_sees_a_wrong_import():
     assert "training.steps" in graph["training.train"] and "analysis.per_batch" in graph["report.page"]
     assert violations(graph | {"report.page": graph["report.page"] | {"training.steps"}}) == [
         "report.page -> training.steps"]
-    assert violations(graph | {"predict.forecast": {"report.page"}}) == ["predict.forecast -> report.page"]
+    assert violations(graph | {"prediction.forecast": {"report.page"}}) == ["prediction.forecast -> report.page"]
 
 
 def test_no_module_is_long():

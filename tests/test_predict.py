@@ -15,8 +15,8 @@ from conftest import DATA_DIR, REPO, SMALL, harness, read_json, snapshot, write_
 
 from harness.analysis.fit import fit_steps
 from harness.errors import DataError
-from harness.predict import forecast as predict
-from harness.predict import output
+from harness.prediction import forecast as predict
+from harness.prediction import output
 from harness.training.data import DATASETS, FILES, find_dataset, load_mnist, read_idx
 
 FASHION_DIR = DATA_DIR.parent / "fashion-mnist"

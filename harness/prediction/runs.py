@@ -22,8 +22,8 @@ from harness.analysis.collect import collect
 from harness.config import WARMUP_STEPS, CellSettings, CheckSettings, SweepConfig
 from harness.errors import ConfigError
 from harness.plan import Cell
-from harness.predict import output
-from harness.predict.forecast import (
+from harness.prediction import output
+from harness.prediction.forecast import (
     TIMING_MIN_SECONDS,
     TIMING_MIN_STEPS,
     TIMING_WINDOW,

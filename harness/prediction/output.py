@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.config import SweepConfig
-from harness.predict.forecast import PREDICT_SCHEMA_VERSION
+from harness.prediction.forecast import PREDICT_SCHEMA_VERSION
 from harness.record import results
 
 
