@@ -40,6 +40,7 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
                    help="override a setting (train.epochs=3), or a swept list (sweep.train.batch_size=[8,64]); "
                         "pinning a swept key removes it from the sweep; repeatable")
     p.add_argument("--results-dir", default="results", help="results root; cells go to RESULTS_DIR/<sweep>/<cell-id>/")
+    p.add_argument("--debug", action="store_true", help="where the workload's own code fails, print its whole traceback")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -219,7 +220,7 @@ def data_folders(cells: list[plan.Cell], option: str | None) -> dict[str, Path] 
     data_dir = data.resolve_data_dir(option)
     if data_dir is None:
         return None
-    return {name: data.find_dataset(name, data_dir) for name in sorted({c.settings.data.dataset for c in cells})}
+    return {name: data.find_dataset(name, data_dir) for name in sorted({c.settings.dataset for c in cells} - {None})}
 
 
 def plan_command(args) -> int:
@@ -304,6 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except HarnessError as exc:
+        if getattr(args, "debug", False) and getattr(exc, "details", None):
+            print(exc.details, file=sys.stderr, end="")
         if os.environ.get("RANK", "0") == "0":  # one line per launch, not one per process
             one_line = str(exc).replace("\n", " ")  # a value the user typed may hold a newline
             print(f"harness: error: {one_line}", file=sys.stderr)

@@ -1,7 +1,7 @@
 """Typed, frozen configuration: YAML + `--set key=value` overrides -> a validated SweepConfig.
 
-Every setting that changes what a cell computes lives in CellSettings (model, optim, data,
-train); it is stored whole in each result.json and hashed into the cell id. Infrastructure
+Every setting that changes what a cell computes lives in CellSettings (workload, model, optim,
+data, train); it is stored whole in each result.json and hashed into the cell id. Infrastructure
 (where data and results live, how many processes) comes from the command line, not from here.
 """
 
@@ -13,10 +13,12 @@ import reprlib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError,
+                      field_validator, model_validator)
 
 from harness import yamlsafe
 from harness.errors import ConfigError
+from harness.workload import WorkloadSettings
 
 MNIST_TRAIN_IMAGES = 60_000
 # Untimed steps at the start of every timed run: a cell (its default), predict's timing pass and
@@ -79,10 +81,12 @@ class OptimSettings(_Frozen):
 
 
 class DataSettings(_Frozen):
-    # both have MNIST's format and sizes (60,000 training and 10,000 test images of 28x28, 10 classes)
+    # the images of the built-in workloads; both have MNIST's format and sizes (60,000 training and
+    # 10,000 test images of 28x28, 10 classes); workload fashion_mlp is Fashion-MNIST whatever this says
     dataset: Literal["mnist", "fashion_mnist"] = "mnist"
-    # held out from the START of the 60,000 training images, as TF's read_data_sets does
-    val_size: Count = Field(5000, ge=1, lt=MNIST_TRAIN_IMAGES)
+    # held out from the START of the training examples (as TF's read_data_sets does), unless the
+    # workload's data comes with a "val" split
+    val_size: Count = Field(5000, ge=1)
     # train accuracy is measured on this fixed prefix of the training split after each epoch
     train_eval_size: Count = Field(10_000, ge=1)
 
@@ -105,13 +109,38 @@ class TrainSettings(_Frozen):
 class CellSettings(_Frozen):
     """Everything that determines what one training run computes."""
 
-    model: ModelSettings = ModelSettings()
+    workload: WorkloadSettings = WorkloadSettings()
+    model: ModelSettings = ModelSettings()  # the built-in MLP's (and the motivating case's)
     optim: OptimSettings = OptimSettings()
     data: DataSettings = DataSettings()
     train: TrainSettings = TrainSettings()
+    # examples in the training split, once the workload's data is loaded (`sized`); the built-in
+    # image workloads know theirs from the settings
+    _train_examples: int | None = PrivateAttr(default=None)
+
+    def sized(self, train_examples: int) -> CellSettings:
+        """These settings with the training split's size that the loaded data has."""
+        sized = self.model_copy()
+        sized._train_examples = train_examples
+        return sized
+
+    @property
+    def dataset(self) -> str | None:
+        """The image set of a built-in workload; None for the user's own data."""
+        if self.workload.builtin is None:
+            return None
+        return "fashion_mnist" if self.workload.builtin == "fashion_mlp" else self.data.dataset
+
+    @property
+    def size_known(self) -> bool:
+        return self._train_examples is not None or self.dataset is not None
 
     @property
     def train_split_size(self) -> int:
+        if self._train_examples is not None:
+            return self._train_examples
+        if self.dataset is None:
+            raise ValueError("the training split's size is known once the workload's data is loaded (settings.sized)")
         return MNIST_TRAIN_IMAGES - self.data.val_size
 
     @property
@@ -142,21 +171,27 @@ class CellSettings(_Frozen):
             raise ValueError(f"train.mode=cuda_graphs needs train.warmup_steps >= {CUDA_GRAPH_EAGER_STEPS + 1}, "
                              f"so that the graph capture happens outside the timed window")
 
-    @model_validator(mode="after")
-    def _fits_training_split(self) -> CellSettings:
+    def check_fits(self) -> None:
+        """What the training split's size allows (ValueError); checked when the size is known: from
+        the settings for the built-in images, once loaded for the user's own data."""
         split = self.train_split_size
+        if self.dataset is not None and self.data.val_size >= MNIST_TRAIN_IMAGES:
+            raise ValueError(f"data.val_size={self.data.val_size} leaves no training images of the "
+                             f"{MNIST_TRAIN_IMAGES:,}; use a smaller val_size")
         if self.train.batch_size > split:
-            raise ValueError(
-                f"train.batch_size={self.train.batch_size} is larger than the training split "
-                f"({split} images = 60000 - data.val_size); use a smaller batch or val_size"
-            )
+            where = "= 60000 - data.val_size" if self._train_examples is None else "of the workload's data"
+            raise ValueError(f"train.batch_size={self.train.batch_size} is larger than the training split ({split} "
+                             f"examples {where}); use a smaller batch or val_size")
         if self.train.batch_size > self.images_per_epoch:
-            raise ValueError(
-                f"train.batch_size={self.train.batch_size} exceeds train.images_per_epoch="
-                f"{self.images_per_epoch}, so an epoch would have no step"
-            )
+            raise ValueError(f"train.batch_size={self.train.batch_size} exceeds train.images_per_epoch="
+                             f"{self.images_per_epoch}, so an epoch would have no step")
         if self.data.train_eval_size > split:
             raise ValueError(f"data.train_eval_size must be at most the training split ({split})")
+
+    @model_validator(mode="after")
+    def _fits_training_split(self) -> CellSettings:
+        if self.size_known:
+            self.check_fits()
         if self.train.mode == "cuda_graphs":
             self._cuda_graphs_can_capture()
         if self.train.step_diagnostics and self.train.mixed_precision == "fp16":
@@ -166,7 +201,9 @@ class CellSettings(_Frozen):
 
 
 class ReportSettings(_Frozen):
-    target_accuracy: Real = Field(0.97, gt=0, le=1, description="validation accuracy to reach")
+    # the target on the workload's metric (accuracy by default); `report.target` says the same
+    target_accuracy: Real = Field(0.97, gt=0, le=1, validation_alias=AliasChoices("target_accuracy", "target"),
+                                  description="validation score to reach")
     tolerance: Real = Field(0.005, ge=0, lt=1, description="accuracy within this of the best counts")
     flat_threshold: Real = Field(0.05, gt=0, lt=1, description="'time per image stops improving'")
     collapse_drop: Real = Field(0.05, gt=0, lt=1, description="peak-to-final test accuracy drop flagged")
@@ -222,6 +259,13 @@ class SweepConfig(CellSettings):
                     raise ValueError(f"variants.{name}: {key} is also swept; remove it from one of them")
         return self
 
+    # the folder the workload's files are named relative to: the config file's (load_config)
+    _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
+
+    @property
+    def base_dir(self) -> Path:
+        return self._base_dir
+
     def base_settings(self) -> CellSettings:
         return CellSettings(**{k: getattr(self, k) for k in CellSettings.model_fields})
 
@@ -234,8 +278,12 @@ def setting_keys() -> list[str]:
     ]
 
 
+OPTION = re.compile(r"workload\.options\.[A-Za-z_][A-Za-z0-9_]*")
+
+
 def is_setting(key: str) -> bool:
-    return key in setting_keys()
+    """A group.field of CellSettings, or one of the workload's options (workload.options.NAME)."""
+    return key in setting_keys() or bool(OPTION.fullmatch(key))
 
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> SweepConfig:
@@ -259,7 +307,9 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> SweepConfig:
     raw.setdefault("name", path.stem)
     for override in overrides:
         apply_override(raw, override)
-    return parse(SweepConfig, raw, source=str(path))
+    config = parse(SweepConfig, raw, source=str(path))
+    config._base_dir = path.resolve().parent
+    return config
 
 
 def apply_override(raw: dict, override: str) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from harness import workload
 from harness.config import CellSettings, SweepConfig, describe
 from harness.errors import ConfigError
 
@@ -28,6 +29,8 @@ class Cell:
     id: str
     settings: CellSettings
     swept: dict[str, Any]
+    # the workload's identity and where its code was found (harness/workload.py); None: the default
+    workload: dict[str, Any] | None = None
 
     @property
     def batch_size(self) -> int:
@@ -39,12 +42,18 @@ class Cell:
 ADDED_LATER = {("data", "dataset"): "mnist"}
 
 
-def cell_id(settings: CellSettings, swept_keys: list[str], variant: str | None = None) -> str:
-    """`<slug>-<hash8>`: the hash covers every setting, so equal settings give equal ids anywhere."""
+def cell_id(settings: CellSettings, swept_keys: list[str], variant: str | None = None,
+            workload_identity: dict[str, Any] | None = None) -> str:
+    """`<slug>-<hash8>`: the hash covers every setting, so equal settings give equal ids anywhere.
+    The workload counts through its identity (workload.identity: callables and their source, not
+    where the files lie); the default workload, the MNIST MLP, not at all."""
     dumped = settings.model_dump(mode="json")
     for (group, field), value in ADDED_LATER.items():
         if dumped[group].get(field) == value:
             del dumped[group][field]
+    del dumped["workload"]
+    if workload_identity is not None:
+        dumped["workload"] = workload.hashed(workload_identity)
     canonical = json.dumps(dumped, sort_keys=True, separators=(",", ":"))
     digest = hashlib.sha256(canonical.encode()).hexdigest()[:8]
     always = ["train.batch_size", "train.seed"]
@@ -61,8 +70,9 @@ def _slug_value(value: Any) -> str:
 
 
 def get_setting(settings: CellSettings, key: str) -> Any:
-    group, field = key.split(".")
-    return getattr(getattr(settings, group), field)
+    group, field, *option = key.split(".")
+    value = getattr(getattr(settings, group), field)
+    return value.get(option[0]) if option else value
 
 
 def expand(config: SweepConfig) -> list[Cell]:
@@ -72,16 +82,20 @@ def expand(config: SweepConfig) -> list[Cell]:
     variants = config.variants.items() if config.variants else [(None, {})]
     cells: list[Cell] = []
     seen: dict[str, dict] = {}
+    identities: dict[str, dict[str, Any] | None] = {}  # one look at the files per distinct workload
     for variant, overrides in variants:
         for combo in itertools.product(*(config.sweep[k] for k in keys)):
             assignments = {**overrides, **dict(zip(keys, combo))}
             settings = _validated(config, assignments, variant)
-            cid = cell_id(settings, keys, variant)
+            key = settings.workload.model_dump_json()
+            if key not in identities:
+                identities[key] = workload.identity(settings.workload, config.base_dir)
+            cid = cell_id(settings, keys, variant, identities[key])
             swept = {k: get_setting(settings, k) for k in keys} | ({"variant": variant} if variant else {})
             if cid in seen:
                 raise ConfigError(f"sweep lists the same cell twice ({seen[cid]} and {swept}); remove the repeat")
             seen[cid] = swept
-            cells.append(Cell(index=len(cells), id=cid, settings=settings, swept=swept))
+            cells.append(Cell(index=len(cells), id=cid, settings=settings, swept=swept, workload=identities[key]))
     _check_often_enough(config, cells)
     return cells
 
@@ -89,8 +103,11 @@ def expand(config: SweepConfig) -> list[Cell]:
 def _check_often_enough(config: SweepConfig, cells: list[Cell]) -> None:
     """Every epoch end is a check, so a cap on the interval above one epoch would be a lie."""
     cap = config.checks.max_interval_steps
-    shortest = min(cells, key=lambda c: c.settings.steps_per_epoch)
-    if cap is not None and cap > shortest.settings.steps_per_epoch:
+    sized = [c for c in cells if c.settings.size_known]  # the user's own data: checked once loaded
+    if cap is None or not sized:
+        return
+    shortest = min(sized, key=lambda c: c.settings.steps_per_epoch)
+    if cap > shortest.settings.steps_per_epoch:
         raise ConfigError(f"checks.max_interval_steps={cap} would check less often than once per epoch (batch "
                           f"{shortest.batch_size} has {shortest.settings.steps_per_epoch} steps per epoch); set it "
                           f"to at most {shortest.settings.steps_per_epoch} or remove it")
@@ -99,8 +116,11 @@ def _check_often_enough(config: SweepConfig, cells: list[Cell]) -> None:
 def _validated(config: SweepConfig, assignments: dict[str, Any], variant: str | None) -> CellSettings:
     raw = config.base_settings().model_dump(mode="json")
     for key, value in assignments.items():
-        group, field = key.split(".")
-        raw[group][field] = value
+        group, field, *option = key.split(".")
+        if option:  # workload.options.NAME
+            raw[group][field] = {**raw[group][field], option[0]: value}
+        else:
+            raw[group][field] = value
     try:
         return CellSettings.model_validate(raw)
     except ValidationError as exc:
@@ -141,5 +161,7 @@ PLAN_SCHEMA_VERSION = 1
 def plan_document(config: SweepConfig, cells: list[Cell], command: str) -> dict[str, Any]:
     """plan.json: the whole sweep as planned (the config, report rules included, and every cell),
     so the report can apply the rules, list cells that never ran, and say how to rerun."""
+    workloads = {json.dumps(c.workload, sort_keys=True): c.workload for c in cells if c.workload is not None}
     return {"schema_version": PLAN_SCHEMA_VERSION, "sweep": config.name, "config": config.model_dump(mode="json"),
-            "command": command, "cells": [{"index": c.index, "id": c.id, "swept": c.swept} for c in cells]}
+            "command": command, "workloads": list(workloads.values()),
+            "cells": [{"index": c.index, "id": c.id, "swept": c.swept} for c in cells]}

@@ -41,7 +41,7 @@ def write_cell(sweep_dir: Path, settings: dict[str, Any], rows: list[dict[str, A
     record = results.start_record(sweep or sweep_dir.name, cell_id, 0, swept | ({"variant": variant} if variant else {}),
                                   cell_settings.model_dump(mode="json"), env, STARTED)
     finished = full and status in ("done", "diverged")  # what the trainer summarises
-    summary = summarize(full, cell_settings, [], 0.0, env["num_processes"], {}, env, "fp32", checks or []) \
+    summary = summarize(full, cell_settings, [], 0.0, env["num_processes"], {}, env, "fp32", None, checks or []) \
         if finished else None
     results.write_result(folder, results.finish_record(record, status, summary, FINISHED, error))
     return cell_id

@@ -21,8 +21,8 @@ SLEEP_S = 0.02
 
 
 def slowed(build):
-    def build_engine(settings, accelerator, splits):
-        engine = build(settings, accelerator, splits)
+    def build_engine(settings, accelerator, splits, workload):
+        engine = build(settings, accelerator, splits, workload)
         step = engine.step
         if accelerator.process_index == 1:
             engine.step = lambda idx: (time.sleep(SLEEP_S), step(idx))[1]

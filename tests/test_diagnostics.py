@@ -84,9 +84,9 @@ def test_noise_scale_recovers_a_known_gradient_noise():
         model[0].weight.copy_(w_true + u)
     x = torch.randn(n, d)
     y = x @ w_true + s * torch.randn(n)
-    loss = lambda out, target, reduction: F.mse_loss(out.squeeze(1), target, reduction=reduction) / 2  # noqa: E731
+    loss = lambda out, target: F.mse_loss(out.squeeze(1), target, reduction="sum") / 2  # noqa: E731
     true = ((d + 1) * u.square().sum() + d * s**2) / u.square().sum()
-    found = diagnostics.noise_scale(model, x, y, loss_fn=loss)
+    found = diagnostics.noise_scale(model, x, y, loss)
     assert found["noise_scale"] == pytest.approx(true.item(), rel=0.2)
     assert model[0].weight.grad is None  # training state untouched
 
@@ -113,7 +113,7 @@ def test_step_norms_match_a_hand_computed_sgd_step():
     model = build_mlp(ModelSettings())
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
     norms = diagnostics.StepNorms(model)
-    layers = diagnostics.linear_layers(model)
+    layers = diagnostics.weighted_layers(model)
     for _ in range(3):
         F.cross_entropy(model(torch.rand(8, 784)), torch.randint(10, (8,))).backward()
         grads = [torch.cat([l.weight.grad.flatten(), l.bias.grad]).norm().item() for l in layers]

@@ -14,7 +14,7 @@ from harness.training import data
 from harness.training.bench import COLUMNS, WARMUP_STEPS, engine_loop, reference_loop, settings_for, torchvision_root
 from harness.training.data import IndexStream
 from harness.training.measure import SyncedTimer
-from harness.training.telemetry import NvmlMonitor, flops_per_image, mfu, peak_flops
+from harness.training.telemetry import NvmlMonitor, count_flops, mfu, peak_flops
 
 STEPS = 20
 # fp32 on CPU: the engine's fused Adam and the reference's per-parameter Adam round differently
@@ -98,19 +98,42 @@ def test_without_nvml_every_gpu_field_is_null(small_sweep):
                     "gpu_util_mean_pct", "sm_clock_mean_mhz", "nvml_samples", "peak_allocated_bytes",
                     "peak_reserved_bytes", "peak_flops", "mfu"):
             assert summary[key] is None, key
-        assert summary["flops_per_image"] == flops_per_image() and summary["compute_precision"] == "fp32"
+        assert summary["flops_per_example"] == MLP_FLOPS and summary["compute_precision"] == "fp32"
 
 
-def test_flops_and_mfu():
-    # 2*(784*500 + 500*500 + 500*500 + 500*10) forward, x3 for forward+backward
-    assert flops_per_image() == 3 * 2 * (784 * 500 + 2 * 500 * 500 + 500 * 10) == 5_382_000
+# By hand, the MLP 784-500-500-500-10: a forward is 2 x (784*500 + 500*500 + 500*500 + 500*10) = 1,794,000
+# FLOPs per image; a backward computes each layer's weight gradient (as many again) and its input
+# gradient, except the first layer's, whose input (the image) needs none: 3 x forward - 2 x 784 x 500.
+MLP_FLOPS = 3 * 2 * (784 * 500 + 2 * 500 * 500 + 500 * 10) - 2 * 784 * 500
+
+
+def test_flops_are_counted_and_match_a_hand_count():
+    import torch.nn.functional as F
+
+    from harness.training.model import build_conv, build_mlp
+    from harness.config import ModelSettings
+
+    assert MLP_FLOPS == 4_598_000
+    mlp = build_mlp(ModelSettings())
+    x, y = torch.rand(16, 784), torch.randint(10, (16,))
+    assert count_flops(mlp, x, y, F.cross_entropy) == MLP_FLOPS
+    assert all(p.grad is None for p in mlp.parameters()) and mlp.training  # left as it was
+    # the conv net, by hand: conv1 1->16 5x5 over 28x28, conv2 16->32 5x5 over 14x14, 1568->128, 128->10;
+    # backward: weight gradients for all four, input gradients for all but the first
+    conv1, conv2 = 2 * 16 * 25 * 28 * 28, 2 * 32 * 16 * 25 * 14 * 14
+    fc1, fc2 = 2 * 1568 * 128, 2 * 128 * 10
+    assert count_flops(build_conv({}), x, y, F.cross_entropy) == 3 * (conv1 + conv2 + fc1 + fc2) - conv1
+
+
+def test_peak_flops_and_mfu():
     assert peak_flops("NVIDIA H100 80GB HBM3", "bf16") == 989.4e12
     assert peak_flops("NVIDIA H100 PCIe", "bf16") == 756e12
     assert peak_flops("NVIDIA H200", "fp32") == 67e12
     assert peak_flops("AMD EPYC", "fp32") is None and peak_flops(None, "bf16") is None
-    assert mfu(5_382_000 / 1e12, 1e12, 1) == pytest.approx(1.0)  # 1 image per us at 1e12 FLOP/s
-    assert mfu(5_382_000 / 1e12, 1e12, 2) == pytest.approx(0.5)
-    assert mfu(None, 1e12, 1) is None and mfu(1e-6, None, 1) is None
+    assert mfu(MLP_FLOPS, MLP_FLOPS / 1e12, 1e12, 1) == pytest.approx(1.0)  # 1 image per us at 1e12 FLOP/s
+    assert mfu(MLP_FLOPS, MLP_FLOPS / 1e12, 1e12, 2) == pytest.approx(0.5)
+    assert mfu(MLP_FLOPS, None, 1e12, 1) is None and mfu(MLP_FLOPS, 1e-6, None, 1) is None
+    assert mfu(None, 1e-6, 1e12, 1) is None
 
 
 class FakeNvml(types.SimpleNamespace):

@@ -10,7 +10,7 @@ from conftest import REPO
 
 PACKAGE = REPO / "harness"
 MAX_LINES = 400
-CORE = {"config", "plan", "checks", "errors", "yamlsafe", "__init__"}  # the top: what a sweep is
+CORE = {"config", "plan", "checks", "errors", "yamlsafe", "workload", "__init__"}  # the top: what a sweep is
 ENTRY = {"cli", "run"}  # the commands: they may call on every stage
 # stage -> the stages its modules may import (itself included); "core" is the top-level modules above
 MAY_IMPORT = {

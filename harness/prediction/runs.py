@@ -35,7 +35,7 @@ from harness.prediction.forecast import (
     timing_from_runs,
     why_no_fit,
 )
-from harness.training import diagnostics, measure
+from harness.training import diagnostics, measure, workloads
 from harness.training.data import IndexStream, Splits, rank_slice
 from harness.training.engine import Engine, build_engine
 from harness.training.evaluation import validate
@@ -48,8 +48,8 @@ def short_run(cell: Cell, accelerator: Accelerator, splits: Splits, target: floa
     """Train the cell's settings until validation accuracy reaches `target` at a check. As in a
     cell, the first warmup_steps are untimed and every stretch between checks is one synced window,
     so these windows time the batch size too (no separate timing pass for it)."""
-    settings = cell.settings
-    engine = build_engine(settings, accelerator, splits)
+    settings = cell.settings.sized(len(splits.train_y))
+    engine = build_engine(settings, accelerator, splits, workloads.resolve(cell))
     batches = _batches(settings, accelerator, splits)
     run = ShortRun(settings.train.batch_size, settings.train.seed, settings.optim.lr_for(settings.train.batch_size),
                    False, None, 0, 0, 0.0, 0.0, None, [])
@@ -64,7 +64,7 @@ def short_run(cell: Cell, accelerator: Accelerator, splits: Splits, target: floa
         run.train_seconds += warm.seconds + timed.seconds
         run.steps_done = point
         with measure.SyncedTimer(accelerator.device) as check:
-            correct, _ = validate(engine.eval_model, splits, accelerator)
+            correct, _ = validate(engine.eval_model, splits, accelerator, engine.workload)
         run.check_seconds += check.seconds
         if correct / len(splits.val_y) >= target:
             run.reached, run.steps_to_target = True, point
@@ -85,14 +85,15 @@ def _batches(settings: CellSettings, accelerator: Accelerator, splits: Splits) -
 
 def _noise(engine: Engine, splits: Splits) -> float | None:
     probe = diagnostics.NOISE_IMAGES
-    return diagnostics.noise_scale(engine.eval_model, splits.train_x[:probe], splits.train_y[:probe])["noise_scale"]
+    return diagnostics.noise_scale(engine.eval_model, splits.train_x[:probe], splits.train_y[:probe],
+                                   engine.workload.summed_loss)["noise_scale"]
 
 
 def time_steps(cell: Cell, accelerator: Accelerator, splits: Splits) -> dict[str, Any]:
     """Seconds per step at the cell's batch size: its warm-up untimed, then synced windows of
     TIMING_WINDOW steps until at least TIMING_MIN_STEPS steps and TIMING_MIN_SECONDS seconds."""
     settings = cell.settings
-    engine = build_engine(settings, accelerator, splits)
+    engine = build_engine(settings, accelerator, splits, workloads.resolve(cell))
     batches = _batches(settings, accelerator, splits)
     order = batches(max(settings.train.warmup_steps, WARMUP_STEPS))
     warm = run_steps(engine, order.__getitem__, 0, len(order))
@@ -156,10 +157,10 @@ def predict_sweep(config: SweepConfig, cells: list[Cell], sweep_dir: Path, folde
     short = cells_at(cells, short_run_batches(grid), chosen, seeds)
     timed = [next(c for c in cells_at(cells, [b], chosen, seeds[:1])) for b in grid]
     accelerator = make_accelerator(config, short + timed, sweep_dir)
-    device_data, _ = load_data(accelerator, folders, short[0])
+    device_data, _ = load_data(accelerator, folders, short + timed)
     target = config.report.target_accuracy
-    runs = [_announced_short_run(cell, accelerator, device_data.for_cell(cell.settings), config, progress) for cell in short]
-    timings = [_announced_timing(cell, runs, accelerator, device_data.for_cell(cell.settings), progress) for cell in timed]
+    runs = [_announced_short_run(cell, accelerator, device_data.for_cell(cell), config, progress) for cell in short]
+    timings = [_announced_timing(cell, runs, accelerator, device_data.for_cell(cell), progress) for cell in timed]
     fitted = fit_and_predict(runs, timings)
     reason = None if fitted else why_no_fit(runs, target)
     if fitted and sweet_spot(fitted) is None:
@@ -194,7 +195,7 @@ def _announced_timing(cell: Cell, runs: list[ShortRun], accelerator: Accelerator
     """A batch size's seconds per step: from its short runs' windows where it had any, else a timing pass."""
     ran = [r for r in runs if r.batch_size == cell.batch_size]
     timing = timing_from_runs(ran) if ran else time_steps(cell, accelerator, splits)
-    timing["budget_steps"] = cell.settings.total_steps
+    timing["budget_steps"] = cell.settings.sized(len(splits.train_y)).total_steps
     progress.message(f"timing batch {cell.batch_size}: {timing['seconds_per_step'] * 1e3:.3f} ms per step "
                      f"({timing['steps']} steps, {timing['source']})")
     return timing

@@ -39,6 +39,7 @@ class Metric:
     tables: tuple[str, ...] = ()
     integer: bool = False  # a count: stored and checked as a whole number
     doc: str = ""  # what it is, in a few words (docs/results-format.md lists it)
+    legacy: bool = False  # read in records of earlier versions, never written
 
 
 def _per_layer(prefix: str, layers: range, unit: str, doc: str) -> list[Metric]:
@@ -200,8 +201,10 @@ METRICS: tuple[Metric, ...] = (
     Metric("gpu_util_mean_pct", "cell", "%", ranks="mean", doc="mean GPU utilisation inside timed windows"),
     Metric("sm_clock_mean_mhz", "cell", "MHz", ranks="mean", doc="mean SM clock inside timed windows"),
     Metric("nvml_samples", "cell", "samples", ranks="sum", integer=True, doc="NVML samples taken (every 50 ms)"),
-    Metric("flops_per_image", "cell", "FLOP", integer=True,
-           doc="matmul FLOPs to train on one image (forward and backward)"),
+    Metric("flops_per_example", "cell", "FLOP", integer=True,
+           doc="to train on one example: torch's FlopCounterMode over one forward and backward"),
+    Metric("flops_per_image", "cell", "FLOP", integer=True, legacy=True,
+           doc="records before flops_per_example: the MLP's analytic count, 3 x forward"),
     Metric("compute_precision", "cell", "text", doc="fp32, tf32, bf16 or fp16"),
     Metric("peak_flops", "cell", "FLOP/s", doc="the device's datasheet peak at that precision"),
     Metric("mfu", "cell", "1", "MFU", "pct", seeds=("mean",), tables=("cells", "batch"),

@@ -80,11 +80,12 @@ def utc_now() -> str:
 
 
 def start_record(sweep: str, cell_id: str, cell_index: int, swept: dict[str, Any], settings: dict[str, Any],
-                 environment: dict[str, Any], started_utc: str) -> dict[str, Any]:
-    """A cell's result.json as it begins: status running, no summary yet."""
+                 environment: dict[str, Any], started_utc: str, workload: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A cell's result.json as it begins: status running, no summary yet. `workload`: its identity
+    and where its code was found (harness/workload.py), null for the default MNIST MLP."""
     return {"schema_version": SCHEMA_VERSION, "sweep": sweep, "cell_id": cell_id, "cell_index": cell_index,
-            "swept": swept, "settings": settings, "environment": environment, "started_utc": started_utc,
-            "status": "running"}
+            "swept": swept, "settings": settings, "workload": workload, "environment": environment,
+            "started_utc": started_utc, "status": "running"}
 
 
 def finish_record(record: dict[str, Any], status: str, summary: dict[str, Any] | None, finished_utc: str,

@@ -52,6 +52,7 @@ class ResultRecord(BaseModel):
     cell_index: StrictInt | None = None
     swept: dict[str, Any] = {}
     settings: dict[str, dict[str, Any]]
+    workload: dict[str, Any] | None = None  # the workload's identity; null for the default MNIST MLP
     environment: dict[str, Any] = {}
     status: Literal[STATUSES]
     summary: Summary | None = None

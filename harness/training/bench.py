@@ -25,12 +25,12 @@ from torch.utils.data import DataLoader
 
 from harness.config import WARMUP_STEPS, CellSettings, TrainSettings
 from harness.record.results import utc_now, write_atomic
-from harness.training import data, measure
+from harness.training import data, measure, workloads
 from harness.training.data import IndexStream
 from harness.training.engine import CudaGraphStep, build_engine, check_launch
 from harness.training.model import build_mlp
 from harness.training.steps import run_steps
-from harness.training.telemetry import compute_precision, mfu, peak_flops
+from harness.training.telemetry import compute_precision, count_flops, mfu, peak_flops
 
 BENCH_SCHEMA_VERSION = 1
 DEFAULT_BATCHES = (1, 4, 16, 64, 256, 1024, 4096, 16384)
@@ -103,7 +103,7 @@ def engine_loop(accelerator: Accelerator, splits: data.Splits, order: torch.Tens
     bare replays (the replay-only floor)."""
     batch = settings.train.batch_size
     steps = len(order) // batch
-    engine = build_engine(settings, accelerator, splits)
+    engine = build_engine(settings, accelerator, splits, workloads.builtin(settings))
     batches = order.view(steps, batch).to(accelerator.device)
     losses, checked = [], []
 
@@ -146,7 +146,8 @@ def bench_batch(accelerator, dataset, splits, batch: int, images: int, modes: li
     return runs
 
 
-def summarize_runs(runs: list[Run], batch: int, device_name: str, peak: float | None) -> list[dict]:
+def summarize_runs(runs: list[Run], batch: int, device_name: str, peak: float | None,
+                   flops: int | None) -> list[dict]:
     by_loop: dict[str, list[Run]] = {}
     for run in runs:
         by_loop.setdefault(run.loop, []).append(run)
@@ -164,7 +165,7 @@ def summarize_runs(runs: list[Run], batch: int, device_name: str, peak: float | 
             "steps": group[0].steps, "timed_steps": group[0].timed_images // batch, "images": group[0].images,
             "time_per_image_median_s": median, "time_per_image_min_s": min(per_image),
             "time_per_image_max_s": max(per_image), "reference_over_this": ref_median / median,
-            "mfu": mfu(median, peak, 1), "check_loss": group[0].check_loss, "loss_diff_vs_reference": diff,
+            "mfu": mfu(flops, median, peak, 1), "check_loss": group[0].check_loss, "loss_diff_vs_reference": diff,
             "same_work": same,
         })
     return rows
@@ -185,15 +186,17 @@ def run_bench(mnist_folder: Path, batches: list[int], images: int, modes: list[s
     splits = data.to_device(data.load_mnist(mnist_folder), settings_for(1, "eager").data.val_size, accelerator.device)
     env = measure.environment(accelerator.device, 1, str(accelerator.distributed_type), "no")
     peak = peak_flops(env["device_name"], compute_precision("no")) if cuda else None
+    model = build_mlp(settings_for(1, "eager").model).to(accelerator.device)
+    flops = count_flops(model, splits.train_x[:64], splits.train_y[:64], F.cross_entropy)
     rows = []
     for batch in batches:
         runs = bench_batch(accelerator, dataset, splits, batch, images, modes, repeats)
-        rows += summarize_runs(runs, batch, env["device_name"], peak)
+        rows += summarize_runs(runs, batch, env["device_name"], peak, flops)
         print(format_rows([r for r in rows if r["batch_size"] == batch], header=batch == batches[0]), flush=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     document = {"schema_version": BENCH_SCHEMA_VERSION, "environment": env, "warmup_steps": WARMUP_STEPS,
                 "check_steps": CHECK_STEPS, "loss_tolerance": LOSS_TOLERANCE,
-                "peak_flops": peak, "date_utc": utc_now(), "rows": rows}
+                "peak_flops": peak, "flops_per_example": flops, "date_utc": utc_now(), "rows": rows}
     write_atomic(out_dir / "bench.json", json.dumps(document, indent=2) + "\n")
     table = io.StringIO()
     writer = csv.DictWriter(table, fieldnames=COLUMNS, lineterminator="\n")

@@ -154,8 +154,10 @@ class Splits:
 
     @property
     def nbytes(self) -> int:
-        """Device bytes held (train and validation share one tensor)."""
-        return sum(t.untyped_storage().nbytes() for t in (self.train_x, self.train_y, self.test_x, self.test_y))
+        """Device bytes held (each storage once: the built-in images' train and validation share one)."""
+        tensors = (self.train_x, self.train_y, self.val_x, self.val_y, self.test_x, self.test_y)
+        storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}
+        return sum(storages.values())
 
 
 def to_device(arrays: MnistArrays, val_size: int, device: torch.device) -> Splits:
@@ -176,6 +178,61 @@ def to_device(arrays: MnistArrays, val_size: int, device: torch.device) -> Split
         test_x=images(arrays.test_images),
         test_y=labels(arrays.test_labels),
     )
+
+
+def own_splits(raw: Any, val_size: int, device: torch.device, where: str) -> Splits:
+    """What a workload's load() returned -> Splits on the device. ConfigError naming the key that is
+    wrong, or the size that does not fit on the device."""
+    if not isinstance(raw, dict) or not {"train", "test"} <= set(raw):
+        shape = f"a dict with keys {sorted(map(str, raw))}" if isinstance(raw, dict) else f"a {type(raw).__name__}"
+        raise DataError(f"{where} returned {shape}; return {{'train': (x, y), 'test': (x, y)}}, optionally 'val' too")
+    unknown = sorted(set(map(str, raw)) - {"train", "val", "test"})
+    if unknown:
+        raise DataError(f"{where} returned the key(s) {', '.join(unknown)}; only 'train', 'val' and 'test' are read")
+    pairs = {key: _pair(raw[key], f"{where} returned {key!r}") for key in ("train", "val", "test") if key in raw}
+    if "val" not in pairs:  # held out from the start of the training examples, as for the images
+        x, y = pairs["train"]
+        if val_size >= len(x):
+            raise DataError(f"data.val_size={val_size} leaves none of the workload's {len(x):,} training examples; "
+                            f"lower data.val_size or return a 'val' split from load()")
+        pairs["val"], pairs["train"] = (x[:val_size], y[:val_size]), (x[val_size:], y[val_size:])
+    size = sum(t.element_size() * t.nelement() for pair in pairs.values() for t in pair)
+    free = free_bytes(device)
+    if free is not None and size > free:
+        raise DataError(f"{where}: the data takes {size / 2**30:.2f} GiB and {device} has {free / 2**30:.2f} GiB free; "
+                        f"the harness holds the whole dataset on the device: load fewer or smaller examples")
+    return Splits(*(t.to(device) for key in ("train", "val", "test") for t in pairs[key]))
+
+
+def _pair(value: Any, where: str) -> tuple[torch.Tensor, torch.Tensor]:
+    if not (isinstance(value, (tuple, list)) and len(value) == 2):
+        raise DataError(f"{where} as a {type(value).__name__}; each split is a pair (inputs, targets)")
+    x, y = (_tensor(v, f"{where}[{i}]") for i, v in enumerate(value))
+    if len(x) != len(y) or not len(x):
+        raise DataError(f"{where} with {len(x)} inputs and {len(y)} targets; give as many of each, at least one")
+    return x, y
+
+
+def _tensor(value: Any, where: str) -> torch.Tensor:
+    if isinstance(value, np.ndarray):
+        value = torch.from_numpy(value)
+    if not isinstance(value, torch.Tensor):
+        raise DataError(f"{where} is a {type(value).__name__}; give a torch.Tensor or a numpy array")
+    if value.dim() == 0:
+        raise DataError(f"{where} is a single number; give one row per example")
+    return value.detach()
+
+
+def free_bytes(device: torch.device) -> int | None:
+    """Memory the device has free now: the GPU's (CUDA), else the machine's available RAM."""
+    try:
+        if device.type == "cuda":
+            return torch.cuda.mem_get_info(device)[0]
+        import psutil
+
+        return psutil.virtual_memory().available
+    except Exception:
+        return None
 
 
 class IndexStream:

@@ -9,12 +9,16 @@
   same on any number of processes, so cells run with 1 or P processes compare.
 
 Everything per epoch runs outside the timed window, like evaluation. Column names live in
-metrics.DIAGNOSTIC_COLUMNS; layers are numbered from 1 (l1 = the 784->500 layer).
+record/metrics.py (DIAGNOSTIC_COLUMNS). Per-layer numbers cover the model's first four layers with
+weights (nn.Linear and convolutions, in the order the model defines them: l1 = the MLP's 784->500
+layer) and the activations of its first three nn.ReLU / nn.Softplus modules; a model without them
+records them as unknown, which the report calls "not available for this model".
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -26,8 +30,21 @@ NOISE_IMAGES = 2048  # B_big for B_simple: |G|^2 is estimated within ~B_simple /
 DEAD_SLOPE = 1e-2  # a unit is dead when its activation's slope is below this for every probe image
 
 
-def linear_layers(model: nn.Module) -> list[nn.Linear]:
-    return [m for m in model.modules() if isinstance(m, nn.Linear)]
+LAYERS, ACTIVATIONS = 4, 3  # the per-layer columns: l1..l4 for weights, l1..l3 for activations
+
+
+def weighted_layers(model: nn.Module) -> list[nn.Module]:
+    """The model's first LAYERS layers with weights: nn.Linear and convolutions, in definition order."""
+    return [m for m in model.modules() if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd))][:LAYERS]
+
+
+def layer_params(layer: nn.Module) -> list[nn.Parameter]:
+    return [p for p in (layer.weight, layer.bias) if p is not None]
+
+
+def _per_layer_keys(prefix: str, values: list[float | None], count: int) -> dict[str, float | None]:
+    """l1..l<count>, unknown (None) for layers the model does not have."""
+    return {f"{prefix}_l{i + 1}": values[i] if i < len(values) else None for i in range(count)}
 
 
 class StepNorms:
@@ -38,8 +55,11 @@ class StepNorms:
     """
 
     def __init__(self, model: nn.Module):
-        self.params = [p for layer in linear_layers(model) for p in (layer.weight, layer.bias)]
-        device, n = self.params[0].device, len(self.params) // 2
+        layers = weighted_layers(model)
+        self.params = [p for layer in layers for p in layer_params(layer)]
+        device, n = self.params[0].device, len(layers)
+        # which layer each parameter belongs to: a layer's norm is sqrt(|W|^2 + |b|^2)
+        self.layer_of = torch.tensor([i for i, layer in enumerate(layers) for _ in layer_params(layer)], device=device)
         self.grad_sum = torch.zeros(n, device=device)
         self.grad_max = torch.zeros(n, device=device)
         self.update_max = torch.zeros(n, device=device)
@@ -47,8 +67,8 @@ class StepNorms:
         self.before = [torch.empty_like(p) for p in self.params]
 
     def _per_layer(self, tensors: list[torch.Tensor]) -> torch.Tensor:
-        # weight and bias of a layer together: sqrt(|W|^2 + |b|^2)
-        return torch.stack(torch._foreach_norm(tensors)).view(-1, 2).square().sum(dim=1).sqrt()
+        squares = torch.stack(torch._foreach_norm(tensors)).square()
+        return torch.zeros_like(self.grad_sum).index_add_(0, self.layer_of, squares).sqrt()
 
     def after_backward(self) -> None:
         norms = self._per_layer([p.grad for p in self.params])
@@ -74,12 +94,9 @@ class StepNorms:
 
     def read_and_reset(self) -> dict[str, float | None]:
         """This epoch's numbers (one host read), then zeros for the next epoch."""
-        sums, maxes, updates = (t.tolist() for t in (self.grad_sum, self.grad_max, self.update_max))
-        out = {}
-        for i in range(len(sums)):
-            out[f"grad_norm_mean_l{i + 1}"] = sums[i] / self.steps if self.steps else None
-            out[f"grad_norm_max_l{i + 1}"] = maxes[i] if self.steps else None
-            out[f"update_ratio_max_l{i + 1}"] = updates[i] if self.steps else None
+        sums, maxes, updates = (t.tolist() if self.steps else [] for t in (self.grad_sum, self.grad_max, self.update_max))
+        out = (_per_layer_keys("grad_norm_mean", [s / max(self.steps, 1) for s in sums], LAYERS)
+               | _per_layer_keys("grad_norm_max", maxes, LAYERS) | _per_layer_keys("update_ratio_max", updates, LAYERS))
         for t in (self.grad_sum, self.grad_max, self.update_max):
             t.zero_()
         self.steps = 0
@@ -87,17 +104,24 @@ class StepNorms:
 
 
 @torch.no_grad()
-def probe_stats(model: nn.Module, x: torch.Tensor) -> dict[str, float]:
-    """Dead fraction per hidden layer, the largest |logit|, the fraction of saturated softmaxes."""
-    out, h, pre, hidden = {}, x, None, 0
-    for layer in model.children():
-        h = layer(h)
-        if isinstance(layer, nn.Linear):
-            pre = h
-            continue
-        slope = (pre > 0).float() if isinstance(layer, nn.ReLU) else torch.sigmoid(pre)  # softplus' slope
-        hidden += 1
-        out[f"dead_fraction_l{hidden}"] = (slope < DEAD_SLOPE).all(dim=0).float().mean().item()
+def probe_stats(model: nn.Module, x: torch.Tensor) -> dict[str, float | None]:
+    """Dead fraction per activation module (a unit is dead when its slope is below DEAD_SLOPE for
+    every probe example), the largest |logit|, the fraction of saturated softmaxes."""
+    inputs: list[torch.Tensor] = []
+    activations = [m for m in model.modules() if isinstance(m, (nn.ReLU, nn.Softplus))][:ACTIVATIONS]
+    hooks = [m.register_forward_hook(lambda m, inp, out: inputs.append(inp[0])) for m in activations]
+    try:
+        h = model(x)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    dead = []
+    for module, pre in zip(activations, inputs):
+        slope = (pre > 0).float() if isinstance(module, nn.ReLU) else torch.sigmoid(pre * module.beta)
+        dead.append((slope < DEAD_SLOPE).flatten(1).all(dim=0).float().mean().item())
+    out = _per_layer_keys("dead_fraction", dead, ACTIVATIONS)
+    if not (isinstance(h, torch.Tensor) and h.dim() == 2 and h.is_floating_point()):  # not class logits
+        return out | {"max_abs_logit": None, "softmax_saturated_fraction": None}
     probs = torch.softmax(h.float(), dim=1)
     out["max_abs_logit"] = h.abs().max().item()
     # saturated: the top class's float32 probability is exactly 1, so a correct image has no gradient
@@ -107,18 +131,19 @@ def probe_stats(model: nn.Module, x: torch.Tensor) -> dict[str, float]:
 
 def adam_state(optimizer: torch.optim.Optimizer, model: nn.Module) -> dict[str, float | None]:
     """Smallest and median sqrt(v_hat) per layer (bias-corrected, as the step divides by it)."""
-    out = {}
-    for i, layer in enumerate(linear_layers(model), start=1):
-        states = [optimizer.state.get(p, {}) for p in (layer.weight, layer.bias)]
+    mins, medians = [], []
+    for layer in weighted_layers(model):
+        states = [optimizer.state.get(p, {}) for p in layer_params(layer)]
         if not all("exp_avg_sq" in s for s in states):  # SGD, or no step yet
-            out[f"adam_sqrt_v_min_l{i}"] = out[f"adam_sqrt_v_median_l{i}"] = None
+            mins.append(None)
+            medians.append(None)
             continue
         beta2 = optimizer.param_groups[0]["betas"][1]
         correction = 1 - beta2 ** float(states[0]["step"])
         root = (torch.cat([s["exp_avg_sq"].flatten() for s in states]) / correction).sqrt()
-        out[f"adam_sqrt_v_min_l{i}"] = root.min().item()
-        out[f"adam_sqrt_v_median_l{i}"] = root.median().item()
-    return out
+        mins.append(root.min().item())
+        medians.append(root.median().item())
+    return _per_layer_keys("adam_sqrt_v_min", mins, LAYERS) | _per_layer_keys("adam_sqrt_v_median", medians, LAYERS)
 
 
 def b_simple(small_sq: float, big_sq: float, b_small: int, b_big: int) -> dict[str, float | None]:
@@ -130,20 +155,40 @@ def b_simple(small_sq: float, big_sq: float, b_small: int, b_big: int) -> dict[s
     return {"noise_scale": scale, "noise_trace": trace, "true_grad_sq": true_sq}
 
 
-def noise_scale(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn=F.cross_entropy) -> dict[str, float | None]:
+def noise_scale(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                summed_loss: Callable | None = None) -> dict[str, float | None]:
     """B_simple with B_small = 1 (the mean squared norm of per-sample gradients) and B_big = len(x)
-    (the squared norm of their mean). For a linear layer a sample's gradient is the outer product
-    delta (x) a, so its squared norm is |delta|^2 (|a|^2 + 1 for the bias): one forward and one
-    backward, no per-sample gradient is ever built. `.grad` is left untouched."""
-    layers = linear_layers(model)
+    (the squared norm of their mean); `summed_loss(outputs, targets)` is the loss summed over the
+    examples (default: cross-entropy). `.grad` is left untouched. Unknown (None) where the model
+    cannot give per-sample gradients."""
+    summed_loss = summed_loss or (lambda outputs, targets: F.cross_entropy(outputs, targets, reduction="sum"))
+    found = _linear_squares(model, x, y, summed_loss)
+    if found is None:
+        try:
+            found = _per_sample_squares(model, x, y, summed_loss)
+        except Exception:  # an op torch.func cannot batch, a model that needs a whole batch: not available
+            return {"noise_scale": None, "noise_trace": None, "true_grad_sq": None}
+    return b_simple(*found, 1, len(x))
+
+
+def _linear_squares(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                    summed_loss: Callable) -> tuple[float, float] | None:
+    """Where every parameter sits in an nn.Linear applied to (examples, features): a sample's
+    gradient is the outer product delta (x) a, so its squared norm is |delta|^2 (|a|^2 + 1 for the
+    bias): one forward and one backward, no per-sample gradient is ever built. None elsewhere."""
+    layers = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if {id(p) for m in layers for p in m.parameters()} != {id(p) for p in model.parameters()}:
+        return None
     seen: dict[nn.Linear, tuple[torch.Tensor, torch.Tensor]] = {}
     hooks = [layer.register_forward_hook(lambda m, inp, out: seen.__setitem__(m, (inp[0].detach(), out)))
              for layer in layers]
     try:
-        loss = loss_fn(model(x), y, reduction="sum")  # per-sample losses, so delta is per sample
+        loss = summed_loss(model(x), y)  # per-sample losses, so delta is per sample
     finally:
         for hook in hooks:
             hook.remove()
+    if len(seen) != len(layers) or any(a.dim() != 2 for a, _ in seen.values()):
+        return None  # a layer used twice, or over a sequence: the outer product does not hold
     deltas = torch.autograd.grad(loss, [seen[layer][1] for layer in layers])
     n, small_sq, big_sq = len(x), 0.0, 0.0
     for layer, delta in zip(layers, deltas):
@@ -151,7 +196,27 @@ def noise_scale(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn=F.cr
         has_bias = layer.bias is not None
         small_sq += (d.square().sum(1) * (a.square().sum(1) + has_bias)).sum().item() / n
         big_sq += (d.T @ a / n).square().sum().item() + (d.mean(0).square().sum().item() if has_bias else 0.0)
-    return b_simple(small_sq, big_sq, 1, n)
+    return small_sq, big_sq
+
+
+def _per_sample_squares(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                        summed_loss: Callable) -> tuple[float, float]:
+    """Any other model: per-sample gradients with torch.func, a chunk of examples at a time."""
+    from torch.func import functional_call, grad, vmap
+
+    params = {k: v.detach() for k, v in model.named_parameters() if v.requires_grad}
+    buffers = dict(model.named_buffers())
+    one = lambda p, xi, yi: summed_loss(functional_call(model, (p, buffers), (xi[None],)), yi[None])  # noqa: E731
+    per_sample = vmap(grad(one), in_dims=(None, 0, 0))
+    chunk = max(1, min(256, 2**26 // max(1, sum(v.numel() for v in params.values()))))
+    n, small_sq = len(x), 0.0
+    total = {k: torch.zeros_like(v, dtype=torch.float64) for k, v in params.items()}
+    for start in range(0, n, chunk):
+        grads = per_sample(params, x[start:start + chunk], y[start:start + chunk])
+        small_sq += sum(g.flatten(1).double().square().sum() for g in grads.values()).item()
+        for k, g in grads.items():
+            total[k] += g.double().sum(0)
+    return small_sq / n, sum((g / n).square().sum() for g in total.values()).item()
 
 
 def weights_finite(model: nn.Module) -> bool:
@@ -159,10 +224,10 @@ def weights_finite(model: nn.Module) -> bool:
 
 
 def epoch_diagnostics(model: nn.Module, optimizer: torch.optim.Optimizer, train_x: torch.Tensor,
-                      train_y: torch.Tensor) -> dict[str, float | None]:
+                      train_y: torch.Tensor, summed_loss: Callable | None = None) -> dict[str, float | None]:
     """Everything measured on the weights at the end of an epoch (the model in train mode)."""
     out = probe_stats(model, train_x[:PROBE_IMAGES])
     out |= adam_state(optimizer, model)
-    scale = noise_scale(model, train_x[:NOISE_IMAGES], train_y[:NOISE_IMAGES])
+    scale = noise_scale(model, train_x[:NOISE_IMAGES], train_y[:NOISE_IMAGES], summed_loss)
     out["noise_scale"] = scale["noise_scale"]
     return out

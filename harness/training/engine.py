@@ -10,14 +10,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from accelerate import Accelerator
 
 from harness.config import CUDA_GRAPH_EAGER_STEPS, CellSettings
 from harness.errors import ConfigError
 from harness.training.data import Splits
 from harness.training.diagnostics import StepNorms
-from harness.training.model import build_mlp
+from harness.training.workloads import Workload, build_model
 
 Step = Callable[[torch.Tensor], torch.Tensor]
 
@@ -29,6 +28,7 @@ class Engine:
     eval_model: torch.nn.Module  # the plain module, for evaluation outside DDP
     optimizer: torch.optim.Optimizer
     step: Step
+    workload: Workload  # the model's builder, the data's loss and metric
     norms: StepNorms | None = None  # per-step gradient and update norms, when switched on
 
 
@@ -55,11 +55,11 @@ def check_launch(settings: CellSettings, accelerator: Accelerator) -> None:
                           "launch one process or use eager/compile")
 
 
-def build_engine(settings: CellSettings, accelerator: Accelerator, splits: Splits) -> Engine:
+def build_engine(settings: CellSettings, accelerator: Accelerator, splits: Splits, workload: Workload) -> Engine:
     mode = settings.train.mode
     # Same seed on every rank: identical initial weights (DDP also broadcasts rank 0's).
     torch.manual_seed(settings.train.seed)
-    model = build_mlp(settings.model).to(accelerator.device)
+    model = build_model(workload).to(accelerator.device)
     optimizer = build_optimizer(settings, model.parameters(), capturable=mode == "cuda_graphs")
     model, optimizer = accelerator.prepare(model, optimizer)
     forward = torch.compile(model) if mode == "compile" else model
@@ -67,7 +67,7 @@ def build_engine(settings: CellSettings, accelerator: Accelerator, splits: Split
     norms = StepNorms(accelerator.unwrap_model(model)) if settings.train.step_diagnostics else None
 
     def step(idx: torch.Tensor) -> torch.Tensor:
-        loss = F.cross_entropy(forward(splits.train_x[idx]), splits.train_y[idx])
+        loss = workload.train_loss(forward(splits.train_x[idx]), splits.train_y[idx])
         accelerator.backward(loss)  # Accelerate's: DDP gradient sync, mixed-precision scaling
         if norms is not None:
             norms.after_backward()  # the synced gradient, before clipping
@@ -81,7 +81,8 @@ def build_engine(settings: CellSettings, accelerator: Accelerator, splits: Split
 
     if mode == "cuda_graphs":
         step = CudaGraphStep(step, settings.train.batch_size, accelerator.device)
-    return Engine(accelerator=accelerator, model=model, eval_model=accelerator.unwrap_model(model), optimizer=optimizer, step=step, norms=norms)
+    return Engine(accelerator=accelerator, model=model, eval_model=accelerator.unwrap_model(model), optimizer=optimizer,
+                  step=step, workload=workload, norms=norms)
 
 
 class CudaGraphStep:
@@ -111,8 +112,12 @@ class CudaGraphStep:
             return loss
         if self.graph is None:
             self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph):  # records, runs nothing: the replay below trains
-                self.static_loss = self.step(self.static_idx)
+            try:
+                with torch.cuda.graph(self.graph):  # records, runs nothing: the replay below trains
+                    self.static_loss = self.step(self.static_idx)
+            except RuntimeError as exc:  # an op that syncs or changes shape: this model cannot be captured
+                raise ConfigError(f"train.mode=cuda_graphs: this model's step cannot be captured as a CUDA graph "
+                                  f"({' '.join(str(exc).split())[:160]}); use train.mode=eager or compile") from None
         self.graph.replay()
         return self.static_loss
 

@@ -1,46 +1,50 @@
-"""Scoring a model on the held-out splits, outside every timed window: each rank scores its slice,
-then one sum over ranks. Shared by a cell's epochs and checks (train) and predict's short runs."""
+"""Scoring a model on the held-out splits with the workload's metric (accuracy by default) and loss,
+outside every timed window: each rank scores its slice, then one sum over ranks. Shared by a cell's
+epochs and checks (train) and predict's short runs."""
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from accelerate import Accelerator
 from torch import nn
 
 from harness.training.data import Splits
+from harness.training.workloads import Workload
 
 
 @torch.no_grad()
-def score(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int = 10_000) -> torch.Tensor:
-    """[correct predictions, summed cross-entropy] as a float64 device tensor, so the caller
-    decides when to sync (and can sum it over ranks in one reduction)."""
+def score(model: nn.Module, x: torch.Tensor, y: torch.Tensor, workload: Workload, chunk: int = 10_000) -> torch.Tensor:
+    """[summed metric (correct predictions by default), summed loss] as a float64 device tensor, so
+    the caller decides when to sync (and can sum it over ranks in one reduction)."""
     total = torch.zeros(2, dtype=torch.float64, device=x.device)
     for start in range(0, len(x), chunk):
-        logits = model(x[start : start + chunk])
-        labels = y[start : start + chunk]
-        total[0] += (logits.argmax(dim=1) == labels).sum()
-        total[1] += F.cross_entropy(logits.float(), labels, reduction="sum")
+        outputs = model(x[start : start + chunk])
+        targets = y[start : start + chunk]
+        total[0] += workload.scores(outputs, targets).sum()
+        total[1] += workload.summed_loss(outputs, targets)
     return total
 
 
-def evaluate(model: nn.Module, splits: Splits, train_eval_size: int, accelerator: Accelerator) -> list[float]:
-    """Correct counts on (train prefix, validation, test): an epoch's accuracies."""
+def evaluate(model: nn.Module, splits: Splits, train_eval_size: int, accelerator: Accelerator,
+             workload: Workload) -> list[float]:
+    """Summed metric on (train prefix, validation, test): an epoch's accuracies, once divided by
+    the sizes (the train prefix: min(train_eval_size, the training split))."""
     sets = [(splits.train_x[:train_eval_size], splits.train_y[:train_eval_size]),
             (splits.val_x, splits.val_y), (splits.test_x, splits.test_y)]
-    return [correct for correct, _ in _scores(model, sets, accelerator)]
+    return [correct for correct, _ in _scores(model, sets, accelerator, workload)]
 
 
-def validate(model: nn.Module, splits: Splits, accelerator: Accelerator) -> tuple[float, float]:
-    """(correct count, summed loss) on the validation split: a check within training."""
-    correct, loss = _scores(model, [(splits.val_x, splits.val_y)], accelerator)[0]
+def validate(model: nn.Module, splits: Splits, accelerator: Accelerator, workload: Workload) -> tuple[float, float]:
+    """(summed metric, summed loss) on the validation split: a check within training."""
+    correct, loss = _scores(model, [(splits.val_x, splits.val_y)], accelerator, workload)[0]
     return correct, loss
 
 
-def _scores(model: nn.Module, sets: list[tuple[torch.Tensor, torch.Tensor]],
-            accelerator: Accelerator) -> list[list[float]]:
+def _scores(model: nn.Module, sets: list[tuple[torch.Tensor, torch.Tensor]], accelerator: Accelerator,
+            workload: Workload) -> list[list[float]]:
     model.eval()
     rank, world = accelerator.process_index, accelerator.num_processes
-    totals = torch.stack([score(model, x.tensor_split(world)[rank], y.tensor_split(world)[rank]) for x, y in sets])
+    totals = torch.stack([score(model, x.tensor_split(world)[rank], y.tensor_split(world)[rank], workload)
+                          for x, y in sets])
     model.train()
     return accelerator.reduce(totals, "sum").tolist()

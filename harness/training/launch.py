@@ -4,6 +4,7 @@ launch cannot run), the datasets on its device, and the environment record. Shar
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -11,9 +12,9 @@ from accelerate import Accelerator
 from accelerate.utils import AutocastKwargs
 
 from harness import plan
-from harness.config import CellSettings, SweepConfig
+from harness.config import SweepConfig
 from harness.errors import ConfigError
-from harness.training import data, measure
+from harness.training import data, measure, workloads
 from harness.training.engine import check_launch
 
 
@@ -39,37 +40,65 @@ def make_accelerator(config: SweepConfig, cells: list[plan.Cell], sweep_dir: Pat
 
 
 class DeviceData:
-    """The datasets on the training device (float32: 4x uint8's bytes, but no convert kernel in
-    every step), each read once and split once per validation size a cell asks for."""
+    """The datasets on the training device, each loaded once and split once per validation size a
+    cell asks for: the built-in images (float32: 4x uint8's bytes, but no convert kernel in every
+    step) or what the workload's own `load` returns."""
 
     def __init__(self, accelerator: Accelerator, folders: dict[str, Path] | None):
         self.accelerator, self.folders = accelerator, dict(folders or {})
         self.arrays: dict[str, data.MnistArrays] = {}
         self.splits: dict[tuple[str, int], data.Splits] = {}
 
-    def for_cell(self, settings: CellSettings) -> data.Splits:
-        name, val_size = settings.data.dataset, settings.data.val_size
+    def for_cell(self, cell: plan.Cell) -> data.Splits:
+        settings = cell.settings
+        name = settings.dataset or _data_key(cell)
+        key = (name, settings.data.val_size)
+        if key not in self.splits:
+            self.splits[key] = (self._images(name, settings.data.val_size) if settings.dataset else
+                                self._own(workloads.resolve(cell), settings.data.val_size))
+        return self.splits[key]
+
+    def _images(self, name: str, val_size: int) -> data.Splits:
         if name not in self.arrays:
             if name not in self.folders:
                 with self.accelerator.main_process_first():  # one download; the others then find it verified
                     self.folders[name] = data.download(data.CACHE_DIR, name)
             self.arrays[name] = data.load_mnist(self.folders[name])
-        if (name, val_size) not in self.splits:
-            self.splits[(name, val_size)] = data.to_device(self.arrays[name], val_size, self.accelerator.device)
-        return self.splits[(name, val_size)]
+        return data.to_device(self.arrays[name], val_size, self.accelerator.device)
+
+    def _own(self, workload: workloads.Workload, val_size: int) -> data.Splits:
+        where = f"workload.data: {workload.specs['data']}"
+        raw = workload.call("data", workload.load, dict(workload.options))
+        return data.own_splits(raw, val_size, self.accelerator.device, where)
+
+
+def _data_key(cell: plan.Cell) -> str:
+    """The user's data is the same wherever the same load() runs with the same options."""
+    found = cell.workload or {}
+    return json.dumps([found.get("data"), found.get("options")], sort_keys=True, default=str)
 
 
 def load_data(accelerator: Accelerator, folders: dict[str, Path] | None,
-              first: plan.Cell) -> tuple[DeviceData, dict]:
-    """The first cell's data onto the device, and the environment record with the start-up time
-    this took (imports, config, data on the device)."""
+              cells: list[plan.Cell]) -> tuple[DeviceData, dict]:
+    """Every cell's data onto the device, each workload tried on a few examples and each cell's
+    batch checked against its training split, before anything is written: a workload that cannot
+    train is one line, exit 2. Also the environment record with the start-up time this took."""
     # Denormal weights make small-batch CPU steps ~3x slower; flushing them changes no result we report.
     torch.set_flush_denormal(True)
     device_data = DeviceData(accelerator, folders)
-    splits = device_data.for_cell(first.settings)
+    tried: set[str] = set()
+    for cell in cells:
+        splits = device_data.for_cell(cell)
+        try:
+            cell.settings.sized(len(splits.train_y)).check_fits()
+        except ValueError as exc:
+            raise ConfigError(f"{cell.id}: {exc}") from None
+        if cell.settings.workload.builtin is None and _data_key(cell) not in tried:
+            tried.add(_data_key(cell))
+            workloads.try_on(workloads.resolve(cell), splits, accelerator.device)
     measure.synchronize(accelerator.device)
     environment = measure.environment(accelerator.device, accelerator.num_processes,
                                       str(accelerator.distributed_type), accelerator.mixed_precision)
-    environment["dataset_device_bytes"] = splits.nbytes
+    environment["dataset_device_bytes"] = device_data.for_cell(cells[0]).nbytes
     environment["startup_s"] = measure.seconds_since_process_start()
     return device_data, environment

@@ -10,11 +10,11 @@ from typing import Any
 
 from harness.config import CellSettings
 from harness.record.metrics import energy_resolved
-from harness.training.telemetry import flops_per_image, mfu, peak_flops
+from harness.training.telemetry import mfu, peak_flops
 
 
 def summarize(rows: list[dict[str, Any]], settings: CellSettings, first_losses: list[float], warmup_seconds: float,
-              world: int, gpu: dict[str, Any], env: dict[str, Any], precision: str,
+              world: int, gpu: dict[str, Any], env: dict[str, Any], precision: str, flops: int | None,
               evals: list[dict[str, Any]] = ()) -> dict[str, Any]:
     """Per-cell numbers; accuracy is the test accuracy at the best-validation epoch (first best)."""
     best = max(rows, key=lambda r: r["val_accuracy"])  # max keeps the earliest of equals
@@ -47,10 +47,10 @@ def summarize(rows: list[dict[str, Any]], settings: CellSettings, first_losses: 
         "peak_rss_bytes": last["peak_rss_bytes"],
         **_energy(rows, timing),
         **gpu,
-        "flops_per_image": flops_per_image(),
+        "flops_per_example": flops,
         "compute_precision": precision,
         "peak_flops": peak,
-        "mfu": mfu(timing["time_per_image_s"], peak, world),
+        "mfu": mfu(flops, timing["time_per_image_s"], peak, world),
         "final_noise_scale": last.get("noise_scale"),
     }
 

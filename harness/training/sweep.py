@@ -29,10 +29,12 @@ def run_sweep(config: SweepConfig, cells: list[plan.Cell], sweep_dir: Path, fold
               quiet: bool, all_cells: list[plan.Cell], fail_fast: bool = False) -> Outcome:
     """Train this process's share of `cells`; the caller (the CLI) then builds the report."""
     accelerator = make_accelerator(config, cells, sweep_dir)
-    if accelerator.is_main_process:
-        results.write_plan(sweep_dir, plan.plan_document(config, all_cells, environment_command()))
     # Decided once, before any rank writes, so every rank agrees on what to train.
     todo = [c for c in cells if not results.is_done(sweep_dir / c.id)]
+    # the data of every cell to train, on the device and tried, before anything is written
+    device_data, environment = load_data(accelerator, folders, todo) if todo else (None, None)
+    if accelerator.is_main_process:
+        results.write_plan(sweep_dir, plan.plan_document(config, all_cells, environment_command()))
     progress = Progress(accelerator.is_main_process, quiet)
     if accelerator.is_main_process:
         keep_unreadable(todo, sweep_dir, progress)
@@ -46,14 +48,13 @@ def run_sweep(config: SweepConfig, cells: list[plan.Cell], sweep_dir: Path, fold
     if not todo:
         return _outcome(accelerator, {})
 
-    device_data, environment = load_data(accelerator, folders, todo[0])
     if config.log_with:
         accelerator.init_trackers(config.name, config=_flat(config.model_dump(mode="json")))
     stop = StopRequest().install()
     progress.start_sweep(len(todo))
     statuses, held = {}, []
     for cell in todo:
-        ctx = RunContext(accelerator, device_data.for_cell(cell.settings), config.name, sweep_dir, environment,
+        ctx = RunContext(accelerator, device_data.for_cell(cell), config.name, sweep_dir, environment,
                          progress, stop, config.checks)
         status = train_if_free(cell, ctx)
         if status == "held":

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import statistics
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from harness.training.model import LAYER_SIZES
 
 SAMPLE_INTERVAL_S = 0.05
 
@@ -32,10 +32,25 @@ PEAK_FLOPS: list[tuple[str, dict[str, float]]] = [
 ]
 
 
-def flops_per_image() -> int:
-    """Matmul FLOPs to train on one image: forward 2*in*out per layer, backward twice that."""
-    forward = sum(2 * fan_in * fan_out for fan_in, fan_out in zip(LAYER_SIZES, LAYER_SIZES[1:]))
-    return 3 * forward
+def count_flops(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss: Callable) -> int | None:
+    """FLOPs to train on one example: torch's FlopCounterMode over one forward and backward of
+    `len(x)` examples (matrix products and convolutions; the optimizer and elementwise ops are not
+    counted). The model is left as it was: eval mode for the count (no running statistics move),
+    its gradients cleared. Unknown (None) where the count fails."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    training = model.training
+    model.eval()
+    try:
+        with FlopCounterMode(display=False) as counter:
+            loss(model(x), y).backward()
+        return int(counter.get_total_flops()) // len(x)
+    except Exception:
+        return None
+    finally:
+        model.train(training)
+        for parameter in model.parameters():
+            parameter.grad = None
 
 
 def compute_precision(mixed_precision: str) -> str:
@@ -51,11 +66,12 @@ def peak_flops(device_name: str | None, precision: str) -> float | None:
     return None
 
 
-def mfu(time_per_image_s: float | None, peak: float | None, num_processes: int) -> float | None:
+def mfu(flops_per_example: int | None, time_per_example_s: float | None, peak: float | None,
+        num_processes: int) -> float | None:
     """Achieved FLOP/s over the peak of all the devices that shared the work."""
-    if not time_per_image_s or not peak:
+    if not flops_per_example or not time_per_example_s or not peak:
         return None
-    return flops_per_image() / time_per_image_s / (peak * num_processes)
+    return flops_per_example / time_per_example_s / (peak * num_processes)
 
 
 def load_nvml():

@@ -20,7 +20,7 @@ from harness.errors import HarnessError
 from harness.plan import Cell
 from harness.record import faults, results
 from harness.record.metrics import STEP_NORM_COLUMNS
-from harness.training import checkpoint, diagnostics, measure
+from harness.training import checkpoint, diagnostics, measure, workloads
 from harness.training.checkpoint import LoopState
 from harness.training.data import IndexStream, Splits, rank_slice
 from harness.training.engine import Engine, build_engine
@@ -29,7 +29,7 @@ from harness.training.preemption import StopRequest
 from harness.training.progress import Progress
 from harness.training.steps import run_steps
 from harness.training.summary import summarize
-from harness.training.telemetry import NvmlMonitor, compute_precision
+from harness.training.telemetry import NvmlMonitor, compute_precision, count_flops
 
 
 @dataclass
@@ -48,8 +48,9 @@ class RunContext:
 
 def train_loop(cell: Cell, ctx: RunContext, cell_dir: Path) -> tuple[str, dict[str, Any]]:
     """Returns (status, summary); writes epochs.csv and evals.csv after every epoch. Resumes from a checkpoint."""
-    accelerator, settings = ctx.accelerator, cell.settings
-    engine = build_engine(settings, accelerator, ctx.splits)
+    accelerator, settings = ctx.accelerator, cell.settings.sized(len(ctx.splits.train_y))
+    engine = build_engine(settings, accelerator, ctx.splits, workloads.resolve(cell))
+    flops = count_flops(engine.eval_model, ctx.splits.train_x[:64], ctx.splits.train_y[:64], engine.workload.train_loss)
     engine.step = faults.wrap(engine.step, cell.id)
     stream = IndexStream(len(ctx.splits.train_y), settings.train.sampling, settings.train.seed)
     state = _resume(cell_dir, engine, stream, ctx) or LoopState(warmup_left=settings.train.warmup_steps)
@@ -79,12 +80,12 @@ def train_loop(cell: Cell, ctx: RunContext, cell_dir: Path) -> tuple[str, dict[s
                 if state.step < end:  # asked to stop: keep everything, leave
                     return preempt(cell_dir, state, engine, stream, losses)
                 check(engine, state, ctx)
-            if not end_epoch(cell, ctx, cell_dir, state, engine, stream, losses):
+            if not end_epoch(cell.id, settings, ctx, cell_dir, state, engine, stream, losses):
                 break  # diverged: the finite epochs are kept
     finally:
         monitor.stop()
     checkpoint.path_for(cell_dir, accelerator.process_index).unlink(missing_ok=True)  # finished: nothing to resume
-    return closing_summary(state, settings, accelerator, monitor, ctx.environment)
+    return closing_summary(state, settings, accelerator, monitor, ctx.environment, flops)
 
 
 def _stopper(state: LoopState, ctx: RunContext):
@@ -134,7 +135,7 @@ def check(engine: Engine, state: LoopState, ctx: RunContext) -> None:
     window); the row also closes the window of timed steps since the previous check."""
     accelerator, step = ctx.accelerator, state.global_step
     with measure.SyncedTimer(accelerator.device) as clock:
-        correct, loss = validate(engine.eval_model, ctx.splits, accelerator)
+        correct, loss = validate(engine.eval_model, ctx.splits, accelerator, engine.workload)
     check_seconds = measure.over_ranks(accelerator, {"check_seconds": clock.seconds})["check_seconds"]
     before = state.evals[-1]["train_seconds"] if state.evals else 0.0
     n = len(ctx.splits.val_y)
@@ -160,12 +161,12 @@ def preempt(cell_dir: Path, state: LoopState, engine: Engine, stream: IndexStrea
     return "preempted", {"preemptions": state.preemptions, "checkpoint_step": state.global_step}
 
 
-def end_epoch(cell: Cell, ctx: RunContext, cell_dir: Path, state: LoopState, engine: Engine, stream: IndexStream,
-              losses: torch.Tensor) -> bool:
+def end_epoch(cell_id: str, settings: CellSettings, ctx: RunContext, cell_dir: Path, state: LoopState, engine: Engine,
+              stream: IndexStream, losses: torch.Tensor) -> bool:
     """Evaluate, diagnose, write the epoch's row and checkpoint; False when the epoch diverged."""
-    accelerator, settings = ctx.accelerator, cell.settings
+    accelerator = ctx.accelerator
     with measure.SyncedTimer(accelerator.device) as evaluation:  # its own clock, never part of time per image
-        correct = evaluate(engine.eval_model, ctx.splits, settings.data.train_eval_size, accelerator)
+        correct = evaluate(engine.eval_model, ctx.splits, settings.data.train_eval_size, accelerator, engine.workload)
     bad = _first_nonfinite(accelerator, losses)
     if bad is None and not diagnostics.weights_finite(engine.eval_model):
         bad = settings.steps_per_epoch  # the epoch's last update broke the weights: its loss was still finite
@@ -187,17 +188,17 @@ def end_epoch(cell: Cell, ctx: RunContext, cell_dir: Path, state: LoopState, eng
         state.stream, state.step_norms = stream.state(), None
         checkpoint.save(cell_dir, accelerator.process_index, accelerator.num_processes, state, engine.eval_model,
                         engine.optimizer)
-    accelerator.log({f"{cell.id}/{k}": v for k, v in row.items() if v is not None and k != "epoch"}, step=row["epoch"])
-    ctx.progress.epoch_line(cell.id, row, settings.train.epochs)
+    accelerator.log({f"{cell_id}/{k}": v for k, v in row.items() if v is not None and k != "epoch"}, step=row["epoch"])
+    ctx.progress.epoch_line(cell_id, row, settings.train.epochs)
     return True
 
 
 def closing_summary(state: LoopState, settings: CellSettings, accelerator: Accelerator, monitor: NvmlMonitor,
-                    env: dict[str, Any]) -> tuple[str, dict]:
+                    env: dict[str, Any], flops: int | None) -> tuple[str, dict]:
     """The cell's status and summary once its loop has ended."""
     gpu = measure.over_ranks(accelerator, monitor.summary())
     summary = summarize(state.rows, settings, state.first_losses, state.warmup_seconds, accelerator.num_processes,
-                        gpu, env, compute_precision(settings.train.mixed_precision),
+                        gpu, env, compute_precision(settings.train.mixed_precision), flops,
                         state.evals) if state.rows else {"epochs_completed": 0}
     summary |= {"preemptions": state.preemptions}
     if state.diverged_at_step is not None:
@@ -208,7 +209,8 @@ def closing_summary(state: LoopState, settings: CellSettings, accelerator: Accel
 
 def diagnose(engine: Engine, splits: Splits) -> dict[str, Any]:
     """The epoch's diagnostics; identical on every rank (same weights, same probe), no reduction."""
-    found = diagnostics.epoch_diagnostics(engine.eval_model, engine.optimizer, splits.train_x, splits.train_y)
+    found = diagnostics.epoch_diagnostics(engine.eval_model, engine.optimizer, splits.train_x, splits.train_y,
+                                          engine.workload.summed_loss)
     return found | (engine.norms.read_and_reset() if engine.norms is not None else dict.fromkeys(STEP_NORM_COLUMNS))
 
 
@@ -260,7 +262,7 @@ def epoch_row(state: LoopState, settings: CellSettings, accelerator: Accelerator
     return {
         "epoch": state.epoch,
         "train_loss": across["train_loss"],
-        "train_accuracy": correct[0] / settings.data.train_eval_size,
+        "train_accuracy": correct[0] / min(settings.data.train_eval_size, len(splits.train_y)),
         "val_accuracy": correct[1] / len(splits.val_y),
         "test_accuracy": correct[2] / len(splits.test_y),
         "images_seen": state.steps_done * batch,
@@ -297,8 +299,8 @@ def run_cell(cell: Cell, ctx: RunContext) -> str:
     asked to stop stays running, with its checkpoint, and returns "preempted"."""
     cell_dir = ctx.sweep_dir / cell.id
     main = ctx.accelerator.is_main_process
-    record = results.start_record(ctx.sweep_name, cell.id, cell.index, cell.swept,
-                                  cell.settings.model_dump(mode="json"), ctx.environment, results.utc_now())
+    record = results.start_record(ctx.sweep_name, cell.id, cell.index, cell.swept, cell.settings.model_dump(mode="json"),
+                                  ctx.environment, results.utc_now(), cell.workload)
     if main:
         cell_dir.mkdir(parents=True, exist_ok=True)
         results.write_result(cell_dir, record)

@@ -25,6 +25,7 @@ from harness.config import CellSettings, ModelSettings, TrainSettings
 from harness.training import data, measure
 from harness.training.bench import engine_loop
 from harness.training.data import IndexStream
+from harness.training import workloads
 from harness.training.engine import build_engine
 from harness.training.train import diagnose
 
@@ -45,7 +46,8 @@ def time_per_image(accelerator, splits, batch: int, steps: int, step_diagnostics
 
 def epoch_diagnostics_seconds(accelerator, splits, batch: int) -> float:
     """One end-of-epoch diagnosis of a model that has taken a few steps (so Adam has state)."""
-    engine = build_engine(settings_for(batch, True), accelerator, splits)
+    settings = settings_for(batch, True)
+    engine = build_engine(settings, accelerator, splits, workloads.builtin(settings))
     order = IndexStream(len(splits.train_y), "shuffle", seed=0).next(20 * batch).view(20, batch).to(accelerator.device)
     for idx in order:
         engine.step(idx)

@@ -1,0 +1,182 @@
+"""What a cell trains: a built-in workload by name, or the user's own model, data, loss and metric,
+each named FILE.py:NAME (the file relative to the config) or MODULE:NAME.
+
+Settings and identity only. Nothing here imports the user's code (training/workloads.py does), so
+planning a sweep, reading its results and reporting work without it. A workload's identity, which
+the cell id covers, is each callable's name and a hash of the source it lives in, plus the
+options: editing the model file gives new cells instead of reusing old ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import inspect
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, model_validator
+
+from harness.errors import ConfigError
+
+# each built-in and the options it takes, with their defaults (the MLPs take theirs from `model:`)
+BUILTIN_OPTIONS: dict[str, dict[str, int]] = {"mnist_mlp": {}, "fashion_mlp": {},
+                                              "mnist_conv": {"channels": 16, "hidden": 128}}
+BUILTINS = tuple(BUILTIN_OPTIONS)
+DEFAULT = "mnist_mlp"
+ROLES = ("model", "data", "loss", "metric")
+IN_PROCESS = "<python-"  # a callable handed over in this Python process (harness.sweep), not from a file
+SPEC = re.compile(r"(?P<where>[^:\s]+):(?P<name>[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)")
+# callables handed to harness.sweep / harness.predict that live in no importable file: spec -> callable
+REGISTERED: dict[str, Callable] = {}
+
+
+def _a_spec(value: str) -> str:
+    if not SPEC.fullmatch(value):
+        raise ValueError(f"expected FILE.py:NAME or MODULE:NAME, e.g. my_models.py:build (got {value[:60]!r})")
+    return value
+
+
+def _json_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Options are stored in every result.json and hashed into the cell id: plain finite data only."""
+    try:
+        json.dumps(options, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"options must be plain data (numbers, strings, lists, mappings): {exc}") from None
+    return options
+
+
+Spec = Annotated[str, AfterValidator(_a_spec)]
+
+
+class WorkloadSettings(BaseModel):
+    """`workload: mnist_conv`, or `workload: {model: FILE.py:build, data: FILE.py:load, ...}`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    name: Literal[BUILTINS] | None = None
+    model: Spec | None = None  # build(options) -> torch.nn.Module
+    data: Spec | None = None  # load(options) -> {"train": (x, y), "test": (x, y)[, "val": (x, y)]}
+    loss: Spec | None = None  # loss(outputs, targets) -> scalar; default cross-entropy
+    metric: Spec | None = None  # metric(outputs, targets) -> one score per example, higher better; default accuracy
+    options: Annotated[dict[str, Any], AfterValidator(_json_options)] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _a_name_alone(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _built_in_or_own(self) -> WorkloadSettings:
+        if self.name is not None and (self.model or self.data):
+            raise ValueError(f"give a built-in name ({self.name}) or model and data of your own, not both")
+        if (self.model is None) != (self.data is None):
+            raise ValueError("model and data go together: name both, or neither for a built-in workload")
+        if self.builtin is not None:
+            takes = BUILTIN_OPTIONS[self.builtin]
+            unknown = sorted(set(self.options) - set(takes))
+            if unknown:
+                raise ValueError(f"the built-in {self.builtin} takes {', '.join(takes) or 'no options'}; not "
+                                 f"{', '.join(unknown)}")
+            if any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in self.options.values()):
+                raise ValueError(f"the options of {self.builtin} are whole numbers >= 1")
+        return self
+
+    @property
+    def builtin(self) -> str | None:
+        """The built-in workload's name, or None for the user's own."""
+        return None if self.model else self.name or DEFAULT
+
+    def specs(self) -> dict[str, str]:
+        return {role: getattr(self, role) for role in ROLES if getattr(self, role)}
+
+
+def split(spec: str) -> tuple[str, str]:
+    match = SPEC.fullmatch(spec)
+    return match["where"], match["name"]
+
+
+def locate(spec: str, base_dir: Path, role: str) -> str:
+    """The spec with its file made absolute (a module or an in-process callable as it is), so that
+    any process, array task or node loads the same code; ConfigError when the file is not there."""
+    where, name = split(spec)
+    if spec.startswith(IN_PROCESS):
+        if spec not in REGISTERED:
+            raise ConfigError(f"workload.{role}: {spec} names a callable handed to harness.sweep in another Python "
+                              f"process; define it in a file and name it as FILE.py:{name}")
+        return spec
+    if not where.endswith(".py"):
+        return spec  # a dotted module: Python's import path finds it
+    path = (base_dir / where).resolve()
+    if not path.is_file():
+        raise ConfigError(f"workload.{role}: {where} does not exist (looked for {path}); give the file relative to "
+                          f"the config file, or MODULE:NAME for an importable module")
+    return f"{path}:{name}"
+
+
+def source_sha256(located: str, role: str) -> str:
+    """A hash of the source a callable lives in: the file's bytes, the module's file, or, for an
+    in-process callable, its own source."""
+    where, name = split(located)
+    try:
+        if located.startswith(IN_PROCESS):
+            source = _own_source(REGISTERED[located]).encode()
+        elif where.endswith(".py"):
+            source = Path(where).read_bytes()
+        else:
+            found = importlib.util.find_spec(where)
+            if found is None or not found.origin or not Path(found.origin).is_file():
+                raise ConfigError(f"workload.{role}: no module {where!r} on the import path; install it, or give "
+                                  f"FILE.py:{name} relative to the config file")
+            source = Path(found.origin).read_bytes()
+    except (OSError, ImportError, ValueError) as exc:
+        raise ConfigError(f"workload.{role}: cannot read the source of {located} ({type(exc).__name__}: {exc}); "
+                          f"check the file or module") from None
+    return hashlib.sha256(source).hexdigest()[:16]
+
+
+def _own_source(fn: Callable) -> str:
+    try:
+        return inspect.getsource(fn)
+    except (OSError, TypeError):  # no source kept (defined in an interactive prompt): its code object
+        code = getattr(fn, "__code__", None)
+        return repr((code.co_code, code.co_consts)) if code else repr(fn)
+
+
+def identity(workload: WorkloadSettings, base_dir: Path) -> dict[str, Any] | None:
+    """What a cell id covers of the workload, and where its code was found; None for the default
+    (the MNIST MLP, whose cells keep the ids they had before workloads could be chosen)."""
+    if workload == WorkloadSettings():
+        return None
+    out: dict[str, Any] = {"name": workload.builtin} if workload.builtin else {}
+    for role, spec in workload.specs().items():
+        located = locate(spec, base_dir, role)
+        out[role] = {"callable": split(spec)[1], "source_sha256": source_sha256(located, role), "located": located}
+    return out | {"options": workload.options}
+
+
+def hashed(identity: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The part of an identity the cell id covers: where the code lies is left out, so the same
+    file gives the same ids on any machine and from harness.sweep."""
+    if identity is None:
+        return None
+    return {k: ({"callable": v["callable"], "source_sha256": v["source_sha256"]} if k in ROLES else v)
+            for k, v in identity.items()}
+
+
+def register(fn: Callable) -> str:
+    """A spec for a callable handed over in Python: its file where it lives in an importable one,
+    else an in-process name (`<python-HASH>:NAME`) that only this process can load."""
+    module = inspect.getmodule(fn)
+    file = getattr(module, "__file__", None)
+    name = getattr(fn, "__qualname__", "")
+    if not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", name):
+        name = re.sub(r"\W", "_", getattr(fn, "__name__", "")) or "fn"  # a lambda, a local function
+    if file and module.__name__ != "__main__" and str(file).endswith(".py") and getattr(module, name, None) is fn:
+        return f"{Path(file).resolve()}:{name}"
+    spec = f"{IN_PROCESS}{hashlib.sha256(_own_source(fn).encode()).hexdigest()[:12]}>:{name.lstrip('_') or 'fn'}"
+    REGISTERED[spec] = fn
+    return spec
