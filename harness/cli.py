@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -156,6 +157,8 @@ def slurm_submit_command(args) -> int:
         return 0
     results.check_writable(log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
+    # the plan as submitted (the workload's code located, its source hashed): each task checks its cell against it
+    results.write_plan(sweep_dir, plan.plan_document(config, cells, shlex.join(["harness", *sys.argv[1:]])))
     job = slurm.submit(argv)
     print(f"submitted array job {job}: {len(pending)} task(s), the cells not yet done "
           f"({len(cells) - len(pending)} of {len(cells)} already done)")
@@ -273,10 +276,22 @@ def run_command(args) -> int:
     config, all_cells, sweep_dir = load_plan(args)
     ids = [i.strip() for i in args.cells.split(",") if i.strip()] if args.cells else None
     cells = plan.select(all_cells, ids, args.array_index)
+    if args.array_index is not None:
+        check_against_plan(sweep_dir, args.array_index, cells[0])
     results.check_writable(sweep_dir)
     folders = data_folders(cells, args.data_dir)
 
     return train_and_report(config, cells, all_cells, sweep_dir, folders, args)
+
+
+def check_against_plan(sweep_dir: Path, index: int, cell: plan.Cell) -> None:
+    """An array task trains the cell the submitted plan has at its index: a config or workload file
+    edited since then would give another cell there."""
+    planned = results.planned_ids(sweep_dir)
+    if planned and index < len(planned) and planned[index] != cell.id:
+        raise ConfigError(f"--array-index {index}: the submitted plan ({sweep_dir / 'plan.json'}) has cell "
+                          f"{planned[index]} there, this config gives {cell.id}: the config or the workload's code "
+                          f"changed since; submit again (harness slurm submit), or run without --array-index")
 
 
 def train_and_report(config: SweepConfig, cells: list[plan.Cell], all_cells: list[plan.Cell], sweep_dir: Path,

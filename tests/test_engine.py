@@ -110,8 +110,8 @@ MLP_FLOPS = 3 * 2 * (784 * 500 + 2 * 500 * 500 + 500 * 10) - 2 * 784 * 500
 def test_flops_are_counted_and_match_a_hand_count():
     import torch.nn.functional as F
 
-    from harness.training.model import build_conv, build_mlp
     from harness.config import ModelSettings
+    from harness.training.model import build_conv, build_mlp
 
     assert MLP_FLOPS == 4_598_000
     mlp = build_mlp(ModelSettings())

@@ -218,3 +218,23 @@ def test_multinode_template_runs_one_cell_as_two_machines(slurm, tmp_path):
     assert "--num_machines 2 --machine_rank 0" in log and "--num_machines 2 --machine_rank 1" in log, log[-3000:]
     assert record["environment"]["slurm_job_id"] == job
     assert_same_training(record, read_json(ref_cell))
+
+
+def test_a_workload_from_a_file_outside_the_package_runs_as_an_array_job(slurm, tmp_path):
+    """examples/seq_conv.py copied elsewhere: submit resolves it against the config and records it in
+    plan.json; every array task loads that file."""
+    import shutil
+
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    for name in ("seq_conv.py", "seq_conv.yaml"):
+        shutil.copy(REPO / "examples" / name, folder / name)
+    results = tmp_path / "results"
+    job, out = submit(slurm, folder / "seq_conv.yaml", results, "--set", "sweep.train.batch_size=[64,256]")
+    assert "2 task(s)" in out
+    wait_for_job(slurm, job)
+    sweep = results / "seq_conv"
+    assert statuses(sweep) == {64: "done", 256: "done"}
+    located = read_json(sweep / "plan.json")["workloads"][0]["model"]["located"]
+    assert located == f"{folder / 'seq_conv.py'}:build"
+    assert all(read_json(p)["workload"]["model"]["located"] == located for p in sweep.glob("*/result.json"))

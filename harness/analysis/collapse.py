@@ -128,6 +128,8 @@ def evidence(found: list[Collapse]) -> list[str]:
     if dead[0] is not None:
         moved = "rose to" if dead[1] > dead[0] + 0.02 else "stayed near"
         out.append(f"The most-dead hidden layer {moved} {dead[1]:.0%} dead units (from {dead[0]:.0%} at the peak).")
+    else:
+        out.append("Dead units: not available for this model (it has no nn.ReLU or nn.Softplus modules to watch).")
     update = avg(lambda r: _max(r, "update_ratio_max", LINEAR_LAYERS))
     if update[0] is not None:
         worst = max(v for c in found if (v := _max(c.worst, "update_ratio_max", LINEAR_LAYERS)) is not None)
@@ -142,6 +144,8 @@ def evidence(found: list[Collapse]) -> list[str]:
     if saturated[0] is not None:
         out.append(f"Saturated softmax outputs (top probability exactly 1 in float32): {saturated[0]:.0%} of the "
                    f"probe at the peak, {saturated[1]:.0%} at the end.")
+    else:
+        out.append("Softmax saturation: not available for this model (its outputs are not class logits).")
     return out
 
 

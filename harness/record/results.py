@@ -182,6 +182,15 @@ def write_plan(sweep_dir: Path, document: dict[str, Any]) -> None:
     write_atomic(path, json.dumps(document, indent=2) + "\n")
 
 
+def planned_ids(sweep_dir: Path) -> list[str] | None:
+    """The cell ids of the folder's plan.json in plan order; None where there is none to read."""
+    try:
+        cells = json.loads((sweep_dir / "plan.json").read_text())["cells"]
+        return [c["id"] for c in cells]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def is_done(cell_dir: Path) -> bool:
     result = read_result(cell_dir)
     return bool(result) and result.get("status") == "done"

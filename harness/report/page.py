@@ -13,8 +13,9 @@ import yaml
 
 from harness import checks
 from harness.analysis import collapse, per_batch, recommend, stats
+from harness.analysis.answer import answer
 from harness.analysis.collect import Collected, collect
-from harness.config import CheckSettings, ReportSettings
+from harness.config import CheckSettings
 from harness.errors import ConfigError, ResultsError
 from harness.record.metrics import Column, columns
 from harness.record.results import write_atomic
@@ -131,16 +132,9 @@ def _section(found: Collected, key: tuple[str, str], overrides: dict[str, float]
     """One results folder's sweep: its rules (plan.json's, with the command line's overrides), its
     verdicts, tables and figures."""
     source, sweep = key
-    records = [r for r in found.records if r["source"] == source and r["sweep"] == sweep]
-    plan = found.plans.get((source, sweep), {})
-    rules = report_rules(plan, records).model_copy(update=overrides or {})
-    cells = _of(found.cells, key)
-    epochs, checks = _of(found.epochs, key), _of(found.checks, key)
-    cells = per_batch.add_time_to_target(cells, checks, epochs, rules.target_accuracy)
-    per_rate = per_batch.by_rate(cells)
-    planned = sorted({c["swept"].get("train.batch_size") for c in plan.get("cells", [])} - {None})
-    verdicts, by_batch = _verdicts(cells, per_rate, per_batch.timing_windows(checks, epochs), rules, _lr_rule(plan),
-                                   planned)
+    got = answer(found, key, overrides)
+    rules, plan, records, cells, epochs, checks = got.rules, got.plan, got.records, got.cells, got.epochs, got.checks
+    verdicts, by_batch, per_rate = got.verdicts, got.per_batch, got.per_rate
     tuned = per_batch.tuned_cells(cells, by_batch)["cell_id"]  # each batch size at its picked rate
     missing = [c for c in plan.get("cells", []) if c["id"] not in set(cells["cell_id"])]
     commands = sorted({r.get("environment", {}).get("command") for r in records} - {None})
@@ -178,23 +172,6 @@ def _section(found: Collected, key: tuple[str, str], overrides: dict[str, float]
 GROUP_RATE = [*per_batch.GROUP, "learning_rate"]
 
 
-def _verdicts(cells: pd.DataFrame, per_rate: pd.DataFrame, windows: pd.DataFrame, rules: ReportSettings, lr_rule: str,
-              planned: list[int]) -> tuple[list[recommend.Recommendation], pd.DataFrame]:
-    """One recommendation per variant, and the per-batch table (picked rates, intervals)."""
-    by_batch = per_batch.pick_rates(per_rate, rules.tolerance)
-    if by_batch.empty:
-        return ([recommend.Recommendation("", None, "No cell finished, so there is no sweet spot.")],
-                recommend.add_intervals(by_batch, None))
-    tuned = per_batch.tuned_cells(cells, by_batch)
-    verdicts, tables = [], []
-    for variant, group in by_batch.groupby("variant", sort=True):
-        verdict, with_intervals = recommend.recommend(variant, group, tuned[tuned["variant"] == variant], windows,
-                                                      rules, lr_rule, planned)
-        verdicts.append(verdict)
-        tables.append(with_intervals)
-    return verdicts, pd.concat(tables, ignore_index=True).sort_values(per_batch.GROUP, ignore_index=True)
-
-
 def _prediction(doc: dict, by_batch: pd.DataFrame, cells: pd.DataFrame,
                 verdicts: list[recommend.Recommendation]) -> dict:
     """harness predict's answer beside the grid's, and what each cost in training seconds."""
@@ -213,12 +190,6 @@ def _prediction(doc: dict, by_batch: pd.DataFrame, cells: pd.DataFrame,
     }
 
 
-def _of(frame: pd.DataFrame, key: tuple[str, str]) -> pd.DataFrame:
-    if frame.empty:
-        return frame
-    return frame[(frame["source"] == key[0]) & (frame["sweep"] == key[1])]
-
-
 def _only(frame: pd.DataFrame, ids: pd.Series) -> pd.DataFrame:
     return frame[frame["cell_id"].isin(ids)] if not frame.empty else frame
 
@@ -227,19 +198,3 @@ def _check_spacing(plan: dict) -> str:
     """How far apart the sweep's validation checks lie, relative to where each gap starts."""
     per_decade = ((plan.get("config") or {}).get("checks") or {}).get("per_decade", CheckSettings().per_decade)
     return f"at most {checks.relative_resolution(per_decade):.1%} of the step where it starts: {per_decade} per decade"
-
-
-def _lr_rule(plan: dict) -> str:
-    """How the sweep set each batch size's learning rate, in words."""
-    optim = (plan.get("config") or {}).get("optim") or {}
-    rule, lr, ref = optim.get("lr_scaling", "none"), optim.get("lr"), optim.get("lr_reference_batch")
-    if rule == "none":
-        return f"optim.lr={lr} for every batch size" if lr is not None else "the config's rate"
-    return f"optim.lr={lr} at batch {ref}, scaled {rule} with the batch size"
-
-
-def report_rules(plan: dict, records: list[dict]) -> ReportSettings:
-    """The sweep's report rules: from its plan.json config; a folder without one (schema 1
-    records carried the rules) falls back to the first record's, else to the defaults."""
-    rules = (plan.get("config") or {}).get("report") or records[0].get("report") or {}
-    return ReportSettings(**rules)

@@ -14,7 +14,6 @@ from typing import Any
 
 import torch
 
-
 SAMPLE_INTERVAL_S = 0.05
 
 # Dense (no sparsity) peak FLOP/s from the vendors' datasheets, by device-name fragment and

@@ -29,8 +29,8 @@ from torch import nn
 from harness.config import CellSettings
 from harness.errors import ConfigError
 from harness.plan import Cell
-from harness.workload import IN_PROCESS, REGISTERED, split
 from harness.training.model import build_conv, build_mlp
+from harness.workload import IN_PROCESS, REGISTERED, split
 
 
 class WorkloadError(ConfigError):

@@ -22,10 +22,9 @@ import torch
 from accelerate import Accelerator
 
 from harness.config import CellSettings, ModelSettings, TrainSettings
-from harness.training import data, measure
+from harness.training import data, measure, workloads
 from harness.training.bench import engine_loop
 from harness.training.data import IndexStream
-from harness.training import workloads
 from harness.training.engine import build_engine
 from harness.training.train import diagnose
 

@@ -12,9 +12,8 @@ import torch
 from accelerate import Accelerator
 from torch.profiler import ProfilerActivity, profile
 
-from harness.training import data
+from harness.training import data, workloads
 from harness.training.bench import settings_for
-from harness.training import workloads
 from harness.training.engine import build_engine
 
 

@@ -1,0 +1,262 @@
+"""Your model, your data: a workload written outside the package (examples/seq_conv.py, copied to a
+temporary folder) through `harness run`, `predict`, `report`, `status` and `harness.sweep`; the
+built-in workloads; the cell id's cover of the workload's code; every bad answer of a workload as
+one line, exit 2, nothing written."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import REPO, harness, read_json, snapshot, write_config
+
+from harness import workload
+from harness.config import load_config
+from harness.plan import expand
+from harness.training import diagnostics
+
+# by hand, examples/seq_conv.py at channels 16, length 64, 4 classes: Conv1d 1->16 (k5) and
+# 16->16 (k5) over 64 samples, Linear 16->4; a backward computes every weight gradient and the
+# input gradient of all but the first layer
+CONV1, CONV2, FC = 2 * 16 * 1 * 5 * 64, 2 * 16 * 16 * 5 * 64, 2 * 16 * 4
+EXAMPLE_FLOPS = 3 * (CONV1 + CONV2 + FC) - CONV1
+
+
+@pytest.fixture(scope="module")
+def example(tmp_path_factory):
+    """The example's files in a folder of their own, run once: `harness run` then `harness predict`."""
+    folder = tmp_path_factory.mktemp("mine")
+    for name in ("seq_conv.py", "seq_conv.yaml"):
+        shutil.copy(REPO / "examples" / name, folder / name)
+    results = folder / "results"
+    run = harness("run", "--config", str(folder / "seq_conv.yaml"), "--results-dir", str(results), "--quiet",
+                  cwd=folder.parent)
+    assert run.returncode == 0, run.stderr
+    predicted = harness("predict", "--config", str(folder / "seq_conv.yaml"), "--results-dir", str(results),
+                        cwd=folder.parent)
+    assert predicted.returncode == 0, predicted.stderr
+    report = harness("report", str(results / "seq_conv"), "-o", str(results / "seq_conv" / "report.html"))
+    assert report.returncode == 0, report.stderr
+    return folder, results / "seq_conv"
+
+
+@pytest.mark.slow
+def test_a_workload_of_ones_own_runs_predicts_and_reports(example):
+    folder, sweep = example
+    records = [read_json(p) for p in sorted(sweep.glob("*/result.json"))]
+    assert sorted(r["settings"]["train"]["batch_size"] for r in records) == [16, 64, 256]
+    for record in records:
+        assert record["status"] == "done" and record["summary"]["flops_per_example"] == EXAMPLE_FLOPS
+        assert record["workload"]["model"]["located"] == f"{folder / 'seq_conv.py'}:build"
+        assert record["summary"]["final_noise_scale"] is not None  # B_simple, through torch.func here
+        assert record["summary"]["test_accuracy_at_best_val"] > 0.95
+    plan = read_json(sweep / "plan.json")
+    assert plan["workloads"][0]["loss"]["callable"] == "loss" and plan["workloads"][0]["options"]["channels"] == 16
+    assert read_json(sweep / "predict.json")["sweet_spot"]["batch_size"] in (16, 64, 256)
+    html = (sweep / "report.html").read_text()
+    assert "Sweet spot: batch size" in html and "predict" in html
+
+
+@pytest.mark.slow
+def test_reading_the_results_never_imports_the_workload(example, tmp_path):
+    """A results folder is read on a laptop without the model file: report and status work with it gone."""
+    folder, sweep = example
+    copy = tmp_path / "copy"
+    shutil.copytree(sweep, copy / "seq_conv")
+    moved = tmp_path / "away.py"
+    shutil.move(folder / "seq_conv.py", moved)
+    try:
+        report = harness("report", str(copy / "seq_conv"), "-o", str(tmp_path / "r.html"))
+        status = harness("status", str(copy / "seq_conv"))
+    finally:
+        shutil.move(moved, folder / "seq_conv.py")
+    assert report.returncode == 0 and "Sweet spot: batch size" in (tmp_path / "r.html").read_text(), report.stderr
+    assert status.returncode == 0 and status.stdout.count(" done ") == 3, status.stdout
+
+
+@pytest.mark.slow
+def test_harness_sweep_in_python_trains_the_same_cells(example, tmp_path):
+    """The same callables from Python: the same cell ids, files and answer as the config route."""
+    folder, sweep = example
+    script = f"""
+import json, sys
+sys.path.insert(0, {str(folder)!r})
+import harness, seq_conv
+result = harness.sweep(seq_conv.build, seq_conv.load, loss=seq_conv.loss, batch_sizes=[16, 64, 256], target=0.95,
+                       lr=3e-3, epochs=3, options={{"channels": 16, "length": 64, "classes": 4, "train": 6000,
+                       "test": 1000}}, name="seq_conv", results_dir={str(tmp_path)!r},
+                       settings={{"data": {{"val_size": 1000, "train_eval_size": 1000}}, "report": {{"tolerance": 0.01}}}})
+print(json.dumps({{"spot": result.sweet_spot, "report": str(result.report), "batches": result.per_batch["batch_size"].tolist()}}))
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    answer = json.loads(proc.stdout.splitlines()[-1])
+    ids = sorted(p.parent.name for p in sweep.glob("*/result.json"))
+    assert sorted(p.parent.name for p in (tmp_path / "seq_conv").glob("*/result.json")) == ids
+    assert answer["batches"] == [16, 64, 256] and answer["spot"] in (16, 64, 256)
+    assert answer["report"] == str(tmp_path / "seq_conv" / "report.html")
+
+
+def test_a_callable_from_a_notebook_runs_here_and_is_refused_elsewhere(tmp_path):
+    """A function with no file (a notebook cell) is registered in-process; another process cannot load it."""
+    namespace: dict = {}
+    exec("def build(options):\n    import torch\n    return torch.nn.Linear(4, 2)\n", namespace)
+    spec = workload.register(namespace["build"])
+    assert spec.startswith(workload.IN_PROCESS) and workload.REGISTERED[spec] is namespace["build"]
+    assert workload.register(workload.register) == f"{REPO / 'harness' / 'workload.py'}:register"  # a module file
+    config = write_config(tmp_path, {"name": "nb", "workload": {"model": spec, "data": spec}})
+    proc = harness("plan", "--config", str(config))
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert "handed to harness.sweep in another Python process" in proc.stderr
+
+
+def test_the_cell_id_covers_the_workload_code_and_options(tmp_path):
+    for name in ("seq_conv.py", "seq_conv.yaml"):
+        shutil.copy(REPO / "examples" / name, tmp_path / name)
+    before = [c.id for c in expand(load_config(tmp_path / "seq_conv.yaml"))]
+    assert before == [c.id for c in expand(load_config(tmp_path / "seq_conv.yaml"))]  # stable
+    swept = expand(load_config(tmp_path / "seq_conv.yaml", ["sweep.workload.options.channels=[8,16]"]))
+    assert [c.id.split("-")[2] for c in swept][:2] == ["channels8", "channels16"]
+    hashes = [c.id.rsplit("-", 1)[1] for c in (*swept[:2], expand(load_config(tmp_path / "seq_conv.yaml"))[0])]
+    assert hashes[1] == hashes[2] != hashes[0]  # channels 16 is the config's own: the same settings, the same hash
+    with open(tmp_path / "seq_conv.py", "a") as fh:
+        fh.write("\n# an edit\n")
+    after = [c.id for c in expand(load_config(tmp_path / "seq_conv.yaml"))]
+    assert all(a != b for a, b in zip(after, before))  # edited code is never taken for the old cells
+    # the default workload (the MNIST MLP) is outside the hash: the committed cells keep their ids
+    default = expand(load_config(REPO / "configs" / "default.yaml"))
+    assert {c.id for c in default} <= {p.name for p in (REPO / "results" / "default_seeds").iterdir()}
+
+
+def test_b_simple_through_torch_func_matches_brute_force_on_a_conv_net():
+    from torch.func import functional_call, grad, vmap
+
+    from harness.training.model import build_conv
+
+    torch.manual_seed(3)
+    model = build_conv({"channels": 4, "hidden": 16})
+    x, y = torch.rand(48, 784), torch.randint(10, (48,))
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    one = lambda p, xi, yi: F.cross_entropy(functional_call(model, p, (xi[None],)), yi[None])  # noqa: E731
+    per_sample = vmap(grad(one), in_dims=(None, 0, 0))(params, x, y)
+    small = sum(g.flatten(1).double().square().sum() for g in per_sample.values()).item() / 48
+    big = sum(g.double().mean(0).square().sum() for g in per_sample.values()).item()
+    expected = diagnostics.b_simple(small, big, 1, 48)
+    found = diagnostics.noise_scale(model, x, y)
+    assert found["noise_trace"] == pytest.approx(expected["noise_trace"], rel=1e-5)
+    assert found["true_grad_sq"] == pytest.approx(expected["true_grad_sq"], rel=1e-4, abs=1e-9)
+    probe = diagnostics.probe_stats(model, x)
+    assert set(probe) == {"dead_fraction_l1", "dead_fraction_l2", "dead_fraction_l3", "max_abs_logit",
+                          "softmax_saturated_fraction"} and all(v is not None for v in probe.values())
+
+
+@pytest.mark.slow
+def test_the_built_in_conv_net_trains_a_cell(tmp_path):
+    config = write_config(tmp_path, {"name": "conv", "workload": "mnist_conv",
+                                     "train": {"batch_size": 64, "epochs": 1, "images_per_epoch": 6400},
+                                     "data": {"train_eval_size": 500}})
+    proc = harness("run", "--config", str(config), "--results-dir", str(tmp_path / "r"), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    (record,) = [read_json(p) for p in (tmp_path / "r" / "conv").glob("*/result.json")]
+    conv1, conv2, fc1, fc2 = 2 * 16 * 25 * 784, 2 * 32 * 16 * 25 * 196, 2 * 1568 * 128, 2 * 128 * 10
+    assert record["status"] == "done" and record["workload"] == {"name": "mnist_conv", "options": {}}
+    assert record["summary"]["flops_per_example"] == 3 * (conv1 + conv2 + fc1 + fc2) - conv1
+    assert record["summary"]["test_accuracy_at_best_val"] > 0.8
+
+
+GOOD = '''
+import torch
+def build(options):
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(8, options.get("classes", 3)))
+def load(options):
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(200, 8, generator=g), torch.randint(options.get("labels", 3), (200,), generator=g)
+    return {"train": (x[:150], y[:150]), "test": (x[150:], y[150:])}
+def metric(outputs, targets):
+    return (outputs.argmax(1) == targets).float()
+'''
+BAD = [  # (what the config names or the file says, the one line it must give)
+    ({"model": "nowhere.py:build", "data": "nowhere.py:load"}, "", "nowhere.py does not exist"),
+    ({"model": "mine.py:buidl", "data": "mine.py:load"}, GOOD, "mine.py has no 'buidl'; it defines build, load, metric"),
+    ({"model": "mine.py:build", "data": "mine.py:load"}, GOOD.replace("return torch.nn.Sequential(", "return 3 or ("),
+     "returned a int, not a torch.nn.Module"),
+    ({"model": "mine.py:build", "data": "mine.py:load"}, GOOD.replace('return {"train"', 'return {"tran"'),
+     "returned a dict with keys ['test', 'tran']"),
+    ({"model": "mine.py:build", "data": "mine.py:load"}, GOOD.replace('(x[150:], y[150:])', 'x[150:]'),
+     "returned 'test' as a Tensor; each split is a pair (inputs, targets)"),
+    ({"model": "mine.py:build", "data": "mine.py:load", "options": {"labels": 5}}, GOOD,
+     "the train labels run from 0 to 4, but the model gives 3 classes"),
+    ({"model": "mine.py:build", "data": "mine.py:load", "metric": "mine.py:metric"},
+     GOOD.replace("(outputs.argmax(1) == targets).float()", "(outputs.argmax(1) == targets).float().mean()"),
+     "returned shape () for 4 examples"),
+    ({"model": "mine.py:build", "data": "mine.py:load"}, GOOD.replace("    g = torch", "    raise ValueError('no such file: data.bin')\n    g = torch"),
+     "workload.data: "),
+]
+
+
+@pytest.mark.parametrize("named, source, message", BAD, ids=["no file", "no callable", "not a module", "wrong keys",
+                                                             "not a pair", "labels", "scalar metric", "raises"])
+def test_a_workload_that_answers_wrong_is_one_line_and_writes_nothing(tmp_path, named, source, message):
+    if source:
+        (tmp_path / "mine.py").write_text(source)
+    config = write_config(tmp_path, {"name": "bad", "workload": named, "data": {"val_size": 20, "train_eval_size": 20},
+                                     "sweep": {"train.batch_size": [8, 16]}, "train": {"epochs": 1}})
+    results = tmp_path / "results"
+    results.mkdir()
+    before = snapshot(tmp_path)
+    proc = harness("run", "--config", str(config), "--results-dir", str(results))
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert message in proc.stderr
+    assert snapshot(tmp_path) == before  # nothing written: no plan.json, no cell folder
+    if named.get("data") == "mine.py:load" and "ValueError" in source:
+        assert "raised ValueError: no such file: data.bin (at mine.py:" in proc.stderr and "in load)" in proc.stderr
+        debug = harness("run", "--config", str(config), "--results-dir", str(results), "--debug")
+        assert debug.returncode == 2 and "Traceback (most recent call last)" in debug.stderr
+
+
+def test_a_built_in_takes_only_its_options(tmp_path):
+    config = write_config(tmp_path, {"name": "b", "workload": {"name": "mnist_conv", "options": {"chanels": 8}}})
+    proc = harness("plan", "--config", str(config))
+    assert proc.returncode == 2 and "mnist_conv takes channels, hidden; not chanels" in proc.stderr
+
+
+@pytest.mark.slow
+def test_two_processes_load_the_same_workload_code(example, tmp_path):
+    """accelerate launch with 2 gloo processes: each rank imports the same file (plan.json's), and
+    the cells match the one-process run (same ids, first-step losses within float32 summation order)."""
+    import os
+
+    from conftest import BIN, DATA_DIR
+
+    folder, sweep = example
+    env = {**os.environ, "HARNESS_DATA_DIR": str(DATA_DIR), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
+                           str(REPO / "harness" / "run.py"), "--config", str(folder / "seq_conv.yaml"),
+                           "--results-dir", str(tmp_path), "--set", "sweep.train.batch_size=[16,64]", "--quiet",
+                           "--no-report"], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for path in (tmp_path / "seq_conv").glob("*/result.json"):
+        two, one = read_json(path), read_json(sweep / path.parent.name / "result.json")
+        assert two["environment"]["num_processes"] == 2 and two["status"] == "done"
+        assert two["summary"]["first_step_losses"] == pytest.approx(one["summary"]["first_step_losses"], abs=1e-5)
+
+
+def test_an_array_task_refuses_a_workload_edited_since_the_plan(tmp_path):
+    """Array tasks train the cell the submitted plan names at their index; an edit in between would
+    silently train another cell."""
+    for name in ("seq_conv.py", "seq_conv.yaml"):
+        shutil.copy(REPO / "examples" / name, tmp_path / name)
+    config, results = tmp_path / "seq_conv.yaml", tmp_path / "results"
+    first = harness("run", "--config", str(config), "--results-dir", str(results), "--array-index", "2",
+                    "--set", "train.epochs=1", "--no-report")
+    assert first.returncode == 0, first.stderr
+    with open(tmp_path / "seq_conv.py", "a") as fh:
+        fh.write("\n# an edit\n")
+    second = harness("run", "--config", str(config), "--results-dir", str(results), "--array-index", "1",
+                     "--set", "train.epochs=1", "--no-report")
+    assert second.returncode == 2 and "changed since" in second.stderr and second.stderr.count("\n") == 1
