@@ -45,7 +45,8 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="harness", description="Find the batch-size sweet spot of the MNIST MLP.")
+    parser = argparse.ArgumentParser(prog="harness", description="Find the batch-size sweet spot of a model: the MNIST "
+                                     "MLP by default, or your own (docs/workloads.md).")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="train every cell of a sweep (also: accelerate launch harness/run.py)",
