@@ -1,16 +1,15 @@
-"""Batch-size sweet-spot harness: config -> plan -> train -> results -> analysis -> report."""
+"""Batch-size sweet-spot harness: config -> plan -> train -> results -> analysis -> report.
+
+From Python: `harness.sweep(...)` and `harness.predict(...)` (harness/api.py); from the shell: the
+`harness` command (harness/cli.py) or `accelerate launch harness/run.py`.
+"""
 
 __version__ = "0.1.0"
 
-from pathlib import Path
-
-# the checkout (configs/, slurm/ templates); the package lives one level below it
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
 
 def __getattr__(name: str):
-    """`harness.sweep` and `harness.predict` (harness/api.py), loaded on first use: importing the
-    package stays light for the commands that never train."""
+    """`harness.sweep` and `harness.predict`, loaded on first use: importing the package stays
+    light for the commands that never train."""
     if name in ("sweep", "predict"):
         from harness import api
 

@@ -17,9 +17,10 @@ import shlex
 import sys
 from pathlib import Path
 
-from harness import REPO_ROOT, plan
+from harness import plan
 from harness.config import SweepConfig, load_config
 from harness.errors import ConfigError, HarnessError, ResultsError
+from harness.paths import REPO_ROOT
 from harness.record import results
 from harness.training import data
 

@@ -48,6 +48,7 @@ def cell_id(settings: CellSettings, swept_keys: list[str], variant: str | None =
     The workload counts through its identity (workload.identity: callables and their source, not
     where the files lie); the default workload, the MNIST MLP, not at all."""
     dumped = settings.model_dump(mode="json")
+    dumped["data"]["dataset"] = settings.dataset or dumped["data"]["dataset"]  # fashion_mlp: Fashion-MNIST
     for (group, field), value in ADDED_LATER.items():
         if dumped[group].get(field) == value:
             del dumped[group][field]

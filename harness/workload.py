@@ -147,10 +147,10 @@ def _own_source(fn: Callable) -> str:
 
 
 def identity(workload: WorkloadSettings, base_dir: Path) -> dict[str, Any] | None:
-    """What a cell id covers of the workload, and where its code was found; None for the default
-    (the MNIST MLP, whose cells keep the ids they had before workloads could be chosen)."""
-    if workload == WorkloadSettings():
-        return None
+    """What a cell id covers of the workload, and where its code was found; None for the built-in
+    MLP (whose cells keep the ids they had before workloads could be chosen)."""
+    if workload.builtin in ("mnist_mlp", "fashion_mlp") and not workload.specs():
+        return None  # the MLP: its settings are `model:`, its images data.dataset, both in the id already
     out: dict[str, Any] = {"name": workload.builtin} if workload.builtin else {}
     for role, spec in workload.specs().items():
         located = locate(spec, base_dir, role)

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import torch
 from accelerate import Accelerator
 
 from harness.config import CellSettings, CheckSettings, DataSettings, TrainSettings
@@ -41,3 +42,5 @@ if __name__ == "__main__":
     timing = runs.time_steps(cell, accelerator, splits)
     out = Path(sys.argv[2]) / f"rank{accelerator.process_index}.json"
     out.write_text(json.dumps({"windows": short.windows, "timing_windows": timing["window_seconds_per_step"]}))
+    accelerator.wait_for_everyone()
+    torch.distributed.destroy_process_group()  # a live gloo group at exit can abort the process

@@ -128,9 +128,14 @@ def test_the_cell_id_covers_the_workload_code_and_options(tmp_path):
         fh.write("\n# an edit\n")
     after = [c.id for c in expand(load_config(tmp_path / "seq_conv.yaml"))]
     assert all(a != b for a, b in zip(after, before))  # edited code is never taken for the old cells
-    # the default workload (the MNIST MLP) is outside the hash: the committed cells keep their ids
-    default = expand(load_config(REPO / "configs" / "default.yaml"))
-    assert {c.id for c in default} <= {p.name for p in (REPO / "results" / "default_seeds").iterdir()}
+    # the built-in MLP is outside the hash: the committed cells keep their ids, however it is named
+    default = [c.id for c in expand(load_config(REPO / "configs" / "default.yaml"))]
+    assert set(default) <= {p.name for p in (REPO / "results" / "default_seeds").iterdir()}
+    assert [c.id for c in expand(load_config(REPO / "configs" / "default.yaml", ["workload=mnist_mlp"]))] == default
+    fashion = [c.id for c in expand(load_config(REPO / "configs" / "fashion.yaml"))]  # data.dataset: fashion_mnist
+    assert set(fashion) == {p.name for p in (REPO / "results" / "fashion").iterdir() if p.is_dir()}
+    assert [c.id for c in expand(load_config(REPO / "configs" / "fashion.yaml",
+                                             ["workload=fashion_mlp", "data.dataset=mnist"]))] == fashion
 
 
 def test_b_simple_through_torch_func_matches_brute_force_on_a_conv_net():

@@ -14,9 +14,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import REPO_ROOT
 from harness.cluster.slurm_task import DEFAULT_PORT, launch_argv
 from harness.errors import HarnessError
+from harness.paths import REPO_ROOT
 
 SWEEP_TEMPLATE = REPO_ROOT / "slurm" / "sweep.sbatch"
 MULTINODE_TEMPLATE = REPO_ROOT / "slurm" / "multinode.sbatch"

@@ -15,8 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from harness import REPO_ROOT
 from harness.errors import EXIT_PREEMPTED
+from harness.paths import REPO_ROOT
 
 RUN_PY = REPO_ROOT / "harness" / "run.py"
 DEFAULT_PORT = 29500

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sys
 
-from harness import REPO_ROOT
+from harness.paths import REPO_ROOT
 from harness.record.metrics import METRICS
 
 PAGE = REPO_ROOT / "docs" / "results-format.md"

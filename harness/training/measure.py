@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from harness import REPO_ROOT
+from harness.paths import REPO_ROOT
 from harness.record.metrics import RANK_OPS
 
 

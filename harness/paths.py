@@ -1,0 +1,5 @@
+"""Where the harness lies: the checkout, with configs/ and the slurm/ templates beside the package."""
+
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
