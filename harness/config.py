@@ -33,7 +33,7 @@ MNIST_TRAIN_IMAGES = 60_000
 # Untimed steps at the start of every timed run: a cell (its default), predict's timing pass and
 # each of bench's runs. The first steps pay for allocations, kernel selection and compilation.
 WARMUP_STEPS = 5
-# cuda_graphs runs this many eager steps on a side stream before it captures (harness/engine.py)
+# cuda_graphs runs this many eager steps on a side stream before it captures (harness/training/engine.py)
 CUDA_GRAPH_EAGER_STEPS = 3
 # Switching precision means a new Accelerator, and Accelerate keeps one per process.
 UNSWEEPABLE = {"train.mixed_precision": "launch one run per precision instead"}
@@ -110,7 +110,7 @@ class TrainSettings(_Frozen):
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     # eager | compile (torch.compile) | cuda_graphs (whole step captured once, replayed; CUDA only)
     mode: Literal["eager", "compile", "cuda_graphs"] = "eager"
-    # gradient and update norms at every step (harness/diagnostics.py); off by default because
+    # gradient and update norms at every step (harness/training/diagnostics.py); off by default because
     # it costs time per image at small batches (results/diagnostics-overhead-cpu/)
     step_diagnostics: bool = False
 
@@ -167,7 +167,7 @@ class CellSettings(_Frozen):
 
     def _cuda_graphs_can_capture(self) -> None:
         """What a captured step needs, known from the settings alone (the device and the process
-        count are checked at launch, harness.engine.check_launch)."""
+        count are checked at launch, training/engine.check_launch)."""
         if self.train.mixed_precision == "fp16":
             raise ValueError("train.mode=cuda_graphs cannot use fp16: its loss scaler reads the GPU every step; "
                              "use bf16 or no mixed precision")

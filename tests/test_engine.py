@@ -184,7 +184,7 @@ def test_monitor_aggregates_samples_and_energy_windows():
 
 
 def test_energy_is_only_reported_when_the_counter_can_resolve_it():
-    """The rule the H200 taught (harness/summary.py): NVML's counter ticks, so a short timed span reads
+    """The rule the H200 taught (harness/training/summary.py): NVML's counter ticks, so a short timed span reads
     0 J or a whole tick; such a total is recorded as unknown rather than as a wrong number."""
     from harness.analysis.collect import cell_row
     from harness.record.metrics import ENERGY_MIN_TIMED_S

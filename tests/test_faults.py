@@ -38,7 +38,7 @@ def statuses(sweep: Path) -> dict[int, dict]:
 @pytest.mark.slow
 def test_each_fault_gets_its_status_and_the_sweep_goes_on(tmp_path):
     config = write_config(tmp_path, FOUR)
-    fault = "oom@3:bs32,nan@5:bs64,error@2:bs128"  # the documented switch, see harness/faults.py
+    fault = "oom@3:bs32,nan@5:bs64,error@2:bs128"  # the documented switch, see harness/record/faults.py
     proc = harness("run", "--config", str(config), "--results-dir", str(tmp_path / "r"), env={"HARNESS_FAULT": fault})
     assert proc.returncode == 1, proc.stderr
     found = statuses(tmp_path / "r" / "faults")

@@ -2,7 +2,7 @@
 
 A cell collapsed when its test accuracy fell more than `drop` from its peak by the last epoch, or
 when it diverged (non-finite loss). Each offered explanation has a signature in the diagnostics
-(harness/diagnostics.py), and one switch in an ablation sweep (configs/seed_ablation.yaml):
+(harness/training/diagnostics.py), and one switch in an ablation sweep (configs/seed_ablation.yaml):
 - overfitting: train accuracy stays high while held-out accuracy falls;
 - numerical instability: huge single-step updates, tiny Adam sqrt(v); fixed by eps or clipping;
 - dead or saturated units: the dead fraction of a hidden layer rises; fixed by softplus;

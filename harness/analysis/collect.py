@@ -157,7 +157,7 @@ def cell_row(record: dict) -> dict:
         "variant": ", ".join(named + [f"{k}={v}" for k, v in sorted(other.items())]),
         "num_processes": env.get("num_processes"),
         **{f"env.{k}": env.get(k) for k in ENV_COLUMNS},
-        # every summary key of harness/metrics.py is a column, None where a record lacks it (a cell
+        # every summary key of harness/record/metrics.py is a column, None where a record lacks it (a cell
         # that has not finished, an older schema, no GPU), so the analysis never meets a missing column
         **dict.fromkeys(CELL_KEYS),
         **(record.get("summary") or {}),

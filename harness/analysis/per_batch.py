@@ -1,5 +1,5 @@
 """From tidy frames to numbers: time to target per cell, the learning rate per batch size, the
-per-batch table, the flat point. harness/recommend.py turns them into the report's verdicts.
+per-batch table, the flat point. harness/analysis/recommend.py turns them into the report's verdicts.
 
 The rules (the report states them):
 - accuracy(B): test accuracy at the epoch of best validation accuracy, mean over seeds.
@@ -89,7 +89,7 @@ def timing_windows(checks: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
 
 
 def by_rate(cells: pd.DataFrame) -> pd.DataFrame:
-    """Done cells combined over seeds per batch size AND learning rate (harness/metrics.py says how)."""
+    """Done cells combined over seeds per batch size AND learning rate (harness/record/metrics.py says how)."""
     done = cells[cells["status"] == "done"]
     spec = aggregates("batch")
     columns = [*GROUP, "learning_rate", *spec, "images_per_second"]

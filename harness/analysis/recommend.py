@@ -4,7 +4,7 @@ we are, and every caveat a careful reader needs (learning rate, seeds, edges of 
 Rule: among batch sizes whose mean test accuracy is within `tolerance` of the best (with several
 seeds: in at least 5% of the bootstrap resamples, so seed noise alone drops none) and whose seeds
 all reached the target, the one with the shortest time to target; ties between equal times go to
-the smaller batch. harness/stats.py says what a resample draws and what counts as a tie.
+the smaller batch. harness/analysis/stats.py says what a resample draws and what counts as a tie.
 """
 
 from __future__ import annotations

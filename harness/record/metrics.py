@@ -4,7 +4,7 @@ One entry per number says where it lives, its unit, how ranks and seeds combine 
 report shows it. The CSV columns (results), the summary keys `collect` guarantees, the per-batch
 aggregates (analysis), the rank reductions (measure.over_ranks) and the report's tables are all
 read from here. To add a per-cell number that the report shows: add a Metric here and compute it
-(harness/summary.py for a cell's summary, train.epoch_row for an epoch row).
+(harness/training/summary.py for a cell's summary, train.epoch_row for an epoch row).
 
 level:  epoch   a column of epochs.csv, one row per epoch
         check   a column of evals.csv, one row per validation check within the training
@@ -127,7 +127,7 @@ METRICS: tuple[Metric, ...] = (
     Metric("check_seconds", "check", "s", ranks="max",
            doc="the check's own clock, never training time"),
 
-    # per cell (result.json summary; harness/summary.py)
+    # per cell (result.json summary; harness/training/summary.py)
     Metric("epochs_completed", "cell", "epochs", "epochs", "d", tables=CELLS, integer=True,
            doc="epochs with a row in epochs.csv"),
     Metric("steps_per_epoch", "cell", "steps", integer=True, doc="optimizer steps per epoch"),
@@ -157,7 +157,7 @@ METRICS: tuple[Metric, ...] = (
            tables=("cells", "batch", "compare"), doc="train_seconds / timed_images"),
     Metric("images_per_second", "cell", "images/s", "images/s", ",.0f", tables=("cells", "batch"),
            doc="timed_images / train_seconds"),
-    # derived by the analysis (harness/analysis.py, recommend.py), listed here so tables show them next to speed
+    # derived by the analysis (harness/analysis/per_batch.py, recommend.py), listed here so tables show them next to speed
     Metric("rates_tried", "derived", "rates", integer=True,
            doc="learning rates trained at this batch size"),
     Metric("steps_to_target", "derived", "steps", "steps to target", ",.0f", seeds=("mean",),
@@ -194,7 +194,7 @@ METRICS: tuple[Metric, ...] = (
     Metric("energy_j", "cell", "J", doc="NVML energy over the timed windows; unknown under 2 s of timed training"),
     Metric("joules_per_image", "cell", "J", "J/image", ".3e", seeds=("mean",), tables=("cells", "batch"),
            doc="energy_j / timed_images"),
-    # GPU telemetry (harness/telemetry.py), combined over ranks by `ranks`
+    # GPU telemetry (harness/training/telemetry.py), combined over ranks by `ranks`
     Metric("nvml_peak_memory_used_bytes", "cell", "bytes", "GPU mem (NVML)", "bytes", ranks="max", seeds=("max",),
            tables=("cells", "batch"), integer=True, doc="device memory used, as NVML sees it"),
     Metric("power_mean_w", "cell", "W", ranks="sum", doc="mean power inside timed windows"),
@@ -229,7 +229,7 @@ METRICS: tuple[Metric, ...] = (
     Metric("measured_crossing_time_s", "derived", "s", "measured time (s)", ".3g", tables=("prediction",),
            doc="measured crossing x the grid's time per step"),
     Metric("time_error", "derived", "1", "error", "+.0%", tables=("prediction",), doc="predicted / measured - 1"),
-    # collapse (harness/collapse.py): per cell, then per ablation variant
+    # collapse (harness/analysis/collapse.py): per cell, then per ablation variant
     Metric("peak_epoch", "derived", "epochs", "peak epoch", "d", seeds=("median",), tables=("collapse", "variants"),
            doc="the epoch of best test accuracy"),
     Metric("peak_test_accuracy", "derived", "", "peak test acc", ACC, seeds=("mean",), tables=("collapse", "variants"),

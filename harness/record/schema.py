@@ -3,7 +3,7 @@ believes a file. A results folder is shared (clusters, backups, hand edits), so 
 be empty, truncated, of another schema or of the wrong shape; a reader skips such a file with one
 warning that names it and the field, and goes on.
 
-The summary's fields come from harness/metrics.py (level `cell`): a count must be an integer, a
+The summary's fields come from harness/record/metrics.py (level `cell`): a count must be an integer, a
 measurement a number, text a string; any may be null (unknown). Fields this version does not know
 are allowed (a newer minor addition is not a reason to throw a cell away); a newer schema_version is.
 """

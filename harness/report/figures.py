@@ -1,7 +1,7 @@
 """Seaborn figures as inline PNG data URIs; one function per figure, registered in FIGURES.
 
 Variants (every swept setting other than batch size, seed and learning rate, joined into the
-`variant` column by harness/collect.py) are never averaged together: `split` decides, in this one
+`variant` column by harness/analysis/collect.py) are never averaged together: `split` decides, in this one
 place, whether a figure separates them by colour or by panel. Each Figure keeps the frame it
 plotted, so what a figure shows can be checked as data.
 """

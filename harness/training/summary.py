@@ -1,6 +1,6 @@
 """A cell's summary (result.json "summary"): computed from its epochs.csv rows once it ends.
 
-Every key is a `cell` entry of harness/metrics.py; a number that cannot be known is None.
+Every key is a `cell` entry of harness/record/metrics.py; a number that cannot be known is None.
 """
 
 from __future__ import annotations
