@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import shlex
 import sys
@@ -20,11 +19,10 @@ from pathlib import Path
 from harness import plan
 from harness.config import SweepConfig, load_config
 from harness.errors import ConfigError, HarnessError, ResultsError
+from harness.parser import build_parser
 from harness.paths import REPO_ROOT
 from harness.record import results
-from harness.training import data
-
-DEFAULT_CONFIG = "configs/default.yaml"
+from harness.training import images
 
 
 def resolve_config(path: str) -> Path:
@@ -34,102 +32,6 @@ def resolve_config(path: str) -> Path:
         return given
     in_repo = REPO_ROOT / given
     return in_repo if in_repo.exists() else given
-
-
-def add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", default=DEFAULT_CONFIG, help=f"sweep config YAML (default: {DEFAULT_CONFIG})")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a setting (train.epochs=3), or a swept list (sweep.train.batch_size=[8,64]); "
-                        "pinning a swept key removes it from the sweep; repeatable")
-    p.add_argument("--results-dir", default="results", help="results root; cells go to RESULTS_DIR/<sweep>/<cell-id>/")
-    p.add_argument("--debug", action="store_true", help="where the workload's own code fails, print its whole traceback")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="harness", description="Find the batch-size sweet spot of a model: the MNIST "
-                                     "MLP by default, or your own (docs/workloads.md).")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    run = sub.add_parser("run", help="train every cell of a sweep (also: accelerate launch harness/run.py)",
-                         description="Train the cells of a sweep under Accelerate; cells already done are skipped. "
-                                     "Launch with `accelerate launch [--multi_gpu --num_processes P] harness/run.py` "
-                                     "or torchrun for several processes; batch sizes are GLOBAL.")
-    add_config_args(run)
-    run.add_argument("--data-dir", help=f"folder with the four .gz files of the sweep's dataset (or MNIST/raw, "
-                                        f"FashionMNIST/raw, or mnist/ and fashion-mnist/ inside it or beside it); "
-                                        f"default: ${data.DATA_DIR_ENV}, else download into {data.CACHE_DIR}")
-    run.add_argument("--cells", help="comma-separated cell ids to run (see `harness plan`)")
-    run.add_argument("--array-index", type=int, help="run only the cell at this index of the plan (Slurm arrays)")
-    run.add_argument("--quiet", action="store_true", help="no progress bars (per-epoch lines still print)")
-    run.add_argument("--no-report", action="store_true", help="do not write RESULTS_DIR/<sweep>/report.html at the end")
-    run.add_argument("--fail-fast", action="store_true", help="stop the sweep at the first cell that raises "
-                                                              "(default: record it as failed and go on)")
-
-    pred = sub.add_parser("predict", help="predict the sweet spot from short runs, without the grid",
-                          description="Run the grid's batch sizes at 2/7, 4/7 and 6/7 of the way along it to the "
-                                      "target (a short run each, up to 2 seeds), time every batch size for a few "
-                                      "hundred steps, fit S(B) = S_min (1 + B_noise / B), and write "
-                                      "RESULTS_DIR/<sweep>/predict.json; writes no cell result. --verify then trains "
-                                      "the predicted sweet spot and its two neighbours as ordinary cells (reusing "
-                                      "predict.json when it was made from the same config). Also: accelerate launch "
-                                      "harness/run.py --predict [--verify] ...")
-    add_config_args(pred)
-    pred.add_argument("--data-dir", help=f"as for `harness run` (default: ${data.DATA_DIR_ENV}, else download)")
-    pred.add_argument("--verify", action="store_true", help="then train the predicted sweet spot and its neighbours")
-    pred.add_argument("--quiet", action="store_true", help="no progress bars while verifying")
-    pred.add_argument("--no-report", action="store_true", help="with --verify: do not rebuild the report")
-
-    p = sub.add_parser("plan", help="list a sweep's cells, their ids and status, without training",
-                       description="Print each cell of the sweep in run order: index, id, status "
-                                   "(done/running/failed/... from its result.json, or pending) and swept values.")
-    add_config_args(p)
-
-    rep = sub.add_parser("report", help="build one self-contained HTML report from results folders",
-                         description="Read every result.json under the folders and write one HTML file "
-                                     "(figures inline, no network).")
-    rep.add_argument("folders", nargs="+", type=Path, metavar="RESULTS_DIR")
-    rep.add_argument("-o", "--output", type=Path, default=Path("report.html"), help="HTML file to write")
-    rep.add_argument("--target", type=float, help="target validation accuracy (default: from the results' config)")
-    rep.add_argument("--tolerance", type=float, help="accuracy tolerance for the sweet spot (default: from config)")
-    bench = sub.add_parser("bench", help="time the harness engine against a plain DataLoader loop, side by side",
-                           description="One process. For each batch size, train the same model on the same images "
-                                       "with the reference loop (torchvision MNIST + DataLoader + accelerator.prepare "
-                                       "+ loss.item() every step) and with the harness engine in each mode, "
-                                       "alternating repeats; print median time per image, the ratio, MFU, and "
-                                       "check both did the same work (images, steps, loss at step 20). Writes OUT/bench.json and OUT/bench.csv.")
-    bench.add_argument("--batch-sizes", help="comma-separated (default: 1,4,16,64,256,1024,4096,16384)")
-    bench.add_argument("--images", type=int, help="images per timed run at small batches (default 4096; at least "
-                                                  "20 steps are always run)")
-    bench.add_argument("--repeats", type=int, default=3, help="alternating repeats per loop (default 3)")
-    bench.add_argument("--modes", help="engine modes to time (default: eager,compile, plus cuda_graphs on CUDA)")
-    bench.add_argument("--quick", action="store_true", help="batch sizes 1,16,256, 256 images, 2 repeats: a smoke run")
-    bench.add_argument("--out", type=Path, default=Path("results/bench"), help="folder for bench.json and bench.csv")
-    bench.add_argument("--data-dir", help=f"MNIST folder (default: ${data.DATA_DIR_ENV}, else download)")
-    slurm = sub.add_parser("slurm", help="submit a sweep to Slurm as one array job",
-                           description="Slurm: one array task per cell that is not done yet.")
-    slurm_sub = slurm.add_subparsers(dest="slurm_command", required=True)
-    submit = slurm_sub.add_parser("submit", help="submit the cells not yet done as ONE array job",
-                                  description="Submit one array job over the cells whose result.json is not done; "
-                                              "the array index is the cell's index in `harness plan`. Logs go to "
-                                              "RESULTS_DIR/<sweep>/slurm/%%A_%%a.out. Tasks checkpoint on the "
-                                              "warning signal and requeue themselves.")
-    add_config_args(submit)
-    submit.add_argument("--max-parallel", type=int, metavar="K", help="at most K tasks at once (--array=...%%K)")
-    submit.add_argument("--partition", help="Slurm partition")
-    submit.add_argument("--gpus-per-task", type=int, default=1, metavar="G",
-                        help="G > 1 runs `accelerate launch --multi_gpu --num_processes G` in each task")
-    submit.add_argument("--nodes", type=int, default=1, metavar="N",
-                        help="N > 1: each cell across N nodes (slurm/multinode.sbatch)")
-    submit.add_argument("--time", metavar="HH:MM:SS", help="time limit per task")
-    submit.add_argument("--account", help="Slurm account")
-    submit.add_argument("--dry-run", action="store_true", help="print the sbatch command and script; submit nothing")
-
-    status = sub.add_parser("status", help="status of every cell under a results folder",
-                            description="Per cell: done / running / failed / oom / diverged, whether a checkpoint "
-                                        "waits, epochs done, and the Slurm job and task it ran under. "
-                                        "`harness plan --config X` also lists the cells not started (pending).")
-    status.add_argument("folder", type=Path, metavar="RESULTS_DIR")
-    return parser
 
 
 def slurm_submit_command(args) -> int:
@@ -152,6 +54,7 @@ def slurm_submit_command(args) -> int:
                                  nodes=args.nodes, time=args.time, account=args.account)
     config_path = resolve_config(args.config).resolve()
     run_args = ["--results-dir", str(Path(args.results_dir).resolve())] + [a for o in args.set for a in ("--set", o)]
+    run_args += ["--data-dir", str(Path(args.data_dir).resolve())] if args.data_dir else []
     log_dir = sweep_dir.resolve() / "slurm"
     argv = slurm.sbatch_argv(options, [c.index for c in pending], config.name, log_dir, config_path, run_args)
     if args.dry_run:
@@ -198,8 +101,8 @@ def bench_command(args) -> int:
         raise ConfigError("--batch-sizes must lie in 1..55000, --images and --repeats must be >= 1")
     if modes and set(modes) - {"eager", "compile", "cuda_graphs"}:
         raise ConfigError(f"--modes: unknown mode in {args.modes!r}; choose from eager, compile, cuda_graphs")
-    data_dir = data.resolve_data_dir(args.data_dir)
-    folder = data.find_mnist(data_dir) if data_dir else data.download(data.CACHE_DIR)
+    data_dir = images.resolve_data_dir(args.data_dir)
+    folder = images.find_mnist(data_dir) if data_dir else images.download(images.CACHE_DIR)
     run_bench(folder, batches, images, modes, repeats, args.out)
     print(f"bench: {args.out / 'bench.json'}, {args.out / 'bench.csv'}")
     return 0
@@ -222,10 +125,10 @@ def load_plan(args) -> tuple[SweepConfig, list[plan.Cell], Path]:
 def data_folders(cells: list[plan.Cell], option: str | None) -> dict[str, Path] | None:
     """Each dataset the cells train on, found and md5-checked now (before any training); None
     when no folder is named, to download."""
-    data_dir = data.resolve_data_dir(option)
+    data_dir = images.resolve_data_dir(option)
     if data_dir is None:
         return None
-    return {name: data.find_dataset(name, data_dir) for name in sorted({c.settings.dataset for c in cells} - {None})}
+    return {name: images.find_dataset(name, data_dir) for name in sorted({c.settings.dataset for c in cells} - {None})}
 
 
 def plan_command(args) -> int:
@@ -317,8 +220,8 @@ COMMANDS = {"run": run_command, "predict": predict_command, "plan": plan_command
             "slurm": slurm_submit_command, "status": status_command}
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "harness") -> int:
+    args = build_parser(prog).parse_args(argv)
     try:
         return COMMANDS[args.command](args)
     except HarnessError as exc:

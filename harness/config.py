@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import re
-import reprlib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -28,6 +27,7 @@ from pydantic import (
 from harness import yamlsafe
 from harness.errors import ConfigError
 from harness.workload import WorkloadSettings
+from harness.yamlsafe import apply_override, short
 
 MNIST_TRAIN_IMAGES = 60_000
 # Untimed steps at the start of every timed run: a cell (its default), predict's timing pass and
@@ -308,7 +308,7 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> SweepConfig:
     except PermissionError:
         raise ConfigError(f"config file {path} is not readable (permission denied); fix its permissions") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: not readable ({type(exc).__name__}: {_short(exc)}); fix the file") from None
+        raise ConfigError(f"{path}: not readable ({type(exc).__name__}: {short(exc)}); fix the file") from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -316,37 +316,16 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> SweepConfig:
     raw.setdefault("name", path.stem)
     for override in overrides:
         apply_override(raw, override)
-    config = parse(SweepConfig, raw, source=str(path))
+    try:
+        config = SweepConfig.model_validate(raw)
+    except ValidationError as exc:  # blamed on the --set that gave the field, else on the file
+        error = exc.errors()[0]
+        loc = ".".join(str(part) for part in error["loc"])
+        keys = [o.partition("=")[0].strip() for o in overrides]
+        given = next((k for k in reversed(keys) if k == loc or loc.startswith(f"{k}.") or k.startswith(f"{loc}.")), None)
+        raise ConfigError(f"{f'--set {given}' if given else path}: {describe(error)}") from None
     config._base_dir = path.resolve().parent
     return config
-
-
-def apply_override(raw: dict, override: str) -> None:
-    """`a.b=v` sets raw[a][b]; `sweep.a.b=[..]` sets a swept key; pinning a swept key unsweeps it."""
-    key, sep, text = override.partition("=")
-    if not sep or not key.strip():
-        raise ConfigError(f"--set {override!r}: expected KEY=VALUE, e.g. --set train.epochs=3")
-    key = key.strip()
-    try:
-        value = yamlsafe.load(text, f"--set {key}")
-    except ConfigError:
-        raise ConfigError(f"--set {key}: value {_short(text)!r} is not valid YAML; quote strings, write lists as "
-                          f"[a,b]") from None
-    if key.startswith("sweep."):
-        sweep = raw.setdefault("sweep", {})
-        if not isinstance(sweep, dict):
-            raise ConfigError("sweep: must be a mapping of setting -> list of values")
-        sweep[key.removeprefix("sweep.")] = value if isinstance(value, list) else [value]
-        return
-    if isinstance(raw.get("sweep"), dict):
-        raw["sweep"].pop(key, None)
-    node = raw
-    *parents, leaf = key.split(".")
-    for part in parents:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"--set {key}: '{part}' is not a section")
-    node[leaf] = value
 
 
 def parse(model: type[BaseModel], raw: dict, source: str) -> Any:
@@ -365,20 +344,9 @@ def describe(error: dict) -> str:
         return f"unknown key '{loc}'; valid keys: {', '.join(_valid_keys(section))}"
     message = error["msg"].removeprefix("Value error, ")
     got = error.get("input")
-    shown = f" (got {_short(got)})" if not isinstance(got, dict) and error["type"] != "value_error" else ""
+    shown = f" (got {short(got)})" if not isinstance(got, dict) and error["type"] != "value_error" else ""
     where = f"{loc}: " if loc else ""
     return f"{where}{message}{shown}; fix it in the config file or with --set {loc or 'KEY'}=VALUE"
-
-
-def _short(value: Any) -> str:
-    """A rejected value as typed, cut short (reprlib never builds the whole of a huge value)."""
-    return _SHORT.repr(value)
-
-
-_SHORT = reprlib.Repr()
-_SHORT.maxstring = _SHORT.maxother = 60
-_SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxdict = _SHORT.maxset = 6
-_SHORT.maxlevel = 3
 
 
 def _printable(part: Any) -> str:

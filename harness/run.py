@@ -11,8 +11,13 @@ from pathlib import Path
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from harness.cli import main  # noqa: E402
+from harness.parser import launcher_help  # noqa: E402
 
 if __name__ == "__main__":
     # `run.py --predict ...` is `harness predict ...`; anything else is `harness run ...`
     args = sys.argv[1:]
-    sys.exit(main(["predict", *[a for a in args if a != "--predict"]] if "--predict" in args else ["run", *args]))
+    command = "predict" if "--predict" in args else "run"
+    if {"-h", "--help"} & set(args):
+        print(launcher_help(command))
+        sys.exit(0)
+    sys.exit(main([command, *[a for a in args if a != "--predict"]]))

@@ -3,11 +3,13 @@ alias expansion, and no key given twice (YAML would silently keep the last).
 
 A config is a few dozen values; MAX_BYTES and MAX_VALUES leave room for any honest sweep and
 refuse a 50 MB file or an alias bomb (a few lines whose aliases expand to billions of values)
-before anything is built from them.
+before anything is built from them. A `--set KEY=VALUE` value is YAML too, read the same way
+and put into the raw config here (apply_override), before the config is validated.
 """
 
 from __future__ import annotations
 
+import reprlib
 from typing import Any
 
 import yaml
@@ -77,3 +79,42 @@ def _expanded(node: yaml.Node, sizes: dict[int, int], open_nodes: set[int]) -> i
     open_nodes.discard(key)
     sizes[key] = total
     return total
+
+
+def apply_override(raw: dict, override: str) -> None:
+    """`a.b=v` sets raw[a][b]; `sweep.a.b=[..]` sets a swept key; pinning a swept key unsweeps it."""
+    key, sep, text = override.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {override!r}: expected KEY=VALUE, e.g. --set train.epochs=3")
+    key = key.strip()
+    try:
+        value = load(text, f"--set {key}")
+    except ConfigError:
+        raise ConfigError(f"--set {key}: value {short(text)!r} is not valid YAML; quote strings, write lists as "
+                          f"[a,b]") from None
+    if key.startswith("sweep."):
+        sweep = raw.setdefault("sweep", {})
+        if not isinstance(sweep, dict):
+            raise ConfigError("sweep: must be a mapping of setting -> list of values")
+        sweep[key.removeprefix("sweep.")] = value if isinstance(value, list) else [value]
+        return
+    if isinstance(raw.get("sweep"), dict):
+        raw["sweep"].pop(key, None)
+    node = raw
+    *parents, leaf = key.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {key}: '{part}' is not a section")
+    node[leaf] = value
+
+
+def short(value: Any) -> str:
+    """A rejected value as typed, cut short (reprlib never builds the whole of a huge value)."""
+    return SHORT.repr(value)
+
+
+SHORT = reprlib.Repr()
+SHORT.maxstring = SHORT.maxother = 60
+SHORT.maxlist = SHORT.maxtuple = SHORT.maxdict = SHORT.maxset = 6
+SHORT.maxlevel = 3

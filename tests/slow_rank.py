@@ -16,7 +16,8 @@ from accelerate import Accelerator
 from harness.config import CellSettings, CheckSettings, DataSettings, TrainSettings
 from harness.plan import Cell
 from harness.prediction import runs
-from harness.training.data import find_mnist, load_mnist, to_device
+from harness.training.data import to_device
+from harness.training.images import find_mnist, load_mnist
 
 SLEEP_S = 0.02
 

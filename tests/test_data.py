@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from harness.errors import DataError
-from harness.training.data import MNIST_MD5, find_mnist, load_mnist, read_idx, to_device
+from harness.training.data import to_device
+from harness.training.images import MNIST_MD5, find_mnist, load_mnist, read_idx
 
 # From the data folder's README: label counts of digits 0..9
 TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]

@@ -10,7 +10,7 @@ import torch
 from accelerate import Accelerator
 from conftest import harness, read_json, write_config
 
-from harness.training import data
+from harness.training import data, images
 from harness.training.bench import COLUMNS, WARMUP_STEPS, engine_loop, reference_loop, settings_for, torchvision_root
 from harness.training.data import IndexStream
 from harness.training.measure import SyncedTimer
@@ -32,8 +32,8 @@ def both_loops(data_dir):
 
     torch.set_flush_denormal(True)
     accelerator = Accelerator(cpu=True)
-    folder = data.find_mnist(data_dir)
-    splits = data.to_device(data.load_mnist(folder), 5000, accelerator.device)
+    folder = images.find_mnist(data_dir)
+    splits = data.to_device(images.load_mnist(folder), 5000, accelerator.device)
     dataset = MNIST(str(torchvision_root(folder)), train=True, download=False, transform=ToTensor())
     return accelerator, splits, dataset
 

@@ -17,7 +17,7 @@ from harness.analysis.fit import fit_steps
 from harness.errors import DataError
 from harness.prediction import forecast as predict
 from harness.prediction import output
-from harness.training.data import DATASETS, FILES, find_dataset, load_mnist, read_idx
+from harness.training.images import DATASETS, FILES, find_dataset, load_mnist, read_idx
 
 FASHION_DIR = DATA_DIR.parent / "fashion-mnist"
 

@@ -12,8 +12,9 @@ from harness.record.metrics import CELL_KEYS, CHECK_COLUMNS, EPOCH_COLUMNS, at
 from harness.record.results import write_epochs
 from harness.training import workloads
 from harness.training.checkpoint import LoopState
-from harness.training.data import find_mnist, load_mnist, to_device
+from harness.training.data import to_device
 from harness.training.engine import build_engine
+from harness.training.images import find_mnist, load_mnist
 from harness.training.telemetry import NvmlMonitor
 from harness.training.train import closing_summary, diagnose, epoch_row
 

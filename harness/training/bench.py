@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 
 from harness.config import WARMUP_STEPS, CellSettings, TrainSettings
 from harness.record.results import utc_now, write_atomic
-from harness.training import data, measure, workloads
+from harness.training import data, images, measure, workloads
 from harness.training.data import IndexStream
 from harness.training.engine import CudaGraphStep, build_engine, check_launch
 from harness.training.model import build_mlp
@@ -58,10 +58,10 @@ class Run:
 
 def torchvision_root(mnist_folder: Path) -> Path:
     """torchvision's MNIST reads MNIST/raw/ uncompressed; unpack our verified .gz files once."""
-    root = data.CACHE_DIR / "torchvision"
+    root = images.CACHE_DIR / "torchvision"
     raw = root / "MNIST" / "raw"
     raw.mkdir(parents=True, exist_ok=True)
-    for name in data.MNIST_MD5:
+    for name in images.MNIST_MD5:
         target = raw / name.removesuffix(".gz")
         if not target.exists():
             with gzip.open(mnist_folder / name, "rb") as src, open(target.with_suffix(".part"), "wb") as dst:
@@ -81,11 +81,11 @@ def reference_loop(accelerator: Accelerator, dataset, order: list[int], settings
     loader = DataLoader(dataset, batch_size=batch, sampler=order)  # the same order as the engine's
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     losses, start = [], None
-    for i, (images, labels) in enumerate(loader):
+    for i, (pixels, labels) in enumerate(loader):
         if i == WARMUP_STEPS:
             measure.synchronize(accelerator.device)
             start = time.perf_counter()
-        loss = F.cross_entropy(model(images.view(images.size(0), -1)), labels)
+        loss = F.cross_entropy(model(pixels.view(pixels.size(0), -1)), labels)
         accelerator.backward(loss)
         optimizer.step()
         optimizer.zero_grad()
@@ -183,7 +183,7 @@ def run_bench(mnist_folder: Path, batches: list[int], images: int, modes: list[s
     for mode in modes:  # before any timing: cuda_graphs needs a CUDA device
         check_launch(settings_for(1, mode), accelerator)
     dataset = MNIST(str(torchvision_root(mnist_folder)), train=True, download=False, transform=ToTensor())
-    splits = data.to_device(data.load_mnist(mnist_folder), settings_for(1, "eager").data.val_size, accelerator.device)
+    splits = data.to_device(images.load_mnist(mnist_folder), settings_for(1, "eager").data.val_size, accelerator.device)
     env = measure.environment(accelerator.device, 1, str(accelerator.distributed_type), "no")
     peak = peak_flops(env["device_name"], compute_precision("no")) if cuda else None
     model = build_mlp(settings_for(1, "eager").model).to(accelerator.device)

@@ -14,7 +14,7 @@ from accelerate.utils import AutocastKwargs
 from harness import plan
 from harness.config import SweepConfig
 from harness.errors import ConfigError
-from harness.training import data, measure, workloads
+from harness.training import data, images, measure, workloads
 from harness.training.engine import check_launch
 
 
@@ -46,7 +46,7 @@ class DeviceData:
 
     def __init__(self, accelerator: Accelerator, folders: dict[str, Path] | None):
         self.accelerator, self.folders = accelerator, dict(folders or {})
-        self.arrays: dict[str, data.MnistArrays] = {}
+        self.arrays: dict[str, images.MnistArrays] = {}
         self.splits: dict[tuple[str, int], data.Splits] = {}
 
     def for_cell(self, cell: plan.Cell) -> data.Splits:
@@ -62,8 +62,8 @@ class DeviceData:
         if name not in self.arrays:
             if name not in self.folders:
                 with self.accelerator.main_process_first():  # one download; the others then find it verified
-                    self.folders[name] = data.download(data.CACHE_DIR, name)
-            self.arrays[name] = data.load_mnist(self.folders[name])
+                    self.folders[name] = images.download(images.CACHE_DIR, name)
+            self.arrays[name] = images.load_mnist(self.folders[name])
         return data.to_device(self.arrays[name], val_size, self.accelerator.device)
 
     def _own(self, workload: workloads.Workload, val_size: int) -> data.Splits:

@@ -22,7 +22,7 @@ import torch
 from accelerate import Accelerator
 
 from harness.config import CellSettings, ModelSettings, TrainSettings
-from harness.training import data, measure, workloads
+from harness.training import data, images, measure, workloads
 from harness.training.bench import engine_loop
 from harness.training.data import IndexStream
 from harness.training.engine import build_engine
@@ -65,9 +65,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_flush_denormal(True)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    folder = data.resolve_data_dir(args.data_dir)
-    folder = data.find_mnist(folder) if folder else data.download(data.CACHE_DIR)
-    splits = data.to_device(data.load_mnist(folder), 5000, accelerator.device)
+    folder = images.resolve_data_dir(args.data_dir)
+    folder = images.find_mnist(folder) if folder else images.download(images.CACHE_DIR)
+    splits = data.to_device(images.load_mnist(folder), 5000, accelerator.device)
     env = measure.environment(accelerator.device, 1, str(accelerator.distributed_type), "no")
     rows = []
     print(f"device: {env['device_name']}  (step diagnostics on / off, median of {args.repeats} alternating repeats)")

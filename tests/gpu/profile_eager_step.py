@@ -12,14 +12,14 @@ import torch
 from accelerate import Accelerator
 from torch.profiler import ProfilerActivity, profile
 
-from harness.training import data, workloads
+from harness.training import data, images, workloads
 from harness.training.bench import settings_for
 from harness.training.engine import build_engine
 
 
 def main(batch: int = 16, steps: int = 200) -> None:
     accelerator = Accelerator()
-    splits = data.to_device(data.load_mnist(data.find_mnist(Path(os.environ["HARNESS_DATA_DIR"]))), 5000, accelerator.device)
+    splits = data.to_device(images.load_mnist(images.find_mnist(Path(os.environ["HARNESS_DATA_DIR"]))), 5000, accelerator.device)
     settings = settings_for(batch, "eager")
     engine = build_engine(settings, accelerator, splits, workloads.builtin(settings))
     idx = torch.randint(0, len(splits.train_y), (steps, batch), device=accelerator.device)

@@ -8,7 +8,7 @@ from accelerate import Accelerator
 from conftest import SMALL, harness, read_json, write_config
 
 from harness.record.metrics import ENERGY_MIN_TIMED_S
-from harness.training import data
+from harness.training import data, images
 from harness.training.bench import engine_loop, settings_for
 from harness.training.data import IndexStream
 
@@ -19,7 +19,7 @@ STEPS = 20
 
 def test_cuda_graphs_equals_eager_for_20_steps(data_dir):
     accelerator = Accelerator()
-    splits = data.to_device(data.load_mnist(data.find_mnist(data_dir)), 5000, accelerator.device)
+    splits = data.to_device(images.load_mnist(images.find_mnist(data_dir)), 5000, accelerator.device)
     order = IndexStream(len(splits.train_y), "shuffle", seed=0).next(STEPS * 64)
     eager, _ = engine_loop(accelerator, splits, order, settings_for(64, "eager"), record=True)
     graphed, floor = engine_loop(accelerator, splits, order, settings_for(64, "cuda_graphs"), record=True, floor=True)

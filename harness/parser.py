@@ -1,0 +1,152 @@
+"""The `harness` command line: every command, its options and their help. Nothing here loads torch,
+so `harness --help`, `plan`, `status` and `report` start at once."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from harness.training import images
+
+DEFAULT_CONFIG = "configs/default.yaml"
+DATA_DIR_HELP = (f"folder with the four .gz files of the sweep's images (or MNIST/raw, FashionMNIST/raw, or mnist/ "
+                 f"and fashion-mnist/ inside it or beside it); default: ${images.DATA_DIR_ENV}, else download into "
+                 f"{images.CACHE_DIR}")
+JSON_HELP = "end with the answer as one JSON object on stdout (everything else goes to stderr)"
+
+
+def add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default=DEFAULT_CONFIG, help=f"sweep config YAML (default: {DEFAULT_CONFIG})")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a setting (train.epochs=3), or a swept list (sweep.train.batch_size=[8,64]); "
+                        "pinning a swept key removes it from the sweep; repeatable")
+    p.add_argument("--results-dir", default="results", help="results root; cells go to RESULTS_DIR/<sweep>/<cell-id>/ "
+                                                            "(default: results)")
+    p.add_argument("--debug", action="store_true", help="where the workload's own code fails, print its whole traceback")
+
+
+def build_parser(prog: str = "harness") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description="Find the batch-size sweet spot of a model: the MNIST "
+                                     "MLP by default, or your own (docs/workloads.md).")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _run(sub)
+    _predict(sub)
+    plan = sub.add_parser("plan", help="list a sweep's cells, their ids and status, without training",
+                          description="Print each cell of the sweep in run order: index, id, status "
+                                      "(done/running/failed/... from its result.json, or pending) and swept values.")
+    add_config_args(plan)
+    _report(sub)
+    _bench(sub)
+    _slurm(sub)
+    status = sub.add_parser("status", help="status of every cell under a results folder",
+                            description="Per cell, by batch size then seed: done / running / failed / oom / diverged, "
+                                        "whether a checkpoint waits, epochs done, and the Slurm job and task it ran "
+                                        "under; when every cell is done, the answer. `harness plan --config X` also "
+                                        "lists the cells not started (pending).")
+    status.add_argument("folder", type=Path, metavar="RESULTS_DIR", help="a sweep's results folder, e.g. results/default")
+    status.add_argument("--json", action="store_true", help=JSON_HELP)
+    return parser
+
+
+def _run(sub) -> None:
+    run = sub.add_parser("run", help="train every cell of a sweep (also: accelerate launch harness/run.py)",
+                         description="Train the cells of a sweep under Accelerate; cells already done are skipped. "
+                                     "Launch with `accelerate launch [--multi_gpu --num_processes P] harness/run.py` "
+                                     "or torchrun for several processes; batch sizes are GLOBAL. Ends with the answer "
+                                     "in one line.")
+    add_config_args(run)
+    run.add_argument("--data-dir", help=DATA_DIR_HELP)
+    run.add_argument("--cells", help="comma-separated cell ids to run (see `harness plan`)")
+    run.add_argument("--array-index", type=int, help="run only the cell at this index of the plan (Slurm arrays)")
+    run.add_argument("--quiet", action="store_true", help="no progress bars (per-epoch lines still print)")
+    run.add_argument("--no-report", action="store_true", help="do not write RESULTS_DIR/<sweep>/report.html at the end")
+    run.add_argument("--fail-fast", action="store_true", help="stop the sweep at the first cell that raises "
+                                                              "(default: record it as failed and go on)")
+    run.add_argument("--json", action="store_true", help=JSON_HELP)
+
+
+def _predict(sub) -> None:
+    pred = sub.add_parser("predict", help="predict the sweet spot from short runs, without the grid",
+                          description="Run the grid's batch sizes at 2/7, 4/7 and 6/7 of the way along it to the "
+                                      "target (a short run each, up to 2 seeds), time every batch size for a few "
+                                      "hundred steps, fit S(B) = S_min (1 + B_noise / B), and write "
+                                      "RESULTS_DIR/<sweep>/predict.json; writes no cell result. --verify then trains "
+                                      "the predicted sweet spot and its two neighbours as ordinary cells (reusing "
+                                      "predict.json when it was made from the same config). Also: accelerate launch "
+                                      "harness/run.py --predict [--verify] ...")
+    add_config_args(pred)
+    pred.add_argument("--data-dir", help=DATA_DIR_HELP)
+    pred.add_argument("--verify", action="store_true", help="then train the predicted sweet spot and its neighbours")
+    pred.add_argument("--quiet", action="store_true", help="no progress bars while verifying")
+    pred.add_argument("--no-report", action="store_true", help="with --verify: do not rebuild the report")
+    pred.add_argument("--json", action="store_true", help=JSON_HELP)
+
+
+def _report(sub) -> None:
+    rep = sub.add_parser("report", help="build one self-contained HTML report from results folders",
+                         description="Read every result.json under the folders and write one HTML file "
+                                     "(figures inline, no network) and report.csv beside it; end with the answer.")
+    rep.add_argument("folders", nargs="+", type=Path, metavar="RESULTS_DIR",
+                     help="results folders (a sweep's, e.g. results/default; several are compared side by side)")
+    rep.add_argument("-o", "--output", type=Path, default=Path("report.html"),
+                     help="HTML file to write (default: report.html in the working folder)")
+    rep.add_argument("--target", type=float, help="target validation accuracy (default: from the results' config)")
+    rep.add_argument("--tolerance", type=float, help="accuracy tolerance for the sweet spot (default: from config)")
+    rep.add_argument("--json", action="store_true", help=JSON_HELP)
+
+
+def _bench(sub) -> None:
+    bench = sub.add_parser("bench", help="time the harness engine against a plain DataLoader loop, side by side",
+                           description="One process. For each batch size, train the same model on the same images "
+                                       "with the reference loop (torchvision MNIST + DataLoader + accelerator.prepare "
+                                       "+ loss.item() every step) and with the harness engine in each mode, "
+                                       "alternating repeats; print median time per image, the ratio, MFU, and "
+                                       "check both did the same work (images, steps, loss at step 20). Writes "
+                                       "OUT/bench.json and OUT/bench.csv.")
+    bench.add_argument("--batch-sizes", help="comma-separated (default: 1,4,16,64,256,1024,4096,16384)")
+    bench.add_argument("--images", type=int, help="images per timed run at small batches (default 4096; at least "
+                                                  "20 steps are always run)")
+    bench.add_argument("--repeats", type=int, default=3, help="alternating repeats per loop (default 3)")
+    bench.add_argument("--modes", help="engine modes to time (default: eager,compile, plus cuda_graphs on CUDA)")
+    bench.add_argument("--quick", action="store_true", help="batch sizes 1,16,256, 256 images, 2 repeats: a smoke run")
+    bench.add_argument("--out", type=Path, default=Path("results/bench"),
+                       help="folder for bench.json and bench.csv (default: results/bench)")
+    bench.add_argument("--data-dir", help=f"MNIST folder (default: ${images.DATA_DIR_ENV}, else download)")
+
+
+def _slurm(sub) -> None:
+    slurm = sub.add_parser("slurm", help="submit a sweep to Slurm as one array job",
+                           description="Slurm: one array task per cell that is not done yet.")
+    slurm_sub = slurm.add_subparsers(dest="slurm_command", required=True)
+    # descriptions are printed as they are; help strings go through %-formatting (hence %% there)
+    submit = slurm_sub.add_parser("submit", help="submit the cells not yet done as ONE array job",
+                                  description="Submit one array job over the cells whose result.json is not done; "
+                                              "the array index is the cell's index in `harness plan`. Logs go to "
+                                              "RESULTS_DIR/<sweep>/slurm/%A_%a.out. Tasks checkpoint on the "
+                                              "warning signal and requeue themselves.")
+    add_config_args(submit)
+    submit.add_argument("--data-dir", help="the images' folder as the compute nodes see it (passed to every task; "
+                                           f"default: ${images.DATA_DIR_ENV} where the tasks run, else download)")
+    submit.add_argument("--max-parallel", type=int, metavar="K", help="at most K tasks at once (--array=...%%K)")
+    submit.add_argument("--partition", help="Slurm partition")
+    submit.add_argument("--gpus-per-task", type=int, default=1, metavar="G",
+                        help="G > 1 runs `accelerate launch --multi_gpu --num_processes G` in each task")
+    submit.add_argument("--nodes", type=int, default=1, metavar="N",
+                        help="N > 1: each cell across N nodes (slurm/multinode.sbatch)")
+    submit.add_argument("--time", metavar="HH:MM:SS", help="time limit per task")
+    submit.add_argument("--account", help="Slurm account")
+    submit.add_argument("--dry-run", action="store_true", help="print the sbatch command and script; submit nothing")
+
+
+def launcher_help(command: str) -> str:
+    """`harness/run.py --help`: the options of `harness run` (or, with --predict, of `harness
+    predict`) under the launcher's own usage line."""
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    text = commands[command].format_help()
+    usage = "usage: accelerate launch [--multi_gpu --num_processes P] harness/run.py" + \
+        (" --predict" if command == "predict" else " [--predict]")
+    block, rest = text.split("\n\n", 1)  # argparse's usage block, then the description and options
+    note = ("harness/run.py is `harness run` under a launcher (accelerate launch, torchrun, Slurm); with --predict "
+            "it is `harness predict`.")
+    return f"{usage}{block.removeprefix(f'usage: harness {command}')}\n\n{note}\n\n{rest}"
