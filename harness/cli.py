@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shlex
 import sys
@@ -74,9 +76,10 @@ def slurm_submit_command(args) -> int:
 def status_command(args) -> int:
     if not args.folder.is_dir():
         raise ResultsError(f"{args.folder} is not a folder; pass a results folder such as results/default")
-    records = [(p.parent, *results.record_state(p.parent)) for p in sorted(args.folder.rglob("result.json"))]
+    records = [(p.parent, *results.record_state(p.parent)) for p in args.folder.rglob("result.json")]
     if not records:
         raise ResultsError(f"no result.json under {args.folder}; run or submit a sweep first")
+    records.sort(key=lambda found: _cell_order(*found))
     print(f"{'cell':40s}  {'status':9s}  {'epochs':>6s}  {'checkpoint':10s}  slurm job_task")
     for cell_dir, record, problem in records:
         if record is None:
@@ -87,23 +90,41 @@ def status_command(args) -> int:
         epochs = (record.get("summary") or {}).get("epochs_completed", len(results.read_epoch_rows(cell_dir)))
         waiting = "yes" if any(cell_dir.glob("checkpoint-rank*.pt")) else "-"
         print(f"{record.get('cell_id', cell_dir.name):40s}  {record.get('status', '?'):9s}  {epochs:>6}  {waiting:10s}  {slurm_id}")
+    planned = set(results.planned_ids(args.folder) or [])
+    done = {record["cell_id"] for _, record, _ in records if record and record.get("status") == "done"}
+    if len(done) == len(records) and planned <= done:  # every cell done: the answer as well
+        from harness.analysis.answer import answer, headlines
+        from harness.analysis.collect import collect
+
+        found = collect([args.folder])
+        keys = list(found.cells[["source", "sweep"]].drop_duplicates().itertuples(index=False, name=None))
+        report = args.folder / "report.html"
+        answer_with(args, {key: headlines(answer(found, key)) for key in keys}, report if report.exists() else None)
     return 0
+
+
+def _cell_order(cell_dir: Path, record: dict | None, problem: str | None) -> tuple:
+    """Cells by batch size, then seed (then id); unreadable records last."""
+    train = ((record or {}).get("settings") or {}).get("train") or {}
+    batch, seed = train.get("batch_size"), train.get("seed")
+    numbers = isinstance(batch, int) and isinstance(seed, int)
+    return (not numbers, batch if numbers else 0, seed if numbers else 0, cell_dir.name)
 
 
 def bench_command(args) -> int:
     from harness.training.bench import DEFAULT_BATCHES, QUICK_BATCHES, run_bench
 
     batches = _int_list(args.batch_sizes, "--batch-sizes") or list(QUICK_BATCHES if args.quick else DEFAULT_BATCHES)
-    images = args.images or (256 if args.quick else 4096)
+    count = args.images or (256 if args.quick else 4096)
     repeats = 2 if args.quick and args.repeats == 3 else args.repeats
     modes = [m.strip() for m in args.modes.split(",")] if args.modes else None
-    if any(b < 1 or b > 55_000 for b in batches) or images < 1 or repeats < 1:
+    if any(b < 1 or b > 55_000 for b in batches) or count < 1 or repeats < 1:
         raise ConfigError("--batch-sizes must lie in 1..55000, --images and --repeats must be >= 1")
     if modes and set(modes) - {"eager", "compile", "cuda_graphs"}:
         raise ConfigError(f"--modes: unknown mode in {args.modes!r}; choose from eager, compile, cuda_graphs")
     data_dir = images.resolve_data_dir(args.data_dir)
     folder = images.find_mnist(data_dir) if data_dir else images.download(images.CACHE_DIR)
-    run_bench(folder, batches, images, modes, repeats, args.out)
+    run_bench(folder, batches, count, modes, repeats, args.out)
     print(f"bench: {args.out / 'bench.json'}, {args.out / 'bench.csv'}")
     return 0
 
@@ -149,9 +170,22 @@ def plan_command(args) -> int:
 def report_command(args) -> int:
     from harness.report.page import build_report
 
-    build_report(args.folders, args.output, args.target, args.tolerance)
-    print(f"report: {args.output}")
+    built = build_report(args.folders, args.output, args.target, args.tolerance)
+    answer_with(args, built.answers, args.output)
     return 0
+
+
+def answer_with(args, answers: dict[tuple[str, str], list[dict]], report: Path | None) -> None:
+    """End a command with the answer: one line per sweep and variant, or with --json one object."""
+    from harness.analysis.answer import line
+
+    several = len(answers) > 1
+    lines = [f"{f'{source}/{sweep}: ' if several else ''}{line(h, str(report) if report else None)}"
+             for (source, sweep), found in answers.items() for h in found]
+    args.answer = {"report": str(report) if report else None,
+                   "sweeps": [{"folder": source, "sweep": sweep, "answers": found} for (source, sweep), found in answers.items()]}
+    if not args.json:
+        print("\n".join(lines))
 
 
 def predict_command(args) -> int:
@@ -168,7 +202,9 @@ def predict_command(args) -> int:
         doc = runs.predict_sweep(config, cells, sweep_dir, folders, Progress(main_process, True))
     if main_process:
         print(output.format_prediction(doc))
-        print(f"prediction: {sweep_dir / 'predict.json'}")
+        args.answer = output.headline(doc, sweep_dir / "predict.json")
+        if not args.json:
+            print(output.line(args.answer))
     if not args.verify:
         return 0
     chosen = {int(b): lr for b, lr in doc["inputs"]["chosen_rates"].items()}
@@ -211,8 +247,8 @@ def train_and_report(config: SweepConfig, cells: list[plan.Cell], all_cells: lis
     if outcome.main_process and not args.no_report and outcome.exit_code != EXIT_PREEMPTED and sweep_dir.is_dir():
         from harness.report.page import build_report
 
-        build_report([sweep_dir], sweep_dir / "report.html")
-        print(f"report: {sweep_dir / 'report.html'}")
+        built = build_report([sweep_dir], sweep_dir / "report.html")
+        answer_with(args, built.answers, sweep_dir / "report.html")
     return outcome.exit_code
 
 
@@ -222,8 +258,14 @@ COMMANDS = {"run": run_command, "predict": predict_command, "plan": plan_command
 
 def main(argv: list[str] | None = None, prog: str = "harness") -> int:
     args = build_parser(prog).parse_args(argv)
+    answers_only = getattr(args, "json", False)
     try:
-        return COMMANDS[args.command](args)
+        # with --json, stdout carries the answer alone: everything else the command prints goes to stderr
+        with contextlib.redirect_stdout(sys.stderr) if answers_only else contextlib.nullcontext():
+            code = COMMANDS[args.command](args)
+        if answers_only and getattr(args, "answer", None) is not None:
+            print(json.dumps(args.answer))
+        return code
     except HarnessError as exc:
         if getattr(args, "debug", False) and getattr(exc, "details", None):
             print(exc.details, file=sys.stderr, end="")

@@ -73,11 +73,13 @@ def data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def small_sweep(tmp_path_factory, data_dir) -> Path:
-    """Trains the SMALL sweep once for the session; returns results/<sweep>."""
+    """Trains the SMALL sweep once for the session; returns results/<sweep> (what the run printed
+    is kept beside it, in run.out)."""
     root = tmp_path_factory.mktemp("small")
     config = write_config(root, SMALL)
     proc = harness("run", "--config", str(config), "--results-dir", str(root / "results"), "--quiet")
     assert proc.returncode == 0, proc.stderr
+    (root / "run.out").write_text(proc.stdout)
     return root / "results" / "small"
 
 

@@ -97,6 +97,9 @@ def test_predict_end_to_end_then_verify_trains_three_cells_that_a_run_skips(tmp_
     proc = harness("predict", "--config", str(config), "--results-dir", str(results))
     assert proc.returncode == 0, proc.stderr
     assert "predicted sweet spot: batch size" in proc.stdout
+    spot = read_json(results / "small" / "predict.json")["sweet_spot"]["batch_size"]
+    assert proc.stdout.strip().splitlines()[-1].startswith(f"predicted sweet spot: batch {spot} (neighbours")
+    assert proc.stdout.strip().endswith(f"| prediction: {results / 'small' / 'predict.json'}")
     doc = read_json(results / "small" / "predict.json")
     assert doc["schema_version"] == predict.PREDICT_SCHEMA_VERSION
     assert not list(results.rglob("result.json"))  # predict alone writes no cell

@@ -47,10 +47,10 @@ def run_in_terminal(args: list[str]) -> str:
 def test_bars_on_a_terminal_and_not_with_quiet(tmp_path):
     config = write_config(tmp_path, TINY)
     shown = run_in_terminal(["run", "--config", str(config), "--results-dir", str(tmp_path / "a"), "--no-report"])
-    assert "cells:" in shown and ("step/s" in shown or "s/step" in shown)
+    assert "1 cell:" in shown and ("step/s" in shown or "s/step" in shown)
     assert "epoch 2/2" in shown
     quiet = run_in_terminal(["run", "--config", str(config), "--results-dir", str(tmp_path / "b"), "--no-report", "--quiet"])
-    assert "cells:" not in quiet and "%|" not in quiet
+    assert "cell:" not in quiet and "%|" not in quiet
     assert "epoch 1/2: loss" in quiet and "epoch 2/2: loss" in quiet
 
 
@@ -76,3 +76,10 @@ def test_tensorboard_tracker_receives_the_epoch_metrics(tmp_path):
     logged = accelerator.Scalars(f"{cell.name}/val_accuracy")
     assert [e.step for e in logged] == [1, 2]
     assert [e.value for e in logged] == pytest.approx([float(r["val_accuracy"]) for r in rows], abs=1e-6)
+
+
+def test_the_sweep_bar_counts_steps_so_its_eta_weighs_cells_by_their_work(tmp_path):
+    """Batch 64 has twice the steps of batch 128: the bar's total is every cell's steps (100 + 200)."""
+    config = write_config(tmp_path, {**TINY, "sweep": {"train.batch_size": [128, 64]}})
+    shown = run_in_terminal(["run", "--config", str(config), "--results-dir", str(tmp_path / "r"), "--no-report"])
+    assert "2 cells:" in shown and "/300 [" in shown

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -93,34 +92,30 @@ def test_several_folders_side_by_side_with_scaling(tmp_path):
 
 @pytest.mark.slow
 def test_report_in_a_real_browser(tmp_path):
-    """Headless Chromium opens the file: no console errors, every figure decodes, the
-    recommendation names the expected batch size, and sorting reorders the table."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
+    """Headless Chromium opens the file: no console errors, every figure decodes, the first screen
+    has the answer sentence and its figure, and sorting reorders the table."""
+    from browser import chromium, first_screen
     from selenium.webdriver.common.by import By
 
-    chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
-    assert chromium and driver_path, "install Debian's chromium and chromium-driver"
     sweep = known_sweep(tmp_path)
     out = tmp_path / "report.html"
     assert harness("report", str(sweep), "-o", str(out)).returncode == 0
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 f"--user-data-dir={tmp_path / 'profile'}"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    driver = chromium(tmp_path / "profile")
     try:
         driver.get(out.as_uri())
         errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
         assert not errors, errors
         widths = driver.execute_script("return Array.from(document.images).map(i => i.complete ? i.naturalWidth : 0)")
-        assert len(widths) == 7 and all(w > 0 for w in widths)  # 6 sweep figures + bs4's collapse curves
+        # the first screen's figure, 4 more of the sweep (RSS does not vary: no memory figure), bs4's collapse curves
+        assert len(widths) == 6 and all(w > 0 for w in widths)
         assert driver.find_element(By.ID, "collapse-verdict-1").text.startswith("1 of 5 cells collapsed")
         recommendation = driver.find_element(By.ID, "recommendation-1-1")
         assert recommendation.get_attribute("data-batch-size") == "64" and "batch size 64" in recommendation.text
+        answer = driver.find_element(By.ID, "answer-1-1")
+        assert answer.text.startswith("Sweet spot: batch size 64") and "validation accuracy in" in answer.text
+        figure = driver.find_element(By.CSS_SELECTOR, "#first-figure-1 img")
+        assert figure.get_attribute("alt") == "Time to target vs batch size" and figure.location["y"] < 1400
+        assert driver.find_element(By.CSS_SELECTOR, ".next code").text.startswith("harness run --config")
 
         def batch_column():
             return [int(td.get_attribute("data-value"))
@@ -139,3 +134,5 @@ def test_report_in_a_real_browser(tmp_path):
         assert len(visible) == 1
     finally:
         driver.quit()
+    first_screen(out, tmp_path / "first-screen.png")
+    assert (tmp_path / "first-screen.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

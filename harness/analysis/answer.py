@@ -4,6 +4,7 @@ one recommendation per variant. The report renders it; `harness.sweep` returns i
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 
 import pandas as pd
@@ -80,3 +81,77 @@ def report_rules(plan: dict, records: list[dict]) -> ReportSettings:
     records carried the rules) falls back to the first record's, else to the defaults."""
     rules = (plan.get("config") or {}).get("report") or records[0].get("report") or {}
     return ReportSettings(**rules)
+
+
+def headlines(got: Answer) -> list[dict]:
+    """The answer per variant as plain data: what `--json` prints and `line` words."""
+    table = got.per_batch
+    out = []
+    for verdict in got.verdicts:
+        rows = table[table["variant"] == verdict.variant] if not table.empty else table
+        found = rows[rows["batch_size"] == verdict.batch_size]
+        best = found.iloc[0] if verdict.batch_size is not None and not found.empty else None
+        number = lambda key: None if best is None or pd.isna(best[key]) else float(best[key])  # noqa: E731
+        out.append({"variant": verdict.variant or None, "sweet_spot": verdict.batch_size, "tied_with": verdict.ties,
+                    "batch_sizes": sorted(int(b) for b in rows["batch_size"]) if not rows.empty else [],
+                    "target": got.rules.target_accuracy, "time_to_target_s": number("time_to_target_s"),
+                    "interval_s": [number("time_to_target_low_s"), number("time_to_target_high_s")],
+                    "steps_to_target": number("steps_to_target"),
+                    "seeds": int(rows["n"].max()) if not rows.empty else 0,
+                    "learning_rate_tuned": bool(not rows.empty and (rows["rates_tried"] > 1).any())})
+    return out
+
+
+def line(headline: dict, report: str | None = None) -> str:
+    """One line: `sweet spot: batch 128 (tied with 64): 0.97 val in 1.8 s [1.7-1.9] | 1 seed, lr not
+    tuned | report: results/default/report.html`, or why there is none and what to change."""
+    h = headline
+    low, high = h["interval_s"]
+    spread = f" [{low:.3g}-{high:.3g}]" if low is not None and high is not None else ""
+    if h["sweet_spot"] is None:
+        text = (f"no sweet spot: no batch size reached {h['target']:g} validation accuracy in every seed; raise "
+                f"train.epochs or lower report.target_accuracy")
+    elif len(h["batch_sizes"]) == 1:  # nothing to choose between: say what the one batch size did
+        text = f"one batch size ({h['sweet_spot']}): {h['target']:g} val in {h['time_to_target_s']:.3g} s{spread}"
+    else:
+        tied = f" (tied with {', '.join(map(str, h['tied_with']))})" if h["tied_with"] else ""
+        text = f"sweet spot: batch {h['sweet_spot']}{tied}: {h['target']:g} val in {h['time_to_target_s']:.3g} s{spread}"
+    notes = f"{h['seeds']} seed{'s' * (h['seeds'] != 1)}, lr {'tuned per batch size' if h['learning_rate_tuned'] else 'not tuned'}"
+    prefix = f"{h['variant']}: " if h["variant"] else ""
+    return f"{prefix}{text} | {notes}" + (f" | report: {report}" if report else "")
+
+
+def next_step(verdict: recommend.Recommendation, plan: dict, caveats: int = 3) -> str | None:
+    """A command to copy for what the heaviest caveats on the first screen call for: more seeds, a
+    learning-rate grid, a wider batch grid; None where none of them says what to run."""
+    config = plan.get("config") or {}
+    for caveat in verdict.caveats[:caveats]:
+        change = _set_for(caveat.next_step, config)
+        if change:
+            return f"{_base_command(plan)} --set '{change}'"
+    return None
+
+
+def _set_for(step: str | None, config: dict) -> str | None:
+    if step in (None, "lr", "lr-upwards", "lr-downwards"):
+        lr = (config.get("optim") or {}).get("lr")
+        if step is None or not isinstance(lr, (int, float)):
+            return None
+        tried = sorted(float(x) for x in (config.get("sweep") or {}).get("optim.lr", []) if isinstance(x, (int, float)))
+        if step == "lr" or not tried:
+            rates = [lr / 2, lr, lr * 2]
+        else:
+            rates = [*tried, 2 * tried[-1]] if step == "lr-upwards" else [tried[0] / 2, *tried]
+        return f"sweep.optim.lr=[{','.join(f'{r:g}' for r in rates)}]"
+    return step
+
+
+def _base_command(plan: dict) -> str:
+    """`harness run --config X` with the --set options the sweep was planned with."""
+    try:
+        words = shlex.split(plan.get("command") or "")
+    except ValueError:
+        words = []
+    config = next((words[i + 1] for i, w in enumerate(words[:-1]) if w == "--config"), None)
+    sets = [f"--set {shlex.quote(words[i + 1])}" for i, w in enumerate(words[:-1]) if w == "--set"]
+    return " ".join(["harness run", f"--config {shlex.quote(config) if config else 'CONFIG'}", *sets])

@@ -20,13 +20,32 @@ from harness.config import ReportSettings
 
 
 @dataclass(frozen=True)
+class Caveat:
+    """A reason to trust the answer less, and how far it could move it: 3, the answer may lie
+    elsewhere (the grid's edge, an untuned rate); 2, its ranking or precision (seeds, a rate at the
+    edge of those tried, steps read at epoch ends). `next_step`: a --set that addresses it."""
+
+    weight: int
+    text: str
+    next_step: str | None = None
+
+
+@dataclass(frozen=True)
 class Recommendation:
     variant: str
     batch_size: int | None
     explanation: str
     ties: list[int] = field(default_factory=list)
     flat: int | None = None
-    notes: list[str] = field(default_factory=list)  # caveats, each one sentence
+    tie_note: str = ""  # who is statistically tied with it, and by which test
+    caveats: list[Caveat] = field(default_factory=list)  # heaviest first
+    details: list[str] = field(default_factory=list)  # the rates picked and the like: worth reading, not a caveat
+    secondary: list[str] = field(default_factory=list)  # the simpler rule (time per image alone), and when it matters
+
+    @property
+    def notes(self) -> list[str]:
+        """Every sentence of the verdict after the explanation, in reading order."""
+        return [n for n in (self.tie_note, *(c.text for c in self.caveats), *self.details, *self.secondary) if n]
 
 
 def samples(cells: pd.DataFrame, windows: pd.DataFrame) -> dict[int, list[stats.CellSample]]:
@@ -68,8 +87,8 @@ def recommend(variant: str, per_batch: pd.DataFrame, cells: pd.DataFrame, window
     boot = stats.resample(samples(cells, windows), tolerance)
     per_batch = add_intervals(per_batch, boot)
     flat = flat_point(per_batch, flat_threshold) if len(per_batch) > 1 else None
-    notes = [*_seed_note(per_batch), *_epoch_note(cells), *_rate_notes(per_batch, lr_rule),
-             *_flat_notes(per_batch, flat, flat_threshold, planned)]
+    caveats = [*_seed_caveat(per_batch), *_epoch_caveat(cells), *_rate_caveats(per_batch, lr_rule)]
+    details = _rate_details(per_batch)
     several_seeds = per_batch["n"].max() > 1
     best = per_batch[ACCURACY].max()
     kept = np.array([stats.accuracy_noise_keeps(boot, b, tolerance) if several_seeds
@@ -79,7 +98,8 @@ def recommend(variant: str, per_batch: pd.DataFrame, cells: pd.DataFrame, window
         return Recommendation(variant, None, (
             f"No batch size within {tolerance:.3f} of the best test accuracy ({best:.4f}) reached the target "
             f"validation accuracy {target:.3f} in every seed; train longer or lower the target."),
-            flat=flat, notes=notes), per_batch
+            flat=flat, caveats=_ranked(caveats), details=details,
+            secondary=_flat_notes(per_batch, flat, flat_threshold, planned, None)), per_batch
     pick = eligible.sort_values(["time_to_target_s", "batch_size"]).iloc[0]
     winner = int(pick["batch_size"])
     ties = stats.tied_with(boot, winner, [int(b) for b in eligible["batch_size"]])
@@ -89,9 +109,14 @@ def recommend(variant: str, per_batch: pd.DataFrame, cells: pd.DataFrame, window
         f"{int(pick['steps_to_target']):,} steps, resolution {int(pick['target_resolution_steps']):,} steps), "
         f"the fastest of the {len(eligible)} batch size(s) whose test accuracy is within {tolerance:.3f} of the best "
         f"({best:.4f}); it wins in {boot.share[winner]:.0%} of {stats.RESAMPLES:,} bootstrap resamples.")
-    notes = [_tie_sentence(winner, ties, boot), *_edge_notes(per_batch, winner, "sweet spot", planned), *notes,
-             *_disagreement(winner, flat)]
-    return Recommendation(variant, winner, explanation, ties, flat, [n for n in notes if n]), per_batch
+    caveats = [*_edge_caveats(per_batch, winner, planned), *caveats]
+    return Recommendation(variant, winner, explanation, ties, flat, _tie_sentence(winner, ties, boot),
+                          _ranked(caveats), details, _flat_notes(per_batch, flat, flat_threshold, planned, winner)), per_batch
+
+
+def _ranked(caveats: list[Caveat]) -> list[Caveat]:
+    """Heaviest first; among equals, the order they were found in."""
+    return sorted(caveats, key=lambda c: -c.weight)
 
 
 def _tie_sentence(winner: int, ties: list[int], boot: stats.Bootstrap) -> str:
@@ -103,65 +128,85 @@ def _tie_sentence(winner: int, ties: list[int], boot: stats.Bootstrap) -> str:
     return f"Statistically tied with it: batch size {named} ({test})."
 
 
-def _seed_note(per_batch: pd.DataFrame) -> list[str]:
+def _seed_caveat(per_batch: pd.DataFrame) -> list[Caveat]:
     if per_batch["n"].max() > 1:
         return []
-    return ["One seed per batch size: the intervals cover timing noise and check resolution only, not "
-            "seed-to-seed variation; sweep train.seed for that."]
+    return [Caveat(2, "One seed per batch size: the intervals cover timing noise and check resolution only, not "
+                      "seed-to-seed variation (0.6x to 1.5x in steps to target at batch 128 on MNIST); sweep "
+                      "train.seed to rank neighbours.", "sweep.train.seed=[0,1,2]")]
 
 
-def _epoch_note(cells: pd.DataFrame) -> list[str]:
+def _epoch_caveat(cells: pd.DataFrame) -> list[Caveat]:
     if not (cells["target_read_at"] == "epoch").any():
         return []
-    return ["Steps to target were read at epoch ends (these results have no validation checks, evals.csv): "
-            "each is known only to within an epoch, the ± resolution column."]
+    return [Caveat(2, "Steps to target were read at epoch ends (these results have no validation checks, "
+                      "evals.csv): each is known only to within an epoch, the ± resolution column; a run of this "
+                      "harness checks within epochs.")]
 
 
-def _rate_notes(per_batch: pd.DataFrame, lr_rule: str) -> list[str]:
+def _rate_caveats(per_batch: pd.DataFrame, lr_rule: str) -> list[Caveat]:
     if per_batch["rates_tried"].max() <= 1:
-        return [f"The learning rate was not tuned per batch size (one rate each, {lr_rule}): at one rate, large "
-                f"batches can lose for a reason that has nothing to do with the hardware; sweep optim.lr "
-                f"(configs/lr_tuned.yaml) to compare each at its best rate."]
+        return [Caveat(3, f"The learning rate was not tuned per batch size (one rate each, {lr_rule}): at one "
+                          f"rate, large batches can lose for a reason that has nothing to do with the hardware; "
+                          f"sweep optim.lr to compare each at its best rate.", "lr")]
+    out = []
+    for edge, way in (("highest", "upwards"), ("lowest", "downwards")):
+        rows = [r for r in per_batch.itertuples() if r.lr_edge == edge]  # (missing is NaN in the frame)
+        if rows:
+            batches = ", ".join(str(int(r.batch_size)) for r in rows)
+            rates = ", ".join(f"{r.learning_rate:.3g}" for r in rows)
+            out.append(Caveat(2, f"Extend the learning-rate grid {way} for batch {batches}: the best rate there "
+                                 f"({rates}) is the {edge} tried.", f"lr-{way}"))
+    return out
+
+
+def _rate_details(per_batch: pd.DataFrame) -> list[str]:
+    if per_batch["rates_tried"].max() <= 1:
+        return []
     picked = ", ".join(f"{int(r.batch_size)}: {r.learning_rate:.3g}" for r in per_batch.itertuples())
     notes = [f"Learning rate tuned per batch size (the shortest time to target among rates within tolerance): {picked}."]
     for r in per_batch.itertuples():
-        if isinstance(r.lr_edge, str):  # lowest / highest (missing is NaN in the frame)
-            way = "upwards" if r.lr_edge == "highest" else "downwards"
-            notes.append(f"Extend the learning-rate grid {way} for batch {int(r.batch_size)}: its best rate, "
-                         f"{r.learning_rate:.3g}, is the {r.lr_edge} tried.")
         if isinstance(r.lr_tied, list) and r.lr_tied:
             notes.append(f"At batch {int(r.batch_size)} the rates {', '.join(f'{x:.3g}' for x in r.lr_tied)} tie with "
                          f"{r.learning_rate:.3g} on time to target; the more accurate (then the smaller) is used.")
     return notes
 
 
-def _edge_notes(per_batch: pd.DataFrame, batch: int, rule: str, planned: list[int] = ()) -> list[str]:
+def _edge_caveats(per_batch: pd.DataFrame, batch: int, planned: list[int] = (), rule: str = "sweet spot",
+                  weight: int = 3) -> list[Caveat]:
     """A rule that lands on the edge of the grid does not know what lies beyond it."""
     sizes = sorted(per_batch["batch_size"].astype(int))
     if len(sizes) < 2 or batch not in (sizes[0], sizes[-1]):
         return []
     beyond = [b for b in planned if (b > batch if batch == sizes[-1] else b < batch)]
     if beyond:  # the plan goes further; those cells have not run yet
-        return [f"The {rule} is the {'largest' if batch == sizes[-1] else 'smallest'} batch size measured ({batch}); "
-                f"the plan's {', '.join(map(str, sorted(beyond)))} have no result yet."]
+        return [Caveat(weight, f"The {rule} is the {'largest' if batch == sizes[-1] else 'smallest'} batch size "
+                               f"measured ({batch}); the plan's {', '.join(map(str, sorted(beyond)))} have no result "
+                               f"yet.")]
+    wider = sorted(set(sizes) | ({2 * batch, 4 * batch} if batch == sizes[-1] else {max(1, batch // 2), max(1, batch // 4)}))
     if batch == sizes[-1]:
-        return [f"The {rule} is the largest batch size of the grid ({batch}): the grid ended first; extend it "
-                f"upwards (e.g. {2 * batch} and {4 * batch}) to see where it turns."]
-    return [f"The {rule} is the smallest batch size of the grid ({batch}): the grid ended first; extend it "
-            f"downwards (e.g. {max(1, batch // 2)} and {max(1, batch // 4)}) to see where it turns."]
+        return [Caveat(weight, f"The {rule} is the largest batch size of the grid ({batch}): the grid ended first; "
+                               f"extend it upwards (e.g. {2 * batch} and {4 * batch}) to see where it turns.",
+                       f"sweep.train.batch_size=[{','.join(map(str, wider))}]")]
+    return [Caveat(weight, f"The {rule} is the smallest batch size of the grid ({batch}): the grid ended first; "
+                           f"extend it downwards (e.g. {max(1, batch // 2)} and {max(1, batch // 4)}) to see where "
+                           f"it turns.", f"sweep.train.batch_size=[{','.join(map(str, wider))}]")]
 
 
-def _flat_notes(per_batch: pd.DataFrame, flat: int | None, threshold: float, planned: list[int]) -> list[str]:
+def _flat_notes(per_batch: pd.DataFrame, flat: int | None, threshold: float, planned: list[int],
+                winner: int | None) -> list[str]:
+    """The simpler rule of the motivating case, and when it is the one to follow."""
     if flat is None:
         return []
     sentence = (f"Simpler rule: time per image stops improving by more than {threshold:.0%} beyond batch size "
-                f"{flat}.")
-    return [sentence, *_edge_notes(per_batch, flat, "flat point", planned)]
+                f"{flat}. It is the answer when the number of epochs is fixed (a schedule, not a target).")
+    edge = [c.text for c in _edge_caveats(per_batch, flat, planned, "flat point")]
+    return [sentence, *edge, *_disagreement(winner, flat)]
 
 
-def _disagreement(winner: int, flat: int | None) -> list[str]:
+def _disagreement(winner: int | None, flat: int | None) -> list[str]:
     """Why the two rules name different batch sizes, in one sentence."""
-    if flat is None or winner == flat:
+    if winner is None or flat is None or winner == flat:
         return []
     if flat > winner:
         return [f"The rules disagree: batch {flat} still trains faster per image, but batch {winner} reaches the "

@@ -49,3 +49,27 @@ def format_prediction(doc: dict[str, Any]) -> str:
     lines.append(f"cost: {cost['train_seconds']:.1f} s of training, {cost['check_seconds']:.1f} s of checks, "
                  f"{cost['wall_seconds']:.1f} s wall")
     return "\n".join(lines)
+
+
+def headline(doc: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The prediction as plain data: what `--json` prints and `line` words."""
+    spot = doc.get("sweet_spot") or {}
+    rows = {r["batch_size"]: r for r in (doc.get("fit") or {}).get("predictions", [])}
+    best = rows.get(spot.get("batch_size"), {})
+    return {"prediction": str(path), "predicted_sweet_spot": spot.get("batch_size"),
+            "neighbours": spot.get("neighbours", []), "target": doc["inputs"]["target"],
+            "time_to_target_s": best.get("time_to_target_s"), "interval_s": best.get("time_interval_s"),
+            "steps_to_target": best.get("steps_to_target"), "win_share": best.get("win_share"),
+            "short_runs": len(doc.get("short_runs", [])), "train_seconds": doc["cost"]["train_seconds"]}
+
+
+def line(h: dict[str, Any]) -> str:
+    """`predicted sweet spot: batch 128 (neighbours 64, 256): 0.97 val in 2.0 s [1.9-2.1] | 3 short
+    runs, 21 s of training | prediction: results/default/predict.json`."""
+    if h["predicted_sweet_spot"] is None:
+        return f"no predicted sweet spot | prediction: {h['prediction']}"
+    low, high = h["interval_s"] or (None, None)
+    spread = f" [{low:.3g}-{high:.3g}]" if low is not None and high is not None else ""
+    return (f"predicted sweet spot: batch {h['predicted_sweet_spot']} (neighbours "
+            f"{', '.join(map(str, h['neighbours']))}): {h['target']:g} val in {h['time_to_target_s']:.3g} s{spread} | "
+            f"{h['short_runs']} short runs, {h['train_seconds']:.3g} s of training | prediction: {h['prediction']}")

@@ -21,11 +21,18 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter, NullLocator  # noqa: E402
 
 from harness.analysis.fit import fit_steps  # noqa: E402
 from harness.analysis.per_batch import ACCURACY  # noqa: E402
 
 MAX_PANELS = 8
+WIDE = 10.0  # inches: every figure spans the page (figures are drawn at 100 dpi)
+# readable fonts on a full-width figure; a white grid to read values off
+sns.set_theme(context="notebook", style="whitegrid")
+# Axis rules, so a small difference never looks like a cliff: accuracy axes span at least
+# ACCURACY_SPAN (in whole points); memory axes start at zero; batch sizes are ticked where they ran.
+ACCURACY_SPAN = 0.05
 
 
 @dataclass(frozen=True)
@@ -44,6 +51,7 @@ class FigureData:
     sweet_spots: dict[str, int | None]  # variant -> its sweet spot
     target: float
     prediction: dict | None = None  # predict.json, where the folder has one
+    ties: dict[str, list[int]] = field(default_factory=dict)  # variant -> batch sizes tied with its sweet spot
 
 
 def split(frame: pd.DataFrame) -> str | None:
@@ -70,8 +78,8 @@ def _panels(frame: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     return list(frame.groupby("variant", sort=True))[:MAX_PANELS]
 
 
-def _grid(count: int, width: float = 5.0, height: float = 3.6):
-    columns = min(count, 3)
+def _grid(count: int, width: float = WIDE / 2, height: float = 3.8):
+    columns = min(count, 2)
     rows = -(-count // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(width * columns, height * rows), squeeze=False)
     for ax in axes.flat[count:]:
@@ -83,11 +91,11 @@ def _curves(frame: pd.DataFrame, x: str, y: str, style: dict, decorate) -> tuple
     """Curves per batch size (mean over seeds, band min..max), one panel per variant."""
     data = frame[["variant", "batch_size", "seed", x, y]]
     panels = _panels(data)
-    fig, axes = _grid(len(panels))
+    fig, axes = _grid(len(panels), width=WIDE / min(len(panels), 2))
     for ax, (variant, rows) in zip(axes, panels):
         sns.lineplot(data=rows, x=x, y=y, hue="batch_size", palette=_palette(rows), errorbar=("pi", 100), ax=ax, **style)
         decorate(ax, variant)
-        ax.legend(title="batch size", fontsize="x-small")
+        ax.legend(title="batch size", fontsize="small")
     fig.tight_layout()
     return fig, data
 
@@ -95,10 +103,16 @@ def _curves(frame: pd.DataFrame, x: str, y: str, style: dict, decorate) -> tuple
 def accuracy_vs_epoch(d: FigureData) -> Figure | None:
     if d.epochs.empty:
         return None
-    fig, data = _curves(d.epochs, "epoch", "test_accuracy", {"marker": "o"},
-                        lambda ax, v: ax.set(ylabel="test accuracy", title=v or "Test accuracy per epoch"))
+
+    def decorate(ax, variant: str) -> None:
+        ax.set(ylabel="test accuracy", title=variant or "Test accuracy per epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        _accuracy_limits(ax, d.epochs["test_accuracy"])
+
+    fig, data = _curves(d.epochs, "epoch", "test_accuracy", {"marker": "o"}, decorate)
     return Figure("Accuracy vs epoch", "Mean over seeds, band min..max; one panel per variant. Look for curves that "
-                  "peak and then fall (collapse), and for large batches that need many more epochs.", _encode(fig), data)
+                  "peak and then fall (collapse), and for large batches that need many more epochs. The accuracy axis "
+                  f"spans at least {ACCURACY_SPAN * 100:.0f} points.", _encode(fig), data)
 
 
 def validation_vs_steps(d: FigureData) -> Figure | None:
@@ -106,7 +120,7 @@ def validation_vs_steps(d: FigureData) -> Figure | None:
         return None
 
     def decorate(ax, variant: str) -> None:
-        ax.axhline(d.target, color="red", linewidth=1, linestyle="--", label=f"target {d.target}")
+        ax.axhline(d.target, color="red", linewidth=1, linestyle="--", label=f"target {d.target:g}")
         ax.set(xscale="log", ylabel="validation accuracy", xlabel="optimizer steps (log)",
                ylim=(max(0.0, d.target - 0.1), 1.0), title=variant or "Validation accuracy at each check")
 
@@ -115,30 +129,65 @@ def validation_vs_steps(d: FigureData) -> Figure | None:
                   "each crossing is read to within about 10%); the dashed line is the target.", _encode(fig), data)
 
 
+def _batch_axis(ax, sizes) -> None:
+    """A log-2 batch-size axis ticked at the batch sizes run, as plain numbers."""
+    sizes = sorted({int(s) for s in sizes})
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sizes, [f"{s:,}" for s in sizes])
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xlabel("global batch size")
+
+
+def _plain_log(axis) -> None:
+    """Log-scale tick labels as plain numbers (20, 0.5, 10,000), not powers of ten; the minor
+    ticks labelled too where the axis spans less than a factor of 20 (else they crowd)."""
+    plain = FuncFormatter(lambda value, _: f"{value:,.0f}" if value >= 1 and value == int(value) else f"{value:.3g}")
+    axis.set_major_formatter(plain)
+    low, high = axis.get_view_interval()
+    axis.set_minor_formatter(plain if low > 0 and high / low < 20 else NullFormatter())
+
+
+def _accuracy_limits(ax, values) -> None:
+    """Whole points, at least ACCURACY_SPAN apart, never above 1."""
+    values = pd.Series(values).dropna()
+    if values.empty:
+        return
+    high = min(1.0, np.ceil(values.max() * 100) / 100)
+    low = max(0.0, min(np.floor(values.min() * 100) / 100, high - ACCURACY_SPAN))
+    ax.set_ylim(low, high + 0.002)
+
+
 def _mark(ax, d: FigureData, rows: pd.DataFrame, column: str) -> None:
-    """Ring each variant's sweet spot."""
+    """Ring each variant's sweet spot; a smaller ring marks the batch sizes tied with it."""
     spots = rows[[d.sweet_spots.get(v) == b for v, b in zip(rows["variant"], rows["batch_size"])]]
+    tied = rows[[b in d.ties.get(v, []) for v, b in zip(rows["variant"], rows["batch_size"])]]
+    if not tied.empty:
+        ax.scatter(tied["batch_size"], tied[column], s=110, facecolors="none", edgecolors="orange", linewidths=2,
+                   zorder=5, label="tied with it")
     if not spots.empty:
-        ax.scatter(spots["batch_size"], spots[column], s=180, facecolors="none", edgecolors="red", linewidths=2,
-                   zorder=5, label="sweet spot")
-        ax.legend(fontsize="x-small")
+        ax.scatter(spots["batch_size"], spots[column], s=220, facecolors="none", edgecolors="red", linewidths=2.5,
+                   zorder=6, label="sweet spot")
+    ax.legend(fontsize="small")
 
 
 def time_per_image(d: FigureData) -> Figure | None:
     data = d.table.dropna(subset=["time_per_image_s"])[["variant", "batch_size", "time_per_image_s", "images_per_second"]]
     if data.empty:
         return None
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    sns.lineplot(data=data, x="batch_size", y="time_per_image_s", hue=split(data), marker="o", ax=left)
-    left.set(xscale="log", yscale="log", xlabel="global batch size", ylabel="seconds per image (training steps only)",
-             title="Time per image (log-log)")
-    _mark(left, d, data, "time_per_image_s")
-    sns.lineplot(data=data, x="batch_size", y="images_per_second", hue=split(data), marker="o", ax=right)
-    right.set(xscale="log", yscale="log", xlabel="global batch size", ylabel="images per second", title="Throughput")
-    _mark(right, d, data, "images_per_second")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(WIDE, 4.2))
+    for ax, column, label, title in ((left, "time_per_image_s", "µs per image (training steps only)", "Time per image"),
+                                     (right, "images_per_second", "images per second", "Throughput")):
+        shown = data.assign(**{column: data[column] * (1e6 if column == "time_per_image_s" else 1)})
+        sns.lineplot(data=shown, x="batch_size", y=column, hue=split(shown), marker="o", ax=ax)
+        ax.set(yscale="log", ylabel=label, title=title)
+        _plain_log(ax.yaxis)
+        _batch_axis(ax, data["batch_size"])
+        _mark(ax, d, shown, column)
+    fig.tight_layout()
     return Figure("Time per image and throughput vs batch size", "A slope of -1 means per-step overhead dominates "
                   "(doubling the batch halves the time per image); where the line flattens the hardware is busy "
-                  "and bigger batches stop paying. The red ring is the sweet spot.", _encode(fig), data)
+                  "and bigger batches stop paying. Red ring: the sweet spot; orange: batch sizes tied with it.",
+                  _encode(fig), data)
 
 
 def _with_bars(ax, rows: pd.DataFrame, y: str, low: str, high: str, label: str) -> None:
@@ -157,26 +206,40 @@ def _predicted(ax, d: FigureData, column: str, interval: str) -> None:
     ax.plot(frame["batch_size"], frame[column], color="purple", linestyle="-.", label="predicted (harness predict)")
     bounds = [r[interval] or [None, None] for r in rows]
     ax.fill_between(frame["batch_size"], [b[0] for b in bounds], [b[1] for b in bounds], color="purple", alpha=0.12)
-    ax.legend(fontsize="x-small")
 
 
 def time_to_target(d: FigureData) -> Figure | None:
-    data = d.table.dropna(subset=["time_to_target_s"])[["variant", "batch_size", "time_to_target_s",
-                                                         "time_to_target_low_s", "time_to_target_high_s"]]
+    """The first screen's figure: time to target with its interval, the sweet spot and its ties
+    marked, and the batch sizes that never reached the target drawn at the top."""
+    columns = ["variant", "batch_size", "time_to_target_s", "time_to_target_low_s", "time_to_target_high_s"]
+    table = d.table[columns]
+    data = table.dropna(subset=["time_to_target_s"])
     if data.empty:
         return None
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(WIDE, 4.4))
     for variant, rows in data.sort_values("batch_size").groupby("variant", sort=True):
         _with_bars(ax, rows.fillna({"time_to_target_low_s": rows["time_to_target_s"],
                                     "time_to_target_high_s": rows["time_to_target_s"]}),
                    "time_to_target_s", "time_to_target_low_s", "time_to_target_high_s", variant or "time to target")
     _predicted(ax, d, "time_to_target_s", "time_interval_s")
-    ax.set(xscale="log", yscale="log", xlabel="global batch size", ylabel="training seconds to the target",
-           title="Time to the target accuracy (bars: 90% interval)")
+    ax.set(yscale="log", ylabel="training seconds to the target",
+           title=f"Time to {d.target:g} validation accuracy (bars: 90% interval)")
+    _plain_log(ax.yaxis)
+    missed = table[table["time_to_target_s"].isna()]
+    if not missed.empty:  # at the top of the axis, so they do not silently vanish
+        top = float(data[["time_to_target_s", "time_to_target_high_s"]].max().max()) * 2.5
+        ax.scatter(missed["batch_size"], [top] * len(missed), marker="x", s=80, color="grey", zorder=5,
+                   label=f"did not reach {d.target:g}")
+        for batch in missed["batch_size"]:
+            ax.annotate("did not reach", (batch, top), textcoords="offset points", xytext=(0, -16), ha="center",
+                        fontsize="small", color="grey")
+    _batch_axis(ax, table["batch_size"])
     _mark(ax, d, data, "time_to_target_s")
+    fig.tight_layout()
     return Figure("Time to target vs batch size", "Steps to target x time per step, at each batch size's learning "
-                  "rate. The bars are the bootstrap's 90% interval (seeds, timing windows, check resolution). The "
-                  "sweet spot is the lowest point among accurate enough batch sizes.", _encode(fig), data)
+                  "rate. Bars: the bootstrap's 90% interval (seeds, timing windows, check resolution). Red ring: the "
+                  "sweet spot, the lowest point among accurate enough batch sizes; orange: tied with it; grey x: "
+                  "never reached the target.", _encode(fig), table)
 
 
 def steps_to_target(d: FigureData) -> Figure | None:
@@ -184,7 +247,7 @@ def steps_to_target(d: FigureData) -> Figure | None:
                                                        "target_resolution_steps"]]
     if data.groupby("variant")["batch_size"].nunique().max() < 2 if not data.empty else True:
         return None
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(WIDE, 4.4))
     for variant, rows in data.sort_values("batch_size").groupby("variant", sort=True):
         rows = rows.assign(low=rows["steps_to_target"] - rows["target_resolution_steps"])
         _with_bars(ax, rows.assign(high=rows["steps_to_target"]), "steps_to_target", "low", "high",
@@ -196,12 +259,14 @@ def steps_to_target(d: FigureData) -> Figure | None:
         if model is not None:  # where the regimes turn: S(B) = S_min (1 + B_noise / B)
             grid = np.geomspace(rows["batch_size"].min(), rows["batch_size"].max(), 50)
             ax.plot(grid, model.steps(grid), ":", color="black", linewidth=1,
-                    label=f"S_min (1 + B_noise/B): S_min {model.s_min:,.0f}, B_noise {model.b_noise:,.0f}")
-            ax.axvline(model.b_noise, color="black", linewidth=0.8, alpha=0.4)
+                    label=f"S_min (1 + B_noise/B): S_min {model.s_min:,.0f}")
+            ax.axvline(model.b_noise, color="black", linewidth=0.8, alpha=0.4, label=f"B_noise {model.b_noise:,.0f}")
     _predicted(ax, d, "steps_to_target", "steps_interval")
-    ax.set(xscale="log", yscale="log", xlabel="global batch size", ylabel="optimizer steps to the target",
-           title="Steps to target (Shallue et al. 2018)")
-    ax.legend(fontsize="x-small")
+    ax.set(yscale="log", ylabel="optimizer steps to the target", title="Steps to target (Shallue et al. 2018)")
+    _plain_log(ax.yaxis)
+    _batch_axis(ax, data["batch_size"])
+    _mark(ax, d, data, "steps_to_target")
+    fig.tight_layout()
     return Figure("Steps to target vs batch size", "Three regimes: on the dashed line doubling the batch halves "
                   "the steps (perfect scaling); then diminishing returns; then a plateau where more data per step "
                   "no longer saves steps (maximal data parallelism). The dotted curve is McCandlish et al.'s "
@@ -215,39 +280,53 @@ def pareto(d: FigureData) -> Figure | None:
     data = d.table.dropna(subset=["time_to_target_s"])[["variant", "batch_size", "time_to_target_s", ACCURACY]]
     if data.empty:
         return None
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(WIDE, 4.4))
     sns.scatterplot(data=data, x="time_to_target_s", y=ACCURACY, hue="batch_size", style=split(data),
-                    palette=_palette(data), s=70, ax=ax)
+                    palette=_palette(data), s=80, ax=ax)
     for variant, rows in data.sort_values("time_to_target_s").groupby("variant", sort=True):
         front = rows[rows[ACCURACY] >= rows[ACCURACY].cummax()]
         ax.step(front["time_to_target_s"], front[ACCURACY], where="post", linewidth=1,
                 label=f"Pareto front {variant}".strip())
+    spots = data[[d.sweet_spots.get(v) == b for v, b in zip(data["variant"], data["batch_size"])]]
+    ax.scatter(spots["time_to_target_s"], spots[ACCURACY], s=220, facecolors="none", edgecolors="red",
+               linewidths=2.5, zorder=6, label="sweet spot")
     ax.set(xscale="log", xlabel="seconds to the target (steps x time per step)", ylabel="test accuracy (mean)",
            title="Accuracy vs time to target")
-    ax.legend(fontsize="x-small")
+    _plain_log(ax.xaxis)
+    _accuracy_limits(ax, data[ACCURACY])
+    ax.legend(fontsize="small")
+    fig.tight_layout()
     return Figure("Accuracy vs time to target", "Points on a front are not beaten on both speed and accuracy by any "
-                  "other batch size of their variant; choose among them.", _encode(fig), data)
+                  f"other batch size of their variant; choose among them. The accuracy axis spans at least "
+                  f"{ACCURACY_SPAN * 100:.0f} points, so a difference of a tenth of a point stays small.",
+                  _encode(fig), data)
 
 
 def peak_memory(d: FigureData) -> Figure | None:
+    """Peak memory from zero; on a CPU (RSS only) drawn only where it varies by more than 5%."""
     table = d.table
     column = "peak_allocated_bytes" if table["peak_allocated_bytes"].notna().any() else "peak_rss_bytes"
     data = table.dropna(subset=[column])[["variant", "batch_size", column]]
-    if data.empty:
+    if data.empty or (column == "peak_rss_bytes" and data[column].max() < 1.05 * data[column].min()):
         return None
     label = "torch.cuda peak allocated" if column == "peak_allocated_bytes" else "process peak RSS"
-    fig, ax = plt.subplots(figsize=(7, 4))
-    sns.lineplot(data=data.assign(mib=data[column] / 2**20), x="batch_size", y="mib", hue=split(data), marker="o", ax=ax)
-    ax.set(xscale="log", xlabel="global batch size", ylabel=f"{label} (MiB)", title="Peak memory vs batch size")
-    return Figure("Peak memory vs batch size", f"Measured as {label}, reset at the start of each cell. "
-                  "On CPU the RSS includes the dataset and the Python process, so it grows slowly.", _encode(fig), data)
+    fig, ax = plt.subplots(figsize=(WIDE, 4.2))
+    shown = data.assign(mib=data[column] / 2**20)
+    sns.lineplot(data=shown, x="batch_size", y="mib", hue=split(data), marker="o", ax=ax)
+    ax.set(ylabel=f"{label} (MiB)", title="Peak memory vs batch size", ylim=(0, shown["mib"].max() * 1.1))
+    _batch_axis(ax, data["batch_size"])
+    _mark(ax, d, shown, "mib")
+    fig.tight_layout()
+    return Figure("Peak memory vs batch size", f"Measured as {label}, reset at the start of each cell; the axis "
+                  "starts at zero. On CPU the RSS includes the dataset and the Python process, so it grows slowly.",
+                  _encode(fig), data)
 
 
 def scaling_figure(scaling: pd.DataFrame) -> Figure | None:
     """Across results folders: speed-up and efficiency vs processes, per batch size."""
     if scaling.empty:
         return None
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(WIDE, 4.2))
     sns.lineplot(data=scaling, x="num_processes", y="speedup", hue="batch_size", style=split(scaling), marker="o",
                  ax=left)
     top = scaling["num_processes"].max()
@@ -256,6 +335,9 @@ def scaling_figure(scaling: pd.DataFrame) -> Figure | None:
     sns.lineplot(data=scaling, x="num_processes", y="efficiency", hue="batch_size", style=split(scaling), marker="o",
                  ax=right)
     right.set(xlabel="processes", ylabel="speed-up / processes", title="Scaling efficiency", ylim=(0, 1.2))
+    for ax in (left, right):
+        ax.set_xticks(sorted(scaling["num_processes"].unique()))
+    fig.tight_layout()
     return Figure("Scaling with processes", "Per batch size, relative to the fewest processes measured. Small "
                   "batches split across processes rarely scale: each rank's share is too small.", _encode(fig), scaling)
 
@@ -289,6 +371,7 @@ def collapse_curves(cell: pd.DataFrame, title: str, peak_epoch: int) -> Figure:
                 ax.plot(cell["epoch"], cell[column.replace(prefix, PARTNER[prefix])], "--", color=line.get_color())
         ax.axvline(peak_epoch, color="red", linewidth=1, alpha=0.6)
         ax.set(title=name, xlabel="epoch", yscale=yscale)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend(fontsize="x-small")
     fig.suptitle(title)
     fig.tight_layout()
@@ -298,8 +381,9 @@ def collapse_curves(cell: pd.DataFrame, title: str, peak_epoch: int) -> Figure:
 
 
 # add a figure: write a function FigureData -> Figure | None and list it here
+# (time_to_target is drawn on the first screen, above these)
 FIGURES: list[Callable[[FigureData], Figure | None]] = [
-    accuracy_vs_epoch, validation_vs_steps, time_per_image, time_to_target, steps_to_target, pareto, peak_memory]
+    accuracy_vs_epoch, validation_vs_steps, time_per_image, steps_to_target, pareto, peak_memory]
 
 
 def render_all(d: FigureData) -> list[Figure]:

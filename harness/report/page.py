@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
@@ -13,7 +14,7 @@ import yaml
 
 from harness import checks
 from harness.analysis import collapse, per_batch, recommend, stats
-from harness.analysis.answer import answer
+from harness.analysis.answer import answer, headlines, next_step
 from harness.analysis.collect import Collected, collect
 from harness.config import CheckSettings
 from harness.errors import ConfigError, ResultsError
@@ -65,8 +66,15 @@ def rendered_table(frame: pd.DataFrame, spec: list[Column]) -> dict:
     }
 
 
-def build_report(folders: list[Path], out: Path, target: float | None = None, tolerance: float | None = None) -> list[str]:
-    """Writes the HTML and, next to it, the tidy CSV of all cells; returns the warnings."""
+@dataclass(frozen=True)
+class Built:
+    warnings: list[str]
+    answers: dict[tuple[str, str], list[dict]]  # (folder label, sweep) -> one headline per variant
+
+
+def build_report(folders: list[Path], out: Path, target: float | None = None, tolerance: float | None = None) -> Built:
+    """Writes the HTML and, next to it, the tidy CSV of all cells; returns each sweep's answer (the
+    headlines of analysis/answer.py, by folder and sweep) and the warnings."""
     for folder in folders:
         if not folder.is_dir():
             raise ResultsError(f"{folder} is not a folder; pass a results folder such as results/default")
@@ -99,7 +107,7 @@ def build_report(folders: list[Path], out: Path, target: float | None = None, to
                  option="-o")
     for warning in found.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    return found.warnings
+    return Built(found.warnings, {key: section["headlines"] for key, section in zip(keys, sections)})
 
 
 def _check_reachable(found: Collected, target: float) -> None:
@@ -140,6 +148,8 @@ def _section(found: Collected, key: tuple[str, str], overrides: dict[str, float]
     commands = sorted({r.get("environment", {}).get("command") for r in records} - {None})
     spots = {r.variant: r.batch_size for r in verdicts}
     prediction = found.predictions.get(key)
+    drawn = figures.FigureData(_only(epochs, tuned), _only(checks, tuned), by_batch, spots, rules.target_accuracy,
+                               prediction, {r.variant: r.ties for r in verdicts})
     return {
         "title": f"{source} / {sweep}" if source != sweep else sweep,
         "device": records[0].get("environment", {}).get("device_name"),
@@ -159,13 +169,14 @@ def _section(found: Collected, key: tuple[str, str], overrides: dict[str, float]
         "unfinished": cells[cells["status"] != "done"][["cell_id", "status", "error"]].to_dict("records"),
         "missing": missing,
         "prediction": _prediction(prediction, by_batch, cells, verdicts) if prediction else None,
-        "figures": figures.render_all(figures.FigureData(_only(epochs, tuned), _only(checks, tuned), by_batch, spots,
-                                                         rules.target_accuracy, prediction)),
+        "first_figure": figures.time_to_target(drawn),
+        "figures": figures.render_all(drawn),
         "environment": sorted((k, v) for k, v in records[0].get("environment", {}).items() if k != "command"),
         "config": yaml.safe_dump(plan.get("config") or records[0].get("settings", {}), sort_keys=False),
         "commands": commands,
         "swept": sorted({k for r in records for k in r.get("swept", {})}),
-        "frame": cells, "per_batch_frame": by_batch,
+        "frame": cells, "per_batch_frame": by_batch, "headlines": headlines(got),
+        "next_steps": [next_step(v, plan) for v in verdicts],
     }
 
 

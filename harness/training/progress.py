@@ -15,18 +15,22 @@ class Progress:
     def __init__(self, main_process: bool, quiet: bool):
         self.main = main_process
         self.bars = main_process and not quiet and sys.stderr.isatty()
-        self.cells: tqdm | None = None
+        self.sweep: tqdm | None = None  # every cell's steps: its ETA weighs batch 8 and 2048 by their work
         self.steps: tqdm | None = None
         self._pending = 0
         self._stride = 1
+        self._cell_left = 0  # this cell's steps not yet counted in the sweep bar
 
-    def start_sweep(self, total_cells: int) -> None:
+    def start_sweep(self, steps_per_cell: list[int]) -> None:
         if self.bars:
-            self.cells = tqdm(total=total_cells, desc="cells", unit="cell", position=0, dynamic_ncols=True)
+            count = len(steps_per_cell)
+            self.sweep = tqdm(total=sum(steps_per_cell), desc=f"{count} cell{'s' * (count != 1)}", unit="step", position=0,
+                              dynamic_ncols=True)
 
     def start_cell(self, cell_id: str, total_steps: int) -> None:
         if self.steps is not None:
             self.steps.close()
+        self._cell_left = total_steps
         if self.bars:
             self.steps = tqdm(total=total_steps, desc=cell_id, unit="step", position=1, leave=False, dynamic_ncols=True)
             # at most ~200 bar updates per cell keep the step loop free of printing work
@@ -36,16 +40,21 @@ class Progress:
         if self.steps is not None:
             self._pending += 1
             if self._pending >= self._stride:
-                self.steps.update(self._pending)
+                self.advance(self._pending)
                 self._pending = 0
 
     def advance(self, steps: int) -> None:
         if self.steps is not None and steps:
             self.steps.update(steps)
+            self._cell_left -= steps
+            if self.sweep is not None:
+                self.sweep.update(steps)
 
     def cell_finished(self) -> None:
-        if self.cells is not None:
-            self.cells.update(1)
+        """A cell that stopped early (diverged, failed) still counts as all its steps."""
+        if self.sweep is not None and self._cell_left > 0:
+            self.sweep.update(self._cell_left)
+        self._cell_left = 0
 
     def message(self, text: str) -> None:
         if self.main:
@@ -66,6 +75,6 @@ class Progress:
         )
 
     def close(self) -> None:
-        for bar in (self.steps, self.cells):
+        for bar in (self.steps, self.sweep):
             if bar is not None:
                 bar.close()

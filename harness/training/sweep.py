@@ -51,7 +51,7 @@ def run_sweep(config: SweepConfig, cells: list[plan.Cell], sweep_dir: Path, fold
     if config.log_with:
         accelerator.init_trackers(config.name, config=_flat(config.model_dump(mode="json")))
     stop = StopRequest().install()
-    progress.start_sweep(len(todo))
+    progress.start_sweep([c.settings.sized(len(device_data.for_cell(c).train_y)).total_steps for c in todo])
     statuses, held = {}, []
     for cell in todo:
         ctx = RunContext(accelerator, device_data.for_cell(cell), config.name, sweep_dir, environment,
