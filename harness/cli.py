@@ -7,6 +7,9 @@
     harness status   the state of every cell under a results folder
     harness bench    the training step against the loop users write, side by side
     harness slurm submit   the cells not done yet, as one Slurm array job
+
+run, predict, report and status (once every cell is done) end with the answer in one line, or with
+--json as one JSON object on stdout. The options are defined in harness/parser.py.
 """
 
 from __future__ import annotations

@@ -6,9 +6,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from harness.paths import DEFAULT_CONFIG
 from harness.training import images
 
-DEFAULT_CONFIG = "configs/default.yaml"
 DATA_DIR_HELP = (f"folder with the four .gz files of the sweep's images (or MNIST/raw, FashionMNIST/raw, or mnist/ "
                  f"and fashion-mnist/ inside it or beside it); default: ${images.DATA_DIR_ENV}, else download into "
                  f"{images.CACHE_DIR}")

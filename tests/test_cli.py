@@ -77,3 +77,12 @@ def test_a_typo_in_set_is_blamed_on_the_set(tmp_path):
     config = write_config(tmp_path, {"name": "t"})
     proc = harness("plan", "--config", str(config), "--set", "train.batchsize=3")
     assert proc.returncode == 2 and proc.stderr.startswith("harness: error: --set train.batchsize: unknown key")
+
+
+def test_slurm_tasks_get_the_data_folder_named_at_submit(tmp_path):
+    """Compute nodes are often offline: --data-dir reaches every task's command line."""
+    config = write_config(tmp_path, {"name": "d", "sweep": {"train.batch_size": [64, 128]}})
+    proc = harness("slurm", "submit", "--config", str(config), "--results-dir", str(tmp_path / "r"),
+                   "--data-dir", str(tmp_path / "images"), "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    assert f"--data-dir {tmp_path / 'images'}" in proc.stdout

@@ -12,6 +12,7 @@ import pandas as pd
 from harness.analysis import per_batch, recommend
 from harness.analysis.collect import Collected
 from harness.config import ReportSettings
+from harness.paths import DEFAULT_CONFIG
 
 
 @dataclass(frozen=True)
@@ -154,4 +155,4 @@ def _base_command(plan: dict) -> str:
         words = []
     config = next((words[i + 1] for i, w in enumerate(words[:-1]) if w == "--config"), None)
     sets = [f"--set {shlex.quote(words[i + 1])}" for i, w in enumerate(words[:-1]) if w == "--set"]
-    return " ".join(["harness run", f"--config {shlex.quote(config) if config else 'CONFIG'}", *sets])
+    return " ".join(["harness run", f"--config {shlex.quote(config or DEFAULT_CONFIG)}", *sets])
