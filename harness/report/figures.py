@@ -167,7 +167,8 @@ def _mark(ax, d: FigureData, rows: pd.DataFrame, column: str) -> None:
     if not spots.empty:
         ax.scatter(spots["batch_size"], spots[column], s=220, facecolors="none", edgecolors="red", linewidths=2.5,
                    zorder=6, label="sweet spot")
-    ax.legend(fontsize="small")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize="small")
 
 
 def time_per_image(d: FigureData) -> Figure | None:

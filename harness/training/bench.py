@@ -171,8 +171,9 @@ def summarize_runs(runs: list[Run], batch: int, device_name: str, peak: float | 
     return rows
 
 
-def run_bench(mnist_folder: Path, batches: list[int], images: int, modes: list[str] | None, repeats: int,
+def run_bench(mnist_folder: Path, batches: list[int], count: int, modes: list[str] | None, repeats: int,
               out_dir: Path) -> list[dict]:
+    """`count`: images per timed run at small batch sizes (bench_batch: at least CHECK_STEPS steps)."""
     from torchvision.datasets import MNIST
     from torchvision.transforms import ToTensor
 
@@ -190,7 +191,7 @@ def run_bench(mnist_folder: Path, batches: list[int], images: int, modes: list[s
     flops = count_flops(model, splits.train_x[:64], splits.train_y[:64], F.cross_entropy)
     rows = []
     for batch in batches:
-        runs = bench_batch(accelerator, dataset, splits, batch, images, modes, repeats)
+        runs = bench_batch(accelerator, dataset, splits, batch, count, modes, repeats)
         rows += summarize_runs(runs, batch, env["device_name"], peak, flops)
         print(format_rows([r for r in rows if r["batch_size"] == batch], header=batch == batches[0]), flush=True)
     out_dir.mkdir(parents=True, exist_ok=True)
