@@ -91,18 +91,23 @@ def test_noise_scale_recovers_a_known_gradient_noise():
     assert model[0].weight.grad is None  # training state untouched
 
 
-def test_noise_scale_equals_brute_force_per_sample_gradients():
+def brute_force_b_simple(model, x, y) -> dict:
+    """B_simple from every example's own gradient, built with torch.func: the slow, obvious way."""
     from torch.func import functional_call, grad, vmap
 
-    torch.manual_seed(1)
-    model = build_mlp(ModelSettings())
-    x, y = torch.rand(64, 784), torch.randint(10, (64,))
     params = {k: v.detach() for k, v in model.named_parameters()}
     one = lambda p, xi, yi: F.cross_entropy(functional_call(model, p, (xi[None],)), yi[None])  # noqa: E731
     per_sample = vmap(grad(one), in_dims=(None, 0, 0))(params, x, y)
-    small = sum(g.flatten(1).double().square().sum() for g in per_sample.values()).item() / 64
+    small = sum(g.flatten(1).double().square().sum() for g in per_sample.values()).item() / len(x)
     big = sum(g.double().mean(0).square().sum() for g in per_sample.values()).item()
-    expected = diagnostics.b_simple(small, big, 1, 64)
+    return diagnostics.b_simple(small, big, 1, len(x))
+
+
+def test_noise_scale_equals_brute_force_per_sample_gradients():
+    torch.manual_seed(1)
+    model = build_mlp(ModelSettings())
+    x, y = torch.rand(64, 784), torch.randint(10, (64,))
+    expected = brute_force_b_simple(model, x, y)
     found = diagnostics.noise_scale(model, x, y)
     assert found["noise_trace"] == pytest.approx(expected["noise_trace"], rel=1e-6)
     assert found["true_grad_sq"] == pytest.approx(expected["true_grad_sq"], rel=1e-4, abs=1e-9)

@@ -12,7 +12,6 @@ import sys
 
 import pytest
 import torch
-import torch.nn.functional as F
 from conftest import REPO, harness, read_json, snapshot, write_config
 
 from harness import workload
@@ -139,19 +138,14 @@ def test_the_cell_id_covers_the_workload_code_and_options(tmp_path):
 
 
 def test_b_simple_through_torch_func_matches_brute_force_on_a_conv_net():
-    from torch.func import functional_call, grad, vmap
+    from test_diagnostics import brute_force_b_simple
 
     from harness.training.model import build_conv
 
     torch.manual_seed(3)
     model = build_conv({"channels": 4, "hidden": 16})
     x, y = torch.rand(48, 784), torch.randint(10, (48,))
-    params = {k: v.detach() for k, v in model.named_parameters()}
-    one = lambda p, xi, yi: F.cross_entropy(functional_call(model, p, (xi[None],)), yi[None])  # noqa: E731
-    per_sample = vmap(grad(one), in_dims=(None, 0, 0))(params, x, y)
-    small = sum(g.flatten(1).double().square().sum() for g in per_sample.values()).item() / 48
-    big = sum(g.double().mean(0).square().sum() for g in per_sample.values()).item()
-    expected = diagnostics.b_simple(small, big, 1, 48)
+    expected = brute_force_b_simple(model, x, y)
     found = diagnostics.noise_scale(model, x, y)
     assert found["noise_trace"] == pytest.approx(expected["noise_trace"], rel=1e-5)
     assert found["true_grad_sq"] == pytest.approx(expected["true_grad_sq"], rel=1e-4, abs=1e-9)
