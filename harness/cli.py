@@ -115,19 +115,18 @@ def _cell_order(cell_dir: Path, record: dict | None, problem: str | None) -> tup
 
 
 def bench_command(args) -> int:
-    from harness.training.bench import DEFAULT_BATCHES, QUICK_BATCHES, run_bench
+    from harness.training.bench import DEFAULT_BATCHES, LOOPS, QUICK_BATCHES, run_bench
 
     batches = _int_list(args.batch_sizes, "--batch-sizes") or list(QUICK_BATCHES if args.quick else DEFAULT_BATCHES)
-    count = args.images or (256 if args.quick else 4096)
     repeats = 2 if args.quick and args.repeats == 3 else args.repeats
-    modes = [m.strip() for m in args.modes.split(",")] if args.modes else None
-    if any(b < 1 or b > 55_000 for b in batches) or count < 1 or repeats < 1:
-        raise ConfigError("--batch-sizes must lie in 1..55000, --images and --repeats must be >= 1")
-    if modes and set(modes) - {"eager", "compile", "cuda_graphs"}:
-        raise ConfigError(f"--modes: unknown mode in {args.modes!r}; choose from eager, compile, cuda_graphs")
+    loops = [m.strip() for m in args.modes.split(",")] if args.modes else None
+    if any(b < 1 or b > 55_000 for b in batches) or repeats < 1:
+        raise ConfigError("--batch-sizes must lie in 1..55000 and --repeats must be >= 1")
+    if loops and set(loops) - set(LOOPS):
+        raise ConfigError(f"--modes: unknown loop in {args.modes!r}; choose from {', '.join(LOOPS)}")
     data_dir = images.resolve_data_dir(args.data_dir)
     folder = images.find_mnist(data_dir) if data_dir else images.download(images.CACHE_DIR)
-    run_bench(folder, batches, count, modes, repeats, args.out)
+    run_bench(folder, batches, loops, repeats, args.out, args.skip_reference_above, args.threads, args.quick)
     print(f"bench: {args.out / 'bench.json'}, {args.out / 'bench.csv'}")
     return 0
 
@@ -261,6 +260,8 @@ COMMANDS = {"run": run_command, "predict": predict_command, "plan": plan_command
 
 def main(argv: list[str] | None = None, prog: str = "harness") -> int:
     args = build_parser(prog).parse_args(argv)
+    if getattr(args, "threads", None) and isinstance(getattr(args, "set", None), list):
+        args.set.append(f"train.threads={args.threads}")  # a setting like any other: Slurm tasks get it too
     answers_only = getattr(args, "json", False)
     try:
         # with --json, stdout carries the answer alone: everything else the command prints goes to stderr

@@ -108,8 +108,13 @@ class TrainSettings(_Frozen):
     seed: Count = Field(0, ge=0, le=MAX_SEED)
     warmup_steps: Count = Field(WARMUP_STEPS, ge=0, description="first steps of the cell, excluded from timing")
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
-    # eager | compile (torch.compile) | cuda_graphs (whole step captured once, replayed; CUDA only)
-    mode: Literal["eager", "compile", "cuda_graphs"] = "eager"
+    # eager | compile (torch.compile) | cuda_graphs (whole step captured once, replayed; CUDA only) |
+    # auto: cuda_graphs on a CUDA device where the step can be captured, else eager; the cell records
+    # which ran and why (training/engine.resolve_mode). A cell id counts auto as eager.
+    mode: Literal["auto", "eager", "compile", "cuda_graphs"] = "auto"
+    # intra-op CPU threads per process; default: the cores the process owns / processes per node
+    # (training/threads.py), whichever way it was launched
+    threads: Count | None = Field(None, ge=1, le=4096)
     # gradient and update norms at every step (harness/training/diagnostics.py); off by default because
     # it costs time per image at small batches (results/diagnostics-overhead-cpu/)
     step_diagnostics: bool = False
@@ -165,20 +170,22 @@ class CellSettings(_Frozen):
         """The cell's step budget: epochs x steps per epoch."""
         return self.train.epochs * self.steps_per_epoch
 
-    def _cuda_graphs_can_capture(self) -> None:
-        """What a captured step needs, known from the settings alone (the device and the process
-        count are checked at launch, training/engine.check_launch)."""
+    def cuda_graphs_obstacle(self) -> str | None:
+        """Why these settings cannot run as a captured step, known from the settings alone (the
+        device and the process count are checked at launch, training/engine.resolve_mode); None when
+        nothing here stands in the way."""
         if self.train.mixed_precision == "fp16":
-            raise ValueError("train.mode=cuda_graphs cannot use fp16: its loss scaler reads the GPU every step; "
-                             "use bf16 or no mixed precision")
+            return ("train.mode=cuda_graphs cannot use fp16: its loss scaler reads the GPU every step; "
+                    "use bf16 or no mixed precision")
         if self.train.step_diagnostics:
-            raise ValueError("train.step_diagnostics needs train.mode=eager or compile (it is not captured in "
-                             "the CUDA graph); set one of them to false/eager")
+            return ("train.step_diagnostics needs train.mode=eager or compile (it is not captured in "
+                    "the CUDA graph); set one of them to false/eager")
         if self.optim.name != "adam":
-            raise ValueError("train.mode=cuda_graphs needs optim.name=adam (capturable fused Adam)")
+            return "train.mode=cuda_graphs needs optim.name=adam (capturable fused Adam)"
         if self.train.warmup_steps <= CUDA_GRAPH_EAGER_STEPS:
-            raise ValueError(f"train.mode=cuda_graphs needs train.warmup_steps >= {CUDA_GRAPH_EAGER_STEPS + 1}, "
-                             f"so that the graph capture happens outside the timed window")
+            return (f"train.mode=cuda_graphs needs train.warmup_steps >= {CUDA_GRAPH_EAGER_STEPS + 1}, "
+                    f"so that the graph capture happens outside the timed window")
+        return None
 
     def check_fits(self) -> None:
         """What the training split's size allows (ValueError); checked when the size is known: from
@@ -201,8 +208,8 @@ class CellSettings(_Frozen):
     def _fits_training_split(self) -> CellSettings:
         if self.size_known:
             self.check_fits()
-        if self.train.mode == "cuda_graphs":
-            self._cuda_graphs_can_capture()
+        if self.train.mode == "cuda_graphs" and self.cuda_graphs_obstacle():
+            raise ValueError(self.cuda_graphs_obstacle())
         if self.train.step_diagnostics and self.train.mixed_precision == "fp16":
             raise ValueError("train.step_diagnostics cannot use fp16 (its gradients carry the loss scale); "
                              "use bf16 or no mixed precision")

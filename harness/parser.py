@@ -15,6 +15,13 @@ DATA_DIR_HELP = (f"folder with the four .gz files of the sweep's images (or MNIS
 JSON_HELP = "end with the answer as one JSON object on stdout (everything else goes to stderr)"
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a whole number >= 1")
+    return value
+
+
 def add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=DEFAULT_CONFIG, help=f"sweep config YAML (default: {DEFAULT_CONFIG})")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -23,6 +30,8 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--results-dir", default="results", help="results root; cells go to RESULTS_DIR/<sweep>/<cell-id>/ "
                                                             "(default: results)")
     p.add_argument("--debug", action="store_true", help="where the workload's own code fails, print its whole traceback")
+    p.add_argument("--threads", type=_positive, help="CPU threads per process (train.threads; default: the cores the "
+                                                     "process owns / processes per node, however it is launched)")
 
 
 def build_parser(prog: str = "harness") -> argparse.ArgumentParser:
@@ -104,11 +113,16 @@ def _bench(sub) -> None:
                                        "check both did the same work (images, steps, loss at step 20). Writes "
                                        "OUT/bench.json and OUT/bench.csv.")
     bench.add_argument("--batch-sizes", help="comma-separated (default: 1,4,16,64,256,1024,4096,16384)")
-    bench.add_argument("--images", type=int, help="images per timed run at small batches (default 4096; at least "
-                                                  "20 steps are always run)")
     bench.add_argument("--repeats", type=int, default=3, help="alternating repeats per loop (default 3)")
-    bench.add_argument("--modes", help="engine modes to time (default: eager,compile, plus cuda_graphs on CUDA)")
-    bench.add_argument("--quick", action="store_true", help="batch sizes 1,16,256, 256 images, 2 repeats: a smoke run")
+    bench.add_argument("--modes", help="engine loops to time: eager (the lean step), eager_accelerate (the same step "
+                                       "through Accelerate's wrappers), compile, cuda_graphs (default: all that apply "
+                                       "here)")
+    bench.add_argument("--skip-reference-above", type=_positive, metavar="B",
+                       help="no reference loop above batch B (its DataLoader takes ~20 s a repeat at 16384); the "
+                            "first engine loop is then the same-work baseline")
+    bench.add_argument("--threads", type=_positive, help="CPU threads (default: the cores this process owns)")
+    bench.add_argument("--quick", action="store_true", help="batch sizes 1,16,256, 2 repeats, no compile on a CPU "
+                                                            "(it takes minutes to build there): a smoke run")
     bench.add_argument("--out", type=Path, default=Path("results/bench"),
                        help="folder for bench.json and bench.csv (default: results/bench)")
     bench.add_argument("--data-dir", help=f"MNIST folder (default: ${images.DATA_DIR_ENV}, else download)")

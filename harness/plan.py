@@ -39,7 +39,10 @@ class Cell:
 
 # Settings a cell id's hash leaves out while they hold this value: MNIST cells keep the ids they
 # had before a dataset could be chosen, so their finished results stay valid.
-ADDED_LATER = {("data", "dataset"): "mnist"}
+ADDED_LATER = {("data", "dataset"): "mnist", ("train", "threads"): None}
+# Values a cell id's hash reads as another: `auto` runs eager wherever cells ran before it existed
+# (and on every CPU); on a GPU the record says it ran cuda_graphs, and the report says when modes differ.
+HASHED_AS = {("train", "mode"): {"auto": "eager"}}
 
 
 def cell_id(settings: CellSettings, swept_keys: list[str], variant: str | None = None,
@@ -52,6 +55,8 @@ def cell_id(settings: CellSettings, swept_keys: list[str], variant: str | None =
     for (group, field), value in ADDED_LATER.items():
         if dumped[group].get(field) == value:
             del dumped[group][field]
+    for (group, field), same in HASHED_AS.items():
+        dumped[group][field] = same.get(dumped[group][field], dumped[group][field])
     del dumped["workload"]
     if workload_identity is not None:
         dumped["workload"] = workload.hashed(workload_identity)

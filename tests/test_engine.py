@@ -10,9 +10,10 @@ import torch
 from accelerate import Accelerator
 from conftest import harness, read_json, write_config
 
-from harness.training import data, images
+from harness.training import data, images, workloads
 from harness.training.bench import COLUMNS, WARMUP_STEPS, engine_loop, reference_loop, settings_for, torchvision_root
 from harness.training.data import IndexStream
+from harness.training.engine import build_engine
 from harness.training.measure import SyncedTimer
 from harness.training.telemetry import NvmlMonitor, count_flops, mfu, peak_flops
 
@@ -190,14 +191,15 @@ def test_energy_is_only_reported_when_the_counter_can_resolve_it():
     from harness.record.metrics import ENERGY_MIN_TIMED_S
     from harness.training.summary import _energy
 
-    rows = [{"timed_steps": 10, "energy_j": 150.0}, {"timed_steps": 10, "energy_j": 150.0}]
-    long_enough = {"train_seconds": ENERGY_MIN_TIMED_S, "timed_images": 600}
-    assert _energy(rows, long_enough) == {"energy_j": 300.0, "joules_per_image": 0.5}
-    assert _energy(rows, {**long_enough, "train_seconds": ENERGY_MIN_TIMED_S / 2}) == {"energy_j": None, "joules_per_image": None}
-    zero = [{"timed_steps": 10, "energy_j": 0.0}]
-    assert _energy(zero, long_enough)["joules_per_image"] is None  # the counter never ticked
-    unknown = [*rows, {"timed_steps": 10, "energy_j": None}]
-    assert _energy(unknown, long_enough)["energy_j"] is None
+    timing = {"timed_images": 6000}
+    # one contiguous window of 2 s, 300 J over 600 images: 0.5 J/image, over the cell's 6,000 timed images 3,000 J
+    window = [ENERGY_MIN_TIMED_S, 300.0, 600]
+    assert _energy(window, timing) == {"energy_j": 3000.0, "joules_per_image": 0.5, "energy_window_s": 2.0}
+    # the same joules over a shorter window: NVML's ticks are not resolved, unknown (never summed from short ones)
+    short = [ENERGY_MIN_TIMED_S / 2, 300.0, 600]
+    assert _energy(short, timing) == {"energy_j": None, "joules_per_image": None, "energy_window_s": 1.0}
+    assert _energy([2.5, 0.0, 600], timing)["joules_per_image"] is None  # the counter never ticked
+    assert _energy(None, timing) == {"energy_j": None, "joules_per_image": None, "energy_window_s": None}
     # a record written before the rule (the H200's batch 2048 cell) reads as unknown in every report
     older = {"source": "h200", "cell_id": "bs2048", "summary": {"energy_j": 64.4, "joules_per_image": 3.2e-4,
                                                                "train_seconds": 0.17}}
@@ -219,19 +221,46 @@ def test_monitor_without_nvml_is_all_null():
 @pytest.mark.slow
 @cpu_only
 def test_bench_quick_writes_every_column(tmp_path):
-    proc = harness("bench", "--quick", "--batch-sizes", "4,64", "--out", str(tmp_path), timeout=900)
+    proc = harness("bench", "--quick", "--batch-sizes", "4,64", "--skip-reference-above", "32", "--out", str(tmp_path),
+                   timeout=900)
     assert proc.returncode == 0, proc.stderr
     document = json.loads((tmp_path / "bench.json").read_text())
     rows = document["rows"]
-    assert {(r["batch_size"], r["loop"]) for r in rows} == {(b, loop) for b in (4, 64) for loop in ("reference", "eager", "compile")}
+    # quick on a CPU leaves compile out; above --skip-reference-above no reference loop runs
+    assert {(r["batch_size"], r["loop"]) for r in rows} == {
+        (4, "reference"), (4, "eager"), (4, "eager_accelerate"), (64, "eager"), (64, "eager_accelerate")}
+    assert document["environment"]["cpu_threads"] >= 1 and document["environment"]["threads_source"].startswith("auto")
     for row in rows:
         assert set(row) == set(COLUMNS)
         assert row["same_work"] is True and row["repeats"] == 2
         assert row["images"] == row["steps"] * row["batch_size"]
+        assert row["timed_steps"] >= 20 and (row["timed_steps"] >= 200 or row["timed_steps"] * row["batch_size"]
+                                              * row["time_per_image_median_s"] >= 0.3)
         assert row["time_per_image_min_s"] <= row["time_per_image_median_s"] <= row["time_per_image_max_s"]
         assert row["mfu"] is None and row["device"] == document["environment"]["device_name"]
+        assert (row["reference_over_this"] is None) == (row["batch_size"] == 64)
+        assert row["accelerate_step_over_this"] > 0
     assert (tmp_path / "bench.csv").read_text().splitlines()[0].split(",") == list(COLUMNS)
     assert "device: " in proc.stdout and "same work" in proc.stdout
+
+
+@pytest.mark.parametrize("batch", [1, 16])
+def test_lean_step_computes_what_the_accelerate_step_does(both_loops, batch):
+    """The lean step (torch's backward, fused Adam's kernel on the optimizer's own state) against
+    the same step through Accelerate's wrappers: the same losses at every step, and the same state."""
+    accelerator, splits, _ = both_loops
+    order = IndexStream(len(splits.train_y), "shuffle", seed=0).next(STEPS * batch)
+    settings = settings_for(batch, "eager")
+    lean = build_engine(settings, accelerator, splits, workloads.builtin(settings))
+    wrapped = build_engine(settings, accelerator, splits, workloads.builtin(settings), lean=False)
+    assert (lean.path, wrapped.path) == ("lean", "accelerate")
+    run_lean, _ = engine_loop(accelerator, splits, order, settings, record=True, engine=lean)
+    run_wrapped, _ = engine_loop(accelerator, splits, order, settings, record=True, engine=wrapped)
+    assert run_lean.losses == pytest.approx(run_wrapped.losses, abs=1e-7) and len(run_lean.losses) == STEPS
+    for a, b in zip(lean.eval_model.parameters(), wrapped.eval_model.parameters()):
+        assert torch.allclose(a, b, atol=1e-7)
+    (state,) = {int(s["step"]) for s in lean.optimizer.state_dict()["state"].values()}
+    assert state == STEPS  # Adam's step count advanced once per step on the lean path too
 
 
 def test_cuda_graphs_needs_the_capture_outside_the_clock(tmp_path):

@@ -64,10 +64,10 @@ def test_a_summary_has_exactly_the_registered_keys(tiny):
     evals = [dict.fromkeys(CHECK_COLUMNS, 0.0)]
     state = LoopState(rows=[row], evals=evals, first_losses=[2.3, 2.2])
     env = {"device_type": "cpu", "device_name": "Test CPU"}
-    status, summary = closing_summary(state, cell, accelerator, NvmlMonitor(accelerator.device), env, 1000)
+    status, summary = closing_summary(state, cell, accelerator, NvmlMonitor(accelerator.device), env, 1000, engine)
     assert status == "done" and mismatch(summary, WRITTEN - ONLY_WHEN_DIVERGED) == NONE
     state.diverged_at_step, state.last_finite_loss = 7, 2.0
-    status, summary = closing_summary(state, cell, accelerator, NvmlMonitor(accelerator.device), env, 1000)
+    status, summary = closing_summary(state, cell, accelerator, NvmlMonitor(accelerator.device), env, 1000, engine)
     assert status == "diverged" and mismatch(summary, WRITTEN) == NONE
 
 

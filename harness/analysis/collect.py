@@ -156,12 +156,16 @@ def cell_row(record: dict) -> dict:
         # what else was swept, so batch sizes are only compared within one variant
         "variant": ", ".join(named + [f"{k}={v}" for k, v in sorted(other.items())]),
         "num_processes": env.get("num_processes"),
+        "threads": env.get("cpu_threads"),
         **{f"env.{k}": env.get(k) for k in ENV_COLUMNS},
         # every summary key of harness/record/metrics.py is a column, None where a record lacks it (a cell
         # that has not finished, an older schema, no GPU), so the analysis never meets a missing column
         **dict.fromkeys(CELL_KEYS),
         **(record.get("summary") or {}),
     }
-    if not energy_resolved(row["energy_j"], row["train_seconds"]):  # records that predate the 2 s rule
+    if row["engine_mode"] is None and record.get("status") == "done":  # records from before train.mode auto
+        row["engine_mode"] = settings.get("train", {}).get("mode", "eager")
+    if row["energy_window_s"] is None and not energy_resolved(row["energy_j"], row["train_seconds"]):
+        # records that predate the one-window rule, read with the older one (2 s of timed training in all)
         row["energy_j"] = row["joules_per_image"] = None
     return row

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from harness.analysis import stats
+from harness.analysis import conditions, stats
 from harness.analysis.per_batch import ACCURACY, KEY, flat_point
 from harness.config import ReportSettings
 
@@ -87,7 +87,8 @@ def recommend(variant: str, per_batch: pd.DataFrame, cells: pd.DataFrame, window
     boot = stats.resample(samples(cells, windows), tolerance)
     per_batch = add_intervals(per_batch, boot)
     flat = flat_point(per_batch, flat_threshold) if len(per_batch) > 1 else None
-    caveats = [*_seed_caveat(per_batch), *_epoch_caveat(cells), *_rate_caveats(per_batch, lr_rule)]
+    caveats = [*_conditions_caveat(cells), *_seed_caveat(per_batch), *_epoch_caveat(cells),
+               *_rate_caveats(per_batch, lr_rule)]
     details = _rate_details(per_batch)
     several_seeds = per_batch["n"].max() > 1
     best = per_batch[ACCURACY].max()
@@ -126,6 +127,12 @@ def _tie_sentence(winner: int, ties: list[int], boot: stats.Bootstrap) -> str:
         return f"No other batch size is statistically tied with it ({test})."
     named = ", ".join(f"{b} (wins {boot.share[b]:.0%})" for b in ties)
     return f"Statistically tied with it: batch size {named} ({test})."
+
+
+def _conditions_caveat(cells: pd.DataFrame) -> list[Caveat]:
+    """Cells timed under different threads, devices, processes, torch or engines (conditions.py)."""
+    text = conditions.caveat_text(conditions.differing(cells), "The cells compared here")
+    return [Caveat(3, text)] if text else []
 
 
 def _seed_caveat(per_batch: pd.DataFrame) -> list[Caveat]:

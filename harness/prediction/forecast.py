@@ -48,6 +48,7 @@ class ShortRun:
     check_seconds: float
     noise_scale: float | None  # B_simple on the probe, where the run stopped
     windows: list[tuple[int, float]]  # (timed steps, seconds) per stretch between checks
+    checks_skipped: int = 0  # scheduled checks skipped to keep checks within harness/checks.py's budget
 
 
 def timing_from_runs(runs: list[ShortRun]) -> dict[str, Any]:

@@ -53,8 +53,9 @@ def short_run(cell: Cell, accelerator: Accelerator, splits: Splits, target: floa
     batches = _batches(settings, accelerator, splits)
     run = ShortRun(settings.train.batch_size, settings.train.seed, settings.optim.lr_for(settings.train.batch_size),
                    False, None, 0, 0, 0.0, 0.0, None, [])
-    warm_left = settings.train.warmup_steps
-    for point in checks.for_cell(settings, cfg):
+    warm_left, last_check = settings.train.warmup_steps, None
+    schedule = checks.for_cell(settings, cfg)
+    for point in schedule:
         order = batches(point - run.steps_done)
         warm = run_steps(engine, order.__getitem__, 0, min(warm_left, len(order)))
         timed = run_steps(engine, order.__getitem__, warm.steps, len(order))
@@ -63,9 +64,13 @@ def short_run(cell: Cell, accelerator: Accelerator, splits: Splits, target: floa
             run.windows.append((timed.steps, timed.seconds))
         run.train_seconds += warm.seconds + timed.seconds
         run.steps_done = point
+        if point != schedule[-1] and not checks.within_budget(run.check_seconds, run.train_seconds, last_check):
+            run.checks_skipped += 1  # over the checks' budget: train on to the next scheduled check
+            continue
         with measure.SyncedTimer(accelerator.device) as check:
             correct, _ = validate(engine.eval_model, splits, accelerator, engine.workload)
-        run.check_seconds += check.seconds
+        last_check = measure.over_ranks(accelerator, {"check_seconds": check.seconds})["check_seconds"]
+        run.check_seconds += last_check
         if correct / len(splits.val_y) >= target:
             run.reached, run.steps_to_target = True, point
             break

@@ -85,6 +85,8 @@ METRICS: tuple[Metric, ...] = (
     Metric("seed", "label", header="seed", fmt="d", tables=("cells", "collapse"), doc="train.seed"),
     Metric("num_processes", "label", header="processes", fmt="d", seeds=("first",), tables=COMPARE, integer=True,
            doc="processes that trained the cell"),
+    Metric("threads", "label", header="threads", fmt="d", seeds=("first",), tables=("cells", "batch", "compare"),
+           integer=True, doc="CPU threads per process (environment.cpu_threads; harness/training/threads.py)"),
 
     # per epoch (epochs.csv)
     Metric("epoch", "epoch", integer=True, doc="1-based"),
@@ -100,7 +102,8 @@ METRICS: tuple[Metric, ...] = (
     Metric("train_seconds", "epoch", "s", ranks="max", doc="seconds of the epoch's timed windows, the slowest rank's"),
     Metric("time_per_image_s", "epoch", "s", doc="train_seconds / (timed_steps x batch size)"),
     Metric("eval_seconds", "epoch", "s", ranks="max", doc="the epoch-end evaluation, on its own clock"),
-    Metric("energy_j", "epoch", "J", ranks="sum", doc="NVML energy over the timed windows; unknown without NVML"),
+    Metric("energy_j", "epoch", "J", ranks="sum", doc="NVML energy summed over the epoch's timed windows (each "
+                                                       "reading is quantised: not used for joules_per_image)"),
     Metric("peak_allocated_bytes", "epoch", "bytes", ranks="max", integer=True,
            doc="torch.cuda peak allocated since the cell began"),
     Metric("peak_reserved_bytes", "epoch", "bytes", ranks="max", integer=True,
@@ -185,15 +188,20 @@ METRICS: tuple[Metric, ...] = (
     Metric("eval_seconds", "cell", "s", "eval (s)", ".2f", tables=CELLS, doc="every epoch-end evaluation"),
     Metric("checks", "cell", "checks", integer=True, doc="validation checks within training"),
     Metric("check_seconds", "cell", "s", "checks (s)", ".2f", tables=CELLS, doc="their seconds"),
+    Metric("checks_skipped", "cell", "checks", integer=True,
+           doc="scheduled checks skipped to keep checks within 25% of the training time (harness/checks.py)"),
     Metric("peak_allocated_bytes", "cell", "bytes", "peak alloc", "bytes", seeds=("max",),
            tables=("cells", "batch", "compare"), integer=True, doc="torch.cuda peak allocated"),
     Metric("peak_reserved_bytes", "cell", "bytes", "peak reserved", "bytes", seeds=("max",), tables=BATCH,
            integer=True, doc="torch.cuda peak reserved"),
     Metric("peak_rss_bytes", "cell", "bytes", "peak RSS", "bytes", seeds=("max",),
            tables=("cells", "batch", "compare"), integer=True, doc="peak resident memory of the process"),
-    Metric("energy_j", "cell", "J", doc="NVML energy over the timed windows; unknown under 2 s of timed training"),
+    Metric("energy_j", "cell", "J", doc="joules_per_image x timed_images: the energy window's rate over all the timed "
+                                         "training"),
     Metric("joules_per_image", "cell", "J", "J/image", ".3e", seeds=("mean",), tables=("cells", "batch"),
-           doc="energy_j / timed_images"),
+           doc="NVML energy over the energy window / its images; unknown when that window is under 2 s"),
+    Metric("energy_window_s", "cell", "s", doc="the longest contiguous timed window (no check inside) with an NVML "
+                                               "energy reading: where joules_per_image is read"),
     # GPU telemetry (harness/training/telemetry.py), combined over ranks by `ranks`
     Metric("nvml_peak_memory_used_bytes", "cell", "bytes", "GPU mem (NVML)", "bytes", ranks="max", seeds=("max",),
            tables=("cells", "batch"), integer=True, doc="device memory used, as NVML sees it"),
@@ -209,6 +217,11 @@ METRICS: tuple[Metric, ...] = (
     Metric("peak_flops", "cell", "FLOP/s", doc="the device's datasheet peak at that precision"),
     Metric("mfu", "cell", "1", "MFU", "pct", seeds=("mean",), tables=("cells", "batch"),
            doc="achieved FLOP/s over the peak of all devices"),
+    Metric("engine_mode", "cell", "text", "engine", "s", seeds=("first",), tables=("cells", "batch", "compare"),
+           doc="the step that ran: eager, compile or cuda_graphs (train.mode auto resolved)"),
+    Metric("engine_mode_reason", "cell", "text", doc="why train.mode auto ran eager, not cuda_graphs"),
+    Metric("step_path", "cell", "text",
+           doc="lean (torch's backward and optimizer) or accelerate (Accelerate's wrappers: DDP, fp16)"),
     Metric("final_noise_scale", "cell", "images", doc="noise_scale at the last epoch"),
     Metric("preemptions", "cell", "count", integer=True, doc="times the cell was stopped and resumed"),
     Metric("diverged_at_step", "cell", "steps", integer=True,

@@ -13,7 +13,7 @@ import pandas as pd
 import yaml
 
 from harness import checks
-from harness.analysis import collapse, per_batch, recommend, stats
+from harness.analysis import collapse, conditions, per_batch, recommend, stats
 from harness.analysis.answer import answer, headlines, next_step
 from harness.analysis.collect import Collected, collect
 from harness.config import CheckSettings
@@ -87,6 +87,9 @@ def build_report(folders: list[Path], out: Path, target: float | None = None, to
     overrides = {k: v for k, v in (("target_accuracy", target), ("tolerance", tolerance)) if v is not None}
     sections = [_section(found, key, overrides) for key in keys]
     all_cells = pd.concat([section.pop("frame") for section in sections], ignore_index=True)
+    if len(sections) > 1:  # side by side, folders must have been timed alike too
+        unlike = conditions.caveat_text(conditions.differing(all_cells), "The folders compared here")
+        found.warnings.extend([unlike] if unlike else [])
     by_batch = pd.concat([section.pop("per_batch_frame") for section in sections if not section["per_batch_frame"].empty] or
                           [pd.DataFrame(columns=[*per_batch.GROUP, "num_processes", "time_per_image_s"])],
                           ignore_index=True)
@@ -153,6 +156,8 @@ def _section(found: Collected, key: tuple[str, str], overrides: dict[str, float]
     return {
         "title": f"{source} / {sweep}" if source != sweep else sweep,
         "device": records[0].get("environment", {}).get("device_name"),
+        "conditions": conditions.summary(cells),
+        "engine_sentence": conditions.engine_sentence(spots),
         "verdicts": verdicts,
         # an ablation (every variant one batch size): its question is the collapse, not a sweet spot
         "ablation_first": len(verdicts) > 1 and by_batch.groupby("variant")["batch_size"].nunique().max() == 1,

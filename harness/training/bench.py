@@ -1,9 +1,11 @@
 """`harness bench`: the harness engine against the loop users write, side by side, one process.
 
-For each batch size both loops train the same freshly initialised model (same seed) on the same
-images in the same order for the same number of steps. Repeats alternate between the loops, and
-each reports the median time per image. A speed-up can never come from doing less: the images,
-the optimizer steps and the loss at step CHECK_STEPS of every engine run are checked against the reference.
+For each batch size every loop trains the same freshly initialised model (same seed) on the same
+images in the same order for the same number of steps (timed_steps_for: ~200 steps or ~0.5 s,
+from a calibration run). Repeats alternate between the loops, and each reports the median time
+per image. A speed-up can never come from doing less: the images, the optimizer steps and the loss
+at step CHECK_STEPS of every engine run are checked against the reference (or, where it is
+skipped, the first engine loop).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import csv
 import gzip
 import io
 import json
+import math
 import shutil
 import statistics
 import time
@@ -27,21 +30,25 @@ from harness.config import WARMUP_STEPS, CellSettings, TrainSettings
 from harness.record.results import utc_now, write_atomic
 from harness.training import data, images, measure, workloads
 from harness.training.data import IndexStream
-from harness.training.engine import CudaGraphStep, build_engine, check_launch
+from harness.training.engine import Engine, build_engine, check_launch
 from harness.training.model import build_mlp
 from harness.training.steps import run_steps
 from harness.training.telemetry import compute_precision, count_flops, mfu, peak_flops
+from harness.training.threads import apply as apply_threads
 
-BENCH_SCHEMA_VERSION = 1
+BENCH_SCHEMA_VERSION = 2
 DEFAULT_BATCHES = (1, 4, 16, 64, 256, 1024, 4096, 16384)
 QUICK_BATCHES = (1, 16, 256)
 CHECK_STEPS = 20  # every run takes at least this many steps; its loss at this step is compared
+# timed steps per run (timed_steps_for): enough steps and seconds that a median means something
+MIN_TIMED_STEPS, MIN_TIMED_SECONDS, MAX_TIMED_SECONDS = 200, 0.5, 2.0
 # |loss at step CHECK_STEPS (engine) - the reference's|, fp32. Eager differs from the reference
 # only by fused vs per-parameter Adam rounding; compile also fuses the forward. Later steps are
 # not compared: at batch size 1 rounding differences grow chaotically over thousands of steps.
 LOSS_TOLERANCE = {"eager": 1e-4, "compile": 1e-3, "cuda_graphs": 1e-4}
 COLUMNS = ("device", "batch_size", "loop", "repeats", "steps", "timed_steps", "images", "time_per_image_median_s",
-           "time_per_image_min_s", "time_per_image_max_s", "reference_over_this", "mfu", "check_loss",
+           "time_per_image_min_s", "time_per_image_max_s", "reference_over_this", "accelerate_step_over_this", "mfu",
+           "check_loss",
            "loss_diff_vs_reference", "same_work")
 
 
@@ -96,14 +103,21 @@ def reference_loop(accelerator: Accelerator, dataset, order: list[int], settings
                losses if record else [])
 
 
+# a loop name -> (train.mode, lean step): eager_accelerate is the eager step through Accelerate's
+# backward and optimizer wrappers, kept to show what the lean path saves
+LOOPS = {"eager": ("eager", True), "eager_accelerate": ("eager", False), "compile": ("compile", True),
+         "cuda_graphs": ("cuda_graphs", True)}
+
+
 def engine_loop(accelerator: Accelerator, splits: data.Splits, order: torch.Tensor, settings: CellSettings,
-                record: bool, floor: bool = False) -> tuple[Run, Run | None]:
+                record: bool, floor: bool = False, lean: bool = True, engine: Engine | None = None,
+                name: str | None = None) -> tuple[Run, Run | None]:
     """The harness's own step (training/engine.py) through the one step loop (training/steps.py),
     exactly as `harness run` drives it; with `floor` under cuda_graphs, also the same number of
-    bare replays (the replay-only floor)."""
+    bare replays (the replay-only floor). `engine`: one built before (bench_batch resets it)."""
     batch = settings.train.batch_size
     steps = len(order) // batch
-    engine = build_engine(settings, accelerator, splits, workloads.builtin(settings))
+    engine = engine or build_engine(settings, accelerator, splits, workloads.builtin(settings), lean=lean)
     batches = order.view(steps, batch).to(accelerator.device)
     losses, checked = [], []
 
@@ -115,10 +129,10 @@ def engine_loop(accelerator: Accelerator, splits: data.Splits, order: torch.Tens
 
     run_steps(engine, batches.__getitem__, 0, WARMUP_STEPS, timed=False, on_loss=keep)
     timed = run_steps(engine, batches.__getitem__, WARMUP_STEPS, steps, on_loss=keep)
-    run = Run(settings.train.mode, steps, steps * batch, timed.seconds, (steps - WARMUP_STEPS) * batch,
+    run = Run(name or settings.train.mode, steps, steps * batch, timed.seconds, (steps - WARMUP_STEPS) * batch,
               checked[0].item(), losses if record else [])
-    if floor and isinstance(engine.step, CudaGraphStep):
-        graph = engine.step
+    if floor and engine.graph is not None:
+        graph = engine.graph
         replay = run_steps(replace(engine, step=lambda idx: graph.replay_only()), batches.__getitem__, WARMUP_STEPS,
                            steps)
         return run, Run("replay_floor", steps, steps * batch, replay.seconds, run.timed_images, run.check_loss, [])
@@ -129,74 +143,130 @@ def settings_for(batch: int, mode: str) -> CellSettings:
     return CellSettings(train=TrainSettings(batch_size=batch, seed=0, mode=mode, warmup_steps=WARMUP_STEPS))
 
 
-def bench_batch(accelerator, dataset, splits, batch: int, images: int, modes: list[str], repeats: int) -> list[Run]:
-    steps = max(CHECK_STEPS, images // batch)
+def timed_steps_for(seconds_per_step: float) -> int:
+    """At least MIN_TIMED_STEPS steps and MIN_TIMED_SECONDS, unless that would run past
+    MAX_TIMED_SECONDS; never fewer than CHECK_STEPS."""
+    wanted = max(MIN_TIMED_STEPS, math.ceil(MIN_TIMED_SECONDS / seconds_per_step))
+    return max(CHECK_STEPS, min(wanted, math.ceil(MAX_TIMED_SECONDS / seconds_per_step)))
+
+
+class Engines:
+    """One engine per loop and batch size, built once (torch.compile compiles once, a CUDA graph is
+    captured once) and put back to its initial weights and optimizer state before every repeat."""
+
+    def __init__(self, accelerator: Accelerator, splits: data.Splits, batch: int):
+        self.accelerator, self.splits, self.batch = accelerator, splits, batch
+        self.built: dict[str, tuple[Engine, list[torch.Tensor]]] = {}
+
+    def fresh(self, loop: str) -> Engine:
+        if loop not in self.built:
+            mode, lean = LOOPS[loop]
+            settings = settings_for(self.batch, mode)
+            engine = build_engine(settings, self.accelerator, self.splits, workloads.builtin(settings), lean=lean)
+            self.built[loop] = engine, [p.detach().clone() for p in engine.eval_model.parameters()]
+        engine, initial = self.built[loop]
+        with torch.no_grad():  # in place: a captured graph keeps reading the same tensors
+            for param, start in zip(engine.eval_model.parameters(), initial):
+                param.copy_(start)
+            for state in engine.optimizer.state.values():  # Adam's moments and step count start at zero
+                for value in state.values():
+                    if torch.is_tensor(value):
+                        value.zero_()
+        return engine
+
+
+def calibrate(engines: Engines, loop: str) -> float:
+    """Seconds per step of one engine loop, from CHECK_STEPS steps after its warm-up."""
+    order = IndexStream(len(engines.splits.train_y), "shuffle", seed=0).next((WARMUP_STEPS + CHECK_STEPS) * engines.batch)
+    run, _ = engine_loop(engines.accelerator, engines.splits, order, settings_for(engines.batch, LOOPS[loop][0]), False,
+                         engine=engines.fresh(loop), name=loop)
+    return run.seconds / (run.steps - WARMUP_STEPS)
+
+
+def bench_batch(accelerator, dataset, splits, batch: int, loops: list[str], repeats: int,
+                with_reference: bool) -> list[Run]:
+    engines = Engines(accelerator, splits, batch)
+    steps = WARMUP_STEPS + timed_steps_for(calibrate(engines, loops[0]))
     val_size = settings_for(batch, "eager").data.val_size
     order = IndexStream(len(splits.train_y), "shuffle", seed=0).next(steps * batch)
     runs: list[Run] = []
-    loops = ["reference", *modes]
+    everyone = (["reference"] if with_reference else []) + loops
     for rep in range(repeats):
         # alternate, and rotate who goes first, so drift in the machine hits every loop alike
-        for loop in loops[rep % len(loops):] + loops[: rep % len(loops)]:
+        for loop in everyone[rep % len(everyone):] + everyone[: rep % len(everyone)]:
             if loop == "reference":
                 runs.append(reference_loop(accelerator, dataset, (order + val_size).tolist(), settings_for(batch, "eager"), False))
             else:
-                run, floor = engine_loop(accelerator, splits, order, settings_for(batch, loop), False, floor=rep == 0)
+                run, floor = engine_loop(accelerator, splits, order, settings_for(batch, LOOPS[loop][0]), False,
+                                         floor=rep == 0, engine=engines.fresh(loop), name=loop)
                 runs += [run] + ([floor] if floor else [])
     return runs
 
 
 def summarize_runs(runs: list[Run], batch: int, device_name: str, peak: float | None,
                    flops: int | None) -> list[dict]:
+    """One row per loop. Work is checked against the reference loop, or (above
+    --skip-reference-above) against the first engine loop; ratios are to the reference's and to the
+    Accelerate-wrapped step's median where those ran."""
     by_loop: dict[str, list[Run]] = {}
     for run in runs:
         by_loop.setdefault(run.loop, []).append(run)
-    reference = by_loop["reference"]
-    ref_median = statistics.median(r.seconds / r.timed_images for r in reference)
+    baseline = by_loop.get("reference") or next(g for loop, g in by_loop.items() if loop != "replay_floor")
+
+    def median(loop: str) -> float | None:
+        return statistics.median(r.seconds / r.timed_images for r in by_loop[loop]) if loop in by_loop else None
+
     rows = []
     for loop, group in by_loop.items():
         per_image = [r.seconds / r.timed_images for r in group]
-        median = statistics.median(per_image)
-        diff = abs(group[0].check_loss - reference[0].check_loss)
-        same = (group[0].images == reference[0].images and group[0].steps == reference[0].steps
-                and (loop in ("reference", "replay_floor") or diff <= LOSS_TOLERANCE[loop]))
+        this = statistics.median(per_image)
+        diff = abs(group[0].check_loss - baseline[0].check_loss)
+        same = (group[0].images == baseline[0].images and group[0].steps == baseline[0].steps
+                and (loop in ("reference", "replay_floor") or diff <= LOSS_TOLERANCE[LOOPS[loop][0]]))
         rows.append({
             "device": device_name, "batch_size": batch, "loop": loop, "repeats": len(group),
             "steps": group[0].steps, "timed_steps": group[0].timed_images // batch, "images": group[0].images,
-            "time_per_image_median_s": median, "time_per_image_min_s": min(per_image),
-            "time_per_image_max_s": max(per_image), "reference_over_this": ref_median / median,
-            "mfu": mfu(flops, median, peak, 1), "check_loss": group[0].check_loss, "loss_diff_vs_reference": diff,
+            "time_per_image_median_s": this, "time_per_image_min_s": min(per_image),
+            "time_per_image_max_s": max(per_image),
+            "reference_over_this": median("reference") / this if "reference" in by_loop else None,
+            "accelerate_step_over_this": median("eager_accelerate") / this if "eager_accelerate" in by_loop else None,
+            "mfu": mfu(flops, this, peak, 1), "check_loss": group[0].check_loss, "loss_diff_vs_reference": diff,
             "same_work": same,
         })
     return rows
 
 
-def run_bench(mnist_folder: Path, batches: list[int], count: int, modes: list[str] | None, repeats: int,
-              out_dir: Path) -> list[dict]:
-    """`count`: images per timed run at small batch sizes (bench_batch: at least CHECK_STEPS steps)."""
+def run_bench(mnist_folder: Path, batches: list[int], loops: list[str] | None, repeats: int, out_dir: Path,
+              skip_reference_above: int | None = None, threads: int | None = None, quick: bool = False) -> list[dict]:
     from torchvision.datasets import MNIST
     from torchvision.transforms import ToTensor
 
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     torch.set_flush_denormal(True)
+    threads_record = apply_threads(threads)
     cuda = accelerator.device.type == "cuda"
-    modes = modes or (["eager", "compile", "cuda_graphs"] if cuda else ["eager", "compile"])
-    for mode in modes:  # before any timing: cuda_graphs needs a CUDA device
-        check_launch(settings_for(1, mode), accelerator)
+    # compile is left out of --quick on a CPU: building it takes minutes there
+    loops = loops or (["eager", "eager_accelerate"] + ([] if quick and not cuda else ["compile"])
+                      + (["cuda_graphs"] if cuda else []))
+    for loop in loops:  # before any timing: cuda_graphs needs a CUDA device
+        check_launch(settings_for(1, LOOPS[loop][0]), accelerator)
     dataset = MNIST(str(torchvision_root(mnist_folder)), train=True, download=False, transform=ToTensor())
     splits = data.to_device(images.load_mnist(mnist_folder), settings_for(1, "eager").data.val_size, accelerator.device)
-    env = measure.environment(accelerator.device, 1, str(accelerator.distributed_type), "no")
+    env = measure.environment(accelerator.device, 1, str(accelerator.distributed_type), "no") | threads_record
     peak = peak_flops(env["device_name"], compute_precision("no")) if cuda else None
     model = build_mlp(settings_for(1, "eager").model).to(accelerator.device)
     flops = count_flops(model, splits.train_x[:64], splits.train_y[:64], F.cross_entropy)
     rows = []
     for batch in batches:
-        runs = bench_batch(accelerator, dataset, splits, batch, count, modes, repeats)
+        with_reference = skip_reference_above is None or batch <= skip_reference_above
+        runs = bench_batch(accelerator, dataset, splits, batch, loops, repeats, with_reference)
         rows += summarize_runs(runs, batch, env["device_name"], peak, flops)
         print(format_rows([r for r in rows if r["batch_size"] == batch], header=batch == batches[0]), flush=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     document = {"schema_version": BENCH_SCHEMA_VERSION, "environment": env, "warmup_steps": WARMUP_STEPS,
-                "check_steps": CHECK_STEPS, "loss_tolerance": LOSS_TOLERANCE,
+                "check_steps": CHECK_STEPS, "loss_tolerance": LOSS_TOLERANCE, "loops": loops,
+                "timed_steps_rule": {"min_steps": MIN_TIMED_STEPS, "min_seconds": MIN_TIMED_SECONDS,
+                                     "max_seconds": MAX_TIMED_SECONDS}, "skip_reference_above": skip_reference_above,
                 "peak_flops": peak, "flops_per_example": flops, "date_utc": utc_now(), "rows": rows}
     write_atomic(out_dir / "bench.json", json.dumps(document, indent=2) + "\n")
     table = io.StringIO()
@@ -210,12 +280,19 @@ def run_bench(mnist_folder: Path, batches: list[int], count: int, modes: list[st
 def format_rows(rows: list[dict], header: bool) -> str:
     lines = []
     if header:
-        lines.append(f"device: {rows[0]['device']}  (time per image: median of repeats; ratio = reference / loop)")
-        lines.append(f"{'batch':>6} {'loop':>13} {'us/image':>10} {'min..max':>17} {'ratio':>7} {'MFU':>7} {'same work':>9}")
+        lines.append(f"device: {rows[0]['device']}  (time per image: median of repeats; ratios = that loop's "
+                     f"median / this loop's, measured side by side)")
+        lines.append(f"{'batch':>6} {'loop':>16} {'steps':>6} {'us/image':>10} {'min..max':>17} {'ref/this':>8} "
+                     f"{'accel/this':>10} {'MFU':>7} {'same work':>9}")
+
+    def ratio(value: float | None, width: int) -> str:
+        return f"{value:>{width}.2f}" if value is not None else f"{'—':>{width}}"
+
     for r in rows:
         us = r["time_per_image_median_s"] * 1e6
         spread = f"{r['time_per_image_min_s'] * 1e6:.2f}..{r['time_per_image_max_s'] * 1e6:.2f}"
         mfu_text = f"{r['mfu']:.1%}" if r["mfu"] is not None else "—"
-        lines.append(f"{r['batch_size']:>6} {r['loop']:>13} {us:>10.3f} {spread:>17} {r['reference_over_this']:>7.2f} "
+        lines.append(f"{r['batch_size']:>6} {r['loop']:>16} {r['timed_steps']:>6} {us:>10.3f} {spread:>17} "
+                     f"{ratio(r['reference_over_this'], 8)} {ratio(r['accelerate_step_over_this'], 10)} "
                      f"{mfu_text:>7} {'yes' if r['same_work'] else 'NO':>9}")
     return "\n".join(lines)

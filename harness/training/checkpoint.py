@@ -43,10 +43,15 @@ class LoopState:
     # validation checks within the training (evals.csv), and the window since the last one
     evals: list[dict[str, Any]] = field(default_factory=list)
     checked_step: int = 0  # the global step of the last check
+    scheduled_step: int = 0  # the global step of the last scheduled check reached, run or skipped
+    checks_skipped: int = 0  # scheduled checks skipped to keep checks within their budget
     window_steps: int = 0
     window_seconds: float = 0.0
     window_warmup_steps: int = 0
     window_warmup_seconds: float = 0.0
+    # [seconds, joules, images] of the longest timed window that has an energy reading: a cell's
+    # energy per image comes from this one contiguous stretch, never from a sum of short ones
+    energy_window: list[float] | None = None
 
     @property
     def global_step(self) -> int:

@@ -1,4 +1,5 @@
-"""The training step, built once per cell in its execution mode: eager, compile or cuda_graphs.
+"""The training step, built once per cell in its execution mode: eager, compile or cuda_graphs
+(`auto`: cuda_graphs where it applies, else eager).
 
 A step takes the device tensor of this rank's sample indices and returns the loss as a device
 tensor: it gathers the batch from the on-device dataset, and never reads a value back to the host.
@@ -16,6 +17,7 @@ from harness.config import CUDA_GRAPH_EAGER_STEPS, CellSettings
 from harness.errors import ConfigError
 from harness.training.data import Splits
 from harness.training.diagnostics import StepNorms
+from harness.training.threads import apply as apply_threads
 from harness.training.workloads import Workload, build_model
 
 Step = Callable[[torch.Tensor], torch.Tensor]
@@ -30,6 +32,16 @@ class Engine:
     step: Step
     workload: Workload  # the model's builder, the data's loss and metric
     norms: StepNorms | None = None  # per-step gradient and update norms, when switched on
+    mode: str = "eager"  # what runs: eager, compile or cuda_graphs (train.mode auto resolved)
+    mode_reason: str | None = None  # why auto did not run cuda_graphs
+    path: str = "lean"  # the eager step's path: lean (torch's own calls) or accelerate (Accelerate's wrappers)
+    graph: CudaGraphStep | None = None
+
+    def mode_record(self) -> dict[str, str | None]:
+        """The fields a cell's summary records about its engine."""
+        if self.graph is not None and self.graph.refused is not None:
+            self.mode, self.mode_reason, self.graph = "eager", self.graph.refused, None
+        return {"engine_mode": self.mode, "engine_mode_reason": self.mode_reason, "step_path": self.path}
 
 
 def build_optimizer(settings: CellSettings, params, capturable: bool = False) -> torch.optim.Optimizer:
@@ -44,19 +56,45 @@ def build_optimizer(settings: CellSettings, params, capturable: bool = False) ->
 
 
 def check_launch(settings: CellSettings, accelerator: Accelerator) -> None:
-    """What a mode needs from this launch (the settings alone are checked by the config)."""
+    """What an explicit mode needs from this launch (the settings alone are checked by the config)."""
     if settings.train.mode != "cuda_graphs":
         return
+    obstacle = _launch_obstacle(accelerator)
+    if obstacle:
+        raise ConfigError(f"train.mode=cuda_graphs {obstacle}; use train.mode=eager, compile or auto")
+
+
+def _launch_obstacle(accelerator: Accelerator) -> str | None:
     if accelerator.device.type != "cuda":
-        raise ConfigError(f"train.mode=cuda_graphs needs a CUDA device, this run is on {accelerator.device.type}; "
-                          f"use train.mode=eager or compile")
+        return f"needs a CUDA device, this run is on {accelerator.device.type}"
     if accelerator.num_processes > 1:
-        raise ConfigError("train.mode=cuda_graphs runs in one process (DDP's all-reduce is not captured here); "
-                          "launch one process or use eager/compile")
+        return "runs in one process (DDP's all-reduce is not captured here)"
+    return None
 
 
-def build_engine(settings: CellSettings, accelerator: Accelerator, splits: Splits, workload: Workload) -> Engine:
-    mode = settings.train.mode
+def resolve_mode(settings: CellSettings, accelerator: Accelerator) -> tuple[str, str | None]:
+    """(mode, why not cuda_graphs): `auto` is cuda_graphs where it applies, else eager."""
+    if settings.train.mode != "auto":
+        return settings.train.mode, None
+    obstacle = _launch_obstacle(accelerator) or settings.cuda_graphs_obstacle()
+    return ("eager", f"auto: cuda_graphs {obstacle}") if obstacle else ("cuda_graphs", None)
+
+
+def lean_path_applies(accelerator: Accelerator) -> bool:
+    """Accelerate's backward and optimizer wrappers are needed for DDP's gradient sync, fp16's loss
+    scaler and gradient accumulation; without them they only cost host time (at batch 1 on a CPU
+    more than the model: an uncached find_spec in AcceleratedOptimizer.step, inspect.signature in
+    zero_grad, a division of the loss by 1)."""
+    return (accelerator.num_processes == 1 and accelerator.scaler is None
+            and accelerator.gradient_accumulation_steps == 1)
+
+
+def build_engine(settings: CellSettings, accelerator: Accelerator, splits: Splits, workload: Workload,
+                 lean: bool = True) -> Engine:
+    """`lean=False` keeps Accelerate's wrappers even where they are not needed (bench's
+    eager_accelerate, the step as it was)."""
+    apply_threads(settings.train.threads)
+    mode, reason = resolve_mode(settings, accelerator)
     # Same seed on every rank: identical initial weights (DDP also broadcasts rank 0's).
     torch.manual_seed(settings.train.seed)
     model = build_model(workload).to(accelerator.device)
@@ -65,24 +103,74 @@ def build_engine(settings: CellSettings, accelerator: Accelerator, splits: Split
     forward = torch.compile(model) if mode == "compile" else model
     clip = settings.optim.grad_clip_norm
     norms = StepNorms(accelerator.unwrap_model(model)) if settings.train.step_diagnostics else None
+    lean = lean and lean_path_applies(accelerator)
+    # the lean path calls torch's own backward, clipping and optimizer: the same arithmetic
+    backward = (lambda loss: loss.backward()) if lean else accelerator.backward
+    clip_norm = torch.nn.utils.clip_grad_norm_ if lean else accelerator.clip_grad_norm_
+    raw = optimizer.optimizer if lean else optimizer  # under AcceleratedOptimizer: torch's fused Adam
+    fused = FusedAdamUpdate(raw) if lean and FusedAdamUpdate.applies(raw) else None
+    update = fused or raw.step
+    clear_grads = fused.clear_grads if fused else lambda: raw.zero_grad(set_to_none=True)
 
     def step(idx: torch.Tensor) -> torch.Tensor:
         loss = workload.train_loss(forward(splits.train_x[idx]), splits.train_y[idx])
-        accelerator.backward(loss)  # Accelerate's: DDP gradient sync, mixed-precision scaling
+        backward(loss)  # Accelerate's path: DDP gradient sync, mixed-precision scaling
         if norms is not None:
             norms.after_backward()  # the synced gradient, before clipping
         if clip is not None:
-            accelerator.clip_grad_norm_(model.parameters(), clip)
-        optimizer.step()
+            clip_norm(model.parameters(), clip)
+        update()
         if norms is not None:
             norms.after_step()
-        optimizer.zero_grad(set_to_none=True)
+        clear_grads()
         return loss.detach()
 
-    if mode == "cuda_graphs":
-        step = CudaGraphStep(step, settings.train.batch_size, accelerator.device)
+    graph = CudaGraphStep(step, settings.train.batch_size, accelerator.device, settings.train.mode == "auto") \
+        if mode == "cuda_graphs" else None
     return Engine(accelerator=accelerator, model=model, eval_model=accelerator.unwrap_model(model), optimizer=optimizer,
-                  step=step, workload=workload, norms=norms)
+                  step=graph or step, workload=workload, norms=norms, mode=mode, mode_reason=reason,
+                  path="lean" if lean else "accelerate", graph=graph)
+
+
+class FusedAdamUpdate:
+    """torch.optim.Adam(fused=True).step without Optimizer.step's Python around it (hooks, profiler
+    record, grad-mode and dynamo checks: ~50 us a step on a CPU, a tenth of the whole step at batch
+    1): the same `_fused_adam_` kernel on the optimizer's own state, so the numbers and a
+    checkpoint's state_dict are Adam's. Its first call is Adam's own step, which creates that state."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer):
+        self.optimizer = optimizer
+        self.group = optimizer.param_groups[0]
+        self.params: list[torch.Tensor] = list(self.group["params"])
+        self.lists: tuple[list[torch.Tensor], ...] | None = None
+
+    @staticmethod
+    def applies(optimizer: torch.optim.Optimizer) -> bool:
+        groups = optimizer.param_groups
+        return (type(optimizer) is torch.optim.Adam and len(groups) == 1 and groups[0]["fused"]
+                and not any(groups[0][k] for k in ("capturable", "amsgrad", "maximize", "differentiable",
+                                                   "decoupled_weight_decay"))
+                and len({(p.device, p.dtype) for p in groups[0]["params"]}) == 1 and hasattr(torch, "_fused_adam_"))
+
+    def __call__(self) -> None:
+        grads = [p.grad for p in self.params]
+        if self.lists is None or any(g is None for g in grads):
+            self.optimizer.step()  # creates the state; also any step where a parameter got no gradient
+            states = [self.optimizer.state.get(p, {}) for p in self.params]
+            if all("step" in s for s in states):
+                self.lists = tuple([s[k] for s in states] for k in ("exp_avg", "exp_avg_sq", "step"))
+            return
+        exp_avgs, exp_avg_sqs, steps = self.lists
+        g = self.group
+        torch._foreach_add_(steps, 1)
+        torch._fused_adam_(self.params, grads, exp_avgs, exp_avg_sqs, [], steps, amsgrad=False, lr=g["lr"],
+                           beta1=g["betas"][0], beta2=g["betas"][1], weight_decay=g["weight_decay"], eps=g["eps"],
+                           maximize=False, grad_scale=None, found_inf=None)
+
+    def clear_grads(self) -> None:
+        """zero_grad(set_to_none=True) without its profiler record around it."""
+        for param in self.params:
+            param.grad = None
 
 
 class CudaGraphStep:
@@ -93,14 +181,18 @@ class CudaGraphStep:
     call only copies the indices into the static input and replays.
     """
 
-    def __init__(self, step: Step, local_batch: int, device: torch.device):
+    def __init__(self, step: Step, local_batch: int, device: torch.device, fall_back: bool = False):
         self.step = step
+        self.fall_back = fall_back  # under train.mode=auto: a step that cannot be captured runs eager
+        self.refused: str | None = None  # why it was not captured, once it fell back
         self.static_idx = torch.zeros(local_batch, dtype=torch.int64, device=device)
         self.graph: torch.cuda.CUDAGraph | None = None
         self.static_loss: torch.Tensor | None = None
         self.eager_calls = 0
 
     def __call__(self, idx: torch.Tensor) -> torch.Tensor:
+        if self.refused is not None:
+            return self.step(idx)
         self.static_idx.copy_(idx)
         if self.graph is None and self.eager_calls < CUDA_GRAPH_EAGER_STEPS:
             self.eager_calls += 1
@@ -116,6 +208,9 @@ class CudaGraphStep:
                 with torch.cuda.graph(self.graph):  # records, runs nothing: the replay below trains
                     self.static_loss = self.step(self.static_idx)
             except RuntimeError as exc:  # an op that syncs or changes shape: this model cannot be captured
+                if self.fall_back:
+                    self.graph, self.refused = None, f"auto: capture failed ({' '.join(str(exc).split())[:160]})"
+                    return self.step(idx)
                 raise ConfigError(f"train.mode=cuda_graphs: this model's step cannot be captured as a CUDA graph "
                                   f"({' '.join(str(exc).split())[:160]}); use train.mode=eager or compile") from None
         self.graph.replay()

@@ -14,13 +14,13 @@ from accelerate.utils import AutocastKwargs
 from harness import plan
 from harness.config import SweepConfig
 from harness.errors import ConfigError
-from harness.training import data, images, measure, workloads
+from harness.training import data, images, measure, threads, workloads
 from harness.training.engine import check_launch
 
 
 def make_accelerator(config: SweepConfig, cells: list[plan.Cell], sweep_dir: Path) -> Accelerator:
     """One Accelerator per process; refuses, before any training, what this launch cannot run."""
-    graphs = any(c.settings.train.mode == "cuda_graphs" for c in cells)
+    graphs = any(c.settings.train.mode in ("cuda_graphs", "auto") for c in cells) and torch.cuda.is_available()
     # Without cpu=True, Accelerate only forms a process group on accelerators: on a CPU machine
     # `accelerate launch --multi_gpu` or torchrun would start P unconnected single processes.
     try:
@@ -85,6 +85,7 @@ def load_data(accelerator: Accelerator, folders: dict[str, Path] | None,
     train is one line, exit 2. Also the environment record with the start-up time this took."""
     # Denormal weights make small-batch CPU steps ~3x slower; flushing them changes no result we report.
     torch.set_flush_denormal(True)
+    threads_record = threads.apply(cells[0].settings.train.threads)
     device_data = DeviceData(accelerator, folders)
     tried: set[str] = set()
     for cell in cells:
@@ -99,6 +100,7 @@ def load_data(accelerator: Accelerator, folders: dict[str, Path] | None,
     measure.synchronize(accelerator.device)
     environment = measure.environment(accelerator.device, accelerator.num_processes,
                                       str(accelerator.distributed_type), accelerator.mixed_precision)
+    environment |= threads_record
     environment["dataset_device_bytes"] = device_data.for_cell(cells[0]).nbytes
     environment["startup_s"] = measure.seconds_since_process_start()
     return device_data, environment

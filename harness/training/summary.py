@@ -15,7 +15,7 @@ from harness.training.telemetry import mfu, peak_flops
 
 def summarize(rows: list[dict[str, Any]], settings: CellSettings, first_losses: list[float], warmup_seconds: float,
               world: int, gpu: dict[str, Any], env: dict[str, Any], precision: str, flops: int | None,
-              evals: list[dict[str, Any]] = ()) -> dict[str, Any]:
+              evals: list[dict[str, Any]] = (), energy_window: list[float] | None = None) -> dict[str, Any]:
     """Per-cell numbers; accuracy is the test accuracy at the best-validation epoch (first best)."""
     best = max(rows, key=lambda r: r["val_accuracy"])  # max keeps the earliest of equals
     last = rows[-1]
@@ -45,7 +45,7 @@ def summarize(rows: list[dict[str, Any]], settings: CellSettings, first_losses: 
         "peak_allocated_bytes": last["peak_allocated_bytes"],
         "peak_reserved_bytes": last["peak_reserved_bytes"],
         "peak_rss_bytes": last["peak_rss_bytes"],
-        **_energy(rows, timing),
+        **_energy(energy_window, timing),
         **gpu,
         "flops_per_example": flops,
         "compute_precision": precision,
@@ -68,14 +68,16 @@ def _timing(rows: list[dict[str, Any]], batch: int) -> dict[str, Any]:
     }
 
 
-def _energy(rows: list[dict[str, Any]], timing: dict[str, Any]) -> dict[str, float | None]:
-    """Joules over the timed windows; unknown in any epoch, or too little timed training for the
-    counter to resolve, makes the total unknown."""
-    energies = [r["energy_j"] for r in rows if r["timed_steps"]]
-    energy = sum(energies) if energies and None not in energies else None
-    if not energy_resolved(energy, timing["train_seconds"]):
-        return {"energy_j": None, "joules_per_image": None}
-    return {"energy_j": energy, "joules_per_image": energy / timing["timed_images"] if timing["timed_images"] else None}
+def _energy(window: list[float] | None, timing: dict[str, Any]) -> dict[str, float | None]:
+    """Joules per image over the cell's longest contiguous timed window (no check inside it). NVML's
+    counter moves in steps of ~16 J on an H200: summed over many short windows it read up to 2.7x
+    mean power x time, so a window under ENERGY_MIN_TIMED_S leaves the energy unknown. energy_j is
+    that rate over all the cell's timed images."""
+    seconds, joules, images = window or (None, None, 0)
+    if not images or not energy_resolved(joules, seconds):
+        return {"energy_j": None, "joules_per_image": None, "energy_window_s": seconds}
+    per_image = joules / images
+    return {"energy_j": per_image * timing["timed_images"], "joules_per_image": per_image, "energy_window_s": seconds}
 
 
 def _finite(value: float) -> float | None:

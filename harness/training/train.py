@@ -20,7 +20,7 @@ from harness.errors import HarnessError
 from harness.plan import Cell
 from harness.record import faults, results
 from harness.record.metrics import STEP_NORM_COLUMNS
-from harness.training import checkpoint, diagnostics, measure, workloads
+from harness.training import checkpoint, diagnostics, measure, threads, workloads
 from harness.training.checkpoint import LoopState
 from harness.training.data import IndexStream, Splits, rank_slice
 from harness.training.engine import Engine, build_engine
@@ -74,18 +74,30 @@ def train_loop(cell: Cell, ctx: RunContext, cell_dir: Path) -> tuple[str, dict[s
             order = state.order[:, local].to(accelerator.device)
             losses = state.losses.to(accelerator.device)
             while state.step < settings.steps_per_epoch:  # one timed window per stretch between checks
-                end = next(c for c in schedule if c > state.checked_step) - state.steps_done
+                end = next(c for c in schedule if c > state.scheduled_step) - state.steps_done
                 warm_up(engine, order, losses, state, ctx, end)
                 timed_steps(engine, order, losses, state, ctx, monitor, end)
                 if state.step < end:  # asked to stop: keep everything, leave
                     return preempt(cell_dir, state, engine, stream, losses)
-                check(engine, state, ctx)
+                state.scheduled_step = state.global_step
+                if state.global_step == schedule[-1] or _check_affordable(state):
+                    check(engine, state, ctx)
+                else:
+                    state.checks_skipped += 1  # the window runs on to the next scheduled check
             if not end_epoch(cell.id, settings, ctx, cell_dir, state, engine, stream, losses):
                 break  # diverged: the finite epochs are kept
     finally:
         monitor.stop()
     checkpoint.path_for(cell_dir, accelerator.process_index).unlink(missing_ok=True)  # finished: nothing to resume
-    return closing_summary(state, settings, accelerator, monitor, ctx.environment, flops)
+    return closing_summary(state, settings, accelerator, monitor, ctx.environment, flops, engine)
+
+
+def _check_affordable(state: LoopState) -> bool:
+    """harness/checks.py's budget: checks at most CHECK_BUDGET of the training time."""
+    spent = sum(e["check_seconds"] for e in state.evals)
+    trained = (state.evals[-1]["train_seconds"] if state.evals else 0.0) + state.window_seconds \
+        + state.window_warmup_seconds
+    return checks.within_budget(spent, trained, state.evals[-1]["check_seconds"] if state.evals else None)
 
 
 def _stopper(state: LoopState, ctx: RunContext):
@@ -128,6 +140,8 @@ def timed_steps(engine: Engine, order: torch.Tensor, losses: torch.Tensor, state
     state.epoch_joules = _add(state.epoch_joules, span.joules, span.steps == 0)
     state.window_steps += span.steps
     state.window_seconds += span.seconds
+    if span.joules is not None and span.seconds > (state.energy_window or [0.0])[0]:
+        state.energy_window = [span.seconds, span.joules, span.steps * len(state.order[0])]
 
 
 def check(engine: Engine, state: LoopState, ctx: RunContext) -> None:
@@ -194,13 +208,13 @@ def end_epoch(cell_id: str, settings: CellSettings, ctx: RunContext, cell_dir: P
 
 
 def closing_summary(state: LoopState, settings: CellSettings, accelerator: Accelerator, monitor: NvmlMonitor,
-                    env: dict[str, Any], flops: int | None) -> tuple[str, dict]:
+                    env: dict[str, Any], flops: int | None, engine: Engine) -> tuple[str, dict]:
     """The cell's status and summary once its loop has ended."""
     gpu = measure.over_ranks(accelerator, monitor.summary())
     summary = summarize(state.rows, settings, state.first_losses, state.warmup_seconds, accelerator.num_processes,
                         gpu, env, compute_precision(settings.train.mixed_precision), flops,
-                        state.evals) if state.rows else {"epochs_completed": 0}
-    summary |= {"preemptions": state.preemptions}
+                        state.evals, state.energy_window) if state.rows else {"epochs_completed": 0}
+    summary |= {"preemptions": state.preemptions, "checks_skipped": state.checks_skipped} | engine.mode_record()
     if state.diverged_at_step is not None:
         summary |= {"diverged_at_step": state.diverged_at_step, "last_finite_loss": state.last_finite_loss}
         return "diverged", summary
@@ -241,6 +255,7 @@ def _resume(cell_dir: Path, engine: Engine, stream: IndexStream, ctx: RunContext
     engine.optimizer.load_state_dict(saved["optimizer"])
     torch.set_rng_state(saved["torch_rng"])
     state = saved["state"]
+    state.scheduled_step = max(state.scheduled_step, state.checked_step)  # a checkpoint from before thinning
     stream.restore(state.stream)
     if state.step_norms is not None and engine.norms is not None:
         engine.norms.restore(state.step_norms)
@@ -299,8 +314,9 @@ def run_cell(cell: Cell, ctx: RunContext) -> str:
     asked to stop stays running, with its checkpoint, and returns "preempted"."""
     cell_dir = ctx.sweep_dir / cell.id
     main = ctx.accelerator.is_main_process
+    environment = ctx.environment | threads.apply(cell.settings.train.threads)  # train.threads may be swept
     record = results.start_record(ctx.sweep_name, cell.id, cell.index, cell.swept, cell.settings.model_dump(mode="json"),
-                                  ctx.environment, results.utc_now(), cell.workload)
+                                  environment, results.utc_now(), cell.workload)
     if main:
         cell_dir.mkdir(parents=True, exist_ok=True)
         results.write_result(cell_dir, record)
