@@ -11,8 +11,10 @@ too, and no two checks lie more than `max_interval` steps apart.
 The schedule depends on the global step only, so 1 and P processes check at the same steps. A
 check costs a pass over the validation split, which at small batches can cost more than the steps
 between two checks (a 2-core CPU spent 31 s on checks against 126 s of training at batch 8). So a
-scheduled check is skipped while the checks so far plus the next one would exceed CHECK_BUDGET of
-the training time so far (`within_budget`); the cell's first and last checks always run. Every
+scheduled check is skipped while the checks so far plus the next one would exceed `checks.budget`
+(default 25%) of the training time so far (`within_budget`); the cell's first and last checks
+always run; `checks.budget: null` runs every scheduled check (a schedule to compare, a test that
+needs identical checks on every run). Every
 check that ran is in evals.csv, and the resolution the report states is the gap between the checks
 that ran, so thinning costs resolution, never honesty. The decision reads times that every rank
 shares (reduced over ranks), so all ranks skip the same checks.
@@ -49,11 +51,10 @@ def relative_resolution(per_decade: int) -> float:
     return 10 ** (1 / per_decade) - 1
 
 
-CHECK_BUDGET = 0.25  # validation checks may cost at most this share of the training time
-
-
-def within_budget(check_seconds: float, train_seconds: float, last_check_seconds: float | None) -> bool:
-    """Whether one more check, costing about what the last one did, keeps the checks within budget."""
-    if last_check_seconds is None:
+def within_budget(check_seconds: float, train_seconds: float, last_check_seconds: float | None,
+                  budget: float | None) -> bool:
+    """Whether one more check, costing about what the last one did, keeps the checks within
+    `budget` (a share of the training time so far; None: no limit)."""
+    if budget is None or last_check_seconds is None:
         return True
-    return check_seconds + last_check_seconds <= CHECK_BUDGET * train_seconds
+    return check_seconds + last_check_seconds <= budget * train_seconds

@@ -19,8 +19,10 @@ ONE_CELL = {
     "name": "dist",
     "train": {"batch_size": 64, "epochs": 1, "images_per_epoch": 3200, "warmup_steps": 6},
     "data": {"train_eval_size": 1000},
+    "checks": {"budget": None},  # every scheduled check, so 1 and 2 processes check at the same steps
 }
 LOSS_TOLERANCE = 1e-5
+CORES = len(os.sched_getaffinity(0))
 
 
 def launch(prefix: list[str], config, results, *extra: str) -> subprocess.CompletedProcess:
@@ -44,6 +46,22 @@ def one_process(tmp_path_factory):
     return read_json(cell) | {"path": cell}
 
 
+def test_the_same_cell_gets_the_same_threads_however_it_is_launched(one_process, tmp_path):
+    """`accelerate launch` sets OMP_NUM_THREADS=1 before Python starts, `harness run` leaves torch
+    every core: the thread policy gives the cell the same count either way, and records it."""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"} | {"HARNESS_DATA_DIR": str(DATA_DIR)}
+    proc = subprocess.run([str(BIN / "harness"), "run", "--config", str(write_config(tmp_path, ONE_CELL)),
+                           "--results-dir", str(tmp_path / "results"), "--quiet", "--no-report"],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    (cell,) = (tmp_path / "results" / "dist").glob("*/result.json")
+    plain = read_json(cell)
+    launched = one_process["environment"]
+    assert plain["cell_id"] == one_process["cell_id"]
+    assert plain["environment"]["cpu_threads"] == launched["cpu_threads"] == CORES
+    assert plain["environment"]["threads_source"] == launched["threads_source"] == f"auto: {CORES} cores / 1 process per node"
+
+
 @pytest.mark.parametrize("launcher", [ACCELERATE_2, TORCHRUN_2], ids=["accelerate", "torchrun"])
 def test_two_processes_match_one(launcher, one_process, tmp_path):
     proc = launch(launcher, write_config(tmp_path, ONE_CELL), tmp_path / "results")
@@ -53,6 +71,8 @@ def test_two_processes_match_one(launcher, one_process, tmp_path):
     assert two["cell_id"] == one_process["cell_id"]
     assert two["environment"]["num_processes"] == 2
     assert two["environment"]["distributed_type"] == "DistributedType.MULTI_CPU"
+    # the thread policy: the cores owned, shared by the two processes on this node
+    assert two["environment"]["cpu_threads"] == max(1, CORES // 2)
     assert two["summary"]["local_batch_size"] == 32 and one_process["summary"]["local_batch_size"] == 64
     assert two["summary"]["images_seen"] == one_process["summary"]["images_seen"] == 3200
     losses, reference = two["summary"]["first_step_losses"], one_process["summary"]["first_step_losses"]

@@ -268,3 +268,44 @@ def test_cuda_graphs_needs_the_capture_outside_the_clock(tmp_path):
     proc = harness("run", "--config", str(config), "--results-dir", str(tmp_path / "r"), "--set", "train.mode=cuda_graphs")
     assert proc.returncode == 2 and "train.warmup_steps >= 4" in proc.stderr
 
+
+
+def test_auto_mode_is_cuda_graphs_only_where_it_applies():
+    """resolve_mode's decisions. The CUDA launches are stand-ins (a namespace with a CUDA device):
+    no GPU exists here; tests/gpu/test_gpu.py runs a real auto cell on one."""
+    from types import SimpleNamespace
+
+    from harness.config import CellSettings
+    from harness.training.engine import resolve_mode
+
+    def launch(device: str, processes: int = 1):
+        return SimpleNamespace(device=torch.device(device), num_processes=processes)
+
+    auto = CellSettings(train={"mode": "auto", "warmup_steps": 5})
+    assert resolve_mode(auto, launch("cuda")) == ("cuda_graphs", None)
+    mode, why = resolve_mode(auto, launch("cpu"))
+    assert mode == "eager" and "needs a CUDA device" in why
+    mode, why = resolve_mode(auto, launch("cuda", 2))
+    assert mode == "eager" and "one process" in why
+    for change, words in (({"mixed_precision": "fp16"}, "fp16"), ({"warmup_steps": 3}, "warmup_steps >= 4"),
+                          ({"step_diagnostics": True}, "step_diagnostics")):
+        settings = CellSettings(train={"mode": "auto", "warmup_steps": 5} | change)
+        mode, why = resolve_mode(settings, launch("cuda"))
+        assert mode == "eager" and words in why, change
+    assert resolve_mode(CellSettings(train={"mode": "eager"}), launch("cuda")) == ("eager", None)
+
+
+@cpu_only
+def test_a_cell_records_the_engine_that_ran(tmp_path):
+    config = write_config(tmp_path, SMALL_CELL)
+    proc = harness("run", "--config", str(config), "--results-dir", str(tmp_path / "r"), "--no-report")
+    assert proc.returncode == 0, proc.stderr
+    (path,) = (tmp_path / "r").rglob("result.json")
+    record = read_json(path)
+    summary = record["summary"]
+    assert record["settings"]["train"]["mode"] == "auto"
+    assert summary["engine_mode"] == "eager" and "needs a CUDA device" in summary["engine_mode_reason"]
+    assert summary["step_path"] == "lean"
+    # auto counts as eager in the cell id: results from before auto existed stay valid
+    eager = harness("plan", "--config", str(config), "--results-dir", str(tmp_path / "r"), "--set", "train.mode=eager")
+    assert f"{path.parent.name}  " in eager.stdout and " done " in eager.stdout

@@ -66,6 +66,7 @@ KILLED = {
     "train": {"epochs": 3, "images_per_epoch": 1600, "warmup_steps": 2},
     "data": {"train_eval_size": 500},
     "sweep": {"train.batch_size": [16, 64]},
+    "checks": {"budget": None},  # every scheduled check: a resumed run's evals.csv equals an uninterrupted one's
 }
 
 

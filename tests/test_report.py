@@ -195,3 +195,60 @@ def test_a_summary_key_the_registry_does_not_know_is_warned_once_and_listed(tmp_
     cells = parse(html).tables[parse(html).ids.index("cells-1")]
     assert sorted(as_number(row["peak_loss_spik"]) for row in cells) == [8.0, 32.0]
     assert "peak_loss_spik (unregistered)" in html and html.count("registry does not know") == 1
+
+
+def _retimed(source, folder, cell_index: int, **environment) -> None:
+    """A copy of a committed results folder, one cell's environment changed as another launch would record it."""
+    shutil.copytree(source, folder)
+    path = sorted(folder.rglob("result.json"))[cell_index]
+    record = read_json(path)
+    record["environment"].update(environment)
+    path.write_text(json.dumps(record))
+
+
+def test_cells_timed_unalike_are_named_on_the_first_screen(tmp_path):
+    """Time per image moves with threads and the engine: a cell timed with 1 thread beside cells
+    timed with 2 makes the first screen say so (analysis/conditions.py), in the first caveat."""
+    from conftest import REPO
+
+    folder = tmp_path / "default_seeds"
+    _retimed(REPO / "results" / "default_seeds", folder, 0, cpu_threads=1)
+    out = tmp_path / "report.html"
+    proc = harness("report", str(folder), "-o", str(out), "--json")
+    assert proc.returncode == 0, proc.stderr
+    html = out.read_text()
+    first = html.split('<p class="next">')[0].split('<ul class="notes">')[1]
+    assert "not measured alike (CPU threads 1 and 2)" in first.split("</li>")[0]
+    assert "Timed with engine eager · 1 and 2 CPU threads · 1 process" in html
+
+
+def test_folders_timed_unalike_are_warned_once(tmp_path):
+    from conftest import REPO
+
+    alike = tmp_path / "a" / "default_seeds"
+    shutil.copytree(REPO / "results" / "default_seeds", alike)
+    other = tmp_path / "b" / "default_seeds"
+    shutil.copytree(REPO / "results" / "default_seeds", other)
+    for path in other.rglob("result.json"):
+        record = read_json(path)
+        record["environment"]["torch"] = "2.11.0"
+        path.write_text(json.dumps(record))
+    out = tmp_path / "report.html"
+    proc = harness("report", str(alike), str(other), "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("The folders compared here were not measured alike (torch 2.11.0 and 2.14") == 1
+    assert "The folders compared here were not measured alike" in out.read_text()
+    # each folder alone was timed alike: no caveat inside either
+    assert "The cells compared here were not measured alike" not in out.read_text()
+
+
+def test_the_engine_sentence_says_how_the_mode_moved_the_sweet_spot():
+    from harness.analysis.conditions import engine_sentence
+
+    moved = engine_sentence({"train.mode=eager": 512, "train.mode=cuda_graphs": 128})
+    assert moved.startswith("The engine moves the sweet spot: cuda_graphs 128, eager 512.")
+    assert engine_sentence({"train.mode=eager": 128, "train.mode=cuda_graphs": 128}).startswith(
+        "The engine does not move the sweet spot")
+    mixed = engine_sentence({"act=relu, train.mode=eager": 64, "act=relu, train.mode=compile": 32, "act=tanh, train.mode=eager": 8})
+    assert mixed.startswith("The engine moves the sweet spot (act=relu): compile 32, eager 64.")
+    assert engine_sentence({"train.mode=eager": 512}) is None and engine_sentence({"": 128}) is None

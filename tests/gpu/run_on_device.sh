@@ -1,32 +1,42 @@
 #!/usr/bin/env bash
-# The ONE script for a lent GPU machine (see the device tool): installs nothing from the net, runs
-# the GPU tests, the bench, the default sweep with NVML, harness predict against it and a short
-# full grid, and packs everything into $OUT/gpu.tar.gz (the device returns at most 8 files).
-# Device time is short, so every step has a limit and the steps run most-needed first; a step that
-# would not fit in what is left of GPU_BUDGET_S is skipped and says so. GPU_STEPS picks a subset on
-# a rerun (e.g. GPU_STEPS="bench_compile full_short").
-# Carry: data/mnist (a copy of ../shared/data/mnist) and .whl (pydantic and its three needs for
-# Python 3.12, which that machine lacks). From the repo root there:
-#   bash tests/gpu/run_on_device.sh
+# The ONE script for a lent GPU machine (see the device tool): installs nothing from the net and
+# measures what is still missing, most valuable first, each step with a limit; a step that would
+# not fit in what is left of GPU_BUDGET_S is skipped and says so. Everything lands in
+# $OUT/gpu.tar.gz (the device returns at most 8 files). GPU_STEPS picks a subset on a rerun
+# (e.g. GPU_STEPS="full_short bench_compile").
+#   1 host_overhead  is the eager step host-bound? issued vs done per step, lean vs Accelerate's
+#                    wrappers, at batch 16 and 4096, with torch.cuda.set_sync_debug_mode("warn")
+#   2 bench_lean     lean eager vs the Accelerate-wrapped step vs cuda_graphs vs the tutorial loop
+#   3 mfu            MFU at 8192 and 16384, eager and cuda_graphs, >= 100 timed steps, no reference loop
+#   4 gpu_tests      tests/gpu, including a cell whose energy window reaches 2 s
+#   5 engine_tests   the engine and diagnostics tests that take the GPU path, by node id
+#   6 full_short     configs/full.yaml cut to 1 seed, 1 rate, 2 epochs, in cuda_graphs, NVML on
+#   7 bench_compile  torch.compile at 4096 and 16384
+# Limits sum to 520 s, under the 600 s a device call may run. DRY_RUN=1 runs every step with tiny
+# sizes on whatever machine this is (the test suite does, on a CPU). Carry: data/mnist (a copy of
+# ../shared/data/mnist) and .whl (pydantic and its needs for Python 3.12, which that machine lacks).
+# From the repo root there:   bash tests/gpu/run_on_device.sh
 set -uo pipefail
 OUT="${OUT:-/tmp/gpu-out}"
-export WORK=/tmp/gpu-work
-BUDGET="${GPU_BUDGET_S:-360}"
-STEPS="${GPU_STEPS:-env profile gpu_tests engine_tests bench default predict bench_compile full_short}"
+WORK="${WORK:-/tmp/gpu-work}"
+BUDGET="${GPU_BUDGET_S:-540}"
+STEPS="${GPU_STEPS:-env host_overhead bench_lean mfu gpu_tests engine_tests full_short bench_compile}"
+DRY="${DRY_RUN:-}"
 START=$(date +%s)
-mkdir -p "$OUT" "$WORK"
+mkdir -p "$OUT" "$WORK/bin"
 if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
   export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 else
   export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 fi
-export HARNESS_DATA_DIR="$PWD/data/mnist" PYTHONUNBUFFERED=1
-# `harness` is not installed there: the module entry point is the same command
-mkdir -p /tmp/bin && printf '#!/usr/bin/env bash\nexec python3 -m harness.cli "$@"\n' > /tmp/bin/harness
-chmod +x /tmp/bin/harness && export PATH="/tmp/bin:$PATH"
+[[ -d data/mnist ]] && export HARNESS_DATA_DIR="$PWD/data/mnist"
+export PYTHONUNBUFFERED=1
+# `harness` may not be installed there: the module entry point is the same command
+printf '#!/usr/bin/env bash\nexec python3 -m harness.cli "$@"\n' > "$WORK/bin/harness"
+chmod +x "$WORK/bin/harness" && export PATH="$WORK/bin:$PATH"
 
-pack() { tar -czf "$OUT/gpu.tar.gz.part" -C "$WORK" . && mv "$OUT/gpu.tar.gz.part" "$OUT/gpu.tar.gz"; }
+pack() { tar -czf "$OUT/gpu.tar.gz.part" -C "$WORK" --exclude=bin . && mv "$OUT/gpu.tar.gz.part" "$OUT/gpu.tar.gz"; }
 
 # step NAME LIMIT_S COMMAND...: run it with its limit cut to what is left, log to WORK/NAME.log
 step() {
@@ -38,34 +48,40 @@ step() {
   (( limit > left )) && limit=$left
   echo "== $name (limit ${limit}s) at $(( t0 - START ))s"
   timeout -k 5 "$limit" bash -c '"$@"' _ "$@" > "$WORK/$name.log" 2>&1; rc=$?
-  echo "== $name rc=$rc in $(( $(date +%s) - t0 ))s"
+  echo "== $name rc=$rc in $(( $(date +%s) - t0 ))s" | tee -a "$WORK/steps.txt"
   tail -n 25 "$WORK/$name.log"
   pack
 }
 
 environment() {
-  nvidia-smi --query-gpu=name,driver_version,memory.total,power.limit,clocks.max.sm --format=csv
+  nvidia-smi --query-gpu=name,driver_version,memory.total,power.limit,clocks.max.sm --format=csv || echo "no nvidia-smi"
   python3 -c "import torch, accelerate; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'accelerate', accelerate.__version__)"
 }
-default_and_predict() {
-  harness predict --config configs/default.yaml --results-dir "$WORK/results" --no-report \
-    && harness report "$WORK/results/default" -o "$WORK/results/default/report.html"
-}
+export -f environment
 
-export -f environment default_and_predict
-step env 20 environment
-step profile 30 python3 tests/gpu/profile_eager_step.py 16
-# two pytest processes: the GPU tests' Accelerator must not be the one the CPU-pinned engine tests build
-step gpu_tests 75 python3 -m pytest -q -rfE --tb=short --timeout 60 -p no:cacheprovider tests/gpu
-step engine_tests 75 python3 -m pytest -q -rfE --tb=short --timeout 40 -p no:cacheprovider \
-  tests/test_engine.py tests/test_diagnostics.py
-step bench 100 harness bench --batch-sizes 1,16,256,4096,16384 --modes eager,cuda_graphs --out "$WORK/bench"
-step default 60 harness run --config configs/default.yaml --results-dir "$WORK/results" --quiet
-step predict 40 default_and_predict
-step bench_compile 90 harness bench --batch-sizes 1,16,256,4096,16384 --modes compile --out "$WORK/bench_compile"
-# the full grid cut to fit: batch 4..16384 (1 and 2 alone would take minutes), 3 rates, 1 seed, 2 epochs
-step full_short 150 harness run --config configs/full.yaml --results-dir "$WORK/results" --quiet \
-  --set name=full_gpu_short --set train.epochs=2 --set 'sweep.train.seed=[0]' \
-  --set 'sweep.train.batch_size=[4,8,16,32,64,128,256,512,1024,2048,4096,8192,16384]'
+if [[ -n "$DRY" ]]; then  # every step, tiny: proves the commands and their options, not the numbers
+  HOST=(8 4 16); LEAN=(--batch-sizes 4 --repeats 1); MFU=(--batch-sizes 256 --repeats 1)
+  LOOPS=eager,eager_accelerate; BIG_LOOPS=eager; COMPILE=(--batch-sizes 16 --repeats 1)
+  ENGINE_TESTS=(tests/test_engine.py::test_cuda_graphs_needs_the_capture_outside_the_clock)
+  FULL=(--set train.mode=eager --set train.epochs=1 --set train.images_per_epoch=512 --set train.warmup_steps=5
+        --set 'sweep.train.batch_size=[16,64]')
+else
+  HOST=(200 16 4096); LEAN=(--batch-sizes 1,16,4096); MFU=(--batch-sizes 8192,16384)
+  LOOPS=eager,eager_accelerate,cuda_graphs; BIG_LOOPS=eager,cuda_graphs; COMPILE=(--batch-sizes 4096,16384)
+  ENGINE_TESTS=(tests/test_engine.py::test_lean_step_computes_what_the_accelerate_step_does
+                tests/test_engine.py::test_compile_mode_trains_a_cell_on_cpu tests/test_diagnostics.py)
+  FULL=(--set train.mode=cuda_graphs --set train.epochs=2
+        --set 'sweep.train.batch_size=[8,16,32,64,128,256,512,1024,2048,4096,8192,16384]')
+fi
+
+step env 15 environment
+step host_overhead 45 python3 tests/gpu/host_overhead.py "${HOST[@]}"
+step bench_lean 60 harness bench "${LEAN[@]}" --modes "$LOOPS" --out "$WORK/bench_lean"
+step mfu 70 harness bench "${MFU[@]}" --modes "$BIG_LOOPS" --skip-reference-above 1 --out "$WORK/mfu"
+step gpu_tests 90 python3 -m pytest -q -rfE --tb=short -p no:cacheprovider tests/gpu
+step engine_tests 60 python3 -m pytest -q -rfE --tb=short -p no:cacheprovider "${ENGINE_TESTS[@]}"
+step full_short 120 harness run --config configs/full.yaml --results-dir "$WORK/results" --quiet \
+  --set name=full_gpu_short --set 'sweep.train.seed=[0]' --set 'sweep.optim.lr=[1.0e-3]' "${FULL[@]}"
+step bench_compile 60 harness bench "${COMPILE[@]}" --modes compile --skip-reference-above 1 --out "$WORK/bench_compile"
 echo "== all steps ended at $(( $(date +%s) - START ))s"
 pack

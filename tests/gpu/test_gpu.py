@@ -59,3 +59,33 @@ def test_cuda_graphs_cell_runs_end_to_end(tmp_path):
     assert proc.returncode == 0, proc.stderr
     (path,) = (tmp_path / "r").rglob("result.json")
     assert read_json(path)["summary"]["test_accuracy_at_best_val"] > 0.9
+
+
+def test_a_cell_reads_its_energy_from_one_contiguous_window(tmp_path):
+    """Batch 8 for one epoch (6,875 steps) with the first check near its end: one window of several
+    seconds of host-bound eager steps, long enough for NVML's ticking counter (ENERGY_MIN_TIMED_S).
+    Joules per image from that window must agree with mean power x its time within 30%."""
+    config = write_config(tmp_path, {**SMALL, "sweep": {"train.batch_size": [8]},
+                                     "train": {**SMALL["train"], "epochs": 1, "images_per_epoch": 55000,
+                                               "mode": "eager"},
+                                     "checks": {"first_step": 6800, "per_decade": 1}})
+    proc = harness("run", "--config", str(config), "--results-dir", str(tmp_path / "r"), "--no-report")
+    assert proc.returncode == 0, proc.stderr
+    (path,) = (tmp_path / "r").rglob("result.json")
+    s = read_json(path)["summary"]
+    assert s["energy_window_s"] >= ENERGY_MIN_TIMED_S, f"window only {s['energy_window_s']} s: steps got faster"
+    assert s["joules_per_image"] > 0 and s["energy_j"] == pytest.approx(s["joules_per_image"] * s["timed_images"])
+    from_power = s["power_mean_w"] * s["train_seconds"] / s["timed_images"]
+    assert s["joules_per_image"] == pytest.approx(from_power, rel=0.3)
+    assert s["engine_mode"] == "eager" and s["step_path"] == "lean"
+
+
+def test_auto_mode_runs_cuda_graphs_on_a_gpu(tmp_path):
+    config = write_config(tmp_path, {**SMALL, "sweep": {"train.batch_size": [256]}})
+    proc = harness("run", "--config", str(config), "--results-dir", str(tmp_path / "r"), "--no-report",
+                   "--set", "train.warmup_steps=5")
+    assert proc.returncode == 0, proc.stderr
+    (path,) = (tmp_path / "r").rglob("result.json")
+    record = read_json(path)
+    assert record["settings"]["train"]["mode"] == "auto"
+    assert record["summary"]["engine_mode"] == "cuda_graphs" and record["summary"]["engine_mode_reason"] is None
