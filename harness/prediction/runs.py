@@ -163,7 +163,7 @@ def predict_sweep(config: SweepConfig, cells: list[Cell], sweep_dir: Path, folde
     short = cells_at(cells, short_run_batches(grid), chosen, seeds)
     timed = [next(c for c in cells_at(cells, [b], chosen, seeds[:1])) for b in grid]
     accelerator = make_accelerator(config, short + timed, sweep_dir)
-    device_data, _ = load_data(accelerator, folders, short + timed)
+    device_data, environment = load_data(accelerator, folders, short + timed)
     target = config.report.target_accuracy
     runs = [_announced_short_run(cell, accelerator, device_data.for_cell(cell), config, progress) for cell in short]
     timings = [_announced_timing(cell, runs, accelerator, device_data.for_cell(cell), progress) for cell in timed]
@@ -179,6 +179,7 @@ def predict_sweep(config: SweepConfig, cells: list[Cell], sweep_dir: Path, folde
               "checks": config.checks.model_dump(),
               "timing": {"min_steps": TIMING_MIN_STEPS, "min_seconds": TIMING_MIN_SECONDS, "window": TIMING_WINDOW}}
     doc = document(config.model_dump(mode="json"), inputs, runs, timings, fitted, started, reason)
+    doc["environment"] = environment  # the device and threads its times were taken with
     if accelerator.is_main_process:
         output.write(sweep_dir, doc)
     if reason:
