@@ -93,9 +93,11 @@ class DataSettings(_Frozen):
     # the images of the built-in workloads; both have MNIST's format and sizes (60,000 training and
     # 10,000 test images of 28x28, 10 classes); workload fashion_mlp is Fashion-MNIST whatever this says
     dataset: Literal["mnist", "fashion_mnist"] = "mnist"
-    # held out from the START of the training examples (as TF's read_data_sets does), unless the
-    # workload's data comes with a "val" split
+    # held out of the training examples (unless the workload's data comes with a "val" split)
     val_size: Count = Field(5000, ge=1)
+    # which ones: the first (as TF's read_data_sets), the last, or a random set drawn with split_seed
+    val_split: Literal["first", "last", "random"] = "first"
+    split_seed: Count | None = Field(None, ge=0, le=MAX_SEED, description="data.val_split=random: its seed (default 0)")
     # train accuracy is measured on this fixed prefix of the training split after each epoch
     train_eval_size: Count = Field(10_000, ge=1)
 

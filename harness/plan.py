@@ -39,7 +39,8 @@ class Cell:
 
 # Settings a cell id's hash leaves out while they hold this value: MNIST cells keep the ids they
 # had before a dataset could be chosen, so their finished results stay valid.
-ADDED_LATER = {("data", "dataset"): "mnist", ("train", "threads"): None}
+ADDED_LATER = {("data", "dataset"): "mnist", ("train", "threads"): None, ("data", "val_split"): "first",
+               ("data", "split_seed"): None}
 # Values a cell id's hash reads as another: `auto` runs eager wherever cells ran before it existed
 # (and on every CPU); on a GPU the record says it ran cuda_graphs, and the report says when modes differ.
 HASHED_AS = {("train", "mode"): {"auto": "eager"}}

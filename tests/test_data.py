@@ -65,6 +65,35 @@ def test_real_mnist_and_the_held_out_split(data_dir):
     assert torch.equal(splits.train_y, torch.from_numpy(arrays.train_labels[5000:].astype(np.int64)))
 
 
+def test_the_validation_split_is_a_choice(data_dir):
+    """data.val_split: the first, the last or a random 5,000 (seeded); always disjoint from training,
+    together every training image once."""
+    arrays = load_mnist(find_mnist(data_dir))
+    labels = torch.from_numpy(arrays.train_labels.astype(np.int64))
+    last = to_device(arrays, 5000, torch.device("cpu"), "last")
+    assert torch.equal(last.val_y, labels[-5000:]) and torch.equal(last.train_y, labels[:-5000])
+    random = to_device(arrays, 5000, torch.device("cpu"), "random", 7)
+    again = to_device(arrays, 5000, torch.device("cpu"), "random", 7)
+    other = to_device(arrays, 5000, torch.device("cpu"), "random", 8)
+    assert torch.equal(random.val_x, again.val_x) and not torch.equal(random.val_x, other.val_x)
+    assert random.val_x.shape == (5000, 784) and random.train_x.shape == (55_000, 784)
+    pixels = torch.cat([random.val_x, random.train_x]).sum(1)  # every image once: the same multiset of sums
+    assert torch.equal(pixels.sort().values, torch.cat([last.val_x, last.train_x]).sum(1).sort().values)
+    rows = lambda x: {bytes(r.numpy().tobytes()) for r in x}  # noqa: E731
+    assert len(rows(random.val_x) & rows(random.train_x)) < 10  # disjoint (MNIST repeats a few images)
+
+
+def test_the_default_split_keeps_every_cell_id():
+    from harness.config import CellSettings
+    from harness.plan import cell_id
+
+    base = CellSettings()
+    assert cell_id(CellSettings(data={"val_split": "first"}), []) == cell_id(base, [])
+    assert cell_id(CellSettings(data={"val_split": "last"}), []) != cell_id(base, [])
+    assert cell_id(CellSettings(data={"val_split": "random", "split_seed": 1}), []) != \
+        cell_id(CellSettings(data={"val_split": "random"}), [])
+
+
 def test_without_a_data_folder_it_downloads_or_says_how_to_work_offline(tmp_path):
     """No --data-dir and no $HARNESS_DATA_DIR: torchvision downloads into the cache. Offline (CI),
     that fails, and the user gets one line naming the option and the variable, exit 2."""

@@ -141,6 +141,7 @@ LONG = {
     "name": "preempt",
     "train": {"batch_size": 16, "epochs": 3, "images_per_epoch": 16000, "warmup_steps": 5},
     "data": {"train_eval_size": 1000},
+    "checks": {"budget": None},  # every scheduled check: a resumed cell's evals.csv equals an uninterrupted one's
 }
 
 

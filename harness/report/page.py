@@ -157,6 +157,7 @@ def _section(found: Collected, key: tuple[str, str], overrides: dict[str, float]
         "title": f"{source} / {sweep}" if source != sweep else sweep,
         "device": records[0].get("environment", {}).get("device_name"),
         "conditions": conditions.summary(cells),
+        "validation": _validation(records),
         "engine_sentence": conditions.engine_sentence(spots),
         "verdicts": verdicts,
         # an ablation (every variant one batch size): its question is the collapse, not a sweet spot
@@ -208,6 +209,17 @@ def _prediction(doc: dict, by_batch: pd.DataFrame, cells: pd.DataFrame,
 
 def _only(frame: pd.DataFrame, ids: pd.Series) -> pd.DataFrame:
     return frame[frame["cell_id"].isin(ids)] if not frame.empty else frame
+
+
+def _validation(records: list[dict]) -> str:
+    """Which training examples were held out for validation (data.val_split), in words."""
+    held = sorted({(d.get("val_size"), d.get("val_split", "first"), d.get("split_seed"))
+                   for r in records for d in [(r.get("settings") or {}).get("data") or {}]}, key=str)
+    words = []
+    for size, how, seed in held:
+        count = f"{size:,}" if isinstance(size, int) else "?"
+        words.append(f"a random {count} (data.split_seed={seed or 0})" if how == "random" else f"the {how} {count}")
+    return f"validation: {' and '.join(words)} of the training examples"
 
 
 def _check_spacing(plan: dict) -> str:

@@ -32,8 +32,24 @@ class Splits:
         return sum(storages.values())
 
 
-def to_device(arrays: MnistArrays, val_size: int, device: torch.device) -> Splits:
-    """Validation = the first `val_size` training images (TF's read_data_sets), never the test set."""
+def hold_out(x: torch.Tensor, y: torch.Tensor, val_size: int, how: str = "first",
+             seed: int | None = None) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """((val_x, val_y), (train_x, train_y)): `val_size` examples held out of the training ones,
+    by `data.val_split`: the first (TF's read_data_sets; views, no copy), the last, or a random
+    set drawn with `data.split_seed` (the training rest keeps its original order)."""
+    if how == "first":
+        return (x[:val_size], y[:val_size]), (x[val_size:], y[val_size:])
+    if how == "last":
+        return (x[-val_size:], y[-val_size:]), (x[:-val_size], y[:-val_size])
+    order = np.random.default_rng(seed or 0).permutation(len(x))
+    val = torch.from_numpy(np.sort(order[:val_size])).to(x.device)
+    train = torch.from_numpy(np.sort(order[val_size:])).to(x.device)
+    return (x[val], y[val]), (x[train], y[train])
+
+
+def to_device(arrays: MnistArrays, val_size: int, device: torch.device, how: str = "first",
+              seed: int | None = None) -> Splits:
+    """Validation = `val_size` of the training images (`hold_out`), never the test set."""
 
     def images(a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(a.reshape(len(a), -1).copy()).to(device).float().div_(255.0)
@@ -41,18 +57,14 @@ def to_device(arrays: MnistArrays, val_size: int, device: torch.device) -> Split
     def labels(a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(a.astype(np.int64)).to(device)
 
-    x, y = images(arrays.train_images), labels(arrays.train_labels)
-    return Splits(
-        train_x=x[val_size:],
-        train_y=y[val_size:],
-        val_x=x[:val_size],
-        val_y=y[:val_size],
-        test_x=images(arrays.test_images),
-        test_y=labels(arrays.test_labels),
-    )
+    (val_x, val_y), (train_x, train_y) = hold_out(images(arrays.train_images), labels(arrays.train_labels), val_size,
+                                                  how, seed)
+    return Splits(train_x=train_x, train_y=train_y, val_x=val_x, val_y=val_y, test_x=images(arrays.test_images),
+                  test_y=labels(arrays.test_labels))
 
 
-def own_splits(raw: Any, val_size: int, device: torch.device, where: str) -> Splits:
+def own_splits(raw: Any, val_size: int, device: torch.device, where: str, how: str = "first",
+               seed: int | None = None) -> Splits:
     """What a workload's load() returned -> Splits on the device. ConfigError naming the key that is
     wrong, or the size that does not fit on the device."""
     if not isinstance(raw, dict) or not {"train", "test"} <= set(raw):
@@ -62,12 +74,12 @@ def own_splits(raw: Any, val_size: int, device: torch.device, where: str) -> Spl
     if unknown:
         raise DataError(f"{where} returned the key(s) {', '.join(unknown)}; only 'train', 'val' and 'test' are read")
     pairs = {key: _pair(raw[key], f"{where} returned {key!r}") for key in ("train", "val", "test") if key in raw}
-    if "val" not in pairs:  # held out from the start of the training examples, as for the images
+    if "val" not in pairs:  # held out of the training examples, as for the images
         x, y = pairs["train"]
         if val_size >= len(x):
             raise DataError(f"data.val_size={val_size} leaves none of the workload's {len(x):,} training examples; "
                             f"lower data.val_size or return a 'val' split from load()")
-        pairs["val"], pairs["train"] = (x[:val_size], y[:val_size]), (x[val_size:], y[val_size:])
+        pairs["val"], pairs["train"] = hold_out(x, y, val_size, how, seed)
     size = sum(t.element_size() * t.nelement() for pair in pairs.values() for t in pair)
     free = free_bytes(device)
     if free is not None and size > free:

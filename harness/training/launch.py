@@ -52,24 +52,25 @@ class DeviceData:
     def for_cell(self, cell: plan.Cell) -> data.Splits:
         settings = cell.settings
         name = settings.dataset or _data_key(cell)
-        key = (name, settings.data.val_size)
+        held_out = (settings.data.val_size, settings.data.val_split, settings.data.split_seed)
+        key = (name, *held_out)
         if key not in self.splits:
-            self.splits[key] = (self._images(name, settings.data.val_size) if settings.dataset else
-                                self._own(workloads.resolve(cell), settings.data.val_size))
+            self.splits[key] = (self._images(name, *held_out) if settings.dataset else
+                                self._own(workloads.resolve(cell), *held_out))
         return self.splits[key]
 
-    def _images(self, name: str, val_size: int) -> data.Splits:
+    def _images(self, name: str, val_size: int, how: str, seed: int | None) -> data.Splits:
         if name not in self.arrays:
             if name not in self.folders:
                 with self.accelerator.main_process_first():  # one download; the others then find it verified
                     self.folders[name] = images.download(images.CACHE_DIR, name)
             self.arrays[name] = images.load_mnist(self.folders[name])
-        return data.to_device(self.arrays[name], val_size, self.accelerator.device)
+        return data.to_device(self.arrays[name], val_size, self.accelerator.device, how, seed)
 
-    def _own(self, workload: workloads.Workload, val_size: int) -> data.Splits:
+    def _own(self, workload: workloads.Workload, val_size: int, how: str, seed: int | None) -> data.Splits:
         where = f"workload.data: {workload.specs['data']}"
         raw = workload.call("data", workload.load, dict(workload.options))
-        return data.own_splits(raw, val_size, self.accelerator.device, where)
+        return data.own_splits(raw, val_size, self.accelerator.device, where, how, seed)
 
 
 def _data_key(cell: plan.Cell) -> str:
