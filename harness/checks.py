@@ -26,12 +26,14 @@ import math
 
 
 def schedule(total_steps: int, steps_per_epoch: int, per_decade: int, first_step: int,
-             max_interval: int | None = None) -> list[int]:
+             max_interval: int | None = None, every: int | None = None) -> list[int]:
     """The steps after which validation is checked: log-spaced from `first_step`, every epoch end,
-    and at least every `max_interval` steps (default: one epoch); sorted, within 1..total_steps."""
+    at least every `max_interval` steps (default: one epoch), and every `every` steps if given (a
+    dense schedule beside the log one, to compare readings); sorted, within 1..total_steps."""
     ratio = 10 ** (1 / per_decade)
     cap = max_interval or steps_per_epoch
     steps = set(range(steps_per_epoch, total_steps + 1, steps_per_epoch))
+    steps |= set(range(every, total_steps + 1, every)) if every else set()
     step = first_step
     while step <= total_steps:
         steps.add(step)
@@ -42,8 +44,9 @@ def schedule(total_steps: int, steps_per_epoch: int, per_decade: int, first_step
 
 def for_cell(settings, cfg) -> list[int]:
     """The schedule of one cell (CellSettings) under the sweep's `checks:` section (CheckSettings)."""
+    every = max(1, round(cfg.every_images / settings.train.batch_size)) if cfg.every_images else None
     return schedule(settings.total_steps, settings.steps_per_epoch, cfg.per_decade, cfg.first_step,
-                    cfg.max_interval_steps)
+                    cfg.max_interval_steps, every)
 
 
 def relative_resolution(per_decade: int) -> float:

@@ -236,6 +236,9 @@ class CheckSettings(_Frozen):
     first_step: Count = Field(10, ge=1, description="the first check; before it, steps to target are [0, first_step]")
     # also at least this often; default one epoch (every epoch end is a check in any case)
     max_interval_steps: Count | None = Field(None, ge=1)
+    # also every this many training images (rounded to whole steps): a dense schedule on top of the
+    # log one, e.g. to compare what each reads on the same runs
+    every_images: Count | None = Field(None, ge=1)
     # the share of training time the checks may cost; a scheduled check that would exceed it is
     # skipped (the first and last always run); null: every scheduled check
     budget: Real | None = Field(0.25, gt=0, le=10)

@@ -1,0 +1,70 @@
+"""Benchmark, not a test: does the reading of steps to target move with the check schedule?
+
+    python tests/benchmarks/schedule_robustness.py RESULTS_DIR [--target 0.97] [--out FILE]
+
+RESULTS_DIR holds cells run with the log schedule AND a dense one (`--set
+checks.every_images=1024 --set checks.budget=null`): the same training, checked at both. Each
+cell's checks are split back into the log schedule's steps and the dense schedule's, and steps to
+target are read from each by the first check at or above the target and by the local fit
+(harness/analysis/crossing.py). Prints, per batch size, both readings from both schedules and the
+log/dense ratio of each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from harness import checks
+from harness.analysis.crossing import crossing
+from harness.config import CellSettings, CheckSettings
+
+
+def readings(cell_dir: Path, target: float) -> dict | None:
+    record = json.loads((cell_dir / "result.json").read_text())
+    plan = json.loads((cell_dir.parent / "plan.json").read_text())
+    settings = CellSettings(**record["settings"])
+    cfg = CheckSettings(**plan["config"]["checks"])
+    log = set(checks.schedule(settings.total_steps, settings.steps_per_epoch, cfg.per_decade, cfg.first_step,
+                              cfg.max_interval_steps))
+    every = max(1, round(cfg.every_images / settings.train.batch_size))
+    dense = set(range(every, settings.total_steps + 1, every))
+    evals = pd.read_csv(cell_dir / "evals.csv")
+    out = {"batch_size": settings.train.batch_size, "seed": settings.train.seed}
+    for name, steps in (("log", log), ("dense", dense)):
+        rows = evals[evals["step"].isin(steps)]
+        above = rows[rows["val_accuracy"] >= target]
+        found = crossing(rows["step"].to_numpy(float), rows["val_accuracy"].to_numpy(float), target)
+        if found is None or above.empty:
+            return None
+        out |= {f"first_{name}": float(above["step"].iloc[0]), f"fit_{name}": found.steps, f"checks_{name}": len(rows)}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("folder", type=Path)
+    parser.add_argument("--target", type=float, default=0.97)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    rows = [r for d in sorted(args.folder.glob("*/result.json")) if (r := readings(d.parent, args.target))]
+    table = pd.DataFrame(rows).groupby("batch_size").agg(
+        **{k: (k, "mean") for k in ("first_log", "first_dense", "fit_log", "fit_dense")},
+        checks_log=("checks_log", "mean"), checks_dense=("checks_dense", "mean"), seeds=("seed", "size")).reset_index()
+    table["first_ratio"] = table["first_log"] / table["first_dense"]
+    table["fit_ratio"] = table["fit_log"] / table["fit_dense"]
+    print(f"{args.folder}: target {args.target}; steps to target read from the log and the dense checks of the same runs")
+    print(table.to_string(index=False, float_format=lambda v: f"{v:,.2f}"))
+    gm = lambda col: float(np.exp(np.log(table[col]).mean()))  # noqa: E731
+    print(f"geometric mean log/dense: first check {gm('first_ratio'):.3f}, local fit {gm('fit_ratio'):.3f}; "
+          f"largest first-check deviation {abs(table['first_ratio'] - 1).max():.1%}, local fit {abs(table['fit_ratio'] - 1).max():.1%}")
+    if args.out:
+        args.out.write_text(table.to_json(orient="records", indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
