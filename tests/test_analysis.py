@@ -98,10 +98,12 @@ def test_steps_to_target_come_from_the_checks_with_their_resolution(tmp_path):
     row = cells.iloc[0]
     points = found.checks["step"].tolist()
     first = next(s for s in points if s >= 5_000)
-    assert row["steps_to_target"] == first and row["target_read_at"] == "check"
-    assert row["steps_before_target"] == points[points.index(first) - 1]
+    # the curve `make` wrote is straight in log steps: the fitted crossing is where it was made to cross
+    assert row["steps_to_target"] == pytest.approx(5_000, rel=1e-3) and row["target_read_at"] == "check"
+    assert row["steps_to_target_first_check"] == first and row["steps_after_target"] == first
+    assert row["steps_before_target"] == points[points.index(first) - 1] < row["steps_to_target"]
     assert row["target_resolution_steps"] / row["steps_to_target"] <= 0.1  # 25 checks per decade
-    assert row["time_to_target_s"] == pytest.approx(first * 64 * row["time_per_image_s"])
+    assert row["time_to_target_s"] == pytest.approx(row["steps_to_target"] * 64 * row["time_per_image_s"])
     without = per_batch.add_time_to_target(found.cells, pd.DataFrame(), found.epochs, TARGET).iloc[0]
     assert without["target_read_at"] == "epoch"  # a folder from before the checks: epoch resolution
     assert without["target_resolution_steps"] == found.epochs["optimizer_steps"].iloc[0]
@@ -214,9 +216,8 @@ def test_figures_and_tables_separate_two_other_swept_settings(tmp_path):
             assert not data.duplicated(["variant", "batch_size"]).any(), figure.title
     steps = next(f for f in section["figures"] if f.title.startswith("Steps to target")).data
     slow = steps[steps["variant"] == "model.activation=softplus, train.sampling=with_replacement"]
-    expected = [next(s for s in checks.schedule(3 * (2 * n // 3 + 1), 2 * n // 3 + 1, 25, 10) if s >= n)
-                for n in (3300, 1100)]  # the schedule `make` wrote: first check at or after the crossing
-    assert sorted(slow["steps_to_target"]) == sorted(expected)
+    # `make`'s curves are straight in log steps: the fitted crossing is where each was made to cross
+    assert sorted(slow["steps_to_target"]) == pytest.approx([1100, 3300], rel=1e-3)
 
 
 def test_an_ablation_opens_with_its_collapse_verdict(tmp_path):

@@ -8,10 +8,12 @@ import re
 import shutil
 from html.parser import HTMLParser
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import harness, read_json
 
+from harness.analysis.crossing import crossing
 from harness.analysis.per_batch import ACCURACY, add_time_to_target, by_batch_size, flat_point
 
 
@@ -74,14 +76,18 @@ def test_report_numbers_equal_the_result_files(small_sweep, tmp_path):
                                               for c in small_sweep.iterdir() if c.is_dir()), key
         assert as_number(row["batch_size"]) == result["settings"]["train"]["batch_size"]
         assert row["status"] == "done"
-        # time to target, recomputed straight from evals.csv: the first check at or above the target
+        # steps to target, recomputed straight from evals.csv: the fitted crossing, between two checks,
+        # and the first check at or above the target beside it
         with open(cell_dir / "evals.csv") as fh:
             steps = [(int(r["step"]), float(r["val_accuracy"])) for r in csv.DictReader(fh)]
+        found = crossing(np.array([st for st, _ in steps]), np.array([a for _, a in steps]), 0.9)
         first = next(i for i, (_, accuracy) in enumerate(steps) if accuracy >= 0.9)
-        expected = steps[first][0] * result["settings"]["train"]["batch_size"] * s["time_per_image_s"]
+        expected = found.steps * result["settings"]["train"]["batch_size"] * s["time_per_image_s"]
         assert as_number(row["time_to_target_s"]) == pytest.approx(expected, rel=1e-12)
-        assert as_number(row["steps_to_target"]) == steps[first][0]
-        assert as_number(row["target_resolution_steps"]) == steps[first][0] - (steps[first - 1][0] if first else 0)
+        assert as_number(row["steps_to_target"]) == pytest.approx(found.steps, rel=1e-12)
+        assert as_number(row["steps_to_target_first_check"]) == steps[first][0] == found.first_check
+        assert as_number(row["target_resolution_steps"]) == found.after - found.before
+        assert found.before < found.steps <= found.after and found.after in [st for st, _ in steps]
         batch_row = next(b for b in per_batch if b["batch_size"] == row["batch_size"])
         assert as_number(batch_row[ACCURACY]) == s["test_accuracy_at_best_val"]
         assert as_number(batch_row["n"]) == 1

@@ -33,8 +33,9 @@ class Crossing:
     first_check: float  # the first check at or above the target (moves with the schedule)
 
 
-def crossing(steps: np.ndarray, accuracy: np.ndarray, target: float) -> Crossing | None:
-    """The crossing of `target` by checks (`steps` increasing, > 0); None if no check reached it."""
+def crossing(steps: np.ndarray, accuracy: np.ndarray, target: float, fit: bool = True) -> Crossing | None:
+    """The crossing of `target` by checks (`steps` increasing, > 0); None if no check reached it.
+    `fit=False`: the first check at or above the target."""
     steps, accuracy = np.asarray(steps, float), np.asarray(accuracy, float)
     keep = np.isfinite(accuracy) & (steps > 0)
     steps, accuracy = steps[keep], accuracy[keep]
@@ -42,7 +43,7 @@ def crossing(steps: np.ndarray, accuracy: np.ndarray, target: float) -> Crossing
     if len(above) == 0:
         return None
     first = guess = float(steps[above[0]])
-    for _ in range(ITERATIONS):
+    for _ in range(ITERATIONS if fit else 0):
         window = (steps >= guess / WIDTH) & (steps <= guess * WIDTH)
         if window.sum() < 3:
             break

@@ -3,9 +3,11 @@ per-batch table, the flat point. harness/analysis/recommend.py turns them into t
 
 The rules (the report states them):
 - accuracy(B): test accuracy at the epoch of best validation accuracy, mean over seeds.
-- steps to target: the first validation check at or above the target (evals.csv; a results folder
-  without checks (no evals.csv) is read at epoch ends). Its resolution is the gap to the
-  previous check: the crossing lies somewhere in (previous check, this check].
+- steps to target: where a line of validation accuracy against log steps, fitted to the checks
+  around the crossing, reaches the target (analysis/crossing.py; evals.csv). Its resolution is the
+  gap between the two checks around it. The first check at or above the target, which moves with
+  the check schedule, is kept beside it (steps_to_target_first_check). Results without checks are
+  read at the first epoch end at or above the target.
 - time to target: steps to target x time per step (= B x time per image); "measured" is the
   training clock at that check (warm-up included, evaluation never).
 - learning rate: where a batch size was trained at several rates, the one with the shortest time
@@ -19,6 +21,7 @@ from __future__ import annotations
 import pandas as pd
 
 from harness.analysis.collect import Collected
+from harness.analysis.crossing import crossing
 from harness.analysis.stats import near_best
 from harness.config import ReportSettings
 from harness.record.metrics import aggregates
@@ -26,8 +29,8 @@ from harness.record.metrics import aggregates
 GROUP = ["source", "sweep", "variant", "batch_size"]
 KEY = ["source", "sweep", "cell_id"]
 ACCURACY = "test_accuracy_at_best_val"  # a cell's accuracy, and its mean over seeds per batch size
-TARGET_COLUMNS = ["steps_to_target", "steps_before_target", "target_resolution_steps", "target_read_at",
-                  "measured_time_to_target_s"]
+TARGET_COLUMNS = ["steps_to_target", "steps_before_target", "steps_after_target", "target_resolution_steps",
+                  "target_read_at", "measured_time_to_target_s", "steps_to_target_first_check"]
 
 
 def readings(checks: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
@@ -55,15 +58,23 @@ def _without_checks(epochs: pd.DataFrame, checks: pd.DataFrame) -> pd.DataFrame:
 
 
 def add_time_to_target(cells: pd.DataFrame, checks: pd.DataFrame, epochs: pd.DataFrame, target: float) -> pd.DataFrame:
-    """Per cell: steps to target with its resolution, time to target, measured time to target."""
+    """Per cell: steps to target (the fitted crossing) with the checks around it, the first check at
+    or above the target, time to target, measured time to target (the training clock at the check
+    after the crossing)."""
     cells = cells.drop(columns=[c for c in TARGET_COLUMNS if c in cells], errors="ignore")
-    found = readings(checks, epochs)
-    found["steps_before_target"] = found.groupby(KEY)["step"].shift(fill_value=0)
-    first = found[found["val_accuracy"] >= target].groupby(KEY, as_index=False).first()
-    first = first.rename(columns={"step": "steps_to_target", "read_at": "target_read_at",
-                                  "train_seconds": "measured_time_to_target_s"})
-    first["target_resolution_steps"] = first["steps_to_target"] - first["steps_before_target"]
-    cells = cells.merge(first[[*KEY, *TARGET_COLUMNS]], on=KEY, how="left")
+    rows = []
+    for key, group in readings(checks, epochs).groupby(KEY, sort=False):
+        # epoch ends are too far apart to fit a line through: there, the first epoch at the target
+        fit = (group["read_at"] == "check").all()
+        found = crossing(group["step"].to_numpy(float), group["val_accuracy"].to_numpy(float), target, fit)
+        if found is None:
+            continue
+        after = group[group["step"] == found.after].iloc[0]
+        rows.append(dict(zip(KEY, key)) | {
+            "steps_to_target": found.steps, "steps_before_target": found.before, "steps_after_target": found.after,
+            "target_resolution_steps": found.after - found.before, "target_read_at": after["read_at"],
+            "measured_time_to_target_s": after["train_seconds"], "steps_to_target_first_check": found.first_check})
+    cells = cells.merge(pd.DataFrame(rows, columns=[*KEY, *TARGET_COLUMNS]), on=KEY, how="left")
     cells["time_to_target_s"] = cells["steps_to_target"] * cells["batch_size"] * cells["time_per_image_s"]
     from_epochs = cells["target_read_at"] == "epoch"  # epoch ends count timed windows only: add the warm-up
     cells["measured_time_to_target_s"] = (cells["measured_time_to_target_s"].astype(float)
@@ -179,9 +190,8 @@ def flat_point(table: pd.DataFrame, threshold: float) -> int | None:
 
 
 def against_prediction(doc: dict, per_batch: pd.DataFrame) -> pd.DataFrame:
-    """predict.json's steps and time to target per batch size beside the measured ones. Measured
-    steps are the first check at or above the target; the prediction is of the crossing itself,
-    so it is compared with the middle of the measured resolution."""
+    """predict.json's steps and time to target per batch size beside the measured ones: the grid's
+    fitted crossing (the prediction is of the crossing itself)."""
     rows = pd.DataFrame(doc["fit"]["predictions"]) if doc.get("fit") else pd.DataFrame(columns=["batch_size"])
     if rows.empty:
         return rows
@@ -191,10 +201,10 @@ def against_prediction(doc: dict, per_batch: pd.DataFrame) -> pd.DataFrame:
     measured = per_batch[["batch_size", "steps_to_target", "target_resolution_steps", "time_to_target_s",
                           "time_per_image_s", "reached_target", "n"]]
     rows = rows.merge(measured, on="batch_size", how="left")
-    crossing = rows["steps_to_target"] - rows["target_resolution_steps"] / 2
+    measured_steps = rows["steps_to_target"]
     all_reached = rows["reached_target"] == rows["n"]
-    rows["measured_crossing_steps"] = crossing.where(all_reached)
-    rows["measured_crossing_time_s"] = (crossing * rows["batch_size"] * rows["time_per_image_s"]).where(all_reached)
+    rows["measured_crossing_steps"] = measured_steps.where(all_reached)
+    rows["measured_crossing_time_s"] = (measured_steps * rows["batch_size"] * rows["time_per_image_s"]).where(all_reached)
     rows["time_error"] = rows["predicted_time_s"] / rows["measured_crossing_time_s"] - 1
     return rows
 

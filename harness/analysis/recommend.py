@@ -60,7 +60,7 @@ def samples(cells: pd.DataFrame, windows: pd.DataFrame) -> dict[int, list[stats.
         out.setdefault(int(row.batch_size), []).append(stats.CellSample(
             accuracy=float(getattr(row, ACCURACY)), reached=reached,
             steps_low=float(row.steps_before_target) if reached else np.nan,
-            steps_high=float(row.steps_to_target) if reached else np.nan, rates=rates, weights=steps))
+            steps_high=float(row.steps_after_target) if reached else np.nan, rates=rates, weights=steps))
     return out
 
 

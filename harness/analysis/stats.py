@@ -2,8 +2,8 @@
 
 One resample redraws, for every batch size, its seeds with replacement (one seed: that seed), and
 for every drawn cell
-- where the target was crossed: uniformly within (previous check, first check at target], the
-  resolution the checks allowed;
+- where the target was crossed: uniformly between the two checks around the fitted crossing
+  (analysis/crossing.py), the resolution the checks allowed;
 - its time per step: the rate of one timed window of that cell, drawn with weights = the window's
   steps (run-to-run and window-to-window speed, measured within the cell: load, clocks).
 Time to target = steps x time per step, averaged over the drawn seeds. Accuracy is the drawn seeds'
@@ -30,8 +30,8 @@ class CellSample:
 
     accuracy: float
     reached: bool
-    steps_low: float  # the last check below the target (0 if none)
-    steps_high: float  # the first check at or above it
+    steps_low: float  # the check before the crossing (0 if none)
+    steps_high: float  # the check at or after it
     rates: np.ndarray  # seconds per step of each timed window
     weights: np.ndarray  # steps in each window
 

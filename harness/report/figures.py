@@ -250,9 +250,9 @@ def steps_to_target(d: FigureData) -> Figure | None:
         return None
     fig, ax = plt.subplots(figsize=(WIDE, 4.4))
     for variant, rows in data.sort_values("batch_size").groupby("variant", sort=True):
-        rows = rows.assign(low=rows["steps_to_target"] - rows["target_resolution_steps"])
-        _with_bars(ax, rows.assign(high=rows["steps_to_target"]), "steps_to_target", "low", "high",
-                   variant or "measured")
+        half = rows["target_resolution_steps"] / 2  # the bars: the resolution of the checks around the crossing
+        _with_bars(ax, rows.assign(low=rows["steps_to_target"] - half, high=rows["steps_to_target"] + half),
+                   "steps_to_target", "low", "high", variant or "measured")
         first = rows.iloc[0]
         ax.plot(rows["batch_size"], first["steps_to_target"] * first["batch_size"] / rows["batch_size"], "--",
                 color="grey", label="perfect scaling (steps x B constant)" if variant == data["variant"].min() else None)
