@@ -289,3 +289,25 @@ def test_the_crossing_does_not_move_with_the_check_schedule():
     assert crossing(log, np.full(len(log), 0.5), 0.97) is None
     early = crossing(np.array([10, 20]), np.array([0.98, 0.99]), 0.97)  # two checks: the first one stands
     assert (early.steps, early.before, early.after) == (10.0, 0.0, 10.0)
+
+
+def test_the_first_screen_says_how_many_seeds_would_rank_the_sweet_spot(tmp_path):
+    """Seed spread measured, the seeds a one-sided 5% test needs for 90% power to tell the sweet
+    spot from its nearest rival: 2 (1.645 + 1.282)^2 s^2 / d^2 on log times to target. Here the
+    seeds' log times spread by s = log(1.1) at both batch sizes and their means differ by d =
+    log(1.1): 2 x 8.561 = 17.1, so 18 seeds; the caveat carries the command."""
+    from harness.analysis import stats
+
+    assert stats.seeds_needed([1.0, 1.1, 1.21], [1.1, 1.21, 1.331]) == 18
+    assert stats.seeds_needed([1.0], [2.0, 2.1]) is None and stats.seeds_needed([1.0, 1.0], [2.0, 2.0]) is None
+    assert stats.seeds_needed([1.0, 1.1], [1.0, 1.1]) == stats.MAX_SEEDS + 1  # no gap: no number of seeds will do
+    sweep = tmp_path / "power"
+    for seed, factor in enumerate((1.0, 1.1, 1.21)):
+        make(sweep, 64, 1e-3, seed, round(2000 * factor), 0.976, seconds_per_step=1e-3)
+        make(sweep, 256, 1e-3, seed, round(2200 * factor), 0.976, seconds_per_step=1e-3)
+    write_plan(sweep, {"report": {"target_accuracy": TARGET}})
+    (verdict,) = report._section(collect([sweep]), (sweep.name, sweep.name))["verdicts"]
+    assert verdict.batch_size == 64
+    assert "Telling it from batch 256 at 90% power" in verdict.explanation and "takes 18 seeds" in verdict.explanation
+    (more,) = [c for c in verdict.caveats if c.text.startswith("Run 18 seeds per batch size")]
+    assert more.next_step == f"sweep.train.seed=[{','.join(map(str, range(18)))}]"

@@ -111,6 +111,9 @@ def recommend(variant: str, per_batch: pd.DataFrame, cells: pd.DataFrame, window
         f"the fastest of the {len(eligible)} batch size(s) whose test accuracy is within {tolerance:.3f} of the best "
         f"({best:.4f}); it wins in {boot.share[winner]:.0%} of {stats.RESAMPLES:,} bootstrap resamples.")
     caveats = [*_edge_caveats(per_batch, winner, planned), *caveats]
+    power, more_seeds = _seeds_for_power(cells, eligible, winner)
+    explanation += f" {power}" if power else ""
+    caveats += [more_seeds] if more_seeds else []
     return Recommendation(variant, winner, explanation, ties, flat, _tie_sentence(winner, ties, boot),
                           _ranked(caveats), details, _flat_notes(per_batch, flat, flat_threshold, planned, winner)), per_batch
 
@@ -133,6 +136,32 @@ def _conditions_caveat(cells: pd.DataFrame) -> list[Caveat]:
     """Cells timed under different threads, devices, processes, torch or engines (conditions.py)."""
     text = conditions.caveat_text(conditions.differing(cells), "The cells compared here")
     return [Caveat(3, text)] if text else []
+
+
+def _seeds_for_power(cells: pd.DataFrame, eligible: pd.DataFrame, winner: int) -> tuple[str | None, Caveat | None]:
+    """How many seeds would separate the sweet spot from its nearest rival (the next-fastest batch
+    size of those eligible) at 90% power, from the seed spread measured here (stats.seeds_needed):
+    a sentence for the explanation, and a caveat with the command when more seeds are needed."""
+    rivals = eligible[eligible["batch_size"] != winner].sort_values(["time_to_target_s", "batch_size"])
+    if rivals.empty:
+        return None, None
+    rival = int(rivals.iloc[0]["batch_size"])
+    times = {b: cells[(cells["batch_size"] == b) & cells["time_to_target_s"].notna()]["time_to_target_s"].tolist()
+             for b in (winner, rival)}
+    needed = stats.seeds_needed(times[winner], times[rival])
+    if needed is None:
+        return None, None
+    have = min(len(times[winner]), len(times[rival]))
+    count = f"more than {stats.MAX_SEEDS}" if needed > stats.MAX_SEEDS else f"{needed}"
+    text = (f"Telling it from batch {rival} at 90% power (one-sided 5% test on the seed-to-seed spread measured "
+            f"here) takes {count} seeds per batch size; this run has {have}.")
+    if needed <= have:
+        return text, None
+    if needed > stats.MAX_SEEDS:
+        return text, Caveat(2, f"Batch {winner} and {rival} are too close to rank by seeds alone: either is a fair "
+                               f"choice.")
+    return text, Caveat(2, f"Run {needed} seeds per batch size to rank it against batch {rival} (this run has {have}).",
+                        f"sweep.train.seed=[{','.join(map(str, range(needed)))}]")
 
 
 def _seed_caveat(per_batch: pd.DataFrame) -> list[Caveat]:

@@ -121,3 +121,25 @@ def tied_with(boot: Bootstrap, winner: int, candidates: list[int]) -> list[int]:
         if both.any() and float(np.mean(t[both] <= w[both])) >= TIE_SHARE:
             tied.append(batch)
     return tied
+
+
+# one-sided 5% test, 90% power: z_0.95 + z_0.90
+Z_POWER = 1.6449 + 1.2816
+MAX_SEEDS = 100
+
+
+def seeds_needed(times_a: list[float], times_b: list[float]) -> int | None:
+    """Seeds per batch size for a one-sided 5% test to tell two batch sizes' mean log time to
+    target apart with 90% power, from their measured seed-to-seed spread: n = 2 (z_a + z_b)^2
+    s^2 / d^2 (pooled variance s^2 of log times, d the difference of their means). None where it
+    cannot be estimated (fewer than 2 seeds each, or no spread); MAX_SEEDS + 1 for "more than"."""
+    a, b = np.log(np.asarray(times_a, float)), np.log(np.asarray(times_b, float))
+    if len(a) < 2 or len(b) < 2:
+        return None
+    pooled = ((len(a) - 1) * a.var(ddof=1) + (len(b) - 1) * b.var(ddof=1)) / (len(a) + len(b) - 2)
+    gap = abs(a.mean() - b.mean())
+    if not pooled > 0:
+        return None
+    if gap == 0:
+        return MAX_SEEDS + 1
+    return min(MAX_SEEDS + 1, max(2, int(np.ceil(2 * Z_POWER**2 * pooled / gap**2))))
