@@ -55,10 +55,11 @@ def relative_resolution(per_decade: int) -> float:
 
 
 def within_budget(check_seconds: float, train_seconds: float, last_check_seconds: float | None,
-                  budget: float | None) -> bool:
-    """Whether one more check, and the last one (which always runs), each costing about what the
-    last did, keep the checks within `budget`: a share of the training time so far (None: no limit).
-    Training time only grows, so a cell ends within budget unless its first check alone exceeds it."""
-    if budget is None or last_check_seconds is None:
+                  budget: float | None, final: bool = False) -> bool:
+    """Whether to run this check: the first (no cost known yet) and the `final` one always run;
+    any other only if it and the final one, each costing about what the last did, keep the checks
+    within `budget`, a share of the training time so far (None: no limit). Training time only
+    grows, so a cell ends within budget unless its first check alone exceeds it."""
+    if budget is None or last_check_seconds is None or final:
         return True
     return check_seconds + 2 * last_check_seconds <= budget * train_seconds

@@ -210,8 +210,8 @@ class CellSettings(_Frozen):
     def _fits_training_split(self) -> CellSettings:
         if self.size_known:
             self.check_fits()
-        if self.train.mode == "cuda_graphs" and self.cuda_graphs_obstacle():
-            raise ValueError(self.cuda_graphs_obstacle())
+        if self.train.mode == "cuda_graphs" and (obstacle := self.cuda_graphs_obstacle()):
+            raise ValueError(obstacle)
         if self.train.step_diagnostics and self.train.mixed_precision == "fp16":
             raise ValueError("train.step_diagnostics cannot use fp16 (its gradients carry the loss scale); "
                              "use bf16 or no mixed precision")

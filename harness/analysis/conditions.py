@@ -16,14 +16,9 @@ FACTORS = {"env.device_name": "device", "num_processes": "processes", "env.torch
 
 def differing(cells: pd.DataFrame) -> dict[str, list]:
     """Per factor on which the done cells differ, its values (unknowns left out)."""
-    done = cells[cells["status"] == "done"] if not cells.empty else cells
-    out = {}
-    for column, name in FACTORS.items():
-        if column in done:
-            values = sorted({_plain(v) for v in done[column] if not _missing(v)}, key=str)
-            if len(values) > 1:
-                out[name] = values
-    return out
+    done = _done(cells)
+    found = {name: _values(done, column) for column, name in FACTORS.items()}
+    return {name: values for name, values in found.items() if len(values) > 1}
 
 
 def caveat_text(found: dict[str, list], what: str = "These cells") -> str | None:
@@ -36,21 +31,17 @@ def caveat_text(found: dict[str, list], what: str = "These cells") -> str | None
 
 def summary(cells: pd.DataFrame) -> str | None:
     """What the times were measured under, in one line: `engine eager · 2 CPU threads · 1 process`."""
-    done = cells[cells["status"] == "done"] if not cells.empty else cells
+    done = _done(cells)
     if done.empty:
         return None
-    parts = []
-    for column, name in (("engine_mode", "engine"), ("threads", "CPU thread"), ("num_processes", "process")):
-        values = sorted({_plain(v) for v in done.get(column, []) if not _missing(v)}, key=str)
-        if values:
-            shown = " and ".join(map(str, values))
-            plural = "es" if name == "process" else "s"
-            parts.append(f"engine {shown}" if name == "engine" else
-                         f"{shown} {name}{plural if values != [1] else ''}")
-    torch = sorted({str(v) for v in done.get("env.torch", []) if not _missing(v)})
-    if torch:
-        parts.append(f"torch {' and '.join(torch)}")
-    return " · ".join(parts) or None
+    engines, threads, processes, torch = (_values(done, c) for c in ("engine_mode", "threads", "num_processes",
+                                                                       "env.torch"))
+    listed = lambda values: " and ".join(map(str, values))  # noqa: E731
+    parts = [f"engine {listed(engines)}" if engines else None,
+             f"{listed(threads)} CPU thread{'' if threads == [1] else 's'}" if threads else None,
+             f"{listed(processes)} process{'' if processes == [1] else 'es'}" if processes else None,
+             f"torch {listed(torch)}" if torch else None]
+    return " · ".join(p for p in parts if p) or None
 
 
 def engine_sentence(spots: dict[str, int | None]) -> str | None:
@@ -70,6 +61,15 @@ def engine_sentence(spots: dict[str, int | None]) -> str | None:
             return (f"The engine {'does not move' if same else 'moves'} the sweet spot{where}: {named}. The model "
                     f"and its steps to target are the same; only the time per step differs.")
     return None
+
+
+def _done(cells: pd.DataFrame) -> pd.DataFrame:
+    return cells[cells["status"] == "done"] if not cells.empty else cells
+
+
+def _values(done: pd.DataFrame, column: str) -> list:
+    """The distinct known values of one column, sorted."""
+    return sorted({_plain(v) for v in done.get(column, []) if not _missing(v)}, key=str)
 
 
 def _missing(value) -> bool:

@@ -64,8 +64,8 @@ def short_run(cell: Cell, accelerator: Accelerator, splits: Splits, target: floa
             run.windows.append((timed.steps, timed.seconds))
         run.train_seconds += warm.seconds + timed.seconds
         run.steps_done = point
-        if point != schedule[-1] and not checks.within_budget(run.check_seconds, run.train_seconds, last_check,
-                                                                 cfg.budget):
+        if not checks.within_budget(run.check_seconds, run.train_seconds, last_check, cfg.budget,
+                                    final=point == schedule[-1]):
             run.checks_skipped += 1  # over the checks' budget: train on to the next scheduled check
             continue
         with measure.SyncedTimer(accelerator.device) as check:

@@ -110,14 +110,14 @@ LOOPS = {"eager": ("eager", True), "eager_accelerate": ("eager", False), "compil
 
 
 def engine_loop(accelerator: Accelerator, splits: data.Splits, order: torch.Tensor, settings: CellSettings,
-                record: bool, floor: bool = False, lean: bool = True, engine: Engine | None = None,
+                record: bool, floor: bool = False, engine: Engine | None = None,
                 name: str | None = None) -> tuple[Run, Run | None]:
     """The harness's own step (training/engine.py) through the one step loop (training/steps.py),
     exactly as `harness run` drives it; with `floor` under cuda_graphs, also the same number of
     bare replays (the replay-only floor). `engine`: one built before (bench_batch resets it)."""
     batch = settings.train.batch_size
     steps = len(order) // batch
-    engine = engine or build_engine(settings, accelerator, splits, workloads.builtin(settings), lean=lean)
+    engine = engine or build_engine(settings, accelerator, splits, workloads.builtin(settings))
     batches = order.view(steps, batch).to(accelerator.device)
     losses, checked = [], []
 

@@ -38,10 +38,10 @@ class Engine:
     graph: CudaGraphStep | None = None
 
     def mode_record(self) -> dict[str, str | None]:
-        """The fields a cell's summary records about its engine."""
-        if self.graph is not None and self.graph.refused is not None:
-            self.mode, self.mode_reason, self.graph = "eager", self.graph.refused, None
-        return {"engine_mode": self.mode, "engine_mode_reason": self.mode_reason, "step_path": self.path}
+        """The fields a cell's summary records about its engine: a graph that fell back ran eager."""
+        refused = self.graph.refused if self.graph is not None else None
+        return {"engine_mode": "eager" if refused else self.mode, "engine_mode_reason": refused or self.mode_reason,
+                "step_path": self.path}
 
 
 def build_optimizer(settings: CellSettings, params, capturable: bool = False) -> torch.optim.Optimizer:
@@ -208,11 +208,12 @@ class CudaGraphStep:
                 with torch.cuda.graph(self.graph):  # records, runs nothing: the replay below trains
                     self.static_loss = self.step(self.static_idx)
             except RuntimeError as exc:  # an op that syncs or changes shape: this model cannot be captured
+                why = " ".join(str(exc).split())[:160]
                 if self.fall_back:
-                    self.graph, self.refused = None, f"auto: capture failed ({' '.join(str(exc).split())[:160]})"
+                    self.graph, self.refused = None, f"auto: capture failed ({why})"
                     return self.step(idx)
                 raise ConfigError(f"train.mode=cuda_graphs: this model's step cannot be captured as a CUDA graph "
-                                  f"({' '.join(str(exc).split())[:160]}); use train.mode=eager or compile") from None
+                                  f"({why}); use train.mode=eager or compile") from None
         self.graph.replay()
         return self.static_loss
 

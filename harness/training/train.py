@@ -80,7 +80,7 @@ def train_loop(cell: Cell, ctx: RunContext, cell_dir: Path) -> tuple[str, dict[s
                 if state.step < end:  # asked to stop: keep everything, leave
                     return preempt(cell_dir, state, engine, stream, losses)
                 state.scheduled_step = state.global_step
-                if state.global_step == schedule[-1] or _check_affordable(state, ctx.checks.budget):
+                if _check_affordable(state, ctx.checks.budget, final=state.global_step == schedule[-1]):
                     check(engine, state, ctx)
                 else:
                     state.checks_skipped += 1  # the window runs on to the next scheduled check
@@ -92,12 +92,13 @@ def train_loop(cell: Cell, ctx: RunContext, cell_dir: Path) -> tuple[str, dict[s
     return closing_summary(state, settings, accelerator, monitor, ctx.environment, flops, engine)
 
 
-def _check_affordable(state: LoopState, budget: float | None) -> bool:
+def _check_affordable(state: LoopState, budget: float | None, final: bool) -> bool:
     """harness/checks.py's budget: checks cost at most `budget` of the training time."""
     spent = sum(e["check_seconds"] for e in state.evals)
     trained = (state.evals[-1]["train_seconds"] if state.evals else 0.0) + state.window_seconds \
         + state.window_warmup_seconds
-    return checks.within_budget(spent, trained, state.evals[-1]["check_seconds"] if state.evals else None, budget)
+    return checks.within_budget(spent, trained, state.evals[-1]["check_seconds"] if state.evals else None, budget,
+                                final)
 
 
 def _stopper(state: LoopState, ctx: RunContext):
