@@ -199,9 +199,9 @@ def predict_command(args) -> int:
     results.check_writable(sweep_dir)
     folders = data_folders(cells, args.data_dir)
     main_process = os.environ.get("RANK", "0") == "0"
-    doc = output.reusable(config, sweep_dir) if args.verify else None
+    doc = output.reusable(config, sweep_dir, args.force) if args.verify else None
     if doc is None:
-        doc = runs.predict_sweep(config, cells, sweep_dir, folders, Progress(main_process, True))
+        doc = runs.predict_sweep(config, cells, sweep_dir, folders, Progress(main_process, True), args.force)
     if main_process:
         print(output.format_prediction(doc))
         args.answer = output.headline(doc, sweep_dir / "predict.json")

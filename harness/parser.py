@@ -79,13 +79,18 @@ def _predict(sub) -> None:
                           description="Run the grid's batch sizes at 2/7, 4/7 and 6/7 of the way along it to the "
                                       "target (a short run each, up to 2 seeds), time every batch size for a few "
                                       "hundred steps, fit S(B) = S_min (1 + B_noise / B), and write "
-                                      "RESULTS_DIR/<sweep>/predict.json; writes no cell result. --verify then trains "
+                                      "RESULTS_DIR/<sweep>/predict.json; writes no cell result. Where it cannot vouch "
+                                      "for the answer (a target near what the short runs reach, a model that misses a "
+                                      "batch size, a sweet spot outside those measured) it says why and exits 2 "
+                                      "unless --force. --verify then trains "
                                       "the predicted sweet spot and its two neighbours as ordinary cells (reusing "
                                       "predict.json when it was made from the same config). Also: accelerate launch "
                                       "harness/run.py --predict [--verify] ...")
     add_config_args(pred)
     pred.add_argument("--data-dir", help=DATA_DIR_HELP)
     pred.add_argument("--verify", action="store_true", help="then train the predicted sweet spot and its neighbours")
+    pred.add_argument("--force", action="store_true", help="predict even where the prediction doubts itself "
+                      "(the doubts are printed and kept in predict.json)")
     pred.add_argument("--quiet", action="store_true", help="no progress bars while verifying")
     pred.add_argument("--no-report", action="store_true", help="with --verify: do not rebuild the report")
     pred.add_argument("--json", action="store_true", help=JSON_HELP)

@@ -53,3 +53,11 @@ def crossing(steps: np.ndarray, accuracy: np.ndarray, target: float, fit: bool =
         guess = float(np.clip(math.exp((target - intercept) / slope), steps[window].min(), steps[window].max()))
     before = steps[steps < guess]
     return Crossing(guess, float(before[-1]) if len(before) else 0.0, float(steps[steps >= guess][0]), first)
+
+
+def settled(steps: np.ndarray, accuracy: np.ndarray, target: float) -> tuple[Crossing | None, bool]:
+    """The crossing read from the checks so far, and whether later checks can no longer move it:
+    the checks reach WIDTH x the estimate, the end of the window it is read from. A run that stops
+    there reads what a run to the end reads (harness predict's short runs do)."""
+    found = crossing(steps, accuracy, target)
+    return found, found is not None and float(np.max(steps)) >= WIDTH * found.steps

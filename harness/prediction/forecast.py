@@ -8,25 +8,28 @@ steps (predict/runs.py). Which batch sizes run to the target: the grid's at 2/7,
 way along its sorted list (for 8..1024 in powers of 2: 32, 128 and 512); the smallest are left out
 because they cost the most per image, the largest because at a fixed rate they may never reach the
 target. The choice: the fastest predicted time to target among the batch sizes predicted to reach
-it within their epochs.
+it within their epochs. What it cannot know it says (`doubts`): a target near what the short runs
+reach, a model that misses a batch size left out, a sweet spot outside the batch sizes measured.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
-from harness.analysis.fit import fit_steps
+from harness.analysis.crossing import WIDTH
+from harness.analysis.fit import StepsFit, fit_steps, left_out_misses
 from harness.record.results import utc_now
 
-PREDICT_SCHEMA_VERSION = 1
+PREDICT_SCHEMA_VERSION = 2
 POSITIONS = (2 / 7, 4 / 7, 6 / 7)
 # the timing pass (predict/runs.py): windows of TIMING_WINDOW steps until both minimums are met
 TIMING_MIN_STEPS, TIMING_MIN_SECONDS, TIMING_WINDOW = 200, 2.0, 20
 RESAMPLES = 2000
+Q = [0.05, 0.95]
 
 
 def short_run_batches(grid: list[int]) -> list[int]:
@@ -40,15 +43,18 @@ class ShortRun:
     batch_size: int
     seed: int
     learning_rate: float
-    reached: bool
-    steps_to_target: int | None  # the first check at or above the target
-    steps_before: int  # the check before it: the crossing lies in (steps_before, steps_to_target]
+    reached: bool  # a check at or above the target
+    steps_to_target: int | None  # the first check at or above the target (moves with the schedule)
+    steps_before: int  # the check before it
     steps_done: int
     train_seconds: float  # every training step, warm-up included (checks excluded)
     check_seconds: float
     noise_scale: float | None  # B_simple on the probe, where the run stopped
     windows: list[tuple[int, float]]  # (timed steps, seconds) per stretch between checks
     checks_skipped: int = 0  # scheduled checks skipped to keep checks within harness/checks.py's budget
+    checks: list[tuple[int, float]] = field(default_factory=list)  # (step, validation accuracy)
+    crossing_steps: float | None = None  # the fitted crossing (analysis/crossing.py): what the fit reads
+    settled: bool = False  # its checks reached WIDTH x the crossing, so the grid would read the same
 
 
 def timing_from_runs(runs: list[ShortRun]) -> dict[str, Any]:
@@ -62,57 +68,99 @@ def timing_from_runs(runs: list[ShortRun]) -> dict[str, Any]:
             "seconds_per_step": float(np.median(rates)), "window_seconds_per_step": rates}
 
 
-def fit_and_predict(runs: list[ShortRun], timings: list[dict], seed: int = 0) -> dict[str, Any] | None:
-    """S_min and B_noise with 90% intervals (a bootstrap over the short runs' seeds and the crossing
-    within each check's resolution), and steps and time to target for every timed batch size. The
-    steps predicted are where the target is crossed; a grid cell reports the first check after the
-    crossing, up to one check interval (< 10%) later."""
-    reached = [r for r in runs if r.reached]
-    # the crossing lies in (steps_before, steps_to_target]: the point fit takes each middle, the
-    # bootstrap draws within it
-    point = fit_steps([r.batch_size for r in reached], [(r.steps_before + r.steps_to_target) / 2 for r in reached])
+def fit_and_predict(runs: list[ShortRun], timings: list[dict], seed: int = 0,
+                    grid_seeds: int = 1) -> dict[str, Any] | None:
+    """S_min and B_noise with 90% intervals, and steps and time to target for every timed batch
+    size: steps with a 90% interval for their mean over seeds (`steps_interval`) and one for the
+    mean of the grid's `grid_seeds` seeds (`steps_grid_interval`, what a grid will measure); time
+    and how often each batch size wins from draws of the same model (analysis/fit.py) times each
+    batch size's measured seconds per step."""
+    reached = [r for r in runs if r.reached and r.crossing_steps]
+    point = fit_steps([r.batch_size for r in reached], [r.crossing_steps for r in reached])
     if point is None:
         return None
-    rng = np.random.default_rng(seed)
-    by_batch: dict[int, list[ShortRun]] = {}
-    for r in reached:
-        by_batch.setdefault(r.batch_size, []).append(r)
     grid = np.array([t["batch_size"] for t in timings], dtype=float)
     # a batch size whose predicted crossing lies beyond the steps its epochs allow does not reach the
     # target in a grid cell either (the H200's batch 2048: 152 steps predicted, 107 allowed)
     budget = np.array([t.get("budget_steps") or np.inf for t in timings], dtype=float)
-    fits, steps_draws, time_draws = [], [], []  # time: every draw, whether or not within the epochs
-    for _ in range(RESAMPLES):
-        sample = [(b, rng.uniform(r.steps_before, r.steps_to_target)) for b, group in by_batch.items()
-                  for r in (group[i] for i in rng.integers(len(group), size=len(group)))]
-        model = fit_steps([b for b, _ in sample], [x for _, x in sample])
-        if model is None:
-            continue
-        fits.append((model.s_min, model.b_noise))
-        steps = model.steps(grid)
-        steps_draws.append(steps)
-        time_draws.append(steps * np.array([rng.choice(t["window_seconds_per_step"]) for t in timings]))
-    fits, steps_draws, time_draws = np.array(fits), np.array(steps_draws), np.array(time_draws)
-    q = [0.05, 0.95]
-    winners = np.array([])
-    if len(time_draws):  # a draw's winner: the fastest batch size that reaches the target within its epochs
+    draws = _draws(point, grid, np.random.default_rng(seed))
+    if draws is not None:
+        rng = np.random.default_rng(seed + 1)
+        per_step = np.stack([rng.choice(t["window_seconds_per_step"], size=RESAMPLES) for t in timings], axis=1)
+        steps_draws, time_draws = draws["steps"], draws["steps"] * per_step
         eligible = np.where(steps_draws <= budget, time_draws, np.inf)
-        some = np.isfinite(eligible).any(axis=1)
-        winners = grid[np.argmin(eligible[some], axis=1)]
+        winners = grid[np.argmin(eligible[np.isfinite(eligible).any(axis=1)], axis=1)]
+    steps_low, steps_high = point.interval(grid)
+    grid_low, grid_high = point.interval(grid, new_seeds=grid_seeds)
+    known = np.isfinite(steps_high)
     predictions = []
     for j, t in enumerate(timings):
         steps = float(point.steps(grid[j]))
         predictions.append({
             "batch_size": t["batch_size"], "steps_to_target": steps,
-            "steps_interval": np.quantile(steps_draws[:, j], q).tolist() if len(steps_draws) else None,
+            "steps_interval": [float(steps_low[j]), float(steps_high[j])] if known[j] else None,
+            "steps_grid_interval": [float(grid_low[j]), float(grid_high[j])] if known[j] else None,
             "budget_steps": t.get("budget_steps"), "within_budget": bool(steps <= budget[j]),
             "time_to_target_s": steps * t["seconds_per_step"],
-            "time_interval_s": np.quantile(time_draws[:, j], q).tolist() if len(time_draws) else None,
-            "win_share": float(np.sum(winners == grid[j]) / len(time_draws)) if len(time_draws) else None})
+            "time_interval_s": np.quantile(time_draws[:, j], Q).tolist() if draws is not None else None,
+            "win_share": float(np.sum(winners == grid[j]) / RESAMPLES) if draws is not None else None})
     return {"s_min": point.s_min, "b_noise": point.b_noise,
-            "s_min_interval": np.quantile(fits[:, 0], q).tolist() if len(fits) else None,
-            "b_noise_interval": np.quantile(fits[:, 1], q).tolist() if len(fits) else None,
-            "converged_resamples": len(fits) / RESAMPLES, "points": point.points, "predictions": predictions}
+            "s_min_interval": draws["s_min_interval"] if draws else None,
+            "b_noise_interval": draws["b_noise_interval"] if draws else None,
+            "log_residual_sd": float(np.sqrt(point.residual_var)) if point.dof > 0 else None,
+            "degrees_of_freedom": point.dof, "misfit_per_octave": point.misfit_per_octave,
+            "fitted_span": list(point.span), "grid_seeds": grid_seeds, "points": point.points,
+            "left_out_misses": left_out_misses([r.batch_size for r in reached], [r.crossing_steps for r in reached]),
+            "predictions": predictions}
+
+
+def _draws(point: StepsFit, grid: np.ndarray, rng: np.random.Generator) -> dict[str, Any] | None:
+    """RESAMPLES draws of log S(B) over the grid from the fit's t distribution (the linearised
+    parameters and the misfit beyond the span, one scale per draw), and of S_min and B_noise."""
+    if point.dof <= 0 or not np.isfinite(point.residual_var):
+        return None
+    scale = np.sqrt(point.dof / rng.chisquare(point.dof, size=RESAMPLES))[:, None]
+    params = rng.multivariate_normal([0, 0], np.asarray(point.cov) * point.residual_var, size=RESAMPLES) * scale
+    a, b = point.s_min, point.s_min * point.b_noise
+    gradient = np.stack([np.ones_like(grid), 1 / grid], axis=1) / point.steps(grid)[:, None]
+    misfit = point.misfit_per_octave * point.octaves_outside(grid) * rng.standard_normal((RESAMPLES, len(grid))) * scale
+    steps = point.steps(grid) * np.exp(params @ gradient.T + misfit)
+    physical = (a + params[:, 0] > 0) & (b + params[:, 1] > 0)
+    s_min, b_noise = a + params[physical, 0], (b + params[physical, 1]) / (a + params[physical, 0])
+    return {"steps": steps, "s_min_interval": np.quantile(s_min, Q).tolist() if physical.any() else None,
+            "b_noise_interval": np.quantile(b_noise, Q).tolist() if physical.any() else None}
+
+
+def doubts(runs: list[ShortRun], fitted: dict[str, Any], target: float) -> list[dict[str, str]]:
+    """Why the prediction may not hold, each with what was measured; empty when none applies."""
+    found = []
+    unsettled = [r for r in runs if not r.settled]
+    if unsettled:
+        worst = max(unsettled, key=lambda r: r.batch_size)
+        best = max((a for r in unsettled for _, a in r.checks), default=float("nan"))
+        found.append({"kind": "near_ceiling", "text": (
+            f"{target} is near what the short runs reach: {len(unsettled)} of {len(runs)} did not settle their "
+            f"crossing within their epochs (batch {worst.batch_size} seed {worst.seed}: "
+            + (f"crossed at ~{worst.crossing_steps:,.0f} steps, checks end at {worst.steps_done:,}, "
+               f"{WIDTH:g}x the crossing is needed" if worst.crossing_steps
+               else f"not reached in {worst.steps_done:,} steps")
+            + f"; best validation accuracy of those runs {best:.4f})")})
+    for miss in fitted.get("left_out_misses", []):
+        found.append({"kind": "misfit", "text": (
+            f"S(B) = S_min (1 + B_noise / B) misses batch {miss['batch_size']} when it is left out: measured "
+            f"{miss['measured']:,.0f} steps, the others predict {miss['predicted']:,.0f} "
+            f"(90% {miss['interval'][0]:,.0f}-{miss['interval'][1]:,.0f})")})
+    spot = sweet_spot(fitted)
+    low, high = fitted["fitted_span"]
+    if spot and not low <= spot["batch_size"] <= high:
+        found.append({"kind": "extrapolated", "text": (
+            f"the predicted sweet spot, batch {spot['batch_size']}, lies outside the short runs' batch sizes "
+            f"({low:g}-{high:g}): its steps are extrapolated")})
+    if fitted["degrees_of_freedom"] <= 0:
+        found.append({"kind": "no_interval", "text": (
+            f"{fitted['points']} short runs fix the 2 parameters exactly: no spread is left to size an interval; "
+            f"run 2 seeds (sweep.train.seed: [0, 1])")})
+    return found
 
 
 def sweet_spot(fitted: dict[str, Any]) -> dict[str, Any] | None:
@@ -128,11 +176,11 @@ def sweet_spot(fitted: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def document(config: dict, inputs: dict, runs: list[ShortRun], timings: list[dict], fitted: dict | None,
-             started: float, reason: str | None = None) -> dict[str, Any]:
+             started: float, reason: str | None = None, found_doubts: list | None = None) -> dict[str, Any]:
     spent = sum(r.train_seconds for r in runs) + sum(t["seconds"] + t["warmup_seconds"] for t in timings)
     return {"schema_version": PREDICT_SCHEMA_VERSION, "created_utc": utc_now(), "config": config,
             "inputs": inputs, "short_runs": [asdict(r) for r in runs], "timing": timings, "fit": fitted,
-            "sweet_spot": sweet_spot(fitted) if fitted else None, "failure": reason,
+            "sweet_spot": sweet_spot(fitted) if fitted else None, "failure": reason, "doubts": found_doubts or [],
             "b_simple": _median([r.noise_scale for r in runs]),
             "cost": {"train_seconds": spent, "check_seconds": sum(r.check_seconds for r in runs),
                      "wall_seconds": time.perf_counter() - started}}

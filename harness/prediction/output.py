@@ -19,14 +19,17 @@ def write(sweep_dir: Path, doc: dict[str, Any]) -> Path:
     return path
 
 
-def reusable(config: SweepConfig, sweep_dir: Path) -> dict[str, Any] | None:
-    """The folder's predict.json, when it was made from this very config and has a sweet spot."""
+def reusable(config: SweepConfig, sweep_dir: Path, force: bool = False) -> dict[str, Any] | None:
+    """The folder's predict.json, when it was made from this very config and has a sweet spot it
+    does not doubt (or `force`)."""
     try:
         doc = json.loads((sweep_dir / "predict.json").read_text())
     except (OSError, ValueError):
         return None
     same = isinstance(doc, dict) and doc.get("config") == json.loads(json.dumps(config.model_dump(mode="json")))
-    return doc if same and doc.get("sweet_spot") and doc.get("schema_version") == PREDICT_SCHEMA_VERSION else None
+    trusted = force or not doc.get("doubts") if isinstance(doc, dict) else False
+    return doc if same and trusted and doc.get("sweet_spot") and doc.get("schema_version") == PREDICT_SCHEMA_VERSION \
+        else None
 
 
 def format_prediction(doc: dict[str, Any]) -> str:
@@ -36,15 +39,21 @@ def format_prediction(doc: dict[str, Any]) -> str:
     lines = [f"predicted sweet spot: batch size {spot['batch_size']} (B_noise {doc['fit']['b_noise']:,.0f}, "
              f"S_min {doc['fit']['s_min']:,.0f} steps; B_simple {doc['b_simple'] or float('nan'):,.0f})",
              f"{'batch':>7} {'steps to target (90%)':>26} {'ms/step':>9} {'time to target (90%)':>26} {'wins':>6}"]
+    if doc["fit"]["predictions"][0]["steps_interval"] is None:
+        lines[1] = lines[1].replace("(90%)", "     ")
     for r in rows:
         if r["batch_size"] not in shown:
             continue
-        steps = f"{r['steps_to_target']:,.0f} ({r['steps_interval'][0]:,.0f}-{r['steps_interval'][1]:,.0f})"
-        time_s = f"{r['time_to_target_s']:.3g} s ({r['time_interval_s'][0]:.3g}-{r['time_interval_s'][1]:.3g})"
+        steps, time_s = f"{r['steps_to_target']:,.0f}", f"{r['time_to_target_s']:.3g} s"
+        if r["steps_interval"]:
+            steps += f" ({r['steps_interval'][0]:,.0f}-{r['steps_interval'][1]:,.0f})"
+            time_s += f" ({r['time_interval_s'][0]:.3g}-{r['time_interval_s'][1]:.3g})"
         mark = ">" if r["batch_size"] == spot["batch_size"] else " "
         per_step = r["time_to_target_s"] / r["steps_to_target"] * 1e3
         beyond = "" if r.get("within_budget", True) else f"  beyond its epochs ({r['budget_steps']:,} steps)"
-        lines.append(f"{mark}{r['batch_size']:>6} {steps:>26} {per_step:>9.3f} {time_s:>26} {r['win_share']:>6.0%}{beyond}")
+        wins = "" if r["win_share"] is None else f"{r['win_share']:.0%}"
+        lines.append(f"{mark}{r['batch_size']:>6} {steps:>26} {per_step:>9.3f} {time_s:>26} {wins:>6}{beyond}")
+    lines += [f"unreliable ({d['kind']}): {d['text']}" for d in doc.get("doubts", [])]
     cost = doc["cost"]
     lines.append(f"cost: {cost['train_seconds']:.1f} s of training, {cost['check_seconds']:.1f} s of checks, "
                  f"{cost['wall_seconds']:.1f} s wall")

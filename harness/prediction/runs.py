@@ -1,6 +1,6 @@
 """The part of `harness predict` that trains: short runs to the target, the timing pass, and the
 order of the command. A short run is the first part of a grid cell (same settings, seed and image
-order), stopped at the first validation check at or above the target, or at the cell's own step
+order), stopped once its fitted crossing of the target is settled, or at the cell's own step
 budget (epochs x steps per epoch). Every step runs through training/steps.py, as a cell's do.
 Nothing here writes or changes a cell's result."""
 
@@ -17,7 +17,7 @@ import torch
 from accelerate import Accelerator
 
 from harness import checks
-from harness.analysis import per_batch
+from harness.analysis import crossing, per_batch
 from harness.analysis.collect import collect
 from harness.config import WARMUP_STEPS, CellSettings, CheckSettings, SweepConfig
 from harness.errors import ConfigError
@@ -29,6 +29,7 @@ from harness.prediction.forecast import (
     TIMING_WINDOW,
     ShortRun,
     document,
+    doubts,
     fit_and_predict,
     short_run_batches,
     sweet_spot,
@@ -45,9 +46,11 @@ from harness.training.steps import run_steps
 
 
 def short_run(cell: Cell, accelerator: Accelerator, splits: Splits, target: float, cfg: CheckSettings) -> ShortRun:
-    """Train the cell's settings until validation accuracy reaches `target` at a check. As in a
-    cell, the first warmup_steps are untimed and every stretch between checks is one synced window,
-    so these windows time the batch size too (no separate timing pass for it)."""
+    """Train the cell's settings until its fitted crossing of `target` is settled: the grid reads
+    steps to target from the checks up to WIDTH x the crossing (analysis/crossing.py), so the short
+    run trains that far, or to the cell's own step budget. As in a cell, the first warmup_steps are
+    untimed and every stretch between checks is one synced window, so these windows time the batch
+    size too (no separate timing pass for it)."""
     settings = cell.settings.sized(len(splits.train_y))
     engine = build_engine(settings, accelerator, splits, workloads.resolve(cell))
     batches = _batches(settings, accelerator, splits)
@@ -72,10 +75,16 @@ def short_run(cell: Cell, accelerator: Accelerator, splits: Splits, target: floa
             correct, _ = validate(engine.eval_model, splits, accelerator, engine.workload)
         last_check = measure.over_ranks(accelerator, {"check_seconds": check.seconds})["check_seconds"]
         run.check_seconds += last_check
-        if correct / len(splits.val_y) >= target:
+        run.checks.append((point, correct / len(splits.val_y)))
+        if not run.reached and run.checks[-1][1] >= target:
             run.reached, run.steps_to_target = True, point
-            break
-        run.steps_before = point
+        elif not run.reached:
+            run.steps_before = point
+        if run.reached:
+            found, run.settled = crossing.settled(*np.array(run.checks).T, target)
+            run.crossing_steps = found.steps if found else None
+            if run.settled:  # the grid's reading has every check it needs
+                break
     run.noise_scale = _noise(engine, splits)
     return run
 
@@ -154,8 +163,9 @@ def cells_at(cells: list[Cell], batches: list[int], chosen: dict[int, Any], seed
 
 
 def predict_sweep(config: SweepConfig, cells: list[Cell], sweep_dir: Path, folders: dict[str, Path] | None,
-                  progress: Progress) -> dict[str, Any]:
-    """Short runs, the timing pass and the fit; writes sweep_dir/predict.json (main process)."""
+                  progress: Progress, force: bool = False) -> dict[str, Any]:
+    """Short runs, the timing pass and the fit; writes sweep_dir/predict.json (main process). Where
+    the prediction doubts itself it stops with one line (exit 2) unless `force`."""
     started = time.perf_counter()
     grid = sorted({c.batch_size for c in cells})
     chosen, source = chosen_rates(config, cells, sweep_dir)
@@ -167,7 +177,7 @@ def predict_sweep(config: SweepConfig, cells: list[Cell], sweep_dir: Path, folde
     target = config.report.target_accuracy
     runs = [_announced_short_run(cell, accelerator, device_data.for_cell(cell), config, progress) for cell in short]
     timings = [_announced_timing(cell, runs, accelerator, device_data.for_cell(cell), progress) for cell in timed]
-    fitted = fit_and_predict(runs, timings)
+    fitted = fit_and_predict(runs, timings, grid_seeds=len({c.settings.train.seed for c in cells}))
     reason = None if fitted else why_no_fit(runs, target)
     if fitted and sweet_spot(fitted) is None:
         reason = (f"no batch size of the grid is predicted to reach {target} within its train.epochs "
@@ -178,12 +188,17 @@ def predict_sweep(config: SweepConfig, cells: list[Cell], sweep_dir: Path, folde
               "learning_rates": {str(t["batch_size"]): t["learning_rate"] for t in timings},
               "checks": config.checks.model_dump(),
               "timing": {"min_steps": TIMING_MIN_STEPS, "min_seconds": TIMING_MIN_SECONDS, "window": TIMING_WINDOW}}
-    doc = document(config.model_dump(mode="json"), inputs, runs, timings, fitted, started, reason)
+    found = doubts(runs, fitted, target) if fitted and not reason else []
+    doc = document(config.model_dump(mode="json"), inputs, runs, timings, fitted, started, reason, found)
     doc["environment"] = environment  # the device and threads its times were taken with
     if accelerator.is_main_process:
         output.write(sweep_dir, doc)
     if reason:
         raise ConfigError(f"{reason} (what was measured is in {sweep_dir / 'predict.json'})")
+    if found and not force:
+        more = f"; and {len(found) - 1} more doubt(s)" if len(found) > 1 else ""
+        raise ConfigError(f"predict cannot vouch for batch {doc['sweet_spot']['batch_size']}: {found[0]['text']}{more} "
+                          f"(what was measured is in {sweep_dir / 'predict.json'}; --force predicts anyway)")
     return doc
 
 
@@ -192,7 +207,8 @@ def _announced_short_run(cell: Cell, accelerator: Accelerator, splits: Splits, c
     target = config.report.target_accuracy
     run = short_run(cell, accelerator, splits, target, config.checks)
     progress.message(f"short run batch {run.batch_size} seed {run.seed}: " + (
-        f"{target} at step {run.steps_to_target:,} (previous check {run.steps_before:,})" if run.reached
+        f"{target} crossed at ~{run.crossing_steps:,.0f} steps (first check above: {run.steps_to_target:,})"
+        + ("" if run.settled else f", not settled within its {run.steps_done:,} steps") if run.reached
         else f"not at {target} within its {run.steps_done:,} steps") + f", {run.train_seconds:.1f} s")
     return run
 
