@@ -18,6 +18,7 @@ The rules (the report states them):
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from harness.analysis.collect import Collected
@@ -197,7 +198,11 @@ def against_prediction(doc: dict, per_batch: pd.DataFrame) -> pd.DataFrame:
         return rows
     rows["predicted_steps"] = rows.pop("steps_to_target")
     rows["predicted_time_s"] = rows.pop("time_to_target_s")
-    rows[["predicted_time_low_s", "predicted_time_high_s"]] = rows.pop("time_interval_s").tolist()
+    # the interval for the mean of the grid's seeds (predict.json before schema 2: for the truth)
+    grid_interval = rows["steps_grid_interval"] if "steps_grid_interval" in rows else rows["steps_interval"]
+    rows[["predicted_steps_low", "predicted_steps_high"]] = [list(v) if v else [np.nan] * 2 for v in grid_interval]
+    rows[["predicted_time_low_s", "predicted_time_high_s"]] = [list(v) if v else [np.nan] * 2
+                                                               for v in rows.pop("time_interval_s")]
     measured = per_batch[["batch_size", "steps_to_target", "target_resolution_steps", "time_to_target_s",
                           "time_per_image_s", "reached_target", "n"]]
     rows = rows.merge(measured, on="batch_size", how="left")
@@ -206,6 +211,8 @@ def against_prediction(doc: dict, per_batch: pd.DataFrame) -> pd.DataFrame:
     rows["measured_crossing_steps"] = measured_steps.where(all_reached)
     rows["measured_crossing_time_s"] = (measured_steps * rows["batch_size"] * rows["time_per_image_s"]).where(all_reached)
     rows["time_error"] = rows["predicted_time_s"] / rows["measured_crossing_time_s"] - 1
+    rows["steps_inside"] = ((rows["predicted_steps_low"] <= measured_steps) & (measured_steps <= rows["predicted_steps_high"])
+                            ).where(all_reached & rows["predicted_steps_low"].notna())
     return rows
 
 

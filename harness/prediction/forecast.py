@@ -131,8 +131,9 @@ def _draws(point: StepsFit, grid: np.ndarray, rng: np.random.Generator) -> dict[
             "b_noise_interval": np.quantile(b_noise, Q).tolist() if physical.any() else None}
 
 
-def doubts(runs: list[ShortRun], fitted: dict[str, Any], target: float) -> list[dict[str, str]]:
-    """Why the prediction may not hold, each with what was measured; empty when none applies."""
+def doubts(runs: list[ShortRun], fitted: dict[str, Any] | None, target: float) -> list[dict[str, str]]:
+    """Why the prediction may not hold, each with what was measured; empty when none applies.
+    Without a fit (`fitted` None), what the short runs alone say."""
     found = []
     unsettled = [r for r in runs if not r.settled]
     if unsettled:
@@ -145,11 +146,13 @@ def doubts(runs: list[ShortRun], fitted: dict[str, Any], target: float) -> list[
                f"{WIDTH:g}x the crossing is needed" if worst.crossing_steps
                else f"not reached in {worst.steps_done:,} steps")
             + f"; best validation accuracy of those runs {best:.4f})")})
+    if fitted is None:
+        return found
     for miss in fitted.get("left_out_misses", []):
         found.append({"kind": "misfit", "text": (
             f"S(B) = S_min (1 + B_noise / B) misses batch {miss['batch_size']} when it is left out: measured "
             f"{miss['measured']:,.0f} steps, the others predict {miss['predicted']:,.0f} "
-            f"(90% {miss['interval'][0]:,.0f}-{miss['interval'][1]:,.0f})")})
+            f"({miss['level']:.1%} {miss['interval'][0]:,.0f}-{miss['interval'][1]:,.0f})")})
     spot = sweet_spot(fitted)
     low, high = fitted["fitted_span"]
     if spot and not low <= spot["batch_size"] <= high:
@@ -192,11 +195,14 @@ def _median(values: list[float | None]) -> float | None:
 
 
 def why_no_fit(runs: list[ShortRun], target: float) -> str:
+    ceiling = next((d["text"] for d in doubts(runs, None, target)), None)
+    if ceiling:  # the cause, where the runs did not settle: what follows is its symptom
+        return f"no fit: {ceiling}; lower report.target_accuracy or raise train.epochs"
     reached = sorted({r.batch_size for r in runs if r.reached})
     if len(reached) < 2:
         return (f"no fit: only {len(reached)} of the short runs' batch sizes ({', '.join(map(str, reached)) or 'none'}) "
                 f"reached {target} within its step budget (train.epochs x steps per epoch); lower "
                 f"report.target_accuracy or raise train.epochs")
     return (f"the fit of S(B) = S_min (1 + B_noise / B) did not converge: steps to {target} did not fall with the batch "
-            f"size ({', '.join(f'{r.batch_size}: {r.steps_to_target}' for r in runs if r.reached)}); the learning "
+            f"size ({', '.join(f'{r.batch_size}: {r.crossing_steps:,.0f}' for r in runs if r.reached)}); the learning "
             f"rate rule may not suit these batch sizes: tune optim.lr per batch size (configs/lr_tuned.yaml)")

@@ -188,7 +188,7 @@ def predict_sweep(config: SweepConfig, cells: list[Cell], sweep_dir: Path, folde
               "learning_rates": {str(t["batch_size"]): t["learning_rate"] for t in timings},
               "checks": config.checks.model_dump(),
               "timing": {"min_steps": TIMING_MIN_STEPS, "min_seconds": TIMING_MIN_SECONDS, "window": TIMING_WINDOW}}
-    found = doubts(runs, fitted, target) if fitted and not reason else []
+    found = doubts(runs, fitted if not reason else None, target)
     doc = document(config.model_dump(mode="json"), inputs, runs, timings, fitted, started, reason, found)
     doc["environment"] = environment  # the device and threads its times were taken with
     if accelerator.is_main_process:

@@ -43,6 +43,8 @@ def cell(value, fmt: str) -> dict:
         text = f"{value:.1%}"
     elif fmt == "d":
         text = f"{int(value)}"
+    elif fmt == "yesno":
+        text = "yes" if value else "no"
     elif fmt == "auto":  # a number the registry does not describe: as recorded
         text = format(value, ".4g") if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)[:40]
     else:
@@ -200,6 +202,7 @@ def _prediction(doc: dict, by_batch: pd.DataFrame, cells: pd.DataFrame,
         "whole_grid": whole, "done_cells": len(done),
         "spot": (doc.get("sweet_spot") or {}).get("batch_size"), "measured": verdicts[0].batch_size,
         "failure": doc.get("failure"), "fit": doc.get("fit"), "b_simple": doc.get("b_simple"),
+        "doubts": [d["text"] for d in doc.get("doubts", [])],
         "lr_source": doc["inputs"]["learning_rate_source"], "short_runs": doc["inputs"]["short_run_batch_sizes"],
         "spent": spent, "grid_seconds": grid_seconds if len(done) else None,
         "share": spent / grid_seconds if len(done) and grid_seconds > 0 else None,
