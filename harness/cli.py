@@ -26,8 +26,10 @@ from harness.config import SweepConfig, load_config
 from harness.errors import ConfigError, HarnessError, ResultsError
 from harness.parser import build_parser
 from harness.paths import REPO_ROOT
-from harness.record import results
+from harness.record import documents, locks, results
+from harness.record.schema import Invalid
 from harness.training import images
+from harness.yamlsafe import short
 
 
 def resolve_config(path: str) -> Path:
@@ -45,6 +47,7 @@ def slurm_submit_command(args) -> int:
     if min(args.gpus_per_task, args.nodes) < 1 or (args.max_parallel is not None and args.max_parallel < 1):
         raise ConfigError("--gpus-per-task, --nodes and --max-parallel must be >= 1")
     config, cells, sweep_dir = load_plan(args)
+    check_one_config(sweep_dir, config, args.force)
     processes = args.gpus_per_task * args.nodes
     awkward = [c for c in cells if c.batch_size % processes]
     if awkward:  # every such task would fail at launch: refuse now, before submitting anything
@@ -79,11 +82,12 @@ def slurm_submit_command(args) -> int:
 def status_command(args) -> int:
     if not args.folder.is_dir():
         raise ResultsError(f"{args.folder} is not a folder; pass a results folder such as results/default")
+    results.check_readable(args.folder, "RESULTS_DIR")
     records = [(p.parent, *results.record_state(p.parent)) for p in args.folder.rglob("result.json")]
     if not records:
         raise ResultsError(f"no result.json under {args.folder}; run or submit a sweep first")
     records.sort(key=lambda found: _cell_order(*found))
-    print(f"{'cell':40s}  {'status':9s}  {'epochs':>6s}  {'checkpoint':10s}  slurm job_task")
+    print(f"{'cell':40s}  {'status':9s}  {'epochs':>6s}  {'checkpoint':10s}  {'slurm job_task':14s}  lock holder")
     for cell_dir, record, problem in records:
         if record is None:
             print(f"{cell_dir.name:40s}  {'invalid':9s}  {problem}")
@@ -92,7 +96,9 @@ def status_command(args) -> int:
         slurm_id = f"{env.get('slurm_job_id')}_{env.get('slurm_array_task_id')}" if env.get("slurm_job_id") else "-"
         epochs = (record.get("summary") or {}).get("epochs_completed", len(results.read_epoch_rows(cell_dir)))
         waiting = "yes" if any(cell_dir.glob("checkpoint-rank*.pt")) else "-"
-        print(f"{record.get('cell_id', cell_dir.name):40s}  {record.get('status', '?'):9s}  {epochs:>6}  {waiting:10s}  {slurm_id}")
+        holder = locks.describe(cell_dir) if record.get("status") == "running" else "-"
+        print(f"{record.get('cell_id', cell_dir.name):40s}  {record.get('status', '?'):9s}  {epochs:>6}  {waiting:10s}  "
+              f"{slurm_id:14s}  {holder}")
     planned = set(results.planned_ids(args.folder) or [])
     done = {record["cell_id"] for _, record, _ in records if record and record.get("status") == "done"}
     if len(done) == len(records) and planned <= done:  # every cell done: the answer as well
@@ -156,6 +162,7 @@ def data_folders(cells: list[plan.Cell], option: str | None) -> dict[str, Path] 
 
 def plan_command(args) -> int:
     config, cells, sweep_dir = load_plan(args)
+    results.check_readable(sweep_dir, "--results-dir")
     print(f"sweep {config.name}: {len(cells)} cells -> {sweep_dir}")
     problems = []
     for cell in cells:
@@ -172,9 +179,28 @@ def plan_command(args) -> int:
 def report_command(args) -> int:
     from harness.report.page import build_report
 
+    _check_report_flags(args.target, args.tolerance)
+    for folder in args.folders:
+        results.check_readable(folder, "RESULTS_DIR")
     built = build_report(args.folders, args.output, args.target, args.tolerance)
     answer_with(args, built.answers, args.output)
     return 0
+
+
+def _check_report_flags(target: float | None, tolerance: float | None) -> None:
+    """--target and --tolerance obey the bounds of a config's report section."""
+    from pydantic import ValidationError
+
+    from harness.config import ReportSettings
+
+    flags = {"target_accuracy": ("--target", target, "0.97"), "tolerance": ("--tolerance", tolerance, "0.005")}
+    try:
+        ReportSettings.model_validate({k: v for k, (_, v, _) in flags.items() if v is not None})
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        flag, value, example = flags[error["loc"][0]]
+        raise ConfigError(f"{flag} {value}: {error['msg'][0].lower()}{error['msg'][1:]}; pass e.g. {flag} {example}") \
+            from None
 
 
 def answer_with(args, answers: dict[tuple[str, str], list[dict]], report: Path | None) -> None:
@@ -221,10 +247,49 @@ def run_command(args) -> int:
     cells = plan.select(all_cells, ids, args.array_index)
     if args.array_index is not None:
         check_against_plan(sweep_dir, args.array_index, cells[0])
+    else:  # a Slurm task trains what was submitted, checked above
+        check_one_config(sweep_dir, config, getattr(args, "force", False))
+    results.check_readable(sweep_dir, "--results-dir")
     results.check_writable(sweep_dir)
     folders = data_folders(cells, args.data_dir)
 
     return train_and_report(config, cells, all_cells, sweep_dir, folders, args)
+
+
+# what may change between runs into one folder: the grid's values (extending it), how the report
+# reads it, and the launch's threads; anything else trains other cells than the folder's
+MAY_CHANGE = ("sweep.", "report.", "train.threads", "checks.", "log_with")
+
+
+def check_one_config(sweep_dir: Path, config: SweepConfig, force: bool) -> None:
+    """A folder holds one config: refused (one line) when its plan.json was made from another,
+    naming the keys that differ, unless `force`."""
+    try:
+        old = documents.read_plan(sweep_dir / "plan.json")["config"]
+    except Invalid:
+        return  # none yet, or not believable: this run writes it
+    new = json.loads(json.dumps(config.model_dump(mode="json")))
+    flat_old, flat_new = _flat(old), _flat(new)
+    differing = [k for k in sorted(set(flat_old) | set(flat_new))
+                 if flat_old.get(k) != flat_new.get(k) and not k.startswith(MAY_CHANGE)]
+    differing += [f"sweep keys ({', '.join(sorted(set(old.get('sweep') or {}) ^ set(new.get('sweep') or {})))})"] \
+        if set(old.get("sweep") or {}) != set(new.get("sweep") or {}) else []
+    if differing and not force:
+        shown = ", ".join(f"{k}: {short(flat_old.get(k))} -> {short(flat_new.get(k))}" if k in flat_old or k in flat_new
+                          else k for k in differing[:4])
+        raise ConfigError(f"{sweep_dir} holds sweep {config.name} planned with another config ({shown}"
+                          f"{', ...' if len(differing) > 4 else ''}); use another --results-dir, or --force to replace "
+                          f"its plan.json (its cells stay)")
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = json.dumps(value, sort_keys=True)
+    return out
 
 
 def check_against_plan(sweep_dir: Path, index: int, cell: plan.Cell) -> None:

@@ -72,6 +72,8 @@ def _run(sub) -> None:
     run.add_argument("--fail-fast", action="store_true", help="stop the sweep at the first cell that raises "
                                                               "(default: record it as failed and go on)")
     run.add_argument("--json", action="store_true", help=JSON_HELP)
+    run.add_argument("--force", action="store_true", help="use a results folder planned with another config: its plan.json is replaced, "
+                     "its cells stay (the report keeps cells whose settings differ apart)")
 
 
 def _predict(sub) -> None:
@@ -146,6 +148,8 @@ def _slurm(sub) -> None:
     add_config_args(submit)
     submit.add_argument("--data-dir", help="the images' folder as the compute nodes see it (passed to every task; "
                                            f"default: ${images.DATA_DIR_ENV} where the tasks run, else download)")
+    submit.add_argument("--force", action="store_true", help="use a results folder planned with another config: its plan.json is replaced, "
+                     "its cells stay (the report keeps cells whose settings differ apart)")
     submit.add_argument("--max-parallel", type=int, metavar="K", help="at most K tasks at once (--array=...%%K)")
     submit.add_argument("--partition", help="Slurm partition")
     submit.add_argument("--gpus-per-task", type=int, default=1, metavar="G",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,8 @@ from harness.errors import ConfigError
 
 # readable slug prefixes for the keys users sweep most; other keys use their last name part
 SLUG_NAMES = {"train.batch_size": "bs", "train.seed": "seed", "train.mode": ""}
+
+MAX_CELLS = 10_000  # a sweep trains a model per cell: more is a mistake, or several sweeps
 
 
 @dataclass(frozen=True)
@@ -84,9 +87,16 @@ def get_setting(settings: CellSettings, key: str) -> Any:
 
 def expand(config: SweepConfig) -> list[Cell]:
     """Every variant (if any) x every combination of the swept values, validated; ConfigError
-    names the bad value. A variant's cells record it as swept["variant"]."""
+    names the bad value. A variant's cells record it as swept["variant"]. A grid of more than
+    MAX_CELLS cells is refused before one is built: each cell trains a model, and a plan of 10^6
+    cells would take minutes and gigabytes only to list them."""
     keys = list(config.sweep)
     variants = config.variants.items() if config.variants else [(None, {})]
+    count = len(variants) * math.prod(len(config.sweep[k]) for k in keys)
+    if count > MAX_CELLS:
+        raise ConfigError(f"sweep: {count:,} cells ({' x '.join(str(len(config.sweep[k])) for k in keys)}"
+                          f"{f' x {len(variants)} variants' if config.variants else ''}); a sweep may have at most "
+                          f"{MAX_CELLS:,}: split it into several configs")
     cells: list[Cell] = []
     seen: dict[str, dict] = {}
     identities: dict[str, dict[str, Any] | None] = {}  # one look at the files per distinct workload

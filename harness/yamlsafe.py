@@ -18,6 +18,7 @@ from harness.errors import ConfigError
 
 MAX_BYTES = 1 << 20  # 1 MiB
 MAX_VALUES = 100_000  # scalars, lists and mappings, counted as if every alias were copied out
+MAX_DEPTH = 64  # nesting: a config goes 3 deep; the parser and everything after it recurse
 
 
 class _NoDuplicates(yaml.SafeLoader):
@@ -47,16 +48,35 @@ def load(text: str, source: str) -> Any:
         node = loader.get_single_node()
         if node is None:
             return None
+        if _depth(node) > MAX_DEPTH:
+            raise ConfigError(f"{source}: nested more than {MAX_DEPTH} deep; a config is a few sections of values")
         if _expanded(node, {}, set()) > MAX_VALUES:
             raise ConfigError(f"{source}: its aliases (*name) expand to more than {MAX_VALUES:,} values; a config "
                               f"needs a few dozen: write the values out instead of nesting aliases")
         return loader.construct_document(node)
+    except RecursionError:  # the composer recursed through hundreds of nested brackets
+        raise ConfigError(f"{source}: nested more than {MAX_DEPTH} deep; a config is a few sections of values") from None
     except yaml.YAMLError as exc:
         first = str(exc).strip().splitlines()
         raise ConfigError(f"{source}: not readable YAML ({' '.join(first[-2:]) if first else type(exc).__name__}); "
                           f"fix the file") from None
     finally:
         loader.dispose()
+
+
+def _depth(root: yaml.Node) -> int:
+    """How deep the node tree goes, walked without recursion (an alias cycle is cut at MAX_DEPTH)."""
+    deepest, stack = 0, [(root, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if deepest > MAX_DEPTH:
+            return deepest
+        if isinstance(node, yaml.MappingNode):
+            stack.extend((child, depth + 1) for pair in node.value for child in pair)
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend((child, depth + 1) for child in node.value)
+    return deepest
 
 
 def _expanded(node: yaml.Node, sizes: dict[int, int], open_nodes: set[int]) -> int:
@@ -89,7 +109,9 @@ def apply_override(raw: dict, override: str) -> None:
     key = key.strip()
     try:
         value = load(text, f"--set {key}")
-    except ConfigError:
+    except ConfigError as exc:
+        if "nested more than" in str(exc):
+            raise
         raise ConfigError(f"--set {key}: value {short(text)!r} is not valid YAML; quote strings, write lists as "
                           f"[a,b]") from None
     if key.startswith("sweep."):

@@ -6,13 +6,15 @@ Unreadable or newer-schema files are skipped with a warning, never a crash.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
+from harness.record import documents
 from harness.record.metrics import CELL_KEYS, CHECK_COLUMNS, EPOCH_COLUMNS, energy_resolved
-from harness.record.schema import Invalid, read_record, read_table, record_digest, settings_digest, unreadable
+from harness.record.schema import Invalid, read_record, read_table, record_digest, settings_digest
 
 ENV_COLUMNS = ("device_type", "device_name", "num_processes", "distributed_type", "mixed_precision", "torch", "host")
 
@@ -41,12 +43,7 @@ def collect(folders: list[Path]) -> Collected:
             continue
         given[folder.resolve()] = folder
         _documents(folder, label, found)
-        for path in sorted(folder.rglob("result.json")):
-            try:
-                record = read_record(path)
-            except Invalid as exc:
-                found.warnings.append(f"skipped {exc}")
-                continue
+        for path, record in _own_copies_first(folder, found.warnings):
             if _seen_before(record, label, path, seen, found.warnings):
                 continue
             record["source"] = label
@@ -55,10 +52,60 @@ def collect(folders: list[Path]) -> Collected:
             epoch_frames.append(_table(path.parent / "epochs.csv", record, found.warnings))
             check_frames.append(_table(path.parent / "evals.csv", record, found.warnings))
     found.cells = pd.DataFrame(rows)
+    _apart_by_settings(found)
     _note_unregistered(found)
     found.epochs = _frame(epoch_frames, EPOCH_COLUMNS, found.cells)
     found.checks = _frame(check_frames, CHECK_COLUMNS, found.cells)
     return found
+
+
+def _own_copies_first(folder: Path, warnings: list[str]) -> list[tuple[Path, dict]]:
+    """Every readable record under the folder, the copy in the cell's own folder (the one its id
+    names) before any other copy of it (a backup in a folder that sorts first), then by path."""
+    readable = []
+    for path in sorted(folder.rglob("result.json")):
+        try:
+            readable.append((path, read_record(path)))
+        except Invalid as exc:
+            warnings.append(f"skipped {exc}")
+    return sorted(readable, key=lambda found: (found[0].parent.name != found[1]["cell_id"], str(found[0])))
+
+
+# set per launch or derived, not what a cell trains: never a reason to keep cells apart
+UNCOMPARED = {"train.batch_size", "train.seed", "optim.lr", "train.threads"}
+
+
+def _apart_by_settings(found: Collected) -> None:
+    """Cells of one sweep whose settings differ beyond what was swept (two configs run into one
+    folder: MNIST and Fashion-MNIST at the same batch size and seed) are never averaged as seeds:
+    the differing settings join their variant, and one warning names them."""
+    if found.cells.empty:
+        return
+    flat = [_flatten(r.get("settings") or {}) for r in found.records]
+    named = pd.Series([(r.get("swept") or {}).get("variant") or "" for r in found.records], index=found.cells.index)
+    groups = found.cells.assign(named_variant=named).groupby(["source", "sweep", "named_variant"]).groups
+    for (source, sweep, _), index in groups.items():  # an ablation variant's overrides are what it varies
+        rows = list(index)
+        keys = set().union(*(flat[i] for i in rows)) - UNCOMPARED
+        keys -= {k for i in rows for k in found.records[i].get("swept") or {}}
+        differing = sorted(k for k in keys if len({json.dumps(flat[i].get(k), sort_keys=True) for i in rows}) > 1)
+        if not differing:
+            continue
+        for i in rows:
+            extra = ", ".join(f"{k}={flat[i].get(k)}" for k in differing)
+            found.cells.at[i, "variant"] = ", ".join(v for v in (found.cells.at[i, "variant"], extra) if v)
+        found.warnings.append(f"{source}/{sweep}: its cells differ in {', '.join(differing[:5])} beyond what the "
+                              f"sweep varies (two configs in one folder?): shown apart, never averaged as seeds")
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and prefix.count(".") < 2:
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def _note_unregistered(found: Collected) -> None:
@@ -92,24 +139,24 @@ def _seen_before(record: dict, label: str, path: Path, seen: dict, warnings: lis
 
 
 def _documents(folder: Path, label: str, found: Collected) -> None:
-    """plan.json and predict.json of each sweep under the folder; a malformed one is a warning."""
-    for name, documents, sweep_of in (("plan.json", found.plans, lambda d: d["sweep"]),
-                                      ("predict.json", found.predictions, lambda d: d["config"]["name"])):
+    """plan.json and predict.json of each sweep under the folder, checked (record/documents.py);
+    one that fails is a warning naming the file and the field, and is left out."""
+    for name, documents_, read, sweep_of in (("plan.json", found.plans, documents.read_plan, lambda d: d["sweep"]),
+                                             ("predict.json", found.predictions, documents.read_prediction,
+                                              lambda d: d["config"]["name"])):
         for path in sorted(folder.rglob(name)):
             try:
-                document = json.loads(path.read_text())
-                sweep = sweep_of(document)
-                if not isinstance(sweep, str) or not isinstance(document.get("config"), dict):
-                    raise TypeError("no sweep name or config")
-                documents[(label, sweep)] = document
-            except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
-                found.warnings.append(f"skipped {unreadable(path, exc)}")
+                document = read(path, found.warnings)
+            except Invalid as exc:
+                found.warnings.append(f"skipped {exc}")
+                continue
+            documents_[(label, sweep_of(document))] = document
 
 
 def _table(path: Path, record: dict, warnings: list[str]) -> pd.DataFrame | None:
     """A cell's epochs.csv or evals.csv, checked, with the cell's keys in front (None when absent
     or not believable: the cell stays, without that table)."""
-    if not path.is_file():
+    if not os.path.lexists(path):  # absent; anything else there is read, or refused with a warning
         return None
     try:
         frame = pd.DataFrame(read_table(path))

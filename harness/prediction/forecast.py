@@ -22,9 +22,9 @@ import numpy as np
 
 from harness.analysis.crossing import WIDTH
 from harness.analysis.fit import StepsFit, fit_steps, left_out_misses
+from harness.record.documents import PREDICT_SCHEMA_VERSION
 from harness.record.results import utc_now
 
-PREDICT_SCHEMA_VERSION = 2
 POSITIONS = (2 / 7, 4 / 7, 6 / 7)
 # the timing pass (predict/runs.py): windows of TIMING_WINDOW steps until both minimums are met
 TIMING_MIN_STEPS, TIMING_MIN_SECONDS, TIMING_WINDOW = 200, 2.0, 20

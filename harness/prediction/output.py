@@ -9,7 +9,8 @@ from typing import Any
 
 from harness.config import SweepConfig
 from harness.prediction.forecast import PREDICT_SCHEMA_VERSION
-from harness.record import results
+from harness.record import documents, results
+from harness.record.schema import Invalid
 
 
 def write(sweep_dir: Path, doc: dict[str, Any]) -> Path:
@@ -23,8 +24,8 @@ def reusable(config: SweepConfig, sweep_dir: Path, force: bool = False) -> dict[
     """The folder's predict.json, when it was made from this very config and has a sweet spot it
     does not doubt (or `force`)."""
     try:
-        doc = json.loads((sweep_dir / "predict.json").read_text())
-    except (OSError, ValueError):
+        doc = documents.read_prediction(sweep_dir / "predict.json")
+    except Invalid:
         return None
     same = isinstance(doc, dict) and doc.get("config") == json.loads(json.dumps(config.model_dump(mode="json")))
     trusted = force or not doc.get("doubts") if isinstance(doc, dict) else False

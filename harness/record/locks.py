@@ -6,8 +6,10 @@ if it does not exist, so no one ever sees a half-written lock and two processes 
 
 Stale: a lock is taken over when its holder is gone: on this host, its pid is dead or belongs to a
 newer process (the start time differs: a reused pid) or the machine rebooted; from the same Slurm
-job (a requeued task is a new incarnation of it), at once; on another host, when it has not been
-renewed for LEASE_S (the holder renews it every RENEW_S from a background thread).
+job (a requeued task is a new incarnation of it), at once; on any host, when it has not been
+renewed for LEASE_S (the holder renews it every RENEW_S from a background thread while it trains,
+so a live pid that does not renew is not a trainer: a pid reused by another program, a lock
+copied from elsewhere, a holder hung for minutes).
 
 Takeover is atomic too: to replace a stale lock, a process must first create
 `lock.takeover-<token of that lock>` (link again: one winner per stale lock), then re-read `lock`
@@ -28,7 +30,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from harness.errors import ResultsError
+from harness.record import files
 
 LEASE_S = 300.0
 RENEW_S = 30.0
@@ -38,10 +43,8 @@ _held: dict[Path, str] = {}  # cell folder -> the token of the lock this process
 
 def _process_start(pid: int) -> float | None:
     try:
-        import psutil
-
         return psutil.Process(pid).create_time()
-    except Exception:  # gone, or no psutil: unknown
+    except (psutil.Error, ValueError, OverflowError):  # gone, or not a pid
         return None
 
 
@@ -71,21 +74,45 @@ def holder_is_gone(host: str, pid: int, mtime: float, start: float | None = None
     """Whether the process that wrote a lock (or a temp file) can no longer be running."""
     if slurm_job and slurm_job == _slurm_job() and pid != os.getpid():
         return True  # this Slurm job (array task) runs once at a time: that was an earlier incarnation
+    if time.time() - mtime > LEASE_S:
+        return True  # not renewed: whatever holds that pid is not training this cell
     if host == socket.gethostname():
         if boot and boot != _boot_id():
             return True
         now = _process_start(pid)
         return now is None or (start is not None and abs(now - start) > 1.0)
-    return time.time() - mtime > LEASE_S
+    return False
+
+
+def describe(cell_dir: Path) -> str:
+    """The lock's holder and how long since it renewed, for `harness status`: "-" without a lock."""
+    try:
+        record, mtime = _read(cell_dir / NAME)
+    except ResultsError:
+        return "lock unreadable"
+    if record is None:
+        return "-"
+    age = time.time() - mtime
+    who = f"{record.get('host', '?')} pid {record.get('pid', '?')}"
+    return f"{who}, renewed {_age(age)} ago" + (" (stale: the next run takes it over)" if _stale(record, mtime) else "")
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.0f} s"
 
 
 def _read(path: Path) -> tuple[dict[str, Any] | None, float | None]:
     """(holder record, mtime), or (None, None) when the file is gone; an unreadable one counts as
     a record of no one (stale)."""
     try:
-        text, mtime = path.read_text(), path.stat().st_mtime
+        text, mtime = files.read_text(path), path.stat().st_mtime
     except FileNotFoundError:
         return None, None
+    except (ValueError, IsADirectoryError):  # refused (a FIFO, too big) or not text: a record of no one
+        return {}, path.lstat().st_mtime
     except PermissionError:
         raise ResultsError(f"cannot read {path} (permission denied); fix the folder's permissions or choose "
                            f"another --results-dir") from None

@@ -12,13 +12,14 @@ import json
 import math
 import os
 import socket
+import stat
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from harness.errors import ResultsError
-from harness.record import faults, locks
+from harness.record import documents, faults, files, locks
 from harness.record.metrics import CHECK_COLUMNS, EPOCH_COLUMNS
 from harness.record.schema import SCHEMA_VERSION, STATUSES, Invalid, read_record
 
@@ -31,6 +32,8 @@ def write_atomic(path: Path, data: str | bytes, option: str = "--results-dir") -
     A failing disk (full, read-only, gone) becomes a one-line ResultsError naming `option`, the
     command-line option that chose where it goes."""
     tmp = None
+    _refuse_special(path, option)
+    remove_stale_temps(path.parent)  # any writer's temp left by a kill: gone at the folder's next write
     try:
         faults.before_write(path)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path), suffix=".tmp")
@@ -47,6 +50,21 @@ def write_atomic(path: Path, data: str | bytes, option: str = "--results-dir") -
             raise ResultsError(f"cannot write {path} ({exc.strerror or exc}); free some space, fix the permissions or "
                                f"choose another {option}, then run again: what was written before is kept") from None
         raise
+
+
+def _refuse_special(path: Path, option: str) -> None:
+    """Only a regular file is ever replaced: os.replace over a device node, a FIFO or a symlink
+    would swap the node or the link itself (as root, /dev/null)."""
+    try:
+        mode = path.lstat().st_mode
+    except OSError:
+        return  # nothing there yet (or a folder that cannot be read: the write says so)
+    kind = ("a symlink" if stat.S_ISLNK(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else "a folder" if stat.S_ISDIR(mode) else None)
+    if kind:
+        raise ResultsError(f"{path} is {kind}; the harness replaces only regular files (symlinks are not followed): "
+                           f"choose another {option}")
 
 
 def _file_mode() -> int:
@@ -143,7 +161,7 @@ def record_state(cell_dir: Path) -> tuple[dict[str, Any] | None, str | None]:
     """(record, None) for a valid record, (None, None) when there is none, (None, why) when the
     file is there but cannot be believed: unreadable, another schema, another cell's."""
     path = cell_dir / "result.json"
-    if not path.exists():
+    if not os.path.lexists(path):  # a dangling symlink is there, and says so below
         return None, None
     try:
         return read_record(path), None
@@ -155,15 +173,30 @@ def set_aside(cell_dir: Path) -> Path:
     """Keep a result.json that cannot be read (or is foreign) under another name before the cell
     is trained again: nothing is overwritten that has not been kept."""
     kept = cell_dir / f"result.json.unreadable-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
-    os.replace(cell_dir / "result.json", kept)
+    try:
+        os.replace(cell_dir / "result.json", kept)
+    except OSError as exc:
+        raise ResultsError(f"cannot keep {cell_dir / 'result.json'} aside ({exc.strerror or exc}); make {cell_dir} "
+                           f"writable or choose another --results-dir") from None
     return kept
+
+
+def check_readable(folder: Path, option: str) -> None:
+    """Every folder under `folder` can be listed: Path.rglob skips one it cannot read without a
+    word, and a cell there would look absent ("no result yet") when it is only unreadable."""
+    def refuse(exc: OSError) -> None:
+        raise ResultsError(f"cannot read {exc.filename} ({exc.strerror or exc}); fix its permissions (chmod) or "
+                           f"choose another {option}")
+
+    if folder.exists():
+        for _ in os.walk(folder, onerror=refuse):
+            pass
 
 
 def read_epoch_rows(cell_dir: Path) -> list[dict[str, str]]:
     try:
-        with open(cell_dir / "epochs.csv") as fh:
-            return list(csv.DictReader(fh))
-    except OSError:
+        return list(csv.DictReader(io.StringIO(files.read_text(cell_dir / "epochs.csv"), newline="")))
+    except (OSError, ValueError, csv.Error):  # absent, refused, binary bytes: no rows to count
         return []
 
 
@@ -173,7 +206,7 @@ def write_plan(sweep_dir: Path, document: dict[str, Any]) -> None:
     path = sweep_dir / "plan.json"
     remove_stale_temps(sweep_dir)  # a plan write cut short by SIGKILL
     try:
-        old = json.loads(path.read_text())
+        old = files.load_json(path)
         if (old.get("config"), old.get("cells")) == (document["config"], json.loads(json.dumps(document["cells"]))):
             return
     except (OSError, ValueError, AttributeError):
@@ -185,9 +218,8 @@ def write_plan(sweep_dir: Path, document: dict[str, Any]) -> None:
 def planned_ids(sweep_dir: Path) -> list[str] | None:
     """The cell ids of the folder's plan.json in plan order; None where there is none to read."""
     try:
-        cells = json.loads((sweep_dir / "plan.json").read_text())["cells"]
-        return [c["id"] for c in cells]
-    except (OSError, ValueError, KeyError, TypeError):
+        return [c["id"] for c in documents.read_plan(sweep_dir / "plan.json")["cells"]]
+    except Invalid:
         return None
 
 

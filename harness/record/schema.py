@@ -12,12 +12,28 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
+import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, StrictStr, ValidationError, create_model
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    TypeAdapter,
+    ValidationError,
+    create_model,
+)
 
+from harness.record import files
 from harness.record.metrics import CELL_KEYS, CHECK_COLUMNS, EPOCH_COLUMNS, METRICS
 
 SCHEMA_VERSION = 2
@@ -31,6 +47,67 @@ def _number(value: Any) -> Any:
 
 
 Number = Annotated[float, BeforeValidator(_number)]
+Finite = Annotated[float, BeforeValidator(_number), Field(allow_inf_nan=False)]
+Positive = Annotated[StrictInt, Field(ge=1, le=2**40)]
+Count = Annotated[StrictInt, Field(ge=0, le=2**62)]
+Scalar = StrictBool | StrictInt | StrictFloat | StrictStr | None
+Text = StrictStr | None
+
+
+def _swept(values: Any) -> Any:
+    """What a cell's swept settings must be: the batch size and seed the analysis groups by as
+    integers, a variant as its name, any other setting a value or a list of values."""
+    if not isinstance(values, dict):
+        return values  # the dict type says so
+    kinds = {"train.batch_size": Positive, "train.seed": Count, "variant": StrictStr}
+    for key, value in values.items():
+        TypeAdapter(kinds.get(key, Scalar | list[Scalar])).validate_python(value)
+    return values
+
+
+Swept = Annotated[dict[str, Any], AfterValidator(_swept)]
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+class TrainSettings(_Open):
+    batch_size: Positive
+    seed: Count
+    epochs: Positive | None = None
+    images_per_epoch: Positive | None = None
+    warmup_steps: Count | None = None
+
+
+class OptimSettings(_Open):
+    name: Text = None
+    lr: Annotated[Finite, Field(gt=0)] | None = None
+    lr_scaling: Text = None
+    lr_reference_batch: Positive | None = None
+
+
+class Settings(_Open):
+    train: TrainSettings
+    optim: OptimSettings = OptimSettings()
+    model: dict[str, Any] = {}
+    data: dict[str, Any] = {}
+
+
+class Environment(_Open):
+    """What the report groups and compares by (device, processes, threads, versions): typed; the
+    rest is read as recorded."""
+
+    device_type: Text = None
+    device_name: Text = None
+    num_processes: Positive | None = None
+    cpu_threads: Positive | None = None
+    distributed_type: Text = None
+    mixed_precision: Text = None
+    torch: Text = None
+    host: Text = None
+    command: Text = None
+    startup_s: Annotated[Finite, Field(ge=0)] | None = None
 
 
 def _summary_field(key: str) -> tuple[Any, Any]:
@@ -50,10 +127,10 @@ class ResultRecord(BaseModel):
     sweep: StrictStr
     cell_id: StrictStr = Field(pattern=r"^[A-Za-z0-9._-]+$")
     cell_index: StrictInt | None = None
-    swept: dict[str, Any] = {}
-    settings: dict[str, dict[str, Any]]
+    swept: Swept = {}
+    settings: Settings
     workload: dict[str, Any] | None = None  # the workload's identity; null for the default MNIST MLP
-    environment: dict[str, Any] = {}
+    environment: Environment = Environment()
     status: Literal[STATUSES]
     summary: Summary | None = None
     error: StrictStr | None = None
@@ -71,7 +148,7 @@ def unreadable(path: Path, exc: Exception) -> str:
 def read_record(path: Path) -> dict[str, Any]:
     """The result.json at `path` as a plain dict, checked; Invalid says why it is not one."""
     try:
-        document = json.loads(path.read_text())
+        document = files.load_json(path)
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise Invalid(unreadable(path, exc)) from None
     if not isinstance(document, dict):
@@ -113,9 +190,8 @@ def read_table(path: Path) -> list[dict[str, float | None]]:
     """A cell's epochs.csv or evals.csv as rows of numbers (None where empty); Invalid when a
     required column is missing, a value is not a number, or there is no row."""
     try:
-        with open(path, newline="") as fh:
-            rows = list(csv.DictReader(fh))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        rows = list(csv.DictReader(io.StringIO(files.read_text(path), newline="")))
+    except (OSError, ValueError, csv.Error) as exc:  # UnicodeDecodeError and files.Refused are ValueErrors
         raise Invalid(unreadable(path, exc)) from None
     if not rows:
         raise Invalid(f"{path}: no rows")
@@ -135,5 +211,24 @@ def read_table(path: Path) -> list[dict[str, float | None]]:
         if any(parsed[c] is None for c in REQUIRED[path.name]):
             raise Invalid(f"{path}: line {number}: {', '.join(c for c in REQUIRED[path.name] if parsed[c] is None)} "
                           f"empty")
+        for column, value in parsed.items():
+            problem = _out_of_range(column, value)
+            if problem:
+                raise Invalid(f"{path}: line {number}, column {column}: {value} {problem}")
         out.append(parsed)
     return out
+
+
+COUNT_COLUMNS = {"step", "epoch", "optimizer_steps", "images_seen", "window_steps", "window_warmup_steps"}
+
+
+def _out_of_range(column: str, value: float | None) -> str | None:
+    """Why a CSV value cannot be what its column says: an accuracy outside [0, 1] (nan included:
+    an evaluation always counts), a count or a duration that is negative or not finite."""
+    if value is None:
+        return None
+    if "accuracy" in column and not 0 <= value <= 1:
+        return "is not an accuracy in [0, 1]"
+    if (column in COUNT_COLUMNS or column.endswith("_seconds")) and not (math.isfinite(value) and value >= 0):
+        return "is not a finite count or duration >= 0"
+    return None

@@ -71,6 +71,16 @@ def save(cell_dir: Path, rank: int, world: int, state: LoopState, model: torch.n
     write_atomic(path_for(cell_dir, rank), buffer.getvalue())
 
 
+def refuse(cell_dir: Path, rank: int, reason: str, warn=print) -> None:
+    """Keep a checkpoint that cannot be used as `<name>.refused` (the cell then starts over), with
+    one line saying why."""
+    target = path_for(cell_dir, rank)
+    refused = target.with_name(target.name + ".refused")
+    os.replace(target, refused)
+    reason = " ".join(reason.split("\n")[0].split())[:200]
+    warn(f"refused {target}: {reason}; kept as {refused.name}, the cell starts over")
+
+
 def load(cell_dir: Path, rank: int, world: int, warn=print) -> dict[str, Any] | None:
     """The checkpoint if it exists, is readable and was written by as many processes.
 
@@ -83,10 +93,7 @@ def load(cell_dir: Path, rank: int, world: int, warn=print) -> dict[str, Any] | 
     try:
         payload = torch.load(target, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        refused = target.with_name(target.name + ".refused")
-        os.replace(target, refused)
-        reason = " ".join(str(exc).split("\n")[0].split())[:160]
-        warn(f"refused {target}: not a plain-data checkpoint ({reason}); kept as {refused.name}, the cell starts over")
+        refuse(cell_dir, rank, f"not a plain-data checkpoint ({exc})", warn)
         return None
     except Exception:
         return None

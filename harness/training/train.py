@@ -5,6 +5,7 @@ No pandas, no seaborn here: the trainer only produces the files that the report 
 
 from __future__ import annotations
 
+import copy
 import gc
 import traceback
 from dataclasses import dataclass
@@ -252,14 +253,25 @@ def _resume(cell_dir: Path, engine: Engine, stream: IndexStream, ctx: RunContext
     saved = checkpoint.load(cell_dir, accelerator.process_index, accelerator.num_processes, ctx.progress.warning)
     if saved is None:
         return None
-    engine.eval_model.load_state_dict(saved["model"])
-    engine.optimizer.load_state_dict(saved["optimizer"])
-    torch.set_rng_state(saved["torch_rng"])
-    state = saved["state"]
-    state.scheduled_step = max(state.scheduled_step, state.checked_step)  # a checkpoint from before thinning
-    stream.restore(state.stream)
-    if state.step_norms is not None and engine.norms is not None:
-        engine.norms.restore(state.step_norms)
+    fresh = (copy.deepcopy(engine.eval_model.state_dict()), copy.deepcopy(engine.optimizer.state_dict()),
+             torch.get_rng_state(), stream.state())
+    try:  # plain data of the wrong shape (other keys, sizes, types) must not leave the cell half-restored
+        engine.eval_model.load_state_dict(saved["model"])
+        engine.optimizer.load_state_dict(saved["optimizer"])
+        torch.set_rng_state(saved["torch_rng"])
+        state = saved["state"]
+        state.scheduled_step = max(state.scheduled_step, state.checked_step)  # a checkpoint from before thinning
+        stream.restore(state.stream)
+        if state.step_norms is not None and engine.norms is not None:
+            engine.norms.restore(state.step_norms)
+    except Exception as exc:  # noqa: BLE001 - any misfit: start over, the file kept aside
+        engine.eval_model.load_state_dict(fresh[0])
+        engine.optimizer.load_state_dict(fresh[1])
+        torch.set_rng_state(fresh[2])
+        stream.restore(fresh[3])
+        checkpoint.refuse(cell_dir, accelerator.process_index, f"it does not fit this cell's model: {exc}",
+                          ctx.progress.warning)
+        return None
     at = state.steps_done + (state.step if state.order is not None else 0)  # an epoch end: the next epoch's step 0
     ctx.progress.message(f"resumed {cell_dir.name} from its checkpoint after optimizer step {at:,} (epoch {state.epoch}, "
                          f"step {state.step if state.order is not None else 0})")

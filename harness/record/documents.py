@@ -1,0 +1,152 @@
+"""The typed models of a sweep's plan.json and predict.json: what every reader checks before it
+believes one. As with result.json (record/schema.py), a file that fails is one warning naming the
+file and the field, and is treated as absent; keys a newer harness adds are read past, and named
+in a note; a schema_version newer than this harness's is refused.
+
+Only what a reader uses is typed: the cells' ids and swept values, the report section, and the
+prediction's numbers (S_min, B_noise, every row, intervals as pairs, cost, sweet spot). A number
+that decides something must be finite and in its range: a batch size an integer >= 1, a share in
+[0, 1], steps > 0.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from annotated_types import Len
+from pydantic import BaseModel, Field, StrictBool, StrictInt, StrictStr, ValidationError
+
+from harness.plan import PLAN_SCHEMA_VERSION
+from harness.record import files
+from harness.record.schema import Count, Finite, Invalid, Positive, Swept, _Open, unreadable
+
+PREDICT_SCHEMA_VERSION = 2  # harness/prediction/forecast.py writes it; 1 is read too (no grid interval)
+
+Share = Annotated[Finite, Field(ge=0, le=1)]
+Pair = Annotated[list[Finite], Len(2, 2)]
+
+
+class ReportSection(_Open):
+    target_accuracy: Annotated[Finite, Field(gt=0, le=1)] = 0.97
+    tolerance: Annotated[Finite, Field(ge=0, lt=1)] = 0.005
+
+
+class PlanConfig(_Open):
+    name: StrictStr
+    report: ReportSection = ReportSection()
+    optim: dict[str, Any] = {}
+    train: dict[str, Any] = {}
+    sweep: dict[str, list[Any]] = {}
+
+
+class PlanCell(_Open):
+    index: Count
+    id: StrictStr = Field(pattern=r"^[A-Za-z0-9._-]+$")
+    swept: Swept = {}
+
+
+class PlanDocument(_Open):
+    schema_version: Annotated[StrictInt, Field(ge=1)]
+    sweep: StrictStr
+    config: PlanConfig
+    cells: list[PlanCell]
+    command: Any = None
+    workloads: list[Any] = []
+
+
+class PredictionRow(_Open):
+    batch_size: Positive
+    steps_to_target: Annotated[Finite, Field(gt=0)]
+    steps_interval: Pair | None = None
+    steps_grid_interval: Pair | None = None
+    budget_steps: Count | None = None
+    within_budget: StrictBool = True
+    time_to_target_s: Annotated[Finite, Field(ge=0)]
+    time_interval_s: Pair | None = None
+    win_share: Share | None = None
+
+
+class Fit(_Open):
+    s_min: Annotated[Finite, Field(gt=0)]
+    b_noise: Annotated[Finite, Field(gt=0)]
+    s_min_interval: Pair | None = None
+    b_noise_interval: Pair | None = None
+    predictions: Annotated[list[PredictionRow], Len(1)]
+
+
+class Inputs(_Open):
+    grid: list[Positive]
+    short_run_batch_sizes: list[Positive]
+    target: Annotated[Finite, Field(gt=0, le=1)]
+    chosen_rates: dict[str, Finite | None]
+    learning_rate_source: StrictStr
+    grid_cells: list[StrictStr] = []
+
+
+class Cost(_Open):
+    train_seconds: Annotated[Finite, Field(ge=0)]
+    check_seconds: Annotated[Finite, Field(ge=0)] | None = None
+    wall_seconds: Annotated[Finite, Field(ge=0)] | None = None
+
+
+class SweetSpot(_Open):
+    batch_size: Positive
+    neighbours: list[Positive]
+
+
+class Doubt(_Open):
+    kind: StrictStr
+    text: StrictStr
+
+
+class PredictDocument(_Open):
+    schema_version: Annotated[StrictInt, Field(ge=1)]
+    config: PlanConfig
+    inputs: Inputs
+    fit: Fit | None
+    sweet_spot: SweetSpot | None = None
+    cost: Cost
+    doubts: list[Doubt] = []
+    b_simple: Finite | None = None
+    failure: StrictStr | None = None
+    created_utc: Any = None
+    short_runs: list[Any] = []
+    timing: list[Any] = []
+    environment: dict[str, Any] = {}
+
+
+def read_plan(path: Path, notes: list[str] | None = None) -> dict[str, Any]:
+    return _read(path, PlanDocument, PLAN_SCHEMA_VERSION, notes)
+
+
+def read_prediction(path: Path, notes: list[str] | None = None) -> dict[str, Any]:
+    document = _read(path, PredictDocument, PREDICT_SCHEMA_VERSION, notes)
+    spot = (document.get("sweet_spot") or {}).get("batch_size")
+    if spot is not None and spot not in [r["batch_size"] for r in (document["fit"] or {}).get("predictions", [])]:
+        raise Invalid(f"{path}: field sweet_spot.batch_size: {spot} is not a batch size of fit.predictions")
+    return document
+
+
+def _read(path: Path, model: type[BaseModel], newest: int, notes: list[str] | None) -> dict[str, Any]:
+    """The file as a plain dict, checked against `model`; Invalid names the file and the field."""
+    try:
+        document = files.load_json(path)
+    except (OSError, ValueError) as exc:
+        raise Invalid(unreadable(path, exc)) from None
+    if not isinstance(document, dict):
+        raise Invalid(f"{path}: not a {path.name} (a JSON {type(document).__name__}, not an object)")
+    version = document.get("schema_version")
+    if isinstance(version, int) and not isinstance(version, bool) and version > newest:
+        raise Invalid(f"{path}: schema_version {version} is newer than this harness reads ({newest}); upgrade it")
+    try:
+        model.model_validate(document)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        raise Invalid(f"{path}: field {where}: {first['msg'].removeprefix('Value error, ')}") from None
+    extra = sorted(set(document) - set(model.model_fields))
+    if extra and notes is not None:
+        notes.append(f"{path} has keys this harness does not know ({', '.join(extra)[:120]}): a newer harness "
+                     f"wrote it; read without them")
+    return document
