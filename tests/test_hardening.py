@@ -91,8 +91,11 @@ MUTATION = st.one_of(
     st.tuples(st.just("delete"), st.sampled_from(["schema_version", "sweep", "cell_id", "settings", "status",
                                                   "summary", "swept"])),
     st.tuples(st.just("set"), st.sampled_from(["schema_version", "sweep", "cell_id", "settings", "status", "summary",
-                                               "summary.time_per_image_s", "summary.epochs_completed",
-                                               "summary.first_step_losses", "settings.train", "environment"])),
+                                               "summary/time_per_image_s", "summary/epochs_completed",
+                                               "summary/first_step_losses", "settings/train", "environment",
+                                               "settings/train/batch_size", "settings/train/seed", "settings/optim/lr",
+                                               "swept/variant", "swept/train.batch_size", "environment/command",
+                                               "environment/num_processes", "environment/device_name"])),
     st.tuples(st.just("extra"), st.text(min_size=1, max_size=10)),
     st.tuples(st.just("replace"), st.just("document")),
 )
@@ -119,8 +122,10 @@ def test_any_mutated_record_is_read_or_refused_with_its_file_and_field(tmp_path_
         elif isinstance(document, dict) and kind == "extra":
             document[f"x_{where}"] = value
         elif isinstance(document, dict):
-            parent, _, leaf = where.rpartition(".")
-            node = document.get(parent) if parent else document
+            *parents, leaf = where.split("/")
+            node = document
+            for part in parents:
+                node = node.get(part) if isinstance(node, dict) else None
             if isinstance(node, dict):
                 node.pop(leaf, None) if kind == "delete" else node.__setitem__(leaf, value)
     cell.mkdir(parents=True)

@@ -124,6 +124,8 @@ def _read(path: Path) -> tuple[dict[str, Any] | None, float | None]:
 
 
 def _stale(record: dict[str, Any], mtime: float) -> bool:
+    if not isinstance(record.get("host"), str) or "pid" not in record:
+        return True  # not a lock anyone could hold: planted, or garbage
     try:
         return holder_is_gone(str(record.get("host")), int(record.get("pid", -1)), mtime, record.get("start"),
                               record.get("boot"), record.get("slurm_job"))

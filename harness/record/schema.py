@@ -61,7 +61,10 @@ def _swept(values: Any) -> Any:
         return values  # the dict type says so
     kinds = {"train.batch_size": Positive, "train.seed": Count, "variant": StrictStr}
     for key, value in values.items():
-        TypeAdapter(kinds.get(key, Scalar | list[Scalar])).validate_python(value)
+        try:
+            TypeAdapter(kinds.get(key, Scalar | list[Scalar])).validate_python(value)
+        except ValidationError as exc:
+            raise ValueError(f"{key}: {exc.errors()[0]['msg']} (got {str(value)[:40]})") from None
     return values
 
 
