@@ -26,10 +26,9 @@ from harness.config import SweepConfig, load_config
 from harness.errors import ConfigError, HarnessError, ResultsError
 from harness.parser import build_parser
 from harness.paths import REPO_ROOT
-from harness.record import documents, locks, results
+from harness.record import documents, files, locks, results
 from harness.record.schema import Invalid
 from harness.training import images
-from harness.yamlsafe import short
 
 
 def resolve_config(path: str) -> Path:
@@ -83,7 +82,7 @@ def status_command(args) -> int:
     if not args.folder.is_dir():
         raise ResultsError(f"{args.folder} is not a folder; pass a results folder such as results/default")
     results.check_readable(args.folder, "RESULTS_DIR")
-    records = [(p.parent, *results.record_state(p.parent)) for p in args.folder.rglob("result.json")]
+    records = [(p.parent, *results.record_state(p.parent)) for p in files.find(args.folder, "result.json")]
     if not records:
         raise ResultsError(f"no result.json under {args.folder}; run or submit a sweep first")
     records.sort(key=lambda found: _cell_order(*found))
@@ -270,13 +269,12 @@ def check_one_config(sweep_dir: Path, config: SweepConfig, force: bool) -> None:
         return  # none yet, or not believable: this run writes it
     new = json.loads(json.dumps(config.model_dump(mode="json")))
     flat_old, flat_new = _flat(old), _flat(new)
+    swept = set(old.get("sweep") or {}) | set(new.get("sweep") or {})  # swept in either, or pinned: the grid
     differing = [k for k in sorted(set(flat_old) | set(flat_new))
-                 if flat_old.get(k) != flat_new.get(k) and not k.startswith(MAY_CHANGE)]
-    differing += [f"sweep keys ({', '.join(sorted(set(old.get('sweep') or {}) ^ set(new.get('sweep') or {})))})"] \
-        if set(old.get("sweep") or {}) != set(new.get("sweep") or {}) else []
+                 if flat_old.get(k) != flat_new.get(k) and not k.startswith(MAY_CHANGE) and k not in swept]
     if differing and not force:
-        shown = ", ".join(f"{k}: {short(flat_old.get(k))} -> {short(flat_new.get(k))}" if k in flat_old or k in flat_new
-                          else k for k in differing[:4])
+        shown = ", ".join(f"{k}: {flat_old.get(k, 'absent')[:40]} -> {flat_new.get(k, 'absent')[:40]}"
+                          for k in differing[:4])
         raise ConfigError(f"{sweep_dir} holds sweep {config.name} planned with another config ({shown}"
                           f"{', ...' if len(differing) > 4 else ''}); use another --results-dir, or --force to replace "
                           f"its plan.json (its cells stay)")

@@ -48,11 +48,11 @@ def load(text: str, source: str) -> Any:
         node = loader.get_single_node()
         if node is None:
             return None
-        if _depth(node) > MAX_DEPTH:
-            raise ConfigError(f"{source}: nested more than {MAX_DEPTH} deep; a config is a few sections of values")
         if _expanded(node, {}, set()) > MAX_VALUES:
             raise ConfigError(f"{source}: its aliases (*name) expand to more than {MAX_VALUES:,} values; a config "
                               f"needs a few dozen: write the values out instead of nesting aliases")
+        if _depth(node) > MAX_DEPTH:  # after the expansion bound: the walk then visits at most MAX_VALUES
+            raise ConfigError(f"{source}: nested more than {MAX_DEPTH} deep; a config is a few sections of values")
         return loader.construct_document(node)
     except RecursionError:  # the composer recursed through hundreds of nested brackets
         raise ConfigError(f"{source}: nested more than {MAX_DEPTH} deep; a config is a few sections of values") from None

@@ -57,10 +57,11 @@ def crossing_at(steps: int):
 
 
 def make(sweep: Path, batch: int, lr: float, seed: int, steps_to_target: int, accuracy: float,
-         seconds_per_step: float = 1e-3, noise: float = 0.0, epochs: int = 3, **settings_extra) -> str:
+         seconds_per_step: float = 1e-3, noise: float = 0.0, epochs: int = 3, steps_per_epoch: int | None = None,
+         **settings_extra) -> str:
     """A done cell whose validation checks cross the target at `steps_to_target` and whose test
     accuracy (at its best validation epoch, the last) is `accuracy`."""
-    spe = 2 * steps_to_target // epochs + 1
+    spe = steps_per_epoch or 2 * steps_to_target // epochs + 1  # seeds of one cell: pass the same
     curve = crossing_at(steps_to_target)
     speed = np.random.default_rng(seed).normal(seconds_per_step, noise * seconds_per_step, 1000).clip(1e-6)
     rows = [{"epoch": e, "train_loss": 0.1, "train_accuracy": accuracy, "val_accuracy": curve(e * spe),
@@ -303,8 +304,8 @@ def test_the_first_screen_says_how_many_seeds_would_rank_the_sweet_spot(tmp_path
     assert stats.seeds_needed([1.0, 1.1], [1.0, 1.1]) == stats.MAX_SEEDS + 1  # no gap: no number of seeds will do
     sweep = tmp_path / "power"
     for seed, factor in enumerate((1.0, 1.1, 1.21)):
-        make(sweep, 64, 1e-3, seed, round(2000 * factor), 0.976, seconds_per_step=1e-3)
-        make(sweep, 256, 1e-3, seed, round(2200 * factor), 0.976, seconds_per_step=1e-3)
+        make(sweep, 64, 1e-3, seed, round(2000 * factor), 0.976, seconds_per_step=1e-3, steps_per_epoch=1700)
+        make(sweep, 256, 1e-3, seed, round(2200 * factor), 0.976, seconds_per_step=1e-3, steps_per_epoch=1800)
     write_plan(sweep, {"report": {"target_accuracy": TARGET}})
     (verdict,) = report._section(collect([sweep]), (sweep.name, sweep.name))["verdicts"]
     assert verdict.batch_size == 64

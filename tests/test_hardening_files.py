@@ -266,7 +266,7 @@ def test_fifos_devices_and_links_out_of_the_folder_are_refused_not_read(tmp_path
     os.mkfifo(fifo_cell / "result.json")
     dangling = tmp_path / "golden" / "bs16-seed0-dangling"
     dangling.mkdir()
-    (dangling / "result.json").symlink_to(tmp_path / "gone.json")
+    (dangling / "result.json").symlink_to(tmp_path / "golden" / "gone.json")  # inside the folder, to nothing
     proc = report(tmp_path / "golden", tmp_path / "r.html", timeout=60)  # a FIFO read would block: timeout
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
     warnings = skipped(proc)
@@ -415,11 +415,11 @@ def test_a_second_config_into_one_folder_is_refused_and_forced_cells_are_kept_ap
 
 def test_cells_of_one_batch_size_and_seed_from_two_configs_are_never_averaged(tmp_path):
     sweep = tmp_path / "s"
-    for dataset in ("mnist", "fashion"):
+    for dataset in ("mnist", "fashion_mnist"):
         write_cell(sweep, {"train": {"batch_size": 64, "seed": 0, "images_per_epoch": 640, "epochs": 1},
                            "data": {"dataset": dataset}}, epoch_rows(64, 10, 1e-4, [0.9], [0.9]))
     found = collect([sweep])
-    assert sorted(found.cells["variant"]) == ["data.dataset=fashion", "data.dataset=mnist"]
+    assert sorted(found.cells["variant"]) == ["data.dataset=fashion_mnist", "data.dataset=mnist"]
     assert any("differ in data.dataset" in w for w in found.warnings)
 
 

@@ -294,7 +294,7 @@ def test_mnist_cell_ids_did_not_change_when_datasets_arrived():
 
 
 def test_report_without_a_prediction_says_nothing_of_one(tmp_path):
-    from test_analysis import build, make
+    from test_analysis import TARGET, build, make
 
     sweep = tmp_path / "plain"
     for batch, steps in ((32, 3000), (128, 900), (512, 400)):
@@ -304,7 +304,8 @@ def test_report_without_a_prediction_says_nothing_of_one(tmp_path):
     timings = [timing(b, 1e-3) for b in (32, 128, 512)]
     runs = synthetic_runs(100, 200, batches=(32, 128, 512), noise=0.0)
     fitted = predict.fit_and_predict(runs, timings)
-    inputs = {"learning_rate_source": "the config's rule", "short_run_batch_sizes": [32, 128, 512], "grid_cells": []}
+    inputs = {"learning_rate_source": "the config's rule", "short_run_batch_sizes": [32, 128, 512], "grid_cells": [],
+              "grid": [32, 128, 512], "target": TARGET, "chosen_rates": {"32": None, "128": None, "512": None}}
     doc = predict.document({"name": "plain"}, inputs, runs, timings, fitted, time.perf_counter())
     (sweep / "predict.json").write_text(json.dumps(doc))
     html, parsed = build(sweep)

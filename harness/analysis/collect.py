@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.record import documents
+from harness.record import documents, files
 from harness.record.metrics import CELL_KEYS, CHECK_COLUMNS, EPOCH_COLUMNS, energy_resolved
 from harness.record.schema import Invalid, read_record, read_table, record_digest, settings_digest
 
@@ -61,14 +61,16 @@ def collect(folders: list[Path]) -> Collected:
 
 def _own_copies_first(folder: Path, warnings: list[str]) -> list[tuple[Path, dict]]:
     """Every readable record under the folder, the copy in the cell's own folder (the one its id
-    names) before any other copy of it (a backup in a folder that sorts first), then by path."""
+    names, the shallowest: not a backup folder's copy of it) before any other copy (a backup in a
+    folder that sorts first), then by path."""
     readable = []
-    for path in sorted(folder.rglob("result.json")):
+    for path in files.find(folder, "result.json"):
         try:
             readable.append((path, read_record(path)))
         except Invalid as exc:
             warnings.append(f"skipped {exc}")
-    return sorted(readable, key=lambda found: (found[0].parent.name != found[1]["cell_id"], str(found[0])))
+    return sorted(readable, key=lambda found: (found[0].parent.name != found[1]["cell_id"], len(found[0].parts),
+                                               str(found[0])))
 
 
 # set per launch or derived, not what a cell trains: never a reason to keep cells apart
@@ -76,21 +78,24 @@ UNCOMPARED = {"train.batch_size", "train.seed", "optim.lr", "train.threads"}
 
 
 def _apart_by_settings(found: Collected) -> None:
-    """Cells of one sweep whose settings differ beyond what was swept (two configs run into one
-    folder: MNIST and Fashion-MNIST at the same batch size and seed) are never averaged as seeds:
-    the differing settings join their variant, and one warning names them."""
+    """Cells the analysis would average as seeds (one sweep, variant, batch size and rate) whose
+    settings differ beyond what was swept (two configs run into one folder: MNIST and
+    Fashion-MNIST at the same batch size and seed) are kept apart: the differing settings join
+    the variant of every cell of that sweep, and one warning names them."""
     if found.cells.empty:
         return
     flat = [_flatten(r.get("settings") or {}) for r in found.records]
-    named = pd.Series([(r.get("swept") or {}).get("variant") or "" for r in found.records], index=found.cells.index)
-    groups = found.cells.assign(named_variant=named).groupby(["source", "sweep", "named_variant"]).groups
-    for (source, sweep, _), index in groups.items():  # an ablation variant's overrides are what it varies
-        rows = list(index)
-        keys = set().union(*(flat[i] for i in rows)) - UNCOMPARED
-        keys -= {k for i in rows for k in found.records[i].get("swept") or {}}
-        differing = sorted(k for k in keys if len({json.dumps(flat[i].get(k), sort_keys=True) for i in rows}) > 1)
+    keyed = found.cells.assign(rate=[json.dumps(f.get("optim.lr")) for f in flat])
+    for (source, sweep), sweep_rows in keyed.groupby(["source", "sweep"]).groups.items():
+        differing: set[str] = set()
+        for _, index in keyed.loc[sweep_rows].groupby(["variant", "batch_size", "rate"]).groups.items():
+            rows = list(index)  # an ablation variant's overrides are what it varies: compared within it
+            keys = set().union(*(flat[i] for i in rows)) - UNCOMPARED
+            keys -= {k for i in rows for k in found.records[i].get("swept") or {}}
+            differing |= {k for k in keys if len({json.dumps(flat[i].get(k), sort_keys=True) for i in rows}) > 1}
         if not differing:
             continue
+        differing, rows = sorted(differing), list(sweep_rows)
         for i in rows:
             extra = ", ".join(f"{k}={flat[i].get(k)}" for k in differing)
             found.cells.at[i, "variant"] = ", ".join(v for v in (found.cells.at[i, "variant"], extra) if v)

@@ -124,7 +124,8 @@ def _draws(point: StepsFit, grid: np.ndarray, rng: np.random.Generator) -> dict[
     a, b = point.s_min, point.s_min * point.b_noise
     gradient = np.stack([np.ones_like(grid), 1 / grid], axis=1) / point.steps(grid)[:, None]
     misfit = point.misfit_per_octave * point.octaves_outside(grid) * rng.standard_normal((RESAMPLES, len(grid))) * scale
-    steps = point.steps(grid) * np.exp(params @ gradient.T + misfit)
+    # a t draw with 1 degree of freedom can be astronomically far out: e^60 steps is "never" enough
+    steps = point.steps(grid) * np.exp(np.clip(params @ gradient.T + misfit, -60, 60))
     physical = (a + params[:, 0] > 0) & (b + params[:, 1] > 0)
     s_min, b_noise = a + params[physical, 0], (b + params[physical, 1]) / (a + params[physical, 0])
     return {"steps": steps, "s_min_interval": np.quantile(s_min, Q).tolist() if physical.any() else None,
