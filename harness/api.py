@@ -62,9 +62,10 @@ def predict(model: Callable | str, data: Callable | str | None = None, *, batch_
             seeds: list[int] = (0,), target: float = 0.97, lr: float = 1e-3, epochs: int = 5,
             loss: Callable | str | None = None, metric: Callable | str | None = None, options: dict | None = None,
             name: str = "sweep", results_dir: str | Path = "results", data_dir: str | Path | None = None,
-            settings: dict[str, Any] | None = None) -> dict:
+            settings: dict[str, Any] | None = None, force: bool = False) -> dict:
     """`harness predict` on the same grid: short runs, the timing pass and the fit; returns
-    predict.json's document (its "sweet_spot" the predicted batch size) and writes it."""
+    predict.json's document (its "sweet_spot" the predicted batch size, its "doubts" why it may
+    not hold) and writes it. Where it doubts itself it raises ConfigError, unless `force`."""
     from harness.prediction import runs
     from harness.training.progress import Progress
 
@@ -72,7 +73,7 @@ def predict(model: Callable | str, data: Callable | str | None = None, *, batch_
                                      name, results_dir, settings)
     runs.check_grid(config, cells)
     results.check_writable(sweep_dir)
-    return runs.predict_sweep(config, cells, sweep_dir, _folders(cells, data_dir), Progress(True, True))
+    return runs.predict_sweep(config, cells, sweep_dir, _folders(cells, data_dir), Progress(True, True), force)
 
 
 def _plan(model, data, loss, metric, options, batch_sizes, seeds, target, lr, epochs, name, results_dir,

@@ -364,14 +364,35 @@ def test_a_checkpoint_that_does_not_fit_the_model_is_set_aside_and_the_cell_trai
 def test_unreadable_cell_and_sweep_folders_are_one_line_in_every_command(tmp_path):
     cell = golden_folder(tmp_path)
     sweep = tmp_path / "golden"
+    config = write_config(tmp_path, {**ONE, "name": "golden"})
+    commands = (["status", str(sweep)], ["report", str(sweep), "-o", str(tmp_path / "r.html")],
+                ["plan", "--config", str(config), "--results-dir", str(tmp_path)],
+                ["run", "--config", str(config), "--results-dir", str(tmp_path), "--no-report"])
     for locked in (cell, sweep):
         locked.chmod(0)
         try:
-            for args in (["status", str(sweep)], ["report", str(sweep), "-o", str(tmp_path / "r.html")]):
+            for args in commands:
                 line = one_line_error(denied(*args))
                 assert "cannot read" in line and "(Permission denied)" in line and "fix its permissions" in line
         finally:
             locked.chmod(0o755)
+
+
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs util-linux's setpriv (Debian: util-linux)")
+def test_an_unwritable_cell_folder_whose_record_must_be_kept_aside_is_one_line(tmp_path):
+    config = write_config(tmp_path, ONE)
+    results = tmp_path / "r"
+    cell_id = harness("plan", "--config", str(config), "--results-dir", str(results)).stdout.splitlines()[1].split()[1]
+    cell = results / "small" / cell_id
+    cell.mkdir(parents=True)
+    (cell / "result.json").write_text("[1, 2]")  # not a record: run keeps it aside before training again
+    cell.chmod(0o555)
+    try:
+        line = one_line_error(denied("run", "--config", str(config), "--results-dir", str(results), "--no-report"))
+    finally:
+        cell.chmod(0o755)
+    assert "cannot keep" in line and "aside" in line and "writable" in line
+    assert (cell / "result.json").read_text() == "[1, 2]"
 
 
 # --- 7. which copy wins -----------------------------------------------------------------------------
