@@ -88,13 +88,12 @@ def fit_steps(batches: np.ndarray, steps: np.ndarray, misfit_prior: float = MISF
     jacobian = np.stack([np.ones_like(batches), 1 / batches], axis=1) / fitted[:, None]
     residuals = np.log(steps / fitted)
     dof = len(steps) - 2
-    base = StepsFit(s_min=float(a), b_noise=float(b / a), points=len(steps),
+    left_out = [leave_one_out(batches, steps, end, misfit_prior=0.0) for end in (batches.min(), batches.max())]
+    return StepsFit(s_min=float(a), b_noise=float(b / a), points=len(steps),
                     residual_var=float(residuals @ residuals / dof) if dof > 0 else math.nan, dof=dof,
                     cov=tuple(map(tuple, np.linalg.inv(jacobian.T @ jacobian).tolist())),
-                    span=(float(batches.min()), float(batches.max())), misfit_per_octave=misfit_prior)
-    left_out = [leave_one_out(batches, steps, end, misfit_prior=0.0) for end in (batches.min(), batches.max())]
-    per_octave = [err for err in left_out if err is not None]
-    return StepsFit(**{**base.__dict__, "misfit_per_octave": max([misfit_prior, *per_octave])})
+                    span=(float(batches.min()), float(batches.max())),
+                    misfit_per_octave=max([misfit_prior, *(err for err in left_out if err is not None)]))
 
 
 def _log_least_squares(batches: np.ndarray, steps: np.ndarray) -> tuple[float, float] | None:
