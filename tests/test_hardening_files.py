@@ -520,3 +520,24 @@ def test_any_lock_file_is_held_or_taken_over_never_an_error(tmp_path_factory, co
     assert held or (age < locks.LEASE_S and could_hold)
     if held:
         locks.release(cell)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(payload=st.one_of(JSON_VALUES, st.fixed_dictionaries({"world": JSON_VALUES, "state": JSON_VALUES}),
+                         st.fixed_dictionaries({"world": st.just(1), "state": st.dictionaries(
+                             st.sampled_from(["epoch", "step", "steps_done", "bogus"]), JSON_VALUES, max_size=3)})))
+def test_any_plain_data_checkpoint_loads_or_counts_as_none(tmp_path_factory, payload):
+    """Whatever plain data a checkpoint holds, load() returns a usable payload or None (the cell
+    starts over); what does not fit the model after loading is refused by the resume (the e2e test)."""
+    import torch
+
+    from harness.training import checkpoint
+
+    cell = tmp_path_factory.mktemp("ckpt")
+    torch.save(payload, checkpoint.path_for(cell, 0))
+    warned = []
+    loaded = checkpoint.load(cell, 0, 1, warn=warned.append)
+    assert loaded is None or (isinstance(loaded["state"], checkpoint.LoopState) and loaded["world"] == 1)
+    if loaded is not None:
+        assert all(isinstance(getattr(loaded["state"], name), int) for name in checkpoint.COUNTERS)
+    assert len(warned) <= 1 and all(line.startswith("refused ") for line in warned)

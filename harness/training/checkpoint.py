@@ -103,4 +103,16 @@ def load(cell_dir: Path, rank: int, world: int, warn=print) -> dict[str, Any] | 
         payload["state"] = LoopState(**payload["state"])
     except TypeError:
         return None
+    wrong = [name for name in COUNTERS if not _count(getattr(payload["state"], name))]
+    if wrong:  # plain data in our shape but not our numbers: would fail the loop on every rerun
+        refuse(cell_dir, rank, f"its loop state's {wrong[0]} is not a count", warn)
+        return None
     return payload
+
+
+COUNTERS = ("epoch", "step", "steps_done", "warmup_left", "preemptions", "checked_step", "scheduled_step",
+            "checks_skipped", "window_steps")
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
