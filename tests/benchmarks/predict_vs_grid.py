@@ -30,9 +30,10 @@ def summarize(folder: Path) -> str:
              f"(90% {doc['fit']['b_noise_interval'][0]:,.0f}-{doc['fit']['b_noise_interval'][1]:,.0f}), "
              f"B_simple {doc['b_simple'] or float('nan'):,.0f}; prediction {prediction['spent']:.1f} s of training vs "
              f"the grid's {prediction['grid_seconds']:.1f} s ({prediction['share']:.1%})", "",
-             "| batch | predicted steps (90% for the grid's seed mean) | measured steps (± half the check interval) | "
-             "inside | steps error | time/step error | predicted time (90%) | measured time | time error |",
-             "| ---: | ---: | ---: | :---: | ---: | ---: | ---: | ---: | ---: |"]
+             "| device | batch | predicted steps (90% for the grid's seed mean) | measured steps (± half the check "
+             "interval) | inside | steps error | time/step error | predicted time (90%) | measured time | time error |",
+             "| --- | ---: | ---: | ---: | :---: | ---: | ---: | ---: | ---: | ---: |"]
+    device = (doc.get("environment") or {}).get("device_name") or "?"
     for r in rows.itertuples():
         measured = "not reached by every seed" if r.measured_crossing_steps != r.measured_crossing_steps else \
             f"{r.measured_crossing_steps:,.0f} (±{r.target_resolution_steps / 2:,.0f})"
@@ -45,7 +46,7 @@ def summarize(folder: Path) -> str:
         band = "" if r.predicted_steps_low != r.predicted_steps_low else \
             f" ({r.predicted_steps_low:,.0f}-{r.predicted_steps_high:,.0f})"
         inside = "—" if r.steps_inside != r.steps_inside or r.steps_inside is None else ("yes" if r.steps_inside else "no")
-        lines.append(f"| {r.batch_size} | {r.predicted_steps:,.0f}{band} | {measured} | {inside} | {steps_text} | {per_step:+.0%} | "
+        lines.append(f"| {device} | {r.batch_size} | {r.predicted_steps:,.0f}{band} | {measured} | {inside} | {steps_text} | {per_step:+.0%} | "
                      f"{r.predicted_time_s:.3g} s ({r.predicted_time_low_s:.3g}-{r.predicted_time_high_s:.3g}) | "
                      f"{time_measured} | {error} |")
     return "\n".join(lines)
