@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from harness import plan
-from harness.config import SweepConfig, load_config
+from harness.config import SweepConfig, flatten, load_config
 from harness.errors import ConfigError, HarnessError, ResultsError
 from harness.parser import build_parser
 from harness.paths import REPO_ROOT
@@ -268,7 +268,7 @@ def check_one_config(sweep_dir: Path, config: SweepConfig, force: bool) -> None:
     except Invalid:
         return  # none yet, or not believable: this run writes it
     new = json.loads(json.dumps(config.model_dump(mode="json")))
-    flat_old, flat_new = _flat(old), _flat(new)
+    flat_old, flat_new = ({k: json.dumps(v, sort_keys=True) for k, v in flatten(c).items()} for c in (old, new))
     swept = set(old.get("sweep") or {}) | set(new.get("sweep") or {})  # swept in either, or pinned: the grid
     differing = [k for k in sorted(set(flat_old) | set(flat_new))
                  if flat_old.get(k) != flat_new.get(k) and not k.startswith(MAY_CHANGE) and k not in swept]
@@ -278,16 +278,6 @@ def check_one_config(sweep_dir: Path, config: SweepConfig, force: bool) -> None:
         raise ConfigError(f"{sweep_dir} holds sweep {config.name} planned with another config ({shown}"
                           f"{', ...' if len(differing) > 4 else ''}); use another --results-dir, or --force to replace "
                           f"its plan.json (its cells stay)")
-
-
-def _flat(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value:
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = json.dumps(value, sort_keys=True)
-    return out
 
 
 def check_against_plan(sweep_dir: Path, index: int, cell: plan.Cell) -> None:

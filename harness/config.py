@@ -294,6 +294,18 @@ class SweepConfig(CellSettings):
         return CellSettings(**{k: getattr(self, k) for k in CellSettings.model_fields})
 
 
+def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """A nested settings tree as dotted keys (`train.batch_size`) to its leaf values; an empty
+    section has no key."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def setting_keys() -> list[str]:
     return [
         f"{group}.{field}"

@@ -21,6 +21,10 @@ MAX_VALUES = 100_000  # scalars, lists and mappings, counted as if every alias w
 MAX_DEPTH = 64  # nesting: a config goes 3 deep; the parser and everything after it recurse
 
 
+class TooDeep(ConfigError):
+    """Nested beyond MAX_DEPTH: said as it is, also for a `--set` value."""
+
+
 class _NoDuplicates(yaml.SafeLoader):
     def construct_mapping(self, node, deep=False):
         seen = set()
@@ -52,10 +56,10 @@ def load(text: str, source: str) -> Any:
             raise ConfigError(f"{source}: its aliases (*name) expand to more than {MAX_VALUES:,} values; a config "
                               f"needs a few dozen: write the values out instead of nesting aliases")
         if _depth(node) > MAX_DEPTH:  # after the expansion bound: the walk then visits at most MAX_VALUES
-            raise ConfigError(f"{source}: nested more than {MAX_DEPTH} deep; a config is a few sections of values")
+            raise TooDeep(f"{source}: nested more than {MAX_DEPTH} deep; a config is a few sections of values")
         return loader.construct_document(node)
     except RecursionError:  # the composer recursed through hundreds of nested brackets
-        raise ConfigError(f"{source}: nested more than {MAX_DEPTH} deep; a config is a few sections of values") from None
+        raise TooDeep(f"{source}: nested more than {MAX_DEPTH} deep; a config is a few sections of values") from None
     except yaml.YAMLError as exc:
         first = str(exc).strip().splitlines()
         raise ConfigError(f"{source}: not readable YAML ({' '.join(first[-2:]) if first else type(exc).__name__}); "
@@ -109,9 +113,9 @@ def apply_override(raw: dict, override: str) -> None:
     key = key.strip()
     try:
         value = load(text, f"--set {key}")
-    except ConfigError as exc:
-        if "nested more than" in str(exc):
-            raise
+    except TooDeep:
+        raise
+    except ConfigError:
         raise ConfigError(f"--set {key}: value {short(text)!r} is not valid YAML; quote strings, write lists as "
                           f"[a,b]") from None
     if key.startswith("sweep."):

@@ -24,6 +24,8 @@ from records import epoch_rows, write_cell
 from test_hardening import GOLDEN, JSON_VALUES, ONE, denied, golden_folder, one_line_error
 
 from harness.analysis.collect import collect
+from harness.config import SweepConfig
+from harness.prediction import output
 from harness.record import documents, files, locks, schema
 
 
@@ -71,6 +73,16 @@ def test_a_record_field_of_the_wrong_type_is_one_warning_and_the_cell_invalid(tm
     assert status.returncode == 0 and "invalid" in status.stdout and named in status.stdout
 
 
+def plant(tmp_path: Path, name: str, document: dict, change, folder_exists: bool = False) -> Path:
+    """The golden sweep folder with `document`, changed by `change`, written as `name` in it."""
+    if not folder_exists:
+        golden_folder(tmp_path)
+    change(document)
+    path = tmp_path / "golden" / name
+    path.write_text(json.dumps(document))
+    return path
+
+
 def plan_document() -> dict:
     return {"schema_version": 1, "sweep": "golden", "config": {"name": "golden", "report": {"target_accuracy": 0.9}},
             "cells": [{"index": 0, "id": read_json(GOLDEN / "result.json")["cell_id"],
@@ -92,10 +104,7 @@ PLAN_CASES = {
 @pytest.mark.parametrize("case", list(PLAN_CASES), ids=list(PLAN_CASES))
 def test_a_bad_plan_json_is_one_warning_and_the_report_goes_on(tmp_path, case):
     change, named = PLAN_CASES[case]
-    golden_folder(tmp_path)
-    document = plan_document()
-    change(document)
-    (tmp_path / "golden" / "plan.json").write_text(json.dumps(document))
+    plant(tmp_path, "plan.json", plan_document(), change)
     proc = report(tmp_path / "golden", tmp_path / "r.html")
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
     assert len(skipped(proc)) == 1 and named in skipped(proc)[0] and "plan.json" in skipped(proc)[0], proc.stderr
@@ -136,13 +145,13 @@ PREDICT_CASES = {
 @pytest.mark.parametrize("case", list(PREDICT_CASES), ids=list(PREDICT_CASES))
 def test_a_bad_predict_json_is_one_warning_and_neither_report_nor_verify_uses_it(tmp_path, case):
     change, named = PREDICT_CASES[case]
-    golden_folder(tmp_path)
-    document = prediction_document()
-    change(document)
-    path = tmp_path / "golden" / "predict.json"
-    path.write_text(json.dumps(document))
+    config = SweepConfig.model_validate(prediction_document()["config"])
+    plant(tmp_path, "predict.json", prediction_document(), lambda d: None)
+    assert output.reusable(config, tmp_path / "golden") is not None  # as written, --verify would reuse it
+    path = plant(tmp_path, "predict.json", prediction_document(), change, folder_exists=True)
     with pytest.raises(schema.Invalid, match=named):
         documents.read_prediction(path)
+    assert output.reusable(config, tmp_path / "golden") is None
     found = collect([tmp_path / "golden"])
     assert not found.predictions and sum(named in w for w in found.warnings) == 1
 
@@ -285,7 +294,7 @@ def test_report_o_replaces_only_regular_files(tmp_path):
     os.mkfifo(fifo)
     link = tmp_path / "link.html"
     link.symlink_to(tmp_path / "elsewhere.html")
-    for target, kind in ((device, "a device"), (fifo, "a FIFO"), (link, "a symlink")):
+    for target, kind in ((device, "a character device"), (fifo, "a FIFO"), (link, "a symlink")):
         line = one_line_error(report(tmp_path / "golden", target))
         assert f"{target} is {kind}; the harness replaces only regular files" in line and "choose another -o" in line
     assert stat.S_ISCHR(device.lstat().st_mode) and stat.S_ISFIFO(fifo.lstat().st_mode) and link.is_symlink()

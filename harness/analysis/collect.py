@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness.config import flatten
 from harness.record import documents, files
 from harness.record.metrics import CELL_KEYS, CHECK_COLUMNS, EPOCH_COLUMNS, energy_resolved
 from harness.record.schema import Invalid, read_record, read_table, record_digest, settings_digest
@@ -84,7 +85,7 @@ def _apart_by_settings(found: Collected) -> None:
     the variant of every cell of that sweep, and one warning names them."""
     if found.cells.empty:
         return
-    flat = [_flatten(r.get("settings") or {}) for r in found.records]
+    flat = [flatten(r.get("settings") or {}) for r in found.records]
     keyed = found.cells.assign(rate=[json.dumps(f.get("optim.lr")) for f in flat])
     for (source, sweep), sweep_rows in keyed.groupby(["source", "sweep"]).groups.items():
         differing: set[str] = set()
@@ -101,16 +102,6 @@ def _apart_by_settings(found: Collected) -> None:
             found.cells.at[i, "variant"] = ", ".join(v for v in (found.cells.at[i, "variant"], extra) if v)
         found.warnings.append(f"{source}/{sweep}: its cells differ in {', '.join(differing[:5])} beyond what the "
                               f"sweep varies (two configs in one folder?): shown apart, never averaged as seeds")
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and prefix.count(".") < 2:
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def _note_unregistered(found: Collected) -> None:
@@ -146,16 +137,16 @@ def _seen_before(record: dict, label: str, path: Path, seen: dict, warnings: lis
 def _documents(folder: Path, label: str, found: Collected) -> None:
     """plan.json and predict.json of each sweep under the folder, checked (record/documents.py);
     one that fails is a warning naming the file and the field, and is left out."""
-    for name, documents_, read, sweep_of in (("plan.json", found.plans, documents.read_plan, lambda d: d["sweep"]),
-                                             ("predict.json", found.predictions, documents.read_prediction,
-                                              lambda d: d["config"]["name"])):
+    for name, held, read, sweep_of in (("plan.json", found.plans, documents.read_plan, lambda d: d["sweep"]),
+                                       ("predict.json", found.predictions, documents.read_prediction,
+                                        lambda d: d["config"]["name"])):
         for path in sorted(folder.rglob(name)):
             try:
                 document = read(path, found.warnings)
             except Invalid as exc:
                 found.warnings.append(f"skipped {exc}")
                 continue
-            documents_[(label, sweep_of(document))] = document
+            held[(label, sweep_of(document))] = document
 
 
 def _table(path: Path, record: dict, warnings: list[str]) -> pd.DataFrame | None:

@@ -22,13 +22,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.analysis.stats import t_quantile
+from harness.analysis.stats import LEVEL, t_quantile
 
 # Log-steps error per octave of extrapolation, a prior: leaving the ends (8, 2048) out of grids
 # 8..2048 not used to test it (default_seeds, lr_tuned, val-split, gpu-h200) and predicting them
 # from 32, 128 and 512 missed by 0.03-0.25 per octave (rms 0.17)
 MISFIT_PER_OCTAVE = 0.15
-LEVEL = 0.9
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ import numpy as np
 
 from harness.analysis.crossing import WIDTH
 from harness.analysis.fit import StepsFit, fit_steps, left_out_misses
+from harness.analysis.stats import LEVEL
 from harness.record.documents import PREDICT_SCHEMA_VERSION
 from harness.record.results import utc_now
 
@@ -29,7 +30,7 @@ POSITIONS = (2 / 7, 4 / 7, 6 / 7)
 # the timing pass (predict/runs.py): windows of TIMING_WINDOW steps until both minimums are met
 TIMING_MIN_STEPS, TIMING_MIN_SECONDS, TIMING_WINDOW = 200, 2.0, 20
 RESAMPLES = 2000
-Q = [0.05, 0.95]
+Q = [(1 - LEVEL) / 2, (1 + LEVEL) / 2]  # the two ends of a 90% interval
 
 
 def short_run_batches(grid: list[int]) -> list[int]:

@@ -27,10 +27,9 @@ def reusable(config: SweepConfig, sweep_dir: Path, force: bool = False) -> dict[
         doc = documents.read_prediction(sweep_dir / "predict.json")
     except Invalid:
         return None
-    same = isinstance(doc, dict) and doc.get("config") == json.loads(json.dumps(config.model_dump(mode="json")))
-    trusted = force or not doc.get("doubts") if isinstance(doc, dict) else False
-    return doc if same and trusted and doc.get("sweet_spot") and doc.get("schema_version") == PREDICT_SCHEMA_VERSION \
-        else None
+    same = doc.get("config") == json.loads(json.dumps(config.model_dump(mode="json")))
+    trusted = force or not doc.get("doubts")
+    return doc if same and trusted and doc.get("sweet_spot") and doc["schema_version"] == PREDICT_SCHEMA_VERSION else None
 
 
 def format_prediction(doc: dict[str, Any]) -> str:

@@ -15,11 +15,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from annotated_types import Len
-from pydantic import BaseModel, Field, StrictBool, StrictInt, StrictStr, ValidationError
+from pydantic import BaseModel, Field, StrictBool, StrictInt, StrictStr
 
 from harness.plan import PLAN_SCHEMA_VERSION
-from harness.record import files
-from harness.record.schema import Count, Finite, Invalid, Positive, Swept, _Open, unreadable
+from harness.record.schema import Count, Finite, Invalid, Positive, Swept, _Open, read_document
 
 PREDICT_SCHEMA_VERSION = 2  # harness/prediction/forecast.py writes it; 1 is read too (no grid interval)
 
@@ -129,22 +128,9 @@ def read_prediction(path: Path, notes: list[str] | None = None) -> dict[str, Any
 
 
 def _read(path: Path, model: type[BaseModel], newest: int, notes: list[str] | None) -> dict[str, Any]:
-    """The file as a plain dict, checked against `model`; Invalid names the file and the field."""
-    try:
-        document = files.load_json(path)
-    except (OSError, ValueError) as exc:
-        raise Invalid(unreadable(path, exc)) from None
-    if not isinstance(document, dict):
-        raise Invalid(f"{path}: not a {path.name} (a JSON {type(document).__name__}, not an object)")
-    version = document.get("schema_version")
-    if isinstance(version, int) and not isinstance(version, bool) and version > newest:
-        raise Invalid(f"{path}: schema_version {version} is newer than this harness reads ({newest}); upgrade it")
-    try:
-        model.model_validate(document)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        raise Invalid(f"{path}: field {where}: {first['msg'].removeprefix('Value error, ')}") from None
+    """The file as a plain dict, checked against `model` (record/schema.read_document); keys the
+    model does not know are named in `notes`."""
+    document = read_document(path, model, newest, f"a {path.name}")
     extra = sorted(set(document) - set(model.model_fields))
     if extra and notes is not None:
         notes.append(f"{path} has keys this harness does not know ({', '.join(extra)[:120]}): a newer harness "

@@ -48,7 +48,7 @@ def read_text(path: Path, limit: int | None = None) -> str:
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            raise Refused(f"not a regular file ({_kind(info.st_mode)})")
+            raise Refused(f"not a regular file ({kind(info.st_mode)})")
         if info.st_size > limit:
             raise Refused(f"{info.st_size:,} bytes, more than the {limit:,} a {path.name} may have")
         with os.fdopen(os.dup(fd), "rb") as fh:
@@ -78,8 +78,9 @@ def check_depth(text: str, name: str) -> None:
             raise Refused(f"nested more than {MAX_DEPTH} deep")
 
 
-def _kind(mode: int) -> str:
-    return ("a FIFO" if stat.S_ISFIFO(mode) else "a character device" if stat.S_ISCHR(mode)
+def kind(mode: int) -> str:
+    """What a non-regular file is, in words, from its st_mode."""
+    return ("a symlink" if stat.S_ISLNK(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a character device" if stat.S_ISCHR(mode)
             else "a block device" if stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode)
             else "a folder" if stat.S_ISDIR(mode) else "not a file")
 

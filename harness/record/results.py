@@ -59,12 +59,9 @@ def _refuse_special(path: Path, option: str) -> None:
         mode = path.lstat().st_mode
     except OSError:
         return  # nothing there yet (or a folder that cannot be read: the write says so)
-    kind = ("a symlink" if stat.S_ISLNK(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
-            else "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
-            else "a folder" if stat.S_ISDIR(mode) else None)
-    if kind:
-        raise ResultsError(f"{path} is {kind}; the harness replaces only regular files (symlinks are not followed): "
-                           f"choose another {option}")
+    if not stat.S_ISREG(mode):
+        raise ResultsError(f"{path} is {files.kind(mode)}; the harness replaces only regular files (symlinks are not "
+                           f"followed): choose another {option}")
 
 
 def _file_mode() -> int:

@@ -148,23 +148,31 @@ def unreadable(path: Path, exc: Exception) -> str:
     return f"{path}: unreadable ({type(exc).__name__}: {' '.join(str(exc).split())[:120]})"
 
 
-def read_record(path: Path) -> dict[str, Any]:
-    """The result.json at `path` as a plain dict, checked; Invalid says why it is not one."""
+def read_document(path: Path, model: type[BaseModel], newest: int, what: str) -> dict[str, Any]:
+    """The JSON file at `path` as a plain dict, read within bounds (record/files.py) and checked
+    against `model`; Invalid names the file and the first bad field. `what` names the kind of
+    document in the message; a schema_version above `newest` is refused."""
     try:
         document = files.load_json(path)
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError and files.Refused are ValueErrors
         raise Invalid(unreadable(path, exc)) from None
     if not isinstance(document, dict):
-        raise Invalid(f"{path}: not a result record (a JSON {type(document).__name__}, not an object)")
+        raise Invalid(f"{path}: not {what} (a JSON {type(document).__name__}, not an object)")
     version = document.get("schema_version")
-    if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
-        raise Invalid(f"{path}: schema_version {version} is newer than this harness ({SCHEMA_VERSION}); upgrade it")
+    if isinstance(version, int) and not isinstance(version, bool) and version > newest:
+        raise Invalid(f"{path}: schema_version {version} is newer than this harness ({newest}); upgrade it")
     try:
-        ResultRecord.model_validate(document)
+        model.model_validate(document)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "(top level)"
         raise Invalid(f"{path}: field {where}: {first['msg'].removeprefix('Value error, ')}") from None
+    return document
+
+
+def read_record(path: Path) -> dict[str, Any]:
+    """The result.json at `path` as a plain dict, checked; Invalid says why it is not one."""
+    document = read_document(path, ResultRecord, SCHEMA_VERSION, "a result record")
     if document["cell_id"] != path.parent.name:
         raise Invalid(f"{path}: its cell_id {document['cell_id']!r} is not the folder it lies in "
                       f"({path.parent.name!r}): a copy, not this cell's record")

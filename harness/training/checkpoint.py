@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -110,8 +110,7 @@ def load(cell_dir: Path, rank: int, world: int, warn=print) -> dict[str, Any] | 
     return payload
 
 
-COUNTERS = ("epoch", "step", "steps_done", "warmup_left", "preemptions", "checked_step", "scheduled_step",
-            "checks_skipped", "window_steps")
+COUNTERS = tuple(f.name for f in fields(LoopState) if f.type == "int")  # annotations are strings here
 
 
 def _count(value: Any) -> bool:

@@ -9,7 +9,7 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
 
 from harness import plan
-from harness.config import SweepConfig
+from harness.config import SweepConfig, flatten
 from harness.errors import EXIT_PREEMPTED
 from harness.record import locks, results
 from harness.training.launch import load_data, make_accelerator
@@ -49,7 +49,9 @@ def run_sweep(config: SweepConfig, cells: list[plan.Cell], sweep_dir: Path, fold
         return _outcome(accelerator, {})
 
     if config.log_with:
-        accelerator.init_trackers(config.name, config=_flat(config.model_dump(mode="json")))
+        # trackers such as TensorBoard take flat scalar hyperparameters
+        accelerator.init_trackers(config.name, config={k: v if isinstance(v, (int, float, str, bool)) else str(v)
+                                                       for k, v in flatten(config.model_dump(mode="json")).items()})
     stop = StopRequest().install()
     progress.start_sweep([c.settings.sized(len(device_data.for_cell(c).train_y)).total_steps for c in todo])
     statuses, held = {}, []
@@ -125,15 +127,3 @@ def _outcome(accelerator: Accelerator, statuses: dict[str, str]) -> Outcome:
     accelerator.end_training()
     failed = {cid: s for cid, s in statuses.items() if s != "done"}
     return Outcome(1 if failed else 0, accelerator.is_main_process)
-
-
-def _flat(tree: dict, prefix: str = "") -> dict:
-    """Trackers such as TensorBoard take flat scalar hyperparameters."""
-    flat = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(_flat(value, f"{name}."))
-        else:
-            flat[name] = value if isinstance(value, (int, float, str, bool)) else str(value)
-    return flat
