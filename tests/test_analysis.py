@@ -265,7 +265,9 @@ def test_a_target_no_cell_reaches_is_refused_before_writing(tmp_path):
 def test_the_crossing_does_not_move_with_the_check_schedule():
     """A rising curve with seed-like noise, read at a log schedule and at a dense one: the first
     check above the target reads the dense schedule early (it catches more upward spikes); the
-    local fit (analysis/crossing.py) agrees between the two within 5%, and with the truth within 8%."""
+    local fit (analysis/crossing.py) agrees between the two within 5%, and with the truth within 8%;
+    its standard error, from the checks' scatter about the line, accounts for the two schedules'
+    disagreement: 80-100% of the pairs lie within 1.645 combined standard errors (nominal 90%)."""
     import numpy as np
 
     from harness.analysis.crossing import crossing
@@ -274,7 +276,7 @@ def test_the_crossing_does_not_move_with_the_check_schedule():
     dense = np.arange(8, 4001, 8)
     log = np.unique(np.floor(10 ** np.arange(1, 3.61, 1 / 25))).astype(int)
     truth = lambda s: 0.99 - 0.5 * (s / 30) ** -0.8  # noqa: E731 - crosses 0.97 at step 1,677
-    ratios_first, ratios_fit, dense_fit = [], [], []
+    ratios_first, ratios_fit, dense_fit, within = [], [], [], []
     for _ in range(40):
         noise = {s: rng.normal(0, 0.004) for s in np.union1d(dense, log)}
         read = lambda steps: np.array([truth(s) + noise[s] for s in steps])  # noqa: E731
@@ -283,13 +285,34 @@ def test_the_crossing_does_not_move_with_the_check_schedule():
         ratios_first.append(first[0] / first[1])
         ratios_fit.append(fit[0].steps / fit[1].steps)
         dense_fit.append(fit[1].steps)
+        within.append(abs(np.log(ratios_fit[-1])) <= 1.645 * np.hypot(fit[0].log_se, fit[1].log_se))
         assert fit[0].first_check == first[0] and fit[0].before < fit[0].steps <= fit[0].after
     assert np.exp(np.mean(np.log(ratios_first))) > 1.08  # the bias the estimator removes
     assert abs(np.exp(np.mean(np.log(ratios_fit))) - 1) < 0.05
     assert abs(np.median(dense_fit) / 1677 - 1) < 0.08  # a line through a curved stretch reads a little late
+    assert 0.8 <= np.mean(within) < 1.0, np.mean(within)
     assert crossing(log, np.full(len(log), 0.5), 0.97) is None
     early = crossing(np.array([10, 20]), np.array([0.98, 0.99]), 0.97)  # two checks: the first one stands
-    assert (early.steps, early.before, early.after) == (10.0, 0.0, 10.0)
+    assert (early.steps, early.before, early.after, early.log_se) == (10.0, 0.0, 10.0, None)
+
+
+def test_one_seed_draws_its_crossing_within_its_standard_error():
+    """With one seed the bootstrap has no seed spread to draw: the crossing's own standard error
+    stands in for it (a 90% interval of about exp(+-1.645 se) around the steps); with several seeds
+    their spread already holds each one's fit noise, so it is not added again."""
+    import numpy as np
+
+    from harness.analysis import stats
+
+    def cell(steps, log_se):
+        return stats.CellSample(accuracy=0.98, reached=True, steps_low=steps, steps_high=steps,
+                                rates=np.array([1e-3]), weights=np.array([100.0]), log_se=log_se)
+
+    one = stats.resample({64: [cell(1000, 0.1)]}, tolerance=0.01)
+    low, high = stats.interval(one, 64)
+    assert abs(low / 1.0 - np.exp(-1.645 * 0.1)) < 0.02 and abs(high / 1.0 - np.exp(1.645 * 0.1)) < 0.02
+    two = stats.resample({64: [cell(1000, 0.1), cell(1000, 0.1)]}, tolerance=0.01)
+    assert stats.interval(two, 64) == (1.0, 1.0)
 
 
 def test_the_first_screen_says_how_many_seeds_would_rank_the_sweet_spot(tmp_path):

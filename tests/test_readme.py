@@ -56,3 +56,17 @@ def test_readme_run_command_in_a_fresh_copy(tmp_path):
         assert "Sweet spot" in report or "No sweet spot" in report
     finally:
         shutil.rmtree(copy / ".venv", ignore_errors=True)  # ~6 GB
+
+
+def test_every_findings_folder_the_docs_cite_is_tracked():
+    """results/README.md's table and the docs name findings folders; each must reach a clone with
+    its README.md (results/* is ignored but for the folders .gitignore lets through)."""
+    if not (REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+    listed = re.findall(r"^\| `([a-z0-9_-]+)/`", (REPO / "results" / "README.md").read_text(), re.M)
+    cited = {m for doc in [REPO / "README.md", *(REPO / "docs").glob("*.md")]
+             for m in re.findall(r"results/([a-z0-9_-]+)/", doc.read_text())}
+    tracked = set(subprocess.run(["git", "ls-files", "results"], cwd=REPO, capture_output=True, text=True,
+                                 check=True).stdout.split())
+    missing = [f for f in {*listed, *cited} if f"results/{f}/README.md" not in tracked]
+    assert len(listed) >= 10 and not missing, missing

@@ -30,6 +30,21 @@ class Crossing:
     before: float  # the last check before it (0 before the first check)
     after: float  # the first check at or after it
     first_check: float  # the first check at or above the target (moves with the schedule)
+    log_se: float | None = None  # standard error of log(steps) from the checks' scatter about the line
+
+
+def _line(log_steps: np.ndarray, accuracy: np.ndarray, target: float) -> tuple[float, float] | None:
+    """Where a least-squares line through the checks reaches `target`, as (log steps, its standard
+    error): the inverse-prediction error of a calibration line, s sqrt(1/n + (x0 - mean)^2 / Sxx) /
+    slope, from the residuals' s with n - 2 degrees of freedom. None where the line does not rise."""
+    slope, intercept = np.polyfit(log_steps, accuracy, 1)
+    if not slope > 0:
+        return None
+    at = (target - intercept) / slope
+    n = len(log_steps)
+    spread = float(np.sum((accuracy - intercept - slope * log_steps) ** 2)) / (n - 2) if n > 2 else 0.0
+    sxx = float(np.sum((log_steps - log_steps.mean()) ** 2))
+    return at, math.sqrt(spread * (1 / n + (at - log_steps.mean()) ** 2 / sxx)) / slope
 
 
 def crossing(steps: np.ndarray, accuracy: np.ndarray, target: float, fit: bool = True) -> Crossing | None:
@@ -42,17 +57,19 @@ def crossing(steps: np.ndarray, accuracy: np.ndarray, target: float, fit: bool =
     if len(above) == 0:
         return None
     first = guess = float(steps[above[0]])
+    log_se = None
     for _ in range(ITERATIONS if fit else 0):
         window = (steps >= guess / WIDTH) & (steps <= guess * WIDTH)
         if window.sum() < 3:
             break
-        slope, intercept = np.polyfit(np.log(steps[window]), accuracy[window], 1)
-        if not slope > 0:
-            guess = first
+        line = _line(np.log(steps[window]), accuracy[window], target)
+        if line is None:
+            guess, log_se = first, None
             break
-        guess = float(np.clip(math.exp((target - intercept) / slope), steps[window].min(), steps[window].max()))
+        guess = float(np.clip(math.exp(line[0]), steps[window].min(), steps[window].max()))
+        log_se = line[1]
     before = steps[steps < guess]
-    return Crossing(guess, float(before[-1]) if len(before) else 0.0, float(steps[steps >= guess][0]), first)
+    return Crossing(guess, float(before[-1]) if len(before) else 0.0, float(steps[steps >= guess][0]), first, log_se)
 
 
 def settled(steps: np.ndarray, accuracy: np.ndarray, target: float) -> tuple[Crossing | None, bool]:

@@ -5,7 +5,8 @@ The rules (the report states them):
 - accuracy(B): test accuracy at the epoch of best validation accuracy, mean over seeds.
 - steps to target: where a line of validation accuracy against log steps, fitted to the checks
   around the crossing, reaches the target (analysis/crossing.py; evals.csv). Its resolution is the
-  gap between the two checks around it. The first check at or above the target, which moves with
+  gap between the two checks around it; its standard error, from the checks' scatter about the
+  line, is what one run's noisy checks leave uncertain. The first check at or above the target, which moves with
   the check schedule, is kept beside it (steps_to_target_first_check). Results without checks are
   read at the first epoch end at or above the target.
 - time to target: steps to target x time per step (= B x time per image); "measured" is the
@@ -31,7 +32,7 @@ GROUP = ["source", "sweep", "variant", "batch_size"]
 KEY = ["source", "sweep", "cell_id"]
 ACCURACY = "test_accuracy_at_best_val"  # a cell's accuracy, and its mean over seeds per batch size
 TARGET_COLUMNS = ["steps_to_target", "steps_before_target", "steps_after_target", "target_resolution_steps",
-                  "target_read_at", "measured_time_to_target_s", "steps_to_target_first_check"]
+                  "steps_to_target_se", "target_read_at", "measured_time_to_target_s", "steps_to_target_first_check"]
 
 
 def readings(checks: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
@@ -73,7 +74,9 @@ def add_time_to_target(cells: pd.DataFrame, checks: pd.DataFrame, epochs: pd.Dat
         after = group[group["step"] == found.after].iloc[0]
         rows.append(dict(zip(KEY, key)) | {
             "steps_to_target": found.steps, "steps_before_target": found.before, "steps_after_target": found.after,
-            "target_resolution_steps": found.after - found.before, "target_read_at": after["read_at"],
+            "target_resolution_steps": found.after - found.before,
+            "steps_to_target_se": found.steps * found.log_se if found.log_se is not None else np.nan,
+            "target_read_at": after["read_at"],
             "measured_time_to_target_s": after["train_seconds"], "steps_to_target_first_check": found.first_check})
     cells = cells.merge(pd.DataFrame(rows, columns=[*KEY, *TARGET_COLUMNS]), on=KEY, how="left")
     cells["time_to_target_s"] = cells["steps_to_target"] * cells["batch_size"] * cells["time_per_image_s"]

@@ -60,8 +60,16 @@ def samples(cells: pd.DataFrame, windows: pd.DataFrame) -> dict[int, list[stats.
         out.setdefault(int(row.batch_size), []).append(stats.CellSample(
             accuracy=float(getattr(row, ACCURACY)), reached=reached,
             steps_low=float(row.steps_before_target) if reached else np.nan,
-            steps_high=float(row.steps_after_target) if reached else np.nan, rates=rates, weights=steps))
+            steps_high=float(row.steps_after_target) if reached else np.nan, rates=rates, weights=steps,
+            log_se=float(row.steps_to_target_se / row.steps_to_target) if reached and row.steps_to_target_se > 0
+            else 0.0))
     return out
+
+
+def _fit_error(pick: pd.Series) -> str:
+    """' ± N (fit)': the largest standard error of the seeds' fitted crossings, where one was fitted."""
+    se = pick.get("steps_to_target_se")
+    return f" ± {se:,.0f} (fit)" if se is not None and se > 0 else ""
 
 
 def add_intervals(per_batch: pd.DataFrame, boot: stats.Bootstrap | None) -> pd.DataFrame:
@@ -107,7 +115,8 @@ def recommend(variant: str, per_batch: pd.DataFrame, cells: pd.DataFrame, window
     explanation = (
         f"It reaches {target:.3f} validation accuracy in {pick['time_to_target_s']:.3g} s of training "
         f"(90% interval {pick['time_to_target_low_s']:.3g}-{pick['time_to_target_high_s']:.3g} s; "
-        f"{int(pick['steps_to_target']):,} steps, resolution {int(pick['target_resolution_steps']):,} steps), "
+        f"{int(pick['steps_to_target']):,} steps{_fit_error(pick)}, resolution "
+        f"{int(pick['target_resolution_steps']):,} steps), "
         f"the fastest of the {len(eligible)} batch size(s) whose test accuracy is within {tolerance:.3f} of the best "
         f"({best:.4f}); it wins in {boot.share[winner]:.0%} of {stats.RESAMPLES:,} bootstrap resamples.")
     caveats = [*_edge_caveats(per_batch, winner, planned), *caveats]

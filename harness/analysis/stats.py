@@ -3,7 +3,9 @@
 One resample redraws, for every batch size, its seeds with replacement (one seed: that seed), and
 for every drawn cell
 - where the target was crossed: uniformly between the two checks around the fitted crossing
-  (analysis/crossing.py), the resolution the checks allowed;
+  (analysis/crossing.py), the resolution the checks allowed; with one seed also lognormally with
+  the crossing's standard error (its checks' scatter about the line), the one run-to-run noise
+  one seed shows (with several seeds their spread already holds it);
 - its time per step: the rate of one timed window of that cell, drawn with weights = the window's
   steps (run-to-run and window-to-window speed, measured within the cell: load, clocks).
 Time to target = steps x time per step, averaged over the drawn seeds. Accuracy is the drawn seeds'
@@ -35,6 +37,7 @@ class CellSample:
     steps_high: float  # the check at or after it
     rates: np.ndarray  # seconds per step of each timed window
     weights: np.ndarray  # steps in each window
+    log_se: float = 0.0  # standard error of log steps to target (0: none known)
 
 
 @dataclass
@@ -57,7 +60,7 @@ def resample(by_batch: dict[int, list[CellSample]], tolerance: float, resamples:
         n = len(cells)
         # resample x drawn seed -> cell index; one seed is kept as it is (no seed noise to draw)
         drawn = rng.integers(n, size=(resamples, n)) if n > 1 else np.zeros((resamples, 1), dtype=int)
-        per_cell = np.stack([_times(c, resamples, rng) for c in cells])  # cells x resamples
+        per_cell = np.stack([_times(c, resamples, rng, fit_noise=n == 1) for c in cells])  # cells x resamples
         accuracy = np.array([c.accuracy for c in cells])
         reached = np.array([c.reached for c in cells])
         accuracies[:, j] = accuracy[drawn].mean(axis=1)
@@ -68,12 +71,14 @@ def resample(by_batch: dict[int, list[CellSample]], tolerance: float, resamples:
     return Bootstrap(batches, times, accuracies, winners, share)
 
 
-def _times(cell: CellSample, resamples: int, rng: np.random.Generator) -> np.ndarray:
+def _times(cell: CellSample, resamples: int, rng: np.random.Generator, fit_noise: bool) -> np.ndarray:
     """`resamples` draws of the cell's time to target (nan if it never reached the target)."""
     if not cell.reached or not len(cell.rates):
         return np.full(resamples, np.nan)
     steps = rng.uniform(cell.steps_low, cell.steps_high, resamples) if cell.steps_high > cell.steps_low \
         else np.full(resamples, cell.steps_high)
+    if fit_noise and cell.log_se > 0:
+        steps = steps * np.exp(rng.normal(0.0, cell.log_se, resamples))
     rates = rng.choice(cell.rates, size=resamples, p=cell.weights / cell.weights.sum())
     return steps * rates
 

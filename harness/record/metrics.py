@@ -169,6 +169,9 @@ METRICS: tuple[Metric, ...] = (
                "target (it decides)"),
     Metric("target_resolution_steps", "derived", "steps", "resolution (steps)", ",.0f", seeds=("max",),
            tables=("cells", "batch"), doc="the gap between the two checks around the crossing"),
+    Metric("steps_to_target_se", "derived", "steps", "± fit (steps)", ",.0f", seeds=("max",), tables=("cells", "batch"),
+           doc="standard error of the fitted crossing, from the checks' scatter about the line (empty where the "
+               "first check stands)"),
     Metric("steps_before_target", "derived", "steps", doc="the check before the crossing (0 before the first)"),
     Metric("steps_after_target", "derived", "steps", doc="the check at or after the crossing"),
     Metric("steps_to_target_first_check", "derived", "steps", "first check at target", ",.0f", seeds=("mean",),

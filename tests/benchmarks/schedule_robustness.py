@@ -6,8 +6,10 @@ RESULTS_DIR holds cells run with the log schedule AND a dense one (`--set
 checks.every_images=1024 --set checks.budget=null`): the same training, checked at both. Each
 cell's checks are split back into the log schedule's steps and the dense schedule's, and steps to
 target are read from each by the first check at or above the target and by the local fit
-(harness/analysis/crossing.py). Prints, per batch size, both readings from both schedules and the
-log/dense ratio of each.
+(harness/analysis/crossing.py). Prints, per batch size, both readings from both schedules, the
+log/dense ratio of each, the fit's standard error on each schedule, z = log(ratio) over the two
+standard errors combined, and the noise floor: the fit read from the dense checks' two disjoint
+halves (every other check), as far apart as two independent schedules of that density can be.
 """
 
 from __future__ import annotations
@@ -41,7 +43,12 @@ def readings(cell_dir: Path, target: float) -> dict | None:
         found = crossing(rows["step"].to_numpy(float), rows["val_accuracy"].to_numpy(float), target)
         if found is None or above.empty:
             return None
-        out |= {f"first_{name}": float(above["step"].iloc[0]), f"fit_{name}": found.steps, f"checks_{name}": len(rows)}
+        out |= {f"first_{name}": float(above["step"].iloc[0]), f"fit_{name}": found.steps, f"checks_{name}": len(rows),
+                f"se_{name}": found.log_se if found.log_se is not None else np.nan}
+        if name == "dense":
+            halves = [crossing(rows["step"].to_numpy(float)[i::2], rows["val_accuracy"].to_numpy(float)[i::2], target)
+                      for i in (0, 1)]
+            out["halves_ratio"] = halves[0].steps / halves[1].steps if all(halves) else np.nan
     return out
 
 
@@ -53,15 +60,19 @@ def main() -> None:
     args = parser.parse_args()
     rows = [r for d in sorted(args.folder.glob("*/result.json")) if (r := readings(d.parent, args.target))]
     table = pd.DataFrame(rows).groupby("batch_size").agg(
-        **{k: (k, "mean") for k in ("first_log", "first_dense", "fit_log", "fit_dense")},
+        **{k: (k, "mean") for k in ("first_log", "first_dense", "fit_log", "fit_dense", "se_log", "se_dense",
+                                    "halves_ratio")},
         checks_log=("checks_log", "mean"), checks_dense=("checks_dense", "mean"), seeds=("seed", "size")).reset_index()
     table["first_ratio"] = table["first_log"] / table["first_dense"]
     table["fit_ratio"] = table["fit_log"] / table["fit_dense"]
+    table["z"] = np.log(table["fit_ratio"]) / np.hypot(table["se_log"], table["se_dense"])
     print(f"{args.folder}: target {args.target}; steps to target read from the log and the dense checks of the same runs")
     print(table.to_string(index=False, float_format=lambda v: f"{v:,.2f}"))
     gm = lambda col: float(np.exp(np.log(table[col]).mean()))  # noqa: E731
     print(f"geometric mean log/dense: first check {gm('first_ratio'):.3f}, local fit {gm('fit_ratio'):.3f}; "
-          f"largest first-check deviation {abs(table['first_ratio'] - 1).max():.1%}, local fit {abs(table['fit_ratio'] - 1).max():.1%}")
+          f"largest first-check deviation {abs(table['first_ratio'] - 1).max():.1%}, local fit {abs(table['fit_ratio'] - 1).max():.1%}; "
+          f"|z| <= 1.645 at {(table['z'].abs() <= 1.645).sum()} of {len(table)}; dense halves apart by up to "
+          f"{abs(table['halves_ratio'] - 1).max():.1%}")
     if args.out:
         args.out.write_text(table.to_json(orient="records", indent=1) + "\n")
 
