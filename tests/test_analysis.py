@@ -137,7 +137,8 @@ def test_one_rate_per_batch_size_says_so(tmp_path):
         make(sweep, batch, 1e-3, 0, steps, 0.975, seconds_per_step=batch * 1e-5)
     html, parsed = build(sweep, {"optim": {"lr": 1e-3}})
     assert "The learning rate was not tuned per batch size (one rate each, optim.lr=0.001 for every batch size)" in html
-    assert "One seed per batch size: the intervals cover timing noise and check resolution only" in html
+    assert ("One seed per batch size: the intervals cover timing noise and the standard error of each fitted "
+            "crossing only") in html
     rows = per_batch_rows(parsed)
     for r in rows:  # the interval brackets the time, which is steps x time per step
         assert as_number(r["time_to_target_low_s"]) <= as_number(r["time_to_target_s"]) * 1.0001

@@ -176,9 +176,9 @@ def _seeds_for_power(cells: pd.DataFrame, eligible: pd.DataFrame, winner: int) -
 def _seed_caveat(per_batch: pd.DataFrame) -> list[Caveat]:
     if per_batch["n"].max() > 1:
         return []
-    return [Caveat(2, "One seed per batch size: the intervals cover timing noise and check resolution only, not "
-                      "seed-to-seed variation (0.6x to 1.5x in steps to target at batch 128 on MNIST); sweep "
-                      "train.seed to rank neighbours.", "sweep.train.seed=[0,1,2]")]
+    return [Caveat(2, "One seed per batch size: the intervals cover timing noise and the standard error of each "
+                      "fitted crossing only, not seed-to-seed variation (0.6x to 1.5x in steps to target at batch "
+                      "128 on MNIST); sweep train.seed to rank neighbours.", "sweep.train.seed=[0,1,2]")]
 
 
 def _epoch_caveat(cells: pd.DataFrame) -> list[Caveat]:
