@@ -245,12 +245,13 @@ def time_to_target(d: FigureData) -> Figure | None:
 
 def steps_to_target(d: FigureData) -> Figure | None:
     data = d.table.dropna(subset=["steps_to_target"])[["variant", "batch_size", "learning_rate", "steps_to_target",
-                                                       "target_resolution_steps"]]
+                                                       "target_resolution_steps", "steps_to_target_se"]]
     if data.groupby("variant")["batch_size"].nunique().max() < 2 if not data.empty else True:
         return None
     fig, ax = plt.subplots(figsize=(WIDE, 4.4))
     for variant, rows in data.sort_values("batch_size").groupby("variant", sort=True):
-        half = rows["target_resolution_steps"] / 2  # the bars: the resolution of the checks around the crossing
+        # the bars: how sharply the checks read the crossing, by their gap or, where wider, the fit's standard error
+        half = np.fmax(rows["target_resolution_steps"] / 2, rows["steps_to_target_se"])
         _with_bars(ax, rows.assign(low=rows["steps_to_target"] - half, high=rows["steps_to_target"] + half),
                    "steps_to_target", "low", "high", variant or "measured")
         first = rows.iloc[0]
@@ -272,8 +273,9 @@ def steps_to_target(d: FigureData) -> Figure | None:
                   "the steps (perfect scaling); then diminishing returns; then a plateau where more data per step "
                   "no longer saves steps (maximal data parallelism). The dotted curve is McCandlish et al.'s "
                   "S(B) = S_min (1 + B_noise / B) fitted to the points; the thin vertical line at B_noise is where "
-                  "perfect scaling turns into diminishing returns. Bars: the check resolution (the crossing lies "
-                  "between the previous check and the one drawn). Each batch size at its picked learning rate.",
+                  "perfect scaling turns into diminishing returns. Bars: how sharply the checks read the crossing, "
+                  "± half the gap between the checks around it or, where larger, the fitted crossing's standard "
+                  "error (the largest over seeds). Each batch size at its picked learning rate.",
                   _encode(fig), data)
 
 
