@@ -18,6 +18,7 @@ Coverage on synthetic steps and on the committed grids: docs/predict.md.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -110,20 +111,28 @@ def _log_least_squares(batches: np.ndarray, steps: np.ndarray) -> tuple[float, f
     return (float(theta[0]), float(theta[1])) if theta[0] > 0 and theta[1] > 0 else None
 
 
+def _fitted_without(batches: np.ndarray, steps: np.ndarray, left_out: list[float],
+                    misfit_prior: float) -> Iterator[tuple[float, StepsFit, np.ndarray]]:
+    """For each batch size in `left_out`: (it, the fit of the others, its own steps), where the
+    others can be fitted and their seed noise estimated."""
+    for batch in left_out:
+        others = batches != batch
+        fit = fit_steps(batches[others], steps[others], misfit_prior) if len(np.unique(batches[others])) >= 2 else None
+        if fit is not None and np.isfinite(fit.residual_var):
+            yield batch, fit, steps[~others]
+
+
 def leave_one_out(batches: np.ndarray, steps: np.ndarray, batch: float, misfit_prior: float) -> float | None:
     """Misfit per octave at an end batch size: fit the others, predict its mean log steps, and
     return the miss beyond what the seed noise explains, per octave to the nearest batch size
     fitted. None where the others cannot be fitted or the noise not estimated."""
-    others = batches != batch
-    fit = fit_steps(batches[others], steps[others], misfit_prior) if len(np.unique(batches[others])) >= 2 else None
-    if fit is None or not np.isfinite(fit.residual_var):
-        return None
-    here = steps[~others]
-    miss = float(np.mean(np.log(here)) - np.log(fit.steps(batch)))
-    noise = float(fit.log_sd(batch, new_seeds=len(here))[0]) ** 2 - (misfit_prior * fit.octaves_outside(
-        np.array([batch]))[0]) ** 2
-    octaves = float(np.min(np.abs(np.log2(batches[others] / batch))))
-    return math.sqrt(max(0.0, miss * miss - noise)) / octaves
+    for _, fit, here in _fitted_without(batches, steps, [batch], misfit_prior):
+        miss = float(np.mean(np.log(here)) - np.log(fit.steps(batch)))
+        noise = float(fit.log_sd(batch, new_seeds=len(here))[0]) ** 2 - (misfit_prior * fit.octaves_outside(
+            np.array([batch]))[0]) ** 2
+        octaves = float(np.min(np.abs(np.log2(batches[batches != batch] / batch))))
+        return math.sqrt(max(0.0, miss * miss - noise)) / octaves
+    return None
 
 
 def left_out_misses(batches: np.ndarray, steps: np.ndarray, level: float = LEVEL) -> list[dict]:
@@ -134,12 +143,7 @@ def left_out_misses(batches: np.ndarray, steps: np.ndarray, level: float = LEVEL
     batches, steps = np.asarray(batches, dtype=float), np.asarray(steps, dtype=float)
     level = 1 - (1 - level) / max(1, len(np.unique(batches)))
     misses = []
-    for batch in np.unique(batches):
-        others = batches != batch
-        fit = fit_steps(batches[others], steps[others]) if len(np.unique(batches[others])) >= 2 else None
-        if fit is None or not np.isfinite(fit.residual_var):
-            continue
-        here = steps[~others]
+    for batch, fit, here in _fitted_without(batches, steps, list(np.unique(batches)), MISFIT_PER_OCTAVE):
         low, high = (float(v[0]) for v in fit.interval(batch, new_seeds=len(here), level=level))
         measured = float(np.exp(np.mean(np.log(here))))
         if not low <= measured <= high:
