@@ -201,10 +201,10 @@ def write_plan(sweep_dir: Path, document: dict[str, Any]) -> None:
     """plan.json (harness.plan.plan_document); an unchanged plan is left as it is, so the first
     command that planned the sweep stays on record."""
     path = sweep_dir / "plan.json"
-    remove_stale_temps(sweep_dir)  # a plan write cut short by SIGKILL
     try:
         old = files.load_json(path)
         if (old.get("config"), old.get("cells")) == (document["config"], json.loads(json.dumps(document["cells"]))):
+            remove_stale_temps(sweep_dir)  # a plan write cut short by SIGKILL (write_atomic does it otherwise)
             return
     except (OSError, ValueError, AttributeError):
         pass
