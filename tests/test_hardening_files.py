@@ -276,12 +276,14 @@ def test_fifos_devices_and_links_out_of_the_folder_are_refused_not_read(tmp_path
     dangling = tmp_path / "golden" / "bs16-seed0-dangling"
     dangling.mkdir()
     (dangling / "result.json").symlink_to(tmp_path / "golden" / "gone.json")  # inside the folder, to nothing
+    (tmp_path / "golden" / "predict.json").symlink_to(tmp_path / "golden" / "gone.json")  # documents: the same walk
     proc = report(tmp_path / "golden", tmp_path / "r.html", timeout=60)  # a FIFO read would block: timeout
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
     warnings = skipped(proc)
     assert any("epochs.csv: unreadable (Refused: a symlink to /dev/zero" in w for w in warnings), warnings
     assert any("fifo0000/result.json: unreadable (Refused: not a regular file (a FIFO))" in w for w in warnings)
     assert any("dangling/result.json: unreadable (FileNotFoundError" in w for w in warnings)
+    assert any("golden/predict.json: unreadable (FileNotFoundError" in w for w in warnings), warnings
     status = harness("status", str(tmp_path / "golden"), timeout=60)
     assert status.returncode == 0 and status.stdout.count("invalid") == 2, status.stdout
 

@@ -140,7 +140,7 @@ def _documents(folder: Path, label: str, found: Collected) -> None:
     for name, held, read, sweep_of in (("plan.json", found.plans, documents.read_plan, lambda d: d["sweep"]),
                                        ("predict.json", found.predictions, documents.read_prediction,
                                         lambda d: d["config"]["name"])):
-        for path in sorted(folder.rglob(name)):
+        for path in files.find(folder, name):  # the walk result.json is found by, dangling links included
             try:
                 document = read(path, found.warnings)
             except Invalid as exc:

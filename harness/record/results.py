@@ -179,7 +179,7 @@ def set_aside(cell_dir: Path) -> Path:
 
 
 def check_readable(folder: Path, option: str) -> None:
-    """Every folder under `folder` can be listed: Path.rglob skips one it cannot read without a
+    """Every folder under `folder` can be listed: os.walk (files.find) skips one it cannot read without a
     word, and a cell there would look absent ("no result yet") when it is only unreadable."""
     def refuse(exc: OSError) -> None:
         raise ResultsError(f"cannot read {exc.filename} ({exc.strerror or exc}); fix its permissions (chmod) or "
