@@ -136,8 +136,10 @@ def test_a_batch_size_predicted_beyond_its_epochs_is_not_the_sweet_spot():
 
 @pytest.mark.slow
 def test_predict_end_to_end_then_verify_trains_three_cells_that_a_run_skips(tmp_path):
+    # every scheduled check: runs of under a second would otherwise thin their checks by time
+    # (checks.budget) to the first and the last, and where the crossing falls would depend on load
     config = write_config(tmp_path, {**SMALL, "train": {**SMALL["train"], "epochs": 2},
-                                     "report": {"target_accuracy": 0.9},
+                                     "report": {"target_accuracy": 0.9}, "checks": {"budget": None},
                                      "sweep": {"train.batch_size": [32, 64, 128, 256, 512], "train.seed": [0]}})
     results = tmp_path / "results"
     proc = harness("predict", "--config", str(config), "--results-dir", str(results), "--force")
