@@ -80,10 +80,22 @@ def test_the_prediction_says_when_it_cannot_know():
     assert predict.doubts(runs, fitted, 0.97) == [] and predict.sweet_spot(fitted)["batch_size"] == 256
     # a short run whose checks end before twice its crossing: near what the runs reach
     runs[0].settled = False
-    runs[0].checks = [(100, 0.95), (runs[0].steps_done, 0.9712)]
+    log_spaced = [(int(s), 0.95) for s in np.geomspace(100, runs[0].steps_done, 40)[:-1]]  # ~21 per decade
+    runs[0].checks = [*log_spaced, (runs[0].steps_done, 0.9712)]
     near = predict.doubts(runs, fitted, 0.97)
     assert [d["kind"] for d in near] == ["near_ceiling"] and "best validation accuracy of those runs 0.9712" in \
         near[0]["text"] and "1 of 6 did not settle" in near[0]["text"]
+    # checks thinned to the first and one far past the crossing: its steps are known only to that gap
+    runs[0].settled, runs[0].checks_skipped = True, 31
+    crossing = runs[0].crossing_steps
+    runs[0].checks = [(10, 0.5), (round(crossing * 0.8), 0.96), (round(crossing * 1.25), 0.975)]  # 0.45x: fine
+    assert [d["kind"] for d in predict.doubts(runs, fitted, 0.97)] == []
+    runs[0].checks = [(10, 0.5), (round(crossing * 1.6), 0.975)]
+    coarse = predict.doubts(runs, fitted, 0.97)
+    assert [d["kind"] for d in coarse] == ["coarse"], coarse
+    assert (f"1 of 6 short runs read their crossing between checks far apart (batch 32 seed 0: checks at 10 and "
+            f"{round(crossing * 1.6):,} steps" in coarse[0]["text"] and "31 checks skipped" in coarse[0]["text"])
+    runs[0].checks = []
     # batch 128 needing 1.8 times the steps 32 and 512 predict for it: the model misses it
     bent = synthetic_runs(500, 200, batches=(32, 128, 512), seeds=(0, 1))
     for r in bent[2:4]:

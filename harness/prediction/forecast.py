@@ -30,6 +30,9 @@ POSITIONS = (2 / 7, 4 / 7, 6 / 7)
 # the timing pass (predict/runs.py): windows of TIMING_WINDOW steps until both minimums are met
 TIMING_MIN_STEPS, TIMING_MIN_SECONDS, TIMING_WINDOW = 200, 2.0, 20
 RESAMPLES = 2000
+# a gap between the checks around a short run's crossing wider than half of it: the reading is
+# coarser than the seed noise (~25%) the fit sizes its intervals by
+COARSE = 0.5
 Q = [(1 - LEVEL) / 2, (1 + LEVEL) / 2]  # the two ends of a 90% interval
 
 
@@ -148,6 +151,7 @@ def doubts(runs: list[ShortRun], fitted: dict[str, Any] | None, target: float) -
                f"{WIDTH:g}x the crossing is needed" if worst.crossing_steps
                else f"not reached in {worst.steps_done:,} steps")
             + f"; best validation accuracy of those runs {best:.4f})")})
+    found += _coarse(runs)
     if fitted is None:
         return found
     for miss in fitted.get("left_out_misses", []):
@@ -166,6 +170,33 @@ def doubts(runs: list[ShortRun], fitted: dict[str, Any] | None, target: float) -
             f"{fitted['points']} short runs fix the 2 parameters exactly: no spread is left to size an interval; "
             f"run 2 seeds (sweep.train.seed: [0, 1])")})
     return found
+
+
+def _checks_around(run: ShortRun) -> tuple[int, int] | None:
+    """The checks just before and at or after the run's crossing."""
+    steps = [step for step, _ in run.checks]
+    if not run.crossing_steps or not steps:
+        return None
+    before = max((s for s in steps if s < run.crossing_steps), default=0)
+    after = min((s for s in steps if s >= run.crossing_steps), default=None)
+    return (before, after) if after is not None else None
+
+
+def _coarse(runs: list[ShortRun]) -> list[dict[str, str]]:
+    """Short runs whose checks around the crossing lie further apart than COARSE x the crossing:
+    its steps are known only to that gap, and seeds read at the same two checks look alike, so the
+    fit's spread understates the noise. Usually checks.budget thinned them (runs of a second)."""
+    gaps = {id(r): around for r in runs if (around := _checks_around(r))}
+    coarse = [r for r in runs if id(r) in gaps and gaps[id(r)][1] - gaps[id(r)][0] > COARSE * r.crossing_steps]
+    if not coarse:
+        return []
+    worst = max(coarse, key=lambda r: (gaps[id(r)][1] - gaps[id(r)][0]) / r.crossing_steps)
+    before, after = gaps[id(worst)]
+    return [{"kind": "coarse", "text": (
+        f"{len(coarse)} of {len(runs)} short runs read their crossing between checks far apart (batch "
+        f"{worst.batch_size} seed {worst.seed}: checks at {before:,} and {after:,} steps around ~"
+        f"{worst.crossing_steps:,.0f}; {worst.checks_skipped} checks skipped to keep checks within checks.budget); "
+        f"set checks.budget: null or train longer")}]
 
 
 def sweet_spot(fitted: dict[str, Any]) -> dict[str, Any] | None:
@@ -197,9 +228,10 @@ def _median(values: list[float | None]) -> float | None:
 
 
 def why_no_fit(runs: list[ShortRun], target: float) -> str:
-    ceiling = next((d["text"] for d in doubts(runs, None, target)), None)
-    if ceiling:  # the cause, where the runs did not settle: what follows is its symptom
-        return f"no fit: {ceiling}; lower report.target_accuracy or raise train.epochs"
+    cause = next(iter(doubts(runs, None, target)), None)
+    if cause:  # runs that did not settle, or were read coarsely: what follows is its symptom
+        return f"no fit: {cause['text']}" + ("; lower report.target_accuracy or raise train.epochs"
+                                             if cause["kind"] == "near_ceiling" else "")
     reached = sorted({r.batch_size for r in runs if r.reached})
     if len(reached) < 2:
         return (f"no fit: only {len(reached)} of the short runs' batch sizes ({', '.join(map(str, reached)) or 'none'}) "
