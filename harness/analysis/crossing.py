@@ -71,8 +71,14 @@ def crossing(steps: np.ndarray, accuracy: np.ndarray, target: float, fit: bool =
             break
         guess = float(np.clip(math.exp(line[0]), steps[window].min(), steps[window].max()))
         log_se = line[1]
-    before = steps[steps < guess]
-    return Crossing(guess, float(before[-1]) if len(before) else 0.0, float(steps[steps >= guess][0]), first, log_se)
+    return Crossing(guess, *checks_around(steps, guess), first, log_se)
+
+
+def checks_around(steps: np.ndarray, at: float) -> tuple[float, float]:
+    """The last check before `at` (0 before the first check) and the first at or after it (`at`
+    no later than the last check)."""
+    before = steps[steps < at]
+    return float(before[-1]) if len(before) else 0.0, float(steps[steps >= at][0])
 
 
 def settled(steps: np.ndarray, accuracy: np.ndarray, target: float) -> tuple[Crossing | None, bool]:

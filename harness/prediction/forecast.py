@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.analysis.crossing import WIDTH
+from harness.analysis.crossing import WIDTH, checks_around
 from harness.analysis.fit import StepsFit, fit_steps, left_out_misses
 from harness.analysis.stats import LEVEL
 from harness.record.documents import PREDICT_SCHEMA_VERSION
@@ -172,29 +172,19 @@ def doubts(runs: list[ShortRun], fitted: dict[str, Any] | None, target: float) -
     return found
 
 
-def _checks_around(run: ShortRun) -> tuple[int, int] | None:
-    """The checks just before and at or after the run's crossing."""
-    steps = [step for step, _ in run.checks]
-    if not run.crossing_steps or not steps:
-        return None
-    before = max((s for s in steps if s < run.crossing_steps), default=0)
-    after = min((s for s in steps if s >= run.crossing_steps), default=None)
-    return (before, after) if after is not None else None
-
-
 def _coarse(runs: list[ShortRun]) -> list[dict[str, str]]:
     """Short runs whose checks around the crossing lie further apart than COARSE x the crossing:
     its steps are known only to that gap, and seeds read at the same two checks look alike, so the
     fit's spread understates the noise. Usually checks.budget thinned them (runs of a second)."""
-    gaps = {id(r): around for r in runs if (around := _checks_around(r))}
-    coarse = [r for r in runs if id(r) in gaps and gaps[id(r)][1] - gaps[id(r)][0] > COARSE * r.crossing_steps]
+    around = [(r, *checks_around(np.array([step for step, _ in r.checks], float), r.crossing_steps))
+              for r in runs if r.crossing_steps and r.checks]
+    coarse = [(r, before, after) for r, before, after in around if after - before > COARSE * r.crossing_steps]
     if not coarse:
         return []
-    worst = max(coarse, key=lambda r: (gaps[id(r)][1] - gaps[id(r)][0]) / r.crossing_steps)
-    before, after = gaps[id(worst)]
+    worst, before, after = max(coarse, key=lambda c: (c[2] - c[1]) / c[0].crossing_steps)
     return [{"kind": "coarse", "text": (
         f"{len(coarse)} of {len(runs)} short runs read their crossing between checks far apart (batch "
-        f"{worst.batch_size} seed {worst.seed}: checks at {before:,} and {after:,} steps around ~"
+        f"{worst.batch_size} seed {worst.seed}: checks at {before:,.0f} and {after:,.0f} steps around ~"
         f"{worst.crossing_steps:,.0f}; {worst.checks_skipped} checks skipped to keep checks within checks.budget); "
         f"set checks.budget: null or train longer")}]
 
