@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import types
 
 import pytest
@@ -242,6 +243,30 @@ def test_bench_quick_writes_every_column(tmp_path):
         assert row["accelerate_step_over_this"] > 0
     assert (tmp_path / "bench.csv").read_text().splitlines()[0].split(",") == list(COLUMNS)
     assert "device: " in proc.stdout and "same work" in proc.stdout
+
+
+@cpu_only
+def test_bench_times_every_loop_at_the_threads_it_records(data_dir, tmp_path, monkeypatch):
+    """`--threads N` holds for every timed loop, the reference included: building an engine must
+    not put torch back to the default count (cores owned) between loops. N is one more than the
+    cores, so it differs from the default on any machine."""
+    from harness.training import bench
+
+    requested, seen = (os.cpu_count() or 1) + 1, []
+
+    def counting(loop):
+        def timed(*args, **kwargs):
+            seen.append((loop.__name__, torch.get_num_threads()))
+            return loop(*args, **kwargs)
+        return timed
+
+    for name in ("reference_loop", "run_steps"):
+        monkeypatch.setattr(bench, name, counting(getattr(bench, name)))
+    rows = bench.run_bench(images.find_mnist(data_dir), [256], ["eager"], 2, tmp_path, threads=requested)
+    assert {name for name, _ in seen} == {"reference_loop", "run_steps"}
+    assert {threads for _, threads in seen} == {requested}
+    assert json.loads((tmp_path / "bench.json").read_text())["environment"]["cpu_threads"] == requested
+    assert {r["loop"] for r in rows} == {"reference", "eager"}
 
 
 @pytest.mark.parametrize("batch", [1, 16])

@@ -139,8 +139,10 @@ def engine_loop(accelerator: Accelerator, splits: data.Splits, order: torch.Tens
     return run, None
 
 
-def settings_for(batch: int, mode: str) -> CellSettings:
-    return CellSettings(train=TrainSettings(batch_size=batch, seed=0, mode=mode, warmup_steps=WARMUP_STEPS))
+def settings_for(batch: int, mode: str, threads: int | None = None) -> CellSettings:
+    """`threads`: bench's --threads; an engine sets torch's count from its settings when built."""
+    return CellSettings(train=TrainSettings(batch_size=batch, seed=0, mode=mode, warmup_steps=WARMUP_STEPS,
+                                            threads=threads))
 
 
 def timed_steps_for(seconds_per_step: float) -> int:
@@ -154,14 +156,14 @@ class Engines:
     """One engine per loop and batch size, built once (torch.compile compiles once, a CUDA graph is
     captured once) and put back to its initial weights and optimizer state before every repeat."""
 
-    def __init__(self, accelerator: Accelerator, splits: data.Splits, batch: int):
-        self.accelerator, self.splits, self.batch = accelerator, splits, batch
+    def __init__(self, accelerator: Accelerator, splits: data.Splits, batch: int, threads: int | None):
+        self.accelerator, self.splits, self.batch, self.threads = accelerator, splits, batch, threads
         self.built: dict[str, tuple[Engine, list[torch.Tensor]]] = {}
 
     def fresh(self, loop: str) -> Engine:
         if loop not in self.built:
             mode, lean = LOOPS[loop]
-            settings = settings_for(self.batch, mode)
+            settings = settings_for(self.batch, mode, self.threads)
             engine = build_engine(settings, self.accelerator, self.splits, workloads.builtin(settings), lean=lean)
             self.built[loop] = engine, [p.detach().clone() for p in engine.eval_model.parameters()]
         engine, initial = self.built[loop]
@@ -184,8 +186,8 @@ def calibrate(engines: Engines, loop: str) -> float:
 
 
 def bench_batch(accelerator, dataset, splits, batch: int, loops: list[str], repeats: int,
-                with_reference: bool) -> list[Run]:
-    engines = Engines(accelerator, splits, batch)
+                with_reference: bool, threads: int | None) -> list[Run]:
+    engines = Engines(accelerator, splits, batch, threads)
     steps = WARMUP_STEPS + timed_steps_for(calibrate(engines, loops[0]))
     val_size = settings_for(batch, "eager").data.val_size
     order = IndexStream(len(splits.train_y), "shuffle", seed=0).next(steps * batch)
@@ -259,7 +261,7 @@ def run_bench(mnist_folder: Path, batches: list[int], loops: list[str] | None, r
     rows = []
     for batch in batches:
         with_reference = skip_reference_above is None or batch <= skip_reference_above
-        runs = bench_batch(accelerator, dataset, splits, batch, loops, repeats, with_reference)
+        runs = bench_batch(accelerator, dataset, splits, batch, loops, repeats, with_reference, threads)
         rows += summarize_runs(runs, batch, env["device_name"], peak, flops)
         print(format_rows([r for r in rows if r["batch_size"] == batch], header=batch == batches[0]), flush=True)
     out_dir.mkdir(parents=True, exist_ok=True)
