@@ -258,3 +258,30 @@ def test_the_engine_sentence_says_how_the_mode_moved_the_sweet_spot():
     mixed = engine_sentence({"act=relu, train.mode=eager": 64, "act=relu, train.mode=compile": 32, "act=tanh, train.mode=eager": 8})
     assert mixed.startswith("The engine moves the sweet spot (act=relu): compile 32, eager 64.")
     assert engine_sentence({"train.mode=eager": 512}) is None and engine_sentence({"": 128}) is None
+
+
+def test_log_axes_label_as_many_minor_ticks_as_fit():
+    """Which minor ticks carry a label is decided when the figure is drawn: the first figure widens
+    its axis after labelling it (batch sizes that did not reach the target go at the top)."""
+    import matplotlib.pyplot as plt
+
+    from harness.report import figures
+
+    fig, ax = plt.subplots()
+    ax.set_yscale("log")
+    ax.set_ylim(3, 8)
+    figures._plain_log(ax.yaxis)
+
+    def labels(minor: bool) -> list[str]:
+        fig.canvas.draw()
+        low, high = ax.get_ylim()
+        ticks = ax.yaxis.get_minor_ticks() if minor else ax.yaxis.get_major_ticks()
+        return [t.label1.get_text() for t in ticks if low <= t.get_loc() <= high and t.label1.get_text()]
+
+    assert labels(minor=True) == ["3", "4", "5", "6", "7", "8"]  # half a decade: every one
+    ax.set_ylim(2.5, 75)
+    some = labels(minor=True)
+    assert {"20", "30"} <= set(some) and len(some) < 10 and labels(minor=False) == ["10"]
+    ax.set_ylim(1, 10_000)
+    assert labels(minor=True) == [] and labels(minor=False) == ["1", "10", "100", "1,000", "10,000"]
+    plt.close(fig)

@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
-from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter, NullLocator  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogFormatter, MaxNLocator, NullLocator  # noqa: E402
 
 from harness.analysis.fit import fit_steps  # noqa: E402
 from harness.analysis.per_batch import ACCURACY  # noqa: E402
@@ -138,13 +138,24 @@ def _batch_axis(ax, sizes) -> None:
     ax.set_xlabel("global batch size")
 
 
+def _plain(value: float, _=None) -> str:
+    return f"{value:,.0f}" if value >= 1 and value == int(value) else f"{value:.3g}"
+
+
+class _PlainMinor(LogFormatter):
+    """Matplotlib's choice of which minor ticks to label for the span drawn (all of them below half
+    a decade, a few such as 2 and 5 below two decades, none above), written as plain numbers."""
+
+    def __call__(self, value: float, pos=None) -> str:
+        return _plain(value) if super().__call__(value, pos) else ""
+
+
 def _plain_log(axis) -> None:
-    """Log-scale tick labels as plain numbers (20, 0.5, 10,000), not powers of ten; the minor
-    ticks labelled too where the axis spans less than a factor of 20 (else they crowd)."""
-    plain = FuncFormatter(lambda value, _: f"{value:,.0f}" if value >= 1 and value == int(value) else f"{value:.3g}")
-    axis.set_major_formatter(plain)
-    low, high = axis.get_view_interval()
-    axis.set_minor_formatter(plain if low > 0 and high / low < 20 else NullFormatter())
+    """Log-scale tick labels as plain numbers (20, 0.5, 10,000), not powers of ten, with as many
+    minor ticks labelled as fit; which ones is decided when the figure is drawn, since markers
+    added later (did not reach) widen the axis."""
+    axis.set_major_formatter(FuncFormatter(_plain))
+    axis.set_minor_formatter(_PlainMinor(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
 
 
 def _accuracy_limits(ax, values) -> None:
