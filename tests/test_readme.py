@@ -70,3 +70,14 @@ def test_every_findings_folder_the_docs_cite_is_tracked():
                                  check=True).stdout.split())
     missing = [f for f in {*listed, *cited} if f"results/{f}/README.md" not in tracked]
     assert len(listed) >= 10 and not missing, missing
+
+
+def test_every_relative_link_in_the_docs_resolves():
+    """A link in README.md, docs/ or a findings README that points into the repo names a file or
+    folder that is there (docs move; a dead link is a user stuck)."""
+    pages = [REPO / "README.md", *(REPO / "docs").glob("*.md"), *(REPO / "results").glob("*/README.md")]
+    links = [(page, target) for page in pages
+             for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text())
+             if not re.match(r"[a-z]+:", target)]
+    dead = [f"{page.relative_to(REPO)}: {target}" for page, target in links if not (page.parent / target).exists()]
+    assert len(links) >= 10 and not dead, dead
