@@ -336,3 +336,33 @@ def test_the_first_screen_says_how_many_seeds_would_rank_the_sweet_spot(tmp_path
     assert "Telling it from batch 256 at 90% power" in verdict.explanation and "takes 18 seeds" in verdict.explanation
     (more,) = [c for c in verdict.caveats if c.text.startswith("Run 18 seeds per batch size")]
     assert more.next_step == f"sweep.train.seed=[{','.join(map(str, range(18)))}]"
+
+
+def test_the_shape_known_bound_is_the_spread_of_the_best_shift_estimator():
+    """tests/benchmarks/schedule_robustness.py bounds every estimator by the one that knows the
+    curve's shape: on a line in log steps with known noise, its number is the spread that estimator
+    (the mean residual over the window, over the slope) actually shows between two schedules."""
+    from benchmarks.schedule_robustness import shape_known_sd
+
+    rng = np.random.default_rng(0)
+    intercept, slope, sigma, crossing_steps = 0.80, 0.02, 0.006, 1000.0
+    dense = np.arange(16, 4001, 16).astype(float)
+    log = np.unique(np.round(10 ** np.arange(1, 3.61, 0.04)))
+    steps = np.union1d(dense, log)
+
+    def draw() -> pd.Series:
+        return pd.Series(intercept + slope * np.log(steps) + rng.normal(0, sigma, len(steps)), index=steps)
+
+    def shift(curve: pd.Series, schedule: np.ndarray) -> float:
+        near = schedule[np.abs(np.log(schedule / crossing_steps)) <= math.log(2)]
+        return float((curve[near] - intercept - slope * np.log(near)).mean() / slope)
+
+    def bound(curve: pd.Series, window: float) -> float:
+        frame = lambda schedule: pd.DataFrame({"step": schedule, "val_accuracy": curve[schedule].to_numpy()})  # noqa: E731
+        return shape_known_sd(frame(dense), frame(log), crossing_steps, window)
+
+    curves = [draw() for _ in range(2000)]
+    spread = float(np.std([shift(c, log) - shift(c, dense) for c in curves]))
+    # one run's bound carries the noise of its own noise estimate: compare the median over runs
+    assert np.median([bound(c, 2.0) for c in curves[:40]]) == pytest.approx(spread, rel=0.1)
+    assert bound(curves[0], 1e9) < bound(curves[0], 2.0)  # every check of the run: sharper

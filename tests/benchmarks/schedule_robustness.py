@@ -49,7 +49,7 @@ def shape_known_sd(dense: pd.DataFrame, log: pd.DataFrame, crossing_steps: float
     for name, rows in (("log", log), ("dense", dense)):
         steps = rows["step"].to_numpy(float)
         steps = steps[np.abs(np.log(steps) - x0) <= math.log(window)]
-        slopes = np.array([_local_slope(x, y, xi, math.log(1.5)) for xi in np.log(steps)])
+        slopes = np.array([_local_slope(x, y, xi, math.log(2)) for xi in np.log(steps)])
         steps, slopes = steps[np.isfinite(slopes)], slopes[np.isfinite(slopes)]
         weights[name] = dict(zip(steps, slopes / float(np.sum(slopes**2))))
     keys = set(weights["log"]) | set(weights["dense"])
