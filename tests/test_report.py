@@ -265,12 +265,12 @@ def test_log_axes_label_as_many_minor_ticks_as_fit():
     its axis after labelling it (batch sizes that did not reach the target go at the top)."""
     import matplotlib.pyplot as plt
 
-    from harness.report import figures
+    from harness.report import axes
 
     fig, ax = plt.subplots()
     ax.set_yscale("log")
     ax.set_ylim(3, 8)
-    figures._plain_log(ax.yaxis)
+    axes.plain_log(ax.yaxis)
 
     def labels(minor: bool) -> list[str]:
         fig.canvas.draw()

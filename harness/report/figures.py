@@ -21,18 +21,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
-from matplotlib.ticker import FuncFormatter, LogFormatter, MaxNLocator, NullLocator  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from harness.analysis.fit import fit_steps  # noqa: E402
 from harness.analysis.per_batch import ACCURACY  # noqa: E402
+from harness.report.axes import ACCURACY_SPAN, accuracy_limits, batch_axis, plain_log  # noqa: E402
 
 MAX_PANELS = 8
 WIDE = 10.0  # inches: every figure spans the page (figures are drawn at 100 dpi)
 # readable fonts on a full-width figure; a white grid to read values off
 sns.set_theme(context="notebook", style="whitegrid")
-# Axis rules, so a small difference never looks like a cliff: accuracy axes span at least
-# ACCURACY_SPAN (in whole points); memory axes start at zero; batch sizes are ticked where they ran.
-ACCURACY_SPAN = 0.05
 
 
 @dataclass(frozen=True)
@@ -107,7 +105,7 @@ def accuracy_vs_epoch(d: FigureData) -> Figure | None:
     def decorate(ax, variant: str) -> None:
         ax.set(ylabel="test accuracy", title=variant or "Test accuracy per epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        _accuracy_limits(ax, d.epochs["test_accuracy"])
+        accuracy_limits(ax, d.epochs["test_accuracy"])
 
     fig, data = _curves(d.epochs, "epoch", "test_accuracy", {"marker": "o"}, decorate)
     return Figure("Accuracy vs epoch", "Mean over seeds, band min..max; one panel per variant. Look for curves that "
@@ -127,45 +125,6 @@ def validation_vs_steps(d: FigureData) -> Figure | None:
     fig, data = _curves(d.checks, "step", "val_accuracy", {}, decorate)
     return Figure("Validation accuracy at each check", "The checks behind steps to target (log-spaced in steps, so "
                   "each crossing is read to within about 10%); the dashed line is the target.", _encode(fig), data)
-
-
-def _batch_axis(ax, sizes) -> None:
-    """A log-2 batch-size axis ticked at the batch sizes run, as plain numbers."""
-    sizes = sorted({int(s) for s in sizes})
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(sizes, [f"{s:,}" for s in sizes])
-    ax.xaxis.set_minor_locator(NullLocator())
-    ax.set_xlabel("global batch size")
-
-
-def _plain(value: float, _=None) -> str:
-    return f"{value:,.0f}" if value >= 1 and value == int(value) else f"{value:.3g}"
-
-
-class _PlainMinor(LogFormatter):
-    """Matplotlib's choice of which minor ticks to label for the span drawn (all of them below half
-    a decade, a few such as 2 and 5 below two decades, none above), written as plain numbers."""
-
-    def __call__(self, value: float, pos=None) -> str:
-        return _plain(value) if super().__call__(value, pos) else ""
-
-
-def _plain_log(axis) -> None:
-    """Log-scale tick labels as plain numbers (20, 0.5, 10,000), not powers of ten, with as many
-    minor ticks labelled as fit; which ones is decided when the figure is drawn, since markers
-    added later (did not reach) widen the axis."""
-    axis.set_major_formatter(FuncFormatter(_plain))
-    axis.set_minor_formatter(_PlainMinor(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
-
-
-def _accuracy_limits(ax, values) -> None:
-    """Whole points, at least ACCURACY_SPAN apart, never above 1."""
-    values = pd.Series(values).dropna()
-    if values.empty:
-        return
-    high = min(1.0, np.ceil(values.max() * 100) / 100)
-    low = max(0.0, min(np.floor(values.min() * 100) / 100, high - ACCURACY_SPAN))
-    ax.set_ylim(low, high + 0.002)
 
 
 def _mark(ax, d: FigureData, rows: pd.DataFrame, column: str) -> None:
@@ -192,8 +151,8 @@ def time_per_image(d: FigureData) -> Figure | None:
         shown = data.assign(**{column: data[column] * (1e6 if column == "time_per_image_s" else 1)})
         sns.lineplot(data=shown, x="batch_size", y=column, hue=split(shown), marker="o", ax=ax)
         ax.set(yscale="log", ylabel=label, title=title)
-        _plain_log(ax.yaxis)
-        _batch_axis(ax, data["batch_size"])
+        plain_log(ax.yaxis)
+        batch_axis(ax, data["batch_size"])
         _mark(ax, d, shown, column)
     fig.tight_layout()
     return Figure("Time per image and throughput vs batch size", "A slope of -1 means per-step overhead dominates "
@@ -236,7 +195,7 @@ def time_to_target(d: FigureData) -> Figure | None:
     _predicted(ax, d, "time_to_target_s", "time_interval_s")
     ax.set(yscale="log", ylabel="training seconds to the target",
            title=f"Time to {d.target:g} validation accuracy (bars: 90% interval)")
-    _plain_log(ax.yaxis)
+    plain_log(ax.yaxis)
     missed = table[table["time_to_target_s"].isna()]
     if not missed.empty:  # at the top of the axis, so they do not silently vanish
         top = float(data[["time_to_target_s", "time_to_target_high_s"]].max().max()) * 2.5
@@ -245,7 +204,7 @@ def time_to_target(d: FigureData) -> Figure | None:
         for batch in missed["batch_size"]:
             ax.annotate("did not reach", (batch, top), textcoords="offset points", xytext=(0, -16), ha="center",
                         fontsize="small", color="grey")
-    _batch_axis(ax, table["batch_size"])
+    batch_axis(ax, table["batch_size"])
     _mark(ax, d, data, "time_to_target_s")
     fig.tight_layout()
     return Figure("Time to target vs batch size", "Steps to target x time per step, at each batch size's learning "
@@ -277,8 +236,8 @@ def steps_to_target(d: FigureData) -> Figure | None:
             ax.axvline(model.b_noise, color="black", linewidth=0.8, alpha=0.4, label=f"B_noise {model.b_noise:,.0f}")
     _predicted(ax, d, "steps_to_target", "steps_interval")
     ax.set(yscale="log", ylabel="optimizer steps to the target", title="Steps to target (Shallue et al. 2018)")
-    _plain_log(ax.yaxis)
-    _batch_axis(ax, data["batch_size"])
+    plain_log(ax.yaxis)
+    batch_axis(ax, data["batch_size"])
     _mark(ax, d, data, "steps_to_target")
     fig.tight_layout()
     return Figure("Steps to target vs batch size", "Three regimes: on the dashed line doubling the batch halves "
@@ -307,8 +266,8 @@ def pareto(d: FigureData) -> Figure | None:
                linewidths=2.5, zorder=6, label="sweet spot")
     ax.set(xscale="log", xlabel="seconds to the target (steps x time per step)", ylabel="test accuracy (mean)",
            title="Accuracy vs time to target")
-    _plain_log(ax.xaxis)
-    _accuracy_limits(ax, data[ACCURACY])
+    plain_log(ax.xaxis)
+    accuracy_limits(ax, data[ACCURACY])
     ax.legend(fontsize="small")
     fig.tight_layout()
     return Figure("Accuracy vs time to target", "Points on a front are not beaten on both speed and accuracy by any "
@@ -329,7 +288,7 @@ def peak_memory(d: FigureData) -> Figure | None:
     shown = data.assign(mib=data[column] / 2**20)
     sns.lineplot(data=shown, x="batch_size", y="mib", hue=split(data), marker="o", ax=ax)
     ax.set(ylabel=f"{label} (MiB)", title="Peak memory vs batch size", ylim=(0, shown["mib"].max() * 1.1))
-    _batch_axis(ax, data["batch_size"])
+    batch_axis(ax, data["batch_size"])
     _mark(ax, d, shown, "mib")
     fig.tight_layout()
     return Figure("Peak memory vs batch size", f"Measured as {label}, reset at the start of each cell; the axis "

@@ -1,8 +1,8 @@
 """Benchmark, not a test: does the reading of steps to target move with the check schedule?
 
-    python tests/benchmarks/schedule_robustness.py RESULTS_DIR [--target 0.97] [--out FILE]
+    python tests/benchmarks/schedule_robustness.py RESULTS_DIR [RESULTS_DIR ...] [--target 0.97] [--out FILE]
 
-RESULTS_DIR holds cells run with the log schedule AND a dense one (`--set
+Each RESULTS_DIR holds cells run with the log schedule AND a dense one (`--set
 checks.every_images=1024 --set checks.budget=null`): the same training, checked at both. Each
 cell's checks are split back into the log schedule's steps and the dense schedule's, and steps to
 target are read from each by the first check at or above the target and by the local fit
@@ -10,6 +10,8 @@ target are read from each by the first check at or above the target and by the l
 log/dense ratio of each, the fit's standard error on each schedule, z = log(ratio) over the two
 standard errors combined, and the noise floor: the fit read from the dense checks' two disjoint
 halves (every other check), as far apart as two independent schedules of that density can be.
+With several seeds of a batch size the readings are their mean (as the report's), and
+`seed_sd` is the spread of one seed's log(fit log / fit dense).
 
 The last columns bound every estimator, not just ours: one that knows the curve's exact shape and
 reads only its position (a shift in log steps) from the checks, under independent check noise (sd
@@ -87,19 +89,21 @@ def readings(cell_dir: Path, target: float) -> dict | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("folder", type=Path)
+    parser.add_argument("folders", type=Path, nargs="+")
     parser.add_argument("--target", type=float, default=0.97)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    rows = [r for d in sorted(args.folder.glob("*/result.json")) if (r := readings(d.parent, args.target))]
-    table = pd.DataFrame(rows).groupby("batch_size").agg(
+    rows = pd.DataFrame([r for folder in args.folders for d in sorted(folder.glob("*/result.json"))
+                         if (r := readings(d.parent, args.target))])
+    rows["log_ratio"] = np.log(rows["fit_log"] / rows["fit_dense"])
+    table = rows.groupby("batch_size").agg(seed_sd=("log_ratio", "std"),
         **{k: (k, "mean") for k in ("first_log", "first_dense", "fit_log", "fit_dense", "se_log", "se_dense",
                                     "halves_ratio", "shape_x2", "shape_run")},
         checks_log=("checks_log", "mean"), checks_dense=("checks_dense", "mean"), seeds=("seed", "size")).reset_index()
     table["first_ratio"] = table["first_log"] / table["first_dense"]
     table["fit_ratio"] = table["fit_log"] / table["fit_dense"]
     table["z"] = np.log(table["fit_ratio"]) / np.hypot(table["se_log"], table["se_dense"])
-    print(f"{args.folder}: target {args.target}; steps to target read from the log and the dense checks of the same runs")
+    print(f"{', '.join(map(str, args.folders))}: target {args.target}; steps to target read from the log and the dense checks of the same runs")
     print(table.to_string(index=False, float_format=lambda v: f"{v:,.2f}"))
     gm = lambda col: float(np.exp(np.log(table[col]).mean()))  # noqa: E731
     print(f"geometric mean log/dense: first check {gm('first_ratio'):.3f}, local fit {gm('fit_ratio'):.3f}; "
