@@ -155,7 +155,11 @@ def test_short_runs_and_the_timing_pass_take_the_slowest_rank(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "tests")}
     proc = subprocess.run([*ACCELERATE_2, str(REPO / "tests" / "slow_rank.py"), str(DATA_DIR), str(tmp_path)],
                           env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    written = all((tmp_path / f"rank{rank}.json").exists() for rank in (0, 1))
+    # gloo can abort a process in its teardown, after both ranks wrote what this test reads (seen once
+    # in ~20 runs); that is not what this test is about, so only such an abort is let through
+    teardown = written and "terminate called without an active exception" in proc.stderr
+    assert proc.returncode == 0 or teardown, proc.stderr[-3000:]
     by_rank = {rank: read_json(tmp_path / f"rank{rank}.json") for rank in (0, 1)}
     assert by_rank[0]["windows"] == by_rank[1]["windows"] and len(by_rank[0]["windows"]) >= 3
     assert all(seconds >= steps * SLEEP_S for steps, seconds in by_rank[0]["windows"])
