@@ -11,9 +11,10 @@ log/dense ratio of each, the fit's standard error on each schedule, z = log(rati
 standard errors combined, and the noise floor: the fit read from the dense checks' two disjoint
 halves (every other check), as far apart as two independent schedules of that density can be.
 With several seeds of a batch size the readings are their mean (as the report's), and
-`seed_sd` is the spread of one seed's log(fit log / fit dense).
+`seed_sd` is the spread of one seed's log(fit log / fit dense); the standard errors, z and the
+columns below stay one seed's (their mean over the seeds).
 
-The last columns bound every estimator, not just ours: one that knows the curve's exact shape and
+The columns `shape_x2` and `shape_run` bound every estimator, not just ours: one that knows the curve's exact shape and
 reads only its position (a shift in log steps) from the checks, under independent check noise (sd
 from second differences of the dense checks, robust), cannot get the log/dense readings closer than
 the printed standard deviation, using the checks within a factor 2 of the crossing (`shape_x2`) or
@@ -69,8 +70,8 @@ def readings(cell_dir: Path, target: float) -> dict | None:
     dense = set(range(every, settings.total_steps + 1, every))
     evals = pd.read_csv(cell_dir / "evals.csv")
     out = {"batch_size": settings.train.batch_size, "seed": settings.train.seed}
-    for name, steps in (("log", log), ("dense", dense)):
-        rows = evals[evals["step"].isin(steps)]
+    checked = {name: evals[evals["step"].isin(steps)] for name, steps in (("log", log), ("dense", dense))}
+    for name, rows in checked.items():
         above = rows[rows["val_accuracy"] >= target]
         found = crossing(rows["step"].to_numpy(float), rows["val_accuracy"].to_numpy(float), target)
         if found is None or above.empty:
@@ -81,9 +82,8 @@ def readings(cell_dir: Path, target: float) -> dict | None:
             halves = [crossing(rows["step"].to_numpy(float)[i::2], rows["val_accuracy"].to_numpy(float)[i::2], target)
                       for i in (0, 1)]
             out["halves_ratio"] = halves[0].steps / halves[1].steps if all(halves) else np.nan
-    log_rows, dense_rows = (evals[evals["step"].isin(steps)] for steps in (log, dense))
     for window, column in ((2.0, "shape_x2"), (1e9, "shape_run")):
-        out[column] = shape_known_sd(dense_rows, log_rows, out["fit_dense"], window)
+        out[column] = shape_known_sd(checked["dense"], checked["log"], out["fit_dense"], window)
     return out
 
 
