@@ -23,7 +23,7 @@ from pathlib import Path
 
 from harness import plan
 from harness.config import SweepConfig, flatten, load_config
-from harness.errors import ConfigError, HarnessError, ResultsError
+from harness.errors import EXIT_PREEMPTED, ConfigError, HarnessError, ResultsError, StopRequested
 from harness.parser import build_parser
 from harness.paths import REPO_ROOT
 from harness.record import documents, files, locks, results
@@ -292,7 +292,6 @@ def check_against_plan(sweep_dir: Path, index: int, cell: plan.Cell) -> None:
 
 def train_and_report(config: SweepConfig, cells: list[plan.Cell], all_cells: list[plan.Cell], sweep_dir: Path,
                      folders: dict[str, Path] | None, args) -> int:
-    from harness.errors import EXIT_PREEMPTED
     from harness.training.sweep import run_sweep  # torch and accelerate load only when training
 
     outcome = run_sweep(config, cells, sweep_dir, folders, quiet=args.quiet, all_cells=all_cells,
@@ -326,10 +325,11 @@ def main(argv: list[str] | None = None, prog: str = "harness") -> int:
     except HarnessError as exc:
         if getattr(args, "debug", False) and getattr(exc, "details", None):
             print(exc.details, file=sys.stderr, end="")
+        stopped = isinstance(exc, StopRequested)
         if os.environ.get("RANK", "0") == "0":  # one line per launch, not one per process
             one_line = str(exc).replace("\n", " ")  # a value the user typed may hold a newline
-            print(f"harness: error: {one_line}", file=sys.stderr)
-        return 2
+            print(f"harness: {'stopped' if stopped else 'error'}: {one_line}", file=sys.stderr)
+        return EXIT_PREEMPTED if stopped else 2
 
 
 if __name__ == "__main__":

@@ -13,8 +13,13 @@ class ConfigError(HarnessError):
 
 
 class DataError(HarnessError):
-    """MNIST cannot be found, downloaded or verified."""
+    """A dataset cannot be found, downloaded, verified or held: the built-in images or a workload's own."""
 
 
 class ResultsError(HarnessError):
     """The results folder cannot be written or read."""
+
+
+class StopRequested(HarnessError):
+    """Asked to stop (USR1/TERM) where nothing can be resumed (predict's short runs): the command
+    leaves with EXIT_PREEMPTED and one line."""

@@ -17,8 +17,12 @@ from accelerate import Accelerator
 from harness.config import CellSettings, CheckSettings, DataSettings, TrainSettings
 from harness.plan import Cell
 from harness.prediction import runs
+from harness.training import cell_run
+from harness.training.cell_run import RunContext
 from harness.training.data import to_device
 from harness.training.images import find_mnist, load_mnist
+from harness.training.preemption import StopRequest
+from harness.training.progress import Progress
 
 SLEEP_S = 0.02
 
@@ -39,9 +43,11 @@ if __name__ == "__main__":
     settings = CellSettings(train=TrainSettings(batch_size=64, epochs=1, images_per_epoch=1280, warmup_steps=2),
                             data=DataSettings(train_eval_size=1000))
     cell = Cell(0, "bs64", settings, {})
-    runs.build_engine = slowed(runs.build_engine)
-    short = runs.short_run(cell, accelerator, splits, 1.01, CheckSettings(first_step=5, per_decade=5))
-    timing = runs.time_steps(cell, accelerator, splits)
+    cell_run.build_engine = slowed(cell_run.build_engine)
+    ctx = RunContext(accelerator=accelerator, splits=splits, progress=Progress(accelerator.is_main_process, True),
+                     stop=StopRequest(), checks=CheckSettings(first_step=5, per_decade=5), environment={})
+    short = runs.short_run(cell, ctx, 1.01)
+    timing = runs.time_steps(cell, ctx)
     out = Path(sys.argv[2]) / f"rank{accelerator.process_index}.json"
     out.write_text(json.dumps({"windows": short.windows, "timing_windows": timing["window_seconds_per_step"]}))
     accelerator.wait_for_everyone()

@@ -104,7 +104,7 @@ def test_the_rule_sees_a_wrong_import():
     """The rule would pass on an empty graph: it must name an edge that breaks it, and the real
     graph must hold the edges it is about."""
     graph = imports()
-    assert "training.steps" in graph["training.train"] and "analysis.per_batch" in graph["report.page"]
+    assert "training.steps" in graph["training.cell_run"] and "analysis.per_batch" in graph["report.page"]
     assert violations(graph | {"report.page": graph["report.page"] | {"training.steps"}}) == [
         "report.page -> training.steps"]
     assert violations(graph | {"prediction.forecast": {"report.page"}}) == ["prediction.forecast -> report.page"]

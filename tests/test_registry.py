@@ -7,16 +7,16 @@ import pytest
 import torch
 from accelerate import Accelerator
 
-from harness.config import CellSettings, DataSettings, TrainSettings
+from harness.config import CellSettings, CheckSettings, DataSettings, TrainSettings
+from harness.plan import Cell
 from harness.record.metrics import CELL_KEYS, CHECK_COLUMNS, EPOCH_COLUMNS, at
 from harness.record.results import write_epochs
-from harness.training import workloads
+from harness.training.cell_run import CellRun, Course, RunContext, epoch_row
 from harness.training.checkpoint import LoopState
 from harness.training.data import to_device
-from harness.training.engine import build_engine
 from harness.training.images import find_mnist, load_mnist
-from harness.training.telemetry import NvmlMonitor
-from harness.training.train import closing_summary, diagnose, epoch_row
+from harness.training.preemption import StopRequest
+from harness.training.progress import Progress
 
 ONLY_WHEN_DIVERGED = {"diverged_at_step", "last_finite_loss"}
 WRITTEN = {m.key for m in at("cell") if not m.legacy}  # the rest is read in records of earlier versions
@@ -44,30 +44,33 @@ def settings(step_diagnostics: bool = False) -> CellSettings:
                         data=DataSettings(train_eval_size=1000))
 
 
-@pytest.mark.parametrize("step_diagnostics", [False, True])
-def test_an_epoch_row_has_exactly_the_registered_columns(tiny, step_diagnostics):
+def cell_run(tiny, cell_dir, step_diagnostics: bool = False) -> CellRun:
+    """A grid cell's run on real MNIST, before any step: what the epoch row and summary read."""
     accelerator, splits = tiny
-    cell = settings(step_diagnostics)
-    engine = build_engine(cell, accelerator, splits, workloads.builtin(cell))
-    state = LoopState(epoch=1, steps_done=cell.steps_per_epoch, epoch_seconds=0.5)
-    row = epoch_row(state, cell, accelerator, [900, 4500, 9000], 0.1, 0.2, torch.tensor(3.0), splits) \
-        | diagnose(engine, splits)
+    ctx = RunContext(accelerator=accelerator, splits=splits, progress=Progress(True, True), stop=StopRequest(),
+                     checks=CheckSettings(), environment={"device_type": "cpu", "device_name": "Test CPU"})
+    cell = Cell(0, "bs64", settings(step_diagnostics), {})
+    return CellRun(cell, ctx, Course.of_cell(cell, ctx.checks, len(splits.train_y)), cell_dir)
+
+
+@pytest.mark.parametrize("step_diagnostics", [False, True])
+def test_an_epoch_row_has_exactly_the_registered_columns(tiny, tmp_path, step_diagnostics):
+    run = cell_run(tiny, tmp_path, step_diagnostics)
+    state = LoopState(epoch=1, steps_done=run.settings.steps_per_epoch, epoch_seconds=0.5)
+    row = epoch_row(state, run.settings, run.accelerator, [900, 4500, 9000], 0.1, 0.2, torch.tensor(3.0),
+                    run.ctx.splits) | run.diagnose()
     assert mismatch(row, EPOCH_COLUMNS) == NONE
 
 
-def test_a_summary_has_exactly_the_registered_keys(tiny):
-    accelerator, splits = tiny
-    cell = settings()
-    engine = build_engine(cell, accelerator, splits, workloads.builtin(cell))
-    row = epoch_row(LoopState(epoch=1, steps_done=10, epoch_seconds=0.5), cell, accelerator, [900, 4500, 9000], 0.1,
-                    0.2, torch.tensor(3.0), splits) | diagnose(engine, splits)
-    evals = [dict.fromkeys(CHECK_COLUMNS, 0.0)]
-    state = LoopState(rows=[row], evals=evals, first_losses=[2.3, 2.2])
-    env = {"device_type": "cpu", "device_name": "Test CPU"}
-    status, summary = closing_summary(state, cell, accelerator, NvmlMonitor(accelerator.device), env, 1000, engine)
+def test_a_summary_has_exactly_the_registered_keys(tiny, tmp_path):
+    run = cell_run(tiny, tmp_path)
+    row = epoch_row(LoopState(epoch=1, steps_done=10, epoch_seconds=0.5), run.settings, run.accelerator,
+                    [900, 4500, 9000], 0.1, 0.2, torch.tensor(3.0), run.ctx.splits) | run.diagnose()
+    run.state = LoopState(rows=[row], evals=[dict.fromkeys(CHECK_COLUMNS, 0.0)], first_losses=[2.3, 2.2])
+    status, summary = run.summary(flops=1000)
     assert status == "done" and mismatch(summary, WRITTEN - ONLY_WHEN_DIVERGED) == NONE
-    state.diverged_at_step, state.last_finite_loss = 7, 2.0
-    status, summary = closing_summary(state, cell, accelerator, NvmlMonitor(accelerator.device), env, 1000, engine)
+    run.state.diverged_at_step, run.state.last_finite_loss = 7, 2.0
+    status, summary = run.summary(flops=1000)
     assert status == "diverged" and mismatch(summary, WRITTEN) == NONE
 
 

@@ -61,12 +61,16 @@ class ShortRun:
     settled: bool = False  # its checks reached WIDTH x the crossing, so the grid would read the same
 
 
+def timed_windows(windows: list[tuple[int, float]]) -> list[tuple[int, float]]:
+    """The (steps, seconds) windows a batch size's seconds per step are read from: those of at
+    least TIMING_WINDOW steps, where there are any (a one-step window is mostly its two syncs)."""
+    return [w for w in windows if w[0] >= TIMING_WINDOW] or list(windows)
+
+
 def timing_from_runs(runs: list[ShortRun]) -> dict[str, Any]:
-    """Seconds per step of a batch size from its short runs' timed windows (those of at least
-    TIMING_WINDOW steps, where there are any: a one-step window is mostly its two syncs)."""
+    """Seconds per step of a batch size from its short runs' timed windows (`timed_windows`)."""
     windows = [w for r in runs for w in r.windows]
-    long = [w for w in windows if w[0] >= TIMING_WINDOW] or windows
-    rates = [seconds / steps for steps, seconds in long]
+    rates = [seconds / steps for steps, seconds in timed_windows(windows)]
     return {"batch_size": runs[0].batch_size, "learning_rate": runs[0].learning_rate, "source": "short runs",
             "warmup_seconds": 0.0, "steps": sum(w[0] for w in windows), "seconds": 0.0,  # counted in the runs
             "seconds_per_step": float(np.median(rates)), "window_seconds_per_step": rates}

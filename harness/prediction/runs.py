@@ -1,26 +1,23 @@
 """The part of `harness predict` that trains: short runs to the target, the timing pass, and the
 order of the command. A short run is the first part of a grid cell (same settings, seed and image
-order), stopped once its fitted crossing of the target is settled, or at the cell's own step
-budget (epochs x steps per epoch). Every step runs through training/steps.py, as a cell's do.
-Nothing here writes or changes a cell's result."""
+order, the same loop: training/cell_run.py), stopped once its fitted crossing of the target is
+settled, or at the cell's own step budget (epochs x steps per epoch). Nothing here writes or
+changes a cell's result."""
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from accelerate import Accelerator
 
 from harness import checks
 from harness.analysis import crossing, per_batch
 from harness.analysis.collect import collect
-from harness.config import WARMUP_STEPS, CellSettings, CheckSettings, SweepConfig
-from harness.errors import ConfigError
+from harness.config import WARMUP_STEPS, SweepConfig
+from harness.errors import ConfigError, StopRequested
 from harness.plan import Cell
 from harness.prediction import output
 from harness.prediction.forecast import (
@@ -33,95 +30,88 @@ from harness.prediction.forecast import (
     fit_and_predict,
     short_run_batches,
     sweet_spot,
+    timed_windows,
     timing_from_runs,
     why_no_fit,
 )
-from harness.training import diagnostics, measure, workloads
-from harness.training.data import IndexStream, Splits, rank_slice
-from harness.training.engine import Engine, build_engine
-from harness.training.evaluation import validate
+from harness.training import diagnostics
+from harness.training.cell_run import CellRun, Course, RunContext
+from harness.training.checkpoint import Window
 from harness.training.launch import load_data, make_accelerator
+from harness.training.preemption import StopRequest
 from harness.training.progress import Progress
-from harness.training.steps import run_steps
 
 
-def short_run(cell: Cell, accelerator: Accelerator, splits: Splits, target: float, cfg: CheckSettings) -> ShortRun:
+def short_run(cell: Cell, ctx: RunContext, target: float) -> ShortRun:
     """Train the cell's settings until its fitted crossing of `target` is settled: the grid reads
     steps to target from the checks up to WIDTH x the crossing (analysis/crossing.py), so the short
-    run trains that far, or to the cell's own step budget. As in a cell, the first warmup_steps are
-    untimed and every stretch between checks is one synced window, so these windows time the batch
-    size too (no separate timing pass for it)."""
-    settings = cell.settings.sized(len(splits.train_y))
-    engine = build_engine(settings, accelerator, splits, workloads.resolve(cell))
-    batches = _batches(settings, accelerator, splits)
-    run = ShortRun(settings.train.batch_size, settings.train.seed, settings.optim.lr_for(settings.train.batch_size),
-                   False, None, 0, 0, 0.0, 0.0, None, [])
-    warm_left, last_check = settings.train.warmup_steps, None
-    schedule = checks.for_cell(settings, cfg)
-    for point in schedule:
-        order = batches(point - run.steps_done)
-        warm = run_steps(engine, order.__getitem__, 0, min(warm_left, len(order)))
-        timed = run_steps(engine, order.__getitem__, warm.steps, len(order))
-        warm_left -= warm.steps
-        if timed.steps:
-            run.windows.append((timed.steps, timed.seconds))
-        run.train_seconds += warm.seconds + timed.seconds
-        run.steps_done = point
-        if not checks.within_budget(run.check_seconds, run.train_seconds, last_check, cfg.budget,
-                                    final=point == schedule[-1]):
-            run.checks_skipped += 1  # over the checks' budget: train on to the next scheduled check
-            continue
-        with measure.SyncedTimer(accelerator.device) as check:
-            correct, _ = validate(engine.eval_model, splits, accelerator, engine.workload)
-        last_check = measure.over_ranks(accelerator, {"check_seconds": check.seconds})["check_seconds"]
-        run.check_seconds += last_check
-        run.checks.append((point, correct / len(splits.val_y)))
-        if not run.reached and run.checks[-1][1] >= target:
-            run.reached, run.steps_to_target = True, point
-        elif not run.reached:
-            run.steps_before = point
-        if run.reached:
-            found, run.settled = crossing.settled(*np.array(run.checks).T, target)
-            run.crossing_steps = found.steps if found else None
-            if run.settled:  # the grid's reading has every check it needs
-                break
-    run.noise_scale = _noise(engine, splits)
+    run trains that far, or to the cell's own step budget. It is a grid cell's loop (CellRun) on
+    the cell's schedule, writing nothing: the first warmup_steps are untimed and every stretch
+    between checks is one synced window, so these windows time the batch size too."""
+    settings = cell.settings.sized(len(ctx.splits.train_y))
+    course = Course(ends=tuple(checks.for_cell(settings, ctx.checks)), warmup_steps=settings.train.warmup_steps,
+                    cap_steps=settings.total_steps, records=False, done=lambda run: _settled(run, target)[1])
+    run = _run(cell, ctx, course, f"short run batch {cell.batch_size} seed {settings.train.seed}")
+    measured = [(e["step"], e["val_accuracy"]) for e in run.state.evals]
+    first = next((step for step, accuracy in measured if accuracy >= target), None)
+    found, settled = _settled(run, target)
+    return ShortRun(batch_size=settings.train.batch_size, seed=settings.train.seed,
+                    learning_rate=settings.optim.lr_for(settings.train.batch_size), reached=first is not None,
+                    steps_to_target=first, steps_before=max((s for s, _ in measured if first is None or s < first),
+                                                            default=0),
+                    steps_done=run.state.global_step, train_seconds=run.state.trained_seconds,
+                    check_seconds=sum(e["check_seconds"] for e in run.state.evals), noise_scale=_noise(run),
+                    windows=[(w.steps, w.seconds) for w in run.windows if w.steps],
+                    checks_skipped=run.state.checks_skipped, checks=measured,
+                    crossing_steps=found.steps if found else None, settled=settled)
+
+
+def _settled(run: CellRun, target: float) -> tuple[crossing.Crossing | None, bool]:
+    """The fitted crossing of `target` by the run's checks so far, and whether the checks reach far
+    enough past it for the grid to read the same (analysis/crossing.py)."""
+    measured = [(e["step"], e["val_accuracy"]) for e in run.state.evals]
+    if not any(accuracy >= target for _, accuracy in measured):
+        return None, False
+    return crossing.settled(*np.array(measured).T, target)
+
+
+def _run(cell: Cell, ctx: RunContext, course: Course, name: str) -> CellRun:
+    """The run trained to the end of its course; StopRequested where a stop request ended it."""
+    run = CellRun(cell, ctx, course)
+    status, _ = run.run()
+    if status == "preempted":
+        raise StopRequested(f"{ctx.stop.signal_name} received during the {name} at step {run.state.global_step:,}; "
+                            f"predict keeps nothing of an unfinished prediction: run it again")
     return run
 
 
-def _batches(settings: CellSettings, accelerator: Accelerator, splits: Splits) -> Callable[[int], torch.Tensor]:
-    """The cell's sample order as a grid cell draws it: `batches(n)` gives this rank's indices for
-    the next n steps, on the device."""
-    stream = IndexStream(len(splits.train_y), settings.train.sampling, settings.train.seed)
-    local = rank_slice(settings.train.batch_size, accelerator.process_index, accelerator.num_processes)
-    batch = settings.train.batch_size
-    return lambda count: stream.next(count * batch).view(count, -1)[:, local].to(accelerator.device)
-
-
-def _noise(engine: Engine, splits: Splits) -> float | None:
-    probe = diagnostics.NOISE_IMAGES
+def _noise(run: CellRun) -> float | None:
+    probe, engine, splits = diagnostics.NOISE_IMAGES, run.engine, run.ctx.splits
     return diagnostics.noise_scale(engine.eval_model, splits.train_x[:probe], splits.train_y[:probe],
                                    engine.workload.summed_loss)["noise_scale"]
 
 
-def time_steps(cell: Cell, accelerator: Accelerator, splits: Splits) -> dict[str, Any]:
+def time_steps(cell: Cell, ctx: RunContext) -> dict[str, Any]:
     """Seconds per step at the cell's batch size: its warm-up untimed, then synced windows of
-    TIMING_WINDOW steps until at least TIMING_MIN_STEPS steps and TIMING_MIN_SECONDS seconds."""
+    TIMING_WINDOW steps (epoch ends cut some short) until the windows read (forecast.timed_windows)
+    hold at least TIMING_MIN_STEPS steps and TIMING_MIN_SECONDS seconds: a grid cell's loop
+    (CellRun) that checks nothing and writes nothing."""
     settings = cell.settings
-    engine = build_engine(settings, accelerator, splits, workloads.resolve(cell))
-    batches = _batches(settings, accelerator, splits)
-    order = batches(max(settings.train.warmup_steps, WARMUP_STEPS))
-    warm = run_steps(engine, order.__getitem__, 0, len(order))
-    windows: list[tuple[int, float]] = []
-    while sum(w[0] for w in windows) < TIMING_MIN_STEPS or sum(w[1] for w in windows) < TIMING_MIN_SECONDS:
-        order = batches(TIMING_WINDOW)
-        span = run_steps(engine, order.__getitem__, 0, TIMING_WINDOW)
-        windows.append((span.steps, span.seconds))
-    per_step = [seconds / steps for steps, seconds in windows]
+    warm = max(settings.train.warmup_steps, WARMUP_STEPS)
+    course = Course(ends=(warm,), warmup_steps=warm, cap_steps=None, validates=False, records=False,
+                    every=TIMING_WINDOW, done=lambda run: _timed_enough(run.windows))
+    run = _run(cell, ctx, course, f"timing pass at batch {cell.batch_size}")
+    windows = [(w.steps, w.seconds) for w in run.windows if w.steps]
+    per_step = [seconds / steps for steps, seconds in timed_windows(windows)]
     return {"batch_size": settings.train.batch_size, "learning_rate": settings.optim.lr_for(settings.train.batch_size),
-            "source": "timing pass", "warmup_seconds": warm.seconds, "steps": sum(w[0] for w in windows),
+            "source": "timing pass", "warmup_seconds": run.state.warmup_seconds, "steps": sum(w[0] for w in windows),
             "seconds": sum(w[1] for w in windows), "seconds_per_step": float(np.median(per_step)),
             "window_seconds_per_step": per_step}
+
+
+def _timed_enough(windows: list[Window]) -> bool:
+    read = timed_windows([(w.steps, w.seconds) for w in windows if w.steps])
+    return sum(w[0] for w in read) >= TIMING_MIN_STEPS and sum(w[1] for w in read) >= TIMING_MIN_SECONDS
 
 
 def check_grid(config: SweepConfig, cells: list[Cell]) -> None:
@@ -175,8 +165,14 @@ def predict_sweep(config: SweepConfig, cells: list[Cell], sweep_dir: Path, folde
     accelerator = make_accelerator(config, short + timed, sweep_dir)
     device_data, environment = load_data(accelerator, folders, short + timed)
     target = config.report.target_accuracy
-    runs = [_announced_short_run(cell, accelerator, device_data.for_cell(cell), config, progress) for cell in short]
-    timings = [_announced_timing(cell, runs, accelerator, device_data.for_cell(cell), progress) for cell in timed]
+    stop = StopRequest().install()
+
+    def context(cell: Cell) -> RunContext:
+        return RunContext(accelerator=accelerator, splits=device_data.for_cell(cell), progress=progress, stop=stop,
+                          checks=config.checks, environment=environment)
+
+    runs = [_announced_short_run(cell, context(cell), target) for cell in short]
+    timings = [_announced_timing(cell, runs, context(cell)) for cell in timed]
     fitted = fit_and_predict(runs, timings, grid_seeds=len({c.settings.train.seed for c in cells}))
     reason = None if fitted else why_no_fit(runs, target)
     if fitted and sweet_spot(fitted) is None:
@@ -202,23 +198,20 @@ def predict_sweep(config: SweepConfig, cells: list[Cell], sweep_dir: Path, folde
     return doc
 
 
-def _announced_short_run(cell: Cell, accelerator: Accelerator, splits: Splits, config: SweepConfig,
-                    progress: Progress) -> ShortRun:
-    target = config.report.target_accuracy
-    run = short_run(cell, accelerator, splits, target, config.checks)
-    progress.message(f"short run batch {run.batch_size} seed {run.seed}: " + (
+def _announced_short_run(cell: Cell, ctx: RunContext, target: float) -> ShortRun:
+    run = short_run(cell, ctx, target)
+    ctx.progress.message(f"short run batch {run.batch_size} seed {run.seed}: " + (
         f"{target} crossed at ~{run.crossing_steps:,.0f} steps (first check above: {run.steps_to_target:,})"
         + ("" if run.settled else f", not settled within its {run.steps_done:,} steps") if run.reached
         else f"not at {target} within its {run.steps_done:,} steps") + f", {run.train_seconds:.1f} s")
     return run
 
 
-def _announced_timing(cell: Cell, runs: list[ShortRun], accelerator: Accelerator, splits: Splits,
-                 progress: Progress) -> dict[str, Any]:
+def _announced_timing(cell: Cell, runs: list[ShortRun], ctx: RunContext) -> dict[str, Any]:
     """A batch size's seconds per step: from its short runs' windows where it had any, else a timing pass."""
     ran = [r for r in runs if r.batch_size == cell.batch_size]
-    timing = timing_from_runs(ran) if ran else time_steps(cell, accelerator, splits)
-    timing["budget_steps"] = cell.settings.sized(len(splits.train_y)).total_steps
-    progress.message(f"timing batch {cell.batch_size}: {timing['seconds_per_step'] * 1e3:.3f} ms per step "
+    timing = timing_from_runs(ran) if ran else time_steps(cell, ctx)
+    timing["budget_steps"] = cell.settings.sized(len(ctx.splits.train_y)).total_steps
+    ctx.progress.message(f"timing batch {cell.batch_size}: {timing['seconds_per_step'] * 1e3:.3f} ms per step "
                      f"({timing['steps']} steps, {timing['source']})")
     return timing

@@ -47,7 +47,9 @@ def wrap(step, cell_id: str):
             if count == at and kind == "error":
                 raise RuntimeError(f"injected fault ({VARIABLE}) at step {at}")
             if count == at and kind == "oom":
-                raise torch.OutOfMemoryError(f"injected out-of-memory ({VARIABLE}) at step {at}")
+                # torch's own wording, which is how an allocation failure is recognised (training/train.py)
+                raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate 2.00 GiB (injected by {VARIABLE} "
+                                             f"at step {at})")
         loss = step(idx)
         return loss * float("nan") if any(k == "nan" and count >= at for k, at in faults) else loss
 

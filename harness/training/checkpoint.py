@@ -21,12 +21,32 @@ from harness.record.results import write_atomic
 
 
 @dataclass
+class Window:
+    """The steps since the last check: the timed ones, and the cell's untimed warm-up among them.
+    A check (evals.csv) records it and opens the next; a skipped check lets it run on."""
+
+    steps: int = 0
+    seconds: float = 0.0
+    warmup_steps: int = 0
+    warmup_seconds: float = 0.0
+
+    @property
+    def trained_seconds(self) -> float:
+        return self.seconds + self.warmup_seconds
+
+    def columns(self) -> dict[str, int | float]:
+        """Its evals.csv columns."""
+        return {"window_steps": self.steps, "window_seconds": self.seconds, "window_warmup_steps": self.warmup_steps,
+                "window_warmup_seconds": self.warmup_seconds}
+
+
+@dataclass
 class LoopState:
     """The step loop's position and what it has accumulated; the sampler state rides along."""
 
     epoch: int = 1  # the epoch in progress
     step: int = 0  # steps done within it
-    steps_done: int = 0  # optimizer steps done in the cell
+    steps_done: int = 0  # optimizer steps done in the epochs before it
     warmup_left: int = 0
     warmup_seconds: float = 0.0
     epoch_seconds: float = 0.0  # timed seconds of this epoch so far (all runs of the task added)
@@ -40,15 +60,9 @@ class LoopState:
     diverged_at_step: int | None = None  # the cell's first step whose loss was not finite
     last_finite_loss: float | None = None
     step_norms: dict[str, Any] | None = None  # the epoch's StepNorms so far, when switched on
-    # validation checks within the training (evals.csv), and the window since the last one
-    evals: list[dict[str, Any]] = field(default_factory=list)
-    checked_step: int = 0  # the global step of the last check
-    scheduled_step: int = 0  # the global step of the last scheduled check reached, run or skipped
+    evals: list[dict[str, Any]] = field(default_factory=list)  # validation checks within the training
     checks_skipped: int = 0  # scheduled checks skipped to keep checks within their budget
-    window_steps: int = 0
-    window_seconds: float = 0.0
-    window_warmup_steps: int = 0
-    window_warmup_seconds: float = 0.0
+    window: Window = field(default_factory=Window)  # the steps since the last check
     # [seconds, joules, images] of the longest timed window that has an energy reading: a cell's
     # energy per image comes from this one contiguous stretch, never from a sum of short ones
     energy_window: list[float] | None = None
@@ -57,6 +71,35 @@ class LoopState:
     def global_step(self) -> int:
         """Optimizer steps done in the cell, this epoch's included."""
         return self.steps_done + self.step
+
+    @property
+    def trained_seconds(self) -> float:
+        """Every training step's seconds so far, warm-up included: the checks' budget is a share of it."""
+        return (self.evals[-1]["train_seconds"] if self.evals else 0.0) + self.window.trained_seconds
+
+    @classmethod
+    def from_plain(cls, plain: dict[str, Any]) -> LoopState:
+        """A checkpoint's state (plain data, as `asdict` wrote it); TypeError where it is not ours.
+        A state whose window was four flat fields is read as one window."""
+        plain = dict(plain)
+        flat = {name: plain.pop(f"window_{name}") for name in WINDOW_FIELDS if f"window_{name}" in plain}
+        for derived in ("checked_step", "scheduled_step"):  # the next window's end follows from the step
+            plain.pop(derived, None)
+        window = plain.pop("window", flat)
+        if not isinstance(window, dict):
+            raise TypeError(f"window is a {type(window).__name__}")
+        return cls(**plain, window=Window(**window))
+
+    def counters(self) -> dict[str, Any]:
+        """Every field that must be a count, by its dotted name."""
+        return {**{name: getattr(self, name) for name in COUNTERS},
+                **{f"window.{name}": getattr(self.window, name) for name in WINDOW_COUNTERS}}
+
+
+WINDOW_FIELDS = tuple(f.name for f in fields(Window))
+# annotations are strings here
+COUNTERS = tuple(f.name for f in fields(LoopState) if f.type == "int")
+WINDOW_COUNTERS = tuple(f.name for f in fields(Window) if f.type == "int")
 
 
 def path_for(cell_dir: Path, rank: int) -> Path:
@@ -100,17 +143,14 @@ def load(cell_dir: Path, rank: int, world: int, warn=print) -> dict[str, Any] | 
     if not isinstance(payload, dict) or payload.get("world") != world or not isinstance(payload.get("state"), dict):
         return None  # another process count slices the batch differently, or not ours: start over
     try:
-        payload["state"] = LoopState(**payload["state"])
+        payload["state"] = LoopState.from_plain(payload["state"])
     except TypeError:
         return None
-    wrong = [name for name in COUNTERS if not _count(getattr(payload["state"], name))]
+    wrong = [name for name, value in payload["state"].counters().items() if not _count(value)]
     if wrong:  # plain data in our shape but not our numbers: would fail the loop on every rerun
         refuse(cell_dir, rank, f"its loop state's {wrong[0]} is not a count", warn)
         return None
     return payload
-
-
-COUNTERS = tuple(f.name for f in fields(LoopState) if f.type == "int")  # annotations are strings here
 
 
 def _count(value: Any) -> bool:

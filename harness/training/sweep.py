@@ -16,7 +16,8 @@ from harness.training.launch import load_data, make_accelerator
 from harness.training.measure import environment_command
 from harness.training.preemption import StopRequest
 from harness.training.progress import Progress
-from harness.training.train import RunContext, run_cell
+from harness.training.cell_run import RunContext
+from harness.training.train import run_cell
 
 
 @dataclass(frozen=True)
@@ -56,9 +57,9 @@ def run_sweep(config: SweepConfig, cells: list[plan.Cell], sweep_dir: Path, fold
     progress.start_sweep([c.settings.sized(len(device_data.for_cell(c).train_y)).total_steps for c in todo])
     statuses, held = {}, []
     for cell in todo:
-        ctx = RunContext(accelerator, device_data.for_cell(cell), config.name, sweep_dir, environment,
-                         progress, stop, config.checks)
-        status = train_if_free(cell, ctx)
+        ctx = RunContext(accelerator=accelerator, splits=device_data.for_cell(cell), progress=progress, stop=stop,
+                         checks=config.checks, environment=environment)
+        status = train_if_free(cell, ctx, sweep_dir)
         if status == "held":
             held.append(cell.id)
         if status in (None, "held"):
@@ -93,9 +94,9 @@ def keep_unreadable(todo: list[plan.Cell], sweep_dir: Path, progress: Progress) 
                              f"training it again")
 
 
-def train_if_free(cell: plan.Cell, ctx: RunContext) -> str | None:
+def train_if_free(cell: plan.Cell, ctx: RunContext, sweep_dir: Path) -> str | None:
     """Train the cell under its lock; None when another process holds it or has finished it."""
-    accelerator, cell_dir = ctx.accelerator, ctx.sweep_dir / cell.id
+    accelerator, cell_dir = ctx.accelerator, sweep_dir / cell.id
     if not claim(accelerator, cell_dir):
         ctx.progress.message(f"skip {cell.id}: another process is training it (its lock is live)")
         return "held"
@@ -104,9 +105,9 @@ def train_if_free(cell: plan.Cell, ctx: RunContext) -> str | None:
             ctx.progress.message(f"skip {cell.id}: already done")
             return None
         if not accelerator.is_main_process:
-            return run_cell(cell, ctx)
+            return run_cell(cell, ctx, sweep_dir)
         with locks.Renewer(cell_dir):  # a long epoch never looks like a dead holder elsewhere
-            return run_cell(cell, ctx)
+            return run_cell(cell, ctx, sweep_dir)
     finally:
         if accelerator.is_main_process:
             locks.release(cell_dir)

@@ -26,7 +26,7 @@ from harness.training import data, images, measure, workloads
 from harness.training.bench import engine_loop
 from harness.training.data import IndexStream
 from harness.training.engine import build_engine
-from harness.training.train import diagnose
+from harness.training.cell_run import diagnose
 
 MOTIVATING_EPOCH_STEPS = 10_000
 

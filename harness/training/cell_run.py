@@ -1,0 +1,394 @@
+"""One run of a cell's settings, owned by one object: `CellRun.run` is the loop, read top to bottom.
+
+A grid cell runs its whole course: every epoch end evaluated, written and checkpointed, a
+preempted run resumed from its checkpoint. predict's short runs and its timing pass are the same
+loop on another `Course`: they write nothing and end by their own stop rule. So the warm-up, the
+timed windows, the checks' budget and the stop request exist here once.
+
+No pandas, no seaborn here: the trainer only produces the files that the report reads.
+"""
+
+from __future__ import annotations
+
+import bisect
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+
+from harness import checks
+from harness.config import CheckSettings
+from harness.plan import Cell
+from harness.record import faults, results
+from harness.record.metrics import STEP_NORM_COLUMNS
+from harness.training import checkpoint, diagnostics, measure, workloads
+from harness.training.checkpoint import LoopState, Window
+from harness.training.data import IndexStream, Splits, rank_slice
+from harness.training.engine import Engine, build_engine
+from harness.training.evaluation import evaluate, validate
+from harness.training.preemption import StopRequest
+from harness.training.progress import Progress
+from harness.training.steps import run_steps
+from harness.training.summary import summarize
+from harness.training.telemetry import NvmlMonitor, compute_precision, count_flops
+
+
+@dataclass
+class RunContext:
+    """What every run of one process shares."""
+
+    accelerator: Accelerator
+    splits: Splits
+    progress: Progress
+    stop: StopRequest
+    checks: CheckSettings
+    environment: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Course:
+    """Where a run's windows end and when it is over: a grid cell's (`Course.of_cell`) or a probe's."""
+
+    ends: tuple[int, ...]  # global steps where a window closes (a check where `validates`), sorted
+    warmup_steps: int  # the run's first steps, outside the clock
+    cap_steps: int | None  # the run's last step at the latest; None: its stop rule alone ends it
+    validates: bool = True  # a window's end is a validation check, within checks.budget
+    records: bool = True  # epoch ends are evaluated, written and checkpointed; the run resumes (a grid cell)
+    every: int | None = None  # past the last of `ends`, a window ends every this many steps
+    done: Callable[[CellRun], bool] | None = None  # the stop rule, asked at every window's end
+
+    @classmethod
+    def of_cell(cls, cell: Cell, cfg: CheckSettings, train_examples: int) -> Course:
+        """A grid cell: its epochs, checked at checks.for_cell's schedule."""
+        settings = cell.settings.sized(train_examples)
+        return cls(tuple(checks.for_cell(settings, cfg)), settings.train.warmup_steps, settings.total_steps)
+
+    def next_end(self, step: int) -> int:
+        """The first window end after global step `step`."""
+        i = bisect.bisect_right(self.ends, step)
+        if i < len(self.ends):
+            return self.ends[i]
+        if self.every is not None:
+            last = self.ends[-1] if self.ends else 0
+            return last + ((step - last) // self.every + 1) * self.every
+        return self.cap_steps
+
+
+class CellRun:
+    """A cell's settings trained on one course: the engine, the sample stream, the loop state and
+    the clocks, with the loop's phases as methods (warm_up, timed_window, check, end_epoch,
+    checkpoint, summary)."""
+
+    def __init__(self, cell: Cell, ctx: RunContext, course: Course, cell_dir: Path | None = None):
+        self.cell, self.ctx, self.course, self.cell_dir = cell, ctx, course, cell_dir
+        self.settings = cell.settings.sized(len(ctx.splits.train_y))
+        self.accelerator = ctx.accelerator
+        self.engine = build_engine(self.settings, self.accelerator, ctx.splits, workloads.resolve(cell))
+        self.engine.step = faults.wrap(self.engine.step, cell.id)
+        train = self.settings.train
+        self.stream = IndexStream(len(ctx.splits.train_y), train.sampling, train.seed)
+        self.local = rank_slice(train.batch_size, self.accelerator.process_index, self.accelerator.num_processes)
+        self.monitor = NvmlMonitor(self.accelerator.device) if course.records else None
+        resumed = self._resume() if course.records else None
+        self.state = resumed or LoopState(warmup_left=course.warmup_steps)
+        self.windows: list[Window] = []  # the windows this process closed, in order (a probe's timing)
+        self.order: torch.Tensor | None = None  # this rank's columns of the epoch's order, on the device
+        self.losses: torch.Tensor | None = None  # each step's loss this epoch, on the device
+        self.stopped_by_rule = False
+        self.diverged = False
+
+    def run(self) -> tuple[str, dict[str, Any]]:
+        """Train to the end of the course: ("done" | "diverged", summary), or ("preempted", ...)
+        when asked to stop (a grid cell's checkpoint is written first)."""
+        flops = self._flops() if self.course.records else None
+        measure.reset_memory_peaks(self.accelerator.device)
+        self.ctx.progress.start_cell(self.cell.id, self.course.cap_steps or 0)
+        self.ctx.progress.advance(self.state.global_step)
+        if self.monitor is not None:
+            self.monitor.start()
+        try:
+            while not self.finished:
+                if self.order is None:
+                    self.start_epoch()
+                end = self.window_end()  # within this epoch: no window spans an epoch's end
+                self.warm_up(end)
+                self.timed_window(end)
+                if self.state.step < end:  # asked to stop: keep everything, leave
+                    return self.preempt()
+                self.window_closed()
+                if self.state.step == self.settings.steps_per_epoch:
+                    self.end_epoch()
+        finally:
+            if self.monitor is not None:
+                self.monitor.stop()
+        if self.cell_dir is not None:  # finished: nothing to resume
+            checkpoint.path_for(self.cell_dir, self.accelerator.process_index).unlink(missing_ok=True)
+        return self.summary(flops)
+
+    @property
+    def finished(self) -> bool:
+        at_cap = self.course.cap_steps is not None and self.state.global_step >= self.course.cap_steps
+        return at_cap or self.stopped_by_rule or self.diverged
+
+    def start_epoch(self) -> None:
+        """The epoch's global order, drawn once (a checkpoint may have brought it), goes to the
+        device once: no host round-trip inside the steps. Each step's loss lands in a device
+        buffer: one copy, like a running sum, but it keeps which step first went non-finite."""
+        state, steps = self.state, self.settings.steps_per_epoch
+        if state.order is None:
+            state.order = self.stream.next(steps * self.settings.train.batch_size).view(steps, -1)
+            state.step, state.epoch_seconds, state.epoch_joules = 0, 0.0, None
+            state.losses = torch.zeros(steps)
+        self.order = state.order[:, self.local].to(self.accelerator.device)
+        self.losses = state.losses.to(self.accelerator.device)
+
+    def window_end(self) -> int:
+        """This epoch's step where the current window closes."""
+        end = self.course.next_end(self.state.global_step) - self.state.steps_done
+        return min(end, self.settings.steps_per_epoch)
+
+    def _stopper(self) -> Callable[[int], bool]:
+        """A stop request is looked at before each step, by the global step (ranks agree on it)."""
+        return lambda step: self.ctx.stop.should_stop(self.accelerator, self.state.steps_done + step)
+
+    def warm_up(self, end: int) -> None:
+        """The run's first warmup_steps steps: outside the clock of time per image; their losses are
+        read per step (a sync we can afford here), so first_step_losses compare across process counts."""
+        state = self.state
+
+        def keep_first(step: int, loss: torch.Tensor) -> None:
+            self.losses[step] = loss
+            state.first_losses.append(self.accelerator.reduce(loss.clone(), "mean").item())
+            self.ctx.progress.advance_step()
+
+        span = run_steps(self.engine, self.order.__getitem__, state.step, min(end, state.step + state.warmup_left),
+                         stop=self._stopper(), on_loss=keep_first)
+        if span.steps:  # an empty warm-up (the usual case) adds nothing
+            state.step, state.warmup_left = state.step + span.steps, state.warmup_left - span.steps
+            state.warmup_seconds += span.seconds
+            state.window.warmup_steps += span.steps
+            state.window.warmup_seconds += span.seconds
+
+    def timed_window(self, end: int) -> None:
+        """Steps up to `end` in one timed window (training/steps.py: synced only at its two edges)."""
+        state = self.state
+
+        def keep(step: int, loss: torch.Tensor) -> None:
+            self.losses[step] = loss
+            self.ctx.progress.advance_step()
+
+        span = run_steps(self.engine, self.order.__getitem__, state.step, end, monitor=self.monitor,
+                         stop=self._stopper(), on_loss=keep)
+        state.step += span.steps
+        state.epoch_seconds += span.seconds
+        state.epoch_joules = _add(state.epoch_joules, span.joules, span.steps == 0)
+        state.window.steps += span.steps
+        state.window.seconds += span.seconds
+        if span.joules is not None and span.seconds > (state.energy_window or [0.0])[0]:
+            state.energy_window = [span.seconds, span.joules, span.steps * self.settings.train.batch_size]
+
+    def window_closed(self) -> None:
+        """A window's end: a check where the course validates and the checks' budget allows it (a
+        skipped check lets the window run on to the next end); then the course's stop rule."""
+        if not self.course.validates:
+            self._close_window()
+        elif self.check_affordable():
+            self.check()
+        else:
+            self.state.checks_skipped += 1
+        self.stopped_by_rule = self.course.done is not None and self.course.done(self)
+
+    def check_affordable(self) -> bool:
+        """harness/checks.py's budget: checks cost at most checks.budget of the training time."""
+        state = self.state
+        spent = sum(e["check_seconds"] for e in state.evals)
+        last = state.evals[-1]["check_seconds"] if state.evals else None
+        return checks.within_budget(spent, state.trained_seconds, last, self.ctx.checks.budget,
+                                    final=state.global_step == self.course.cap_steps)
+
+    def check(self) -> None:
+        """Validation accuracy and loss at a window's end, on its own clock (outside every timed
+        window); the row also closes the window of steps since the previous check."""
+        state = self.state
+        with measure.SyncedTimer(self.accelerator.device) as clock:
+            correct, loss = validate(self.engine.eval_model, self.ctx.splits, self.accelerator, self.engine.workload)
+        check_seconds = measure.over_ranks(self.accelerator, {"check_seconds": clock.seconds})["check_seconds"]
+        n = len(self.ctx.splits.val_y)
+        step = state.global_step
+        state.evals.append({"step": step, "epoch": state.epoch, "images_seen": step * self.settings.train.batch_size,
+                            "train_seconds": state.trained_seconds, **state.window.columns(),
+                            "val_accuracy": correct / n, "val_loss": loss / n, "check_seconds": check_seconds})
+        self._close_window()
+
+    def _close_window(self) -> None:
+        self.windows.append(self.state.window)
+        self.state.window = Window()
+
+    def end_epoch(self) -> None:
+        """Diverged or not; a grid cell's epoch is then evaluated, diagnosed, written and checkpointed."""
+        settings, state = self.settings, self.state
+        bad = _first_nonfinite(self.accelerator, self.losses)
+        if bad is None and not diagnostics.weights_finite(self.engine.eval_model):
+            bad = settings.steps_per_epoch  # the epoch's last update broke the weights: its loss was still finite
+        if bad is not None:  # diverged: say where it broke; the finite epochs are kept
+            state.diverged_at_step = state.steps_done + min(bad + 1, settings.steps_per_epoch)
+            state.last_finite_loss = float(self.losses[bad - 1]) if bad else None
+            self.diverged = True
+            return
+        state.steps_done, state.step = state.steps_done + settings.steps_per_epoch, 0
+        if self.course.records:
+            self.record_epoch()
+        state.epoch, state.order, self.order = state.epoch + 1, None, None
+        if self.course.records and not self.finished:  # a kill from here on resumes at this epoch's end
+            self.checkpoint()
+
+    def record_epoch(self) -> None:
+        """The epoch's row (evaluation and diagnostics on their own clocks, never part of time per
+        image), written with the checks so far."""
+        accelerator, splits, state = self.accelerator, self.ctx.splits, self.state
+        with measure.SyncedTimer(accelerator.device) as evaluation:
+            correct = evaluate(self.engine.eval_model, splits, self.settings.data.train_eval_size, accelerator,
+                               self.engine.workload)
+        with measure.SyncedTimer(accelerator.device) as diagnosis:
+            found = self.diagnose()
+        row = epoch_row(state, self.settings, accelerator, correct, evaluation.seconds, diagnosis.seconds,
+                        self.losses.sum(), splits) | found
+        state.rows.append(row)
+        if accelerator.is_main_process:
+            results.write_epochs(self.cell_dir, state.rows)
+            results.write_evals(self.cell_dir, state.evals)
+        accelerator.log({f"{self.cell.id}/{k}": v for k, v in row.items() if v is not None and k != "epoch"},
+                        step=row["epoch"])
+        self.ctx.progress.epoch_line(self.cell.id, row, self.settings.train.epochs)
+
+    def diagnose(self) -> dict[str, Any]:
+        return diagnose(self.engine, self.ctx.splits)
+
+    def checkpoint(self) -> None:
+        """Everything needed to resume at this step (training/checkpoint.py), one file per rank."""
+        state, engine = self.state, self.engine
+        state.stream = self.stream.state()
+        if state.order is not None:  # mid-epoch: this epoch's losses so far
+            state.losses = self.losses.cpu()
+        state.step_norms = engine.norms.state() if engine.norms is not None and state.order is not None else None
+        checkpoint.save(self.cell_dir, self.accelerator.process_index, self.accelerator.num_processes, state,
+                        engine.eval_model, engine.optimizer)
+
+    def preempt(self) -> tuple[str, dict[str, Any]]:
+        """Asked to stop mid-epoch (USR1/TERM): a grid cell checkpoints to resume at this step."""
+        self.state.preemptions += 1
+        if self.course.records:
+            self.checkpoint()
+        return "preempted", {"preemptions": self.state.preemptions, "checkpoint_step": self.state.global_step}
+
+    def summary(self, flops: int | None) -> tuple[str, dict[str, Any]]:
+        """The run's status and, for a grid cell, its result.json summary."""
+        state = self.state
+        status = "diverged" if state.diverged_at_step is not None else "done"
+        if not self.course.records:
+            return status, {}
+        gpu = measure.over_ranks(self.accelerator, self.monitor.summary())
+        summary = summarize(state.rows, self.settings, state.first_losses, state.warmup_seconds,
+                            self.accelerator.num_processes, gpu, self.ctx.environment,
+                            compute_precision(self.settings.train.mixed_precision), flops, state.evals,
+                            state.energy_window) if state.rows else {"epochs_completed": 0}
+        summary |= {"preemptions": state.preemptions, "checks_skipped": state.checks_skipped}
+        summary |= self.engine.mode_record()
+        if status == "diverged":
+            summary |= {"diverged_at_step": state.diverged_at_step, "last_finite_loss": state.last_finite_loss}
+        return status, summary
+
+    def _flops(self) -> int | None:
+        x, y = self.ctx.splits.train_x[:64], self.ctx.splits.train_y[:64]
+        return count_flops(self.engine.eval_model, x, y, self.engine.workload.train_loss)
+
+    def _resume(self) -> LoopState | None:
+        """The checkpoint's state with the model, optimizer, RNG and stream restored; None (all of
+        them as they were) where there is none or it does not fit this cell."""
+        accelerator, engine, warn = self.accelerator, self.engine, self.ctx.progress.warning
+        saved = checkpoint.load(self.cell_dir, accelerator.process_index, accelerator.num_processes, warn)
+        if saved is None:
+            return None
+        fresh = (copy.deepcopy(engine.eval_model.state_dict()), copy.deepcopy(engine.optimizer.state_dict()),
+                 torch.get_rng_state(), self.stream.state())
+        try:  # plain data of the wrong shape (other keys, sizes, types) must not leave the cell half-restored
+            engine.eval_model.load_state_dict(saved["model"])
+            engine.optimizer.load_state_dict(saved["optimizer"])
+            torch.set_rng_state(saved["torch_rng"])
+            state = saved["state"]
+            self.stream.restore(state.stream)
+            if state.step_norms is not None and engine.norms is not None:
+                engine.norms.restore(state.step_norms)
+        except Exception as exc:  # noqa: BLE001 - any misfit: start over, the file kept aside
+            engine.eval_model.load_state_dict(fresh[0])
+            engine.optimizer.load_state_dict(fresh[1])
+            torch.set_rng_state(fresh[2])
+            self.stream.restore(fresh[3])
+            checkpoint.refuse(self.cell_dir, accelerator.process_index, f"it does not fit this cell's model: {exc}",
+                              warn)
+            return None
+        step = state.step if state.order is not None else 0  # an epoch end: the next epoch's step 0
+        self.ctx.progress.message(f"resumed {self.cell_dir.name} from its checkpoint after optimizer step "
+                                  f"{state.steps_done + step:,} (epoch {state.epoch}, step {step})")
+        return state
+
+
+def epoch_row(state: LoopState, settings, accelerator: Accelerator, correct: list[int], eval_seconds: float,
+              diagnostics_seconds: float, loss_sum: torch.Tensor, splits: Splits) -> dict[str, Any]:
+    """One epochs.csv row (record/metrics.py, level epoch) once `state.steps_done` counts the epoch;
+    `loss_sum` is this rank's summed step losses. The epoch's seconds and joules come from its
+    spans, already combined over ranks."""
+    steps_per_epoch, batch = settings.steps_per_epoch, settings.train.batch_size
+    timed_steps = steps_per_epoch - _warm_steps_in(state, settings)
+    across = measure.over_ranks(accelerator, {"train_loss": loss_sum.item() / steps_per_epoch,
+                                              "eval_seconds": eval_seconds, **measure.memory_peaks(accelerator.device),
+                                              "diagnostics_seconds": diagnostics_seconds})
+    return {
+        "epoch": state.epoch,
+        "train_loss": across["train_loss"],
+        "train_accuracy": correct[0] / min(settings.data.train_eval_size, len(splits.train_y)),
+        "val_accuracy": correct[1] / len(splits.val_y),
+        "test_accuracy": correct[2] / len(splits.test_y),
+        "images_seen": state.steps_done * batch,
+        "optimizer_steps": state.steps_done,
+        "timed_steps": timed_steps,
+        **across,
+        "train_seconds": state.epoch_seconds if timed_steps else None,
+        "time_per_image_s": state.epoch_seconds / (timed_steps * batch) if timed_steps else None,
+        "energy_j": state.epoch_joules if timed_steps else None,
+    }
+
+
+def diagnose(engine: Engine, splits: Splits) -> dict[str, Any]:
+    """The epoch's diagnostics; identical on every rank (same weights, same probe), no reduction."""
+    found = diagnostics.epoch_diagnostics(engine.eval_model, engine.optimizer, splits.train_x, splits.train_y,
+                                          engine.workload.summed_loss)
+    return found | (engine.norms.read_and_reset() if engine.norms is not None else dict.fromkeys(STEP_NORM_COLUMNS))
+
+
+def _warm_steps_in(state: LoopState, settings) -> int:
+    """How many of this epoch's steps were warm-up: the cell's first warmup_steps steps."""
+    before = min(settings.train.warmup_steps, (state.epoch - 1) * settings.steps_per_epoch)
+    return min(settings.train.warmup_steps - before, settings.steps_per_epoch)
+
+
+def _first_nonfinite(accelerator: Accelerator, losses: torch.Tensor) -> int | None:
+    """The first step of the epoch whose loss was not finite on any rank, or None."""
+    bad = (~torch.isfinite(losses)).to(torch.float64)
+    bad = accelerator.reduce(bad, "sum") if accelerator.num_processes > 1 else bad
+    nonzero = torch.nonzero(bad).flatten()
+    return int(nonzero[0]) if len(nonzero) else None
+
+
+def _add(total: float | None, joules: float | None, empty_window: bool) -> float | None:
+    """Energy adds up across the windows of an epoch (and the runs of a resumed one); unknown
+    anywhere is unknown."""
+    if empty_window:
+        return total
+    if joules is None:
+        return None
+    return joules if total is None else total + joules
