@@ -20,15 +20,24 @@ import os
 import shlex
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 from harness import plan
-from harness.config import SweepConfig, flatten, load_config
+from harness.config import SweepConfig, flatten
 from harness.errors import EXIT_PREEMPTED, ConfigError, HarnessError, ResultsError, StopRequested
 from harness.parser import build_parser
 from harness.paths import REPO_ROOT
 from harness.record import documents, files, locks, results
 from harness.record.schema import Invalid
+from harness.spec import SweepSpec
 from harness.training import images
+
+
+class Outcome(NamedTuple):
+    """What a command ends with: its exit code, and the answer --json prints (None: no answer)."""
+
+    code: int
+    answer: dict | None = None
 
 
 def resolve_config(path: str) -> Path:
@@ -40,7 +49,7 @@ def resolve_config(path: str) -> Path:
     return in_repo if in_repo.exists() else given
 
 
-def slurm_submit_command(args) -> int:
+def slurm_submit_command(args) -> Outcome:
     from harness.cluster import slurm
 
     if min(args.gpus_per_task, args.nodes) < 1 or (args.max_parallel is not None and args.max_parallel < 1):
@@ -56,7 +65,7 @@ def slurm_submit_command(args) -> int:
     pending = [c for c in cells if not results.is_done(sweep_dir / c.id)]
     if not pending:
         print(f"nothing to submit: all {len(cells)} cells of sweep {config.name} are done ({sweep_dir})")
-        return 0
+        return Outcome(0)
     options = slurm.SlurmOptions(max_parallel=args.max_parallel, partition=args.partition, gpus_per_task=args.gpus_per_task,
                                  nodes=args.nodes, time=args.time, account=args.account)
     config_path = resolve_config(args.config).resolve()
@@ -66,7 +75,7 @@ def slurm_submit_command(args) -> int:
     argv = slurm.sbatch_argv(options, [c.index for c in pending], config.name, log_dir, config_path, run_args)
     if args.dry_run:
         print(slurm.dry_run_text(argv, options, run_args, config_path))
-        return 0
+        return Outcome(0)
     results.check_writable(log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
     # the plan as submitted (the workload's code located, its source hashed): each task checks its cell against it
@@ -75,10 +84,10 @@ def slurm_submit_command(args) -> int:
     print(f"submitted array job {job}: {len(pending)} task(s), the cells not yet done "
           f"({len(cells) - len(pending)} of {len(cells)} already done)")
     print(f"logs: {log_dir}/{job}_<task>.out")
-    return 0
+    return Outcome(0)
 
 
-def status_command(args) -> int:
+def status_command(args) -> Outcome:
     if not args.folder.is_dir():
         raise ResultsError(f"{args.folder} is not a folder; pass a results folder such as results/default")
     results.check_readable(args.folder, "RESULTS_DIR")
@@ -107,8 +116,9 @@ def status_command(args) -> int:
         found = collect([args.folder])
         keys = list(found.cells[["source", "sweep"]].drop_duplicates().itertuples(index=False, name=None))
         report = args.folder / "report.html"
-        answer_with(args, {key: headlines(answer(found, key)) for key in keys}, report if report.exists() else None)
-    return 0
+        return Outcome(0, answer_with(args, {key: headlines(answer(found, key)) for key in keys},
+                                      report if report.exists() else None))
+    return Outcome(0)
 
 
 def _cell_order(cell_dir: Path, record: dict | None, problem: str | None) -> tuple:
@@ -119,7 +129,7 @@ def _cell_order(cell_dir: Path, record: dict | None, problem: str | None) -> tup
     return (not numbers, batch if numbers else 0, seed if numbers else 0, cell_dir.name)
 
 
-def bench_command(args) -> int:
+def bench_command(args) -> Outcome:
     from harness.training.bench import DEFAULT_BATCHES, LOOPS, QUICK_BATCHES, run_bench
 
     batches = _int_list(args.batch_sizes, "--batch-sizes") or list(QUICK_BATCHES if args.quick else DEFAULT_BATCHES)
@@ -133,7 +143,7 @@ def bench_command(args) -> int:
     folder = images.find_mnist(data_dir) if data_dir else images.download(images.CACHE_DIR)
     run_bench(folder, batches, loops, repeats, args.out, args.skip_reference_above, args.threads, args.quick)
     print(f"bench: {args.out / 'bench.json'}, {args.out / 'bench.csv'}")
-    return 0
+    return Outcome(0)
 
 
 def _int_list(text: str | None, option: str) -> list[int]:
@@ -146,20 +156,11 @@ def _int_list(text: str | None, option: str) -> list[int]:
 
 
 def load_plan(args) -> tuple[SweepConfig, list[plan.Cell], Path]:
-    config = load_config(resolve_config(args.config), args.set)
-    return config, plan.expand(config), Path(args.results_dir) / config.name
+    spec = SweepSpec.from_config(resolve_config(args.config), args.set, results_dir=args.results_dir)
+    return spec.config, spec.cells, spec.sweep_dir
 
 
-def data_folders(cells: list[plan.Cell], option: str | None) -> dict[str, Path] | None:
-    """Each dataset the cells train on, found and md5-checked now (before any training); None
-    when no folder is named, to download."""
-    data_dir = images.resolve_data_dir(option)
-    if data_dir is None:
-        return None
-    return {name: images.find_dataset(name, data_dir) for name in sorted({c.settings.dataset for c in cells} - {None})}
-
-
-def plan_command(args) -> int:
+def plan_command(args) -> Outcome:
     config, cells, sweep_dir = load_plan(args)
     results.check_readable(sweep_dir, "--results-dir")
     print(f"sweep {config.name}: {len(cells)} cells -> {sweep_dir}")
@@ -172,18 +173,17 @@ def plan_command(args) -> int:
         print(f"{cell.index:4d}  {cell.id:40s}  {status:8s}  {swept}")
     for problem in problems:  # not done: `harness run` keeps the file aside and trains the cell again
         print(f"invalid: {problem}")
-    return 0
+    return Outcome(0)
 
 
-def report_command(args) -> int:
+def report_command(args) -> Outcome:
     from harness.report.page import build_report
 
     _check_report_flags(args.target, args.tolerance)
     for folder in args.folders:
         results.check_readable(folder, "RESULTS_DIR")
     built = build_report(args.folders, args.output, args.target, args.tolerance)
-    answer_with(args, built.answers, args.output)
-    return 0
+    return Outcome(0, answer_with(args, built.answers, args.output))
 
 
 def _check_report_flags(target: float | None, tolerance: float | None) -> None:
@@ -202,44 +202,46 @@ def _check_report_flags(target: float | None, tolerance: float | None) -> None:
             from None
 
 
-def answer_with(args, answers: dict[tuple[str, str], list[dict]], report: Path | None) -> None:
-    """End a command with the answer: one line per sweep and variant, or with --json one object."""
+def answer_with(args, answers: dict[tuple[str, str], list[dict]], report: Path | None) -> dict:
+    """End a command with the answer: one line per sweep and variant (none with --json); the
+    answer as one object, which main prints with --json."""
     from harness.analysis.answer import line
 
     several = len(answers) > 1
     lines = [f"{f'{source}/{sweep}: ' if several else ''}{line(h, str(report) if report else None)}"
              for (source, sweep), found in answers.items() for h in found]
-    args.answer = {"report": str(report) if report else None,
-                   "sweeps": [{"folder": source, "sweep": sweep, "answers": found} for (source, sweep), found in answers.items()]}
     if not args.json:
         print("\n".join(lines))
+    return {"report": str(report) if report else None,
+            "sweeps": [{"folder": source, "sweep": sweep, "answers": found} for (source, sweep), found in answers.items()]}
 
 
-def predict_command(args) -> int:
+def predict_command(args) -> Outcome:
     from harness.prediction import output, runs  # torch and accelerate load only when predicting
     from harness.training.progress import Progress
 
     config, cells, sweep_dir = load_plan(args)
     runs.check_grid(config, cells)
     results.check_writable(sweep_dir)
-    folders = data_folders(cells, args.data_dir)
+    folders = images.data_folders({c.settings.dataset for c in cells}, args.data_dir)
     main_process = os.environ.get("RANK", "0") == "0"
     doc = output.reusable(config, sweep_dir, args.force) if args.verify else None
     if doc is None:
         doc = runs.predict_sweep(config, cells, sweep_dir, folders, Progress(main_process, True), args.force)
+    answer = output.headline(doc, sweep_dir / "predict.json") if main_process else None
     if main_process:
         print(output.format_prediction(doc))
-        args.answer = output.headline(doc, sweep_dir / "predict.json")
         if not args.json:
-            print(output.line(args.answer))
+            print(output.line(answer))
     if not args.verify:
-        return 0
+        return Outcome(0, answer)
     chosen = {int(b): lr for b, lr in doc["inputs"]["chosen_rates"].items()}
     batches = [doc["sweet_spot"]["batch_size"], *doc["sweet_spot"]["neighbours"]]
-    return train_and_report(config, runs.cells_at(cells, batches, chosen), cells, sweep_dir, folders, args)
+    verified = train_and_report(config, runs.cells_at(cells, batches, chosen), cells, sweep_dir, folders, args)
+    return Outcome(verified.code, verified.answer or answer)
 
 
-def run_command(args) -> int:
+def run_command(args) -> Outcome:
     # Everything the user can get wrong is checked before any process trains.
     config, all_cells, sweep_dir = load_plan(args)
     ids = [i.strip() for i in args.cells.split(",") if i.strip()] if args.cells else None
@@ -250,7 +252,7 @@ def run_command(args) -> int:
         check_one_config(sweep_dir, config, getattr(args, "force", False))
     results.check_readable(sweep_dir, "--results-dir")
     results.check_writable(sweep_dir)
-    folders = data_folders(cells, args.data_dir)
+    folders = images.data_folders({c.settings.dataset for c in cells}, args.data_dir)
 
     return train_and_report(config, cells, all_cells, sweep_dir, folders, args)
 
@@ -291,7 +293,7 @@ def check_against_plan(sweep_dir: Path, index: int, cell: plan.Cell) -> None:
 
 
 def train_and_report(config: SweepConfig, cells: list[plan.Cell], all_cells: list[plan.Cell], sweep_dir: Path,
-                     folders: dict[str, Path] | None, args) -> int:
+                     folders: dict[str, Path] | None, args) -> Outcome:
     from harness.training.sweep import run_sweep  # torch and accelerate load only when training
 
     outcome = run_sweep(config, cells, sweep_dir, folders, quiet=args.quiet, all_cells=all_cells,
@@ -302,8 +304,8 @@ def train_and_report(config: SweepConfig, cells: list[plan.Cell], all_cells: lis
         from harness.report.page import build_report
 
         built = build_report([sweep_dir], sweep_dir / "report.html")
-        answer_with(args, built.answers, sweep_dir / "report.html")
-    return outcome.exit_code
+        return Outcome(outcome.exit_code, answer_with(args, built.answers, sweep_dir / "report.html"))
+    return Outcome(outcome.exit_code)
 
 
 COMMANDS = {"run": run_command, "predict": predict_command, "plan": plan_command, "report": report_command, "bench": bench_command,
@@ -318,9 +320,9 @@ def main(argv: list[str] | None = None, prog: str = "harness") -> int:
     try:
         # with --json, stdout carries the answer alone: everything else the command prints goes to stderr
         with contextlib.redirect_stdout(sys.stderr) if answers_only else contextlib.nullcontext():
-            code = COMMANDS[args.command](args)
-        if answers_only and getattr(args, "answer", None) is not None:
-            print(json.dumps(args.answer))
+            code, answer = COMMANDS[args.command](args)
+        if answers_only and answer is not None:
+            print(json.dumps(answer))
         return code
     except HarnessError as exc:
         if getattr(args, "debug", False) and getattr(exc, "details", None):

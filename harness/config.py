@@ -24,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from harness import yamlsafe
+from harness import builtins, yamlsafe
 from harness.errors import ConfigError
 from harness.workload import WorkloadSettings
 from harness.yamlsafe import apply_override, short
@@ -145,7 +145,7 @@ class CellSettings(_Frozen):
         """The image set of a built-in workload; None for the user's own data."""
         if self.workload.builtin is None:
             return None
-        return "fashion_mnist" if self.workload.builtin == "fashion_mlp" else self.data.dataset
+        return builtins.REGISTRY[self.workload.builtin].dataset or self.data.dataset
 
     @property
     def size_known(self) -> bool:

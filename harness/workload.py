@@ -20,13 +20,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, model_validator
 
+from harness import builtins
 from harness.errors import ConfigError
 
-# each built-in and the options it takes, with their defaults (the MLPs take theirs from `model:`)
-BUILTIN_OPTIONS: dict[str, dict[str, int]] = {"mnist_mlp": {}, "fashion_mlp": {},
-                                              "mnist_conv": {"channels": 16, "hidden": 128}}
-BUILTINS = tuple(BUILTIN_OPTIONS)
-DEFAULT = "mnist_mlp"
 ROLES = ("model", "data", "loss", "metric")
 IN_PROCESS = "<python-"  # a callable handed over in this Python process (harness.sweep), not from a file
 SPEC = re.compile(r"(?P<where>[^:\s]+):(?P<name>[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)")
@@ -57,7 +53,7 @@ class WorkloadSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    name: Literal[BUILTINS] | None = None
+    name: Literal[builtins.NAMES] | None = None
     model: Spec | None = None  # build(options) -> torch.nn.Module
     data: Spec | None = None  # load(options) -> {"train": (x, y), "test": (x, y)[, "val": (x, y)]}
     loss: Spec | None = None  # loss(outputs, targets) -> scalar; default cross-entropy
@@ -67,7 +63,14 @@ class WorkloadSettings(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _a_name_alone(cls, value: Any) -> Any:
-        return {"name": value} if isinstance(value, str) else value
+        """`workload: NAME` is a built-in by name; a built-in's option defaults are merged in, so
+        the options every cell records and hashes are the ones it ran."""
+        value = {"name": value} if isinstance(value, str) else value
+        if isinstance(value, dict) and not value.get("model") and value.get("name", builtins.DEFAULT) in builtins.NAMES:
+            given = value.get("options") or {}
+            defaults = builtins.REGISTRY[value.get("name", builtins.DEFAULT)].defaults
+            value = value | {"options": defaults | given if isinstance(given, dict) else given}
+        return value
 
     @model_validator(mode="after")
     def _built_in_or_own(self) -> WorkloadSettings:
@@ -76,7 +79,7 @@ class WorkloadSettings(BaseModel):
         if (self.model is None) != (self.data is None):
             raise ValueError("model and data go together: name both, or neither for a built-in workload")
         if self.builtin is not None:
-            takes = BUILTIN_OPTIONS[self.builtin]
+            takes = builtins.REGISTRY[self.builtin].defaults
             unknown = sorted(set(self.options) - set(takes))
             if unknown:
                 raise ValueError(f"the built-in {self.builtin} takes {', '.join(takes) or 'no options'}; not "
@@ -88,7 +91,7 @@ class WorkloadSettings(BaseModel):
     @property
     def builtin(self) -> str | None:
         """The built-in workload's name, or None for the user's own."""
-        return None if self.model else self.name or DEFAULT
+        return None if self.model else self.name or builtins.DEFAULT
 
     def specs(self) -> dict[str, str]:
         return {role: getattr(self, role) for role in ROLES if getattr(self, role)}
@@ -147,11 +150,16 @@ def _own_source(fn: Callable) -> str:
 
 
 def identity(workload: WorkloadSettings, base_dir: Path) -> dict[str, Any] | None:
-    """What a cell id covers of the workload, and where its code was found; None for the built-in
-    MLP (whose cells keep the ids they had before workloads could be chosen)."""
-    if workload.builtin in ("mnist_mlp", "fashion_mlp") and not workload.specs():
-        return None  # the MLP: its settings are `model:`, its images data.dataset, both in the id already
-    out: dict[str, Any] = {"name": workload.builtin} if workload.builtin else {}
+    """What a cell id covers of the workload, and where its code was found; None for a built-in
+    MLP whose code is the one the committed results ran (harness/builtins.py): its settings are
+    `model:`, its images data.dataset, both in the id already."""
+    out: dict[str, Any] = {}
+    if workload.builtin is not None:
+        entry = builtins.REGISTRY[workload.builtin]
+        code = builtins.source_sha256(entry)
+        if code == entry.ran_sha256 and not workload.specs():
+            return None
+        out = {"name": entry.name} | ({} if code == entry.ran_sha256 else {"source_sha256": code})
     for role, spec in workload.specs().items():
         located = locate(spec, base_dir, role)
         out[role] = {"callable": split(spec)[1], "source_sha256": source_sha256(located, role), "located": located}

@@ -18,7 +18,7 @@ from harness.config import ModelSettings, load_config
 from harness.plan import expand
 from harness.record.metrics import DIAGNOSTIC_COLUMNS
 from harness.training import diagnostics
-from harness.training.model import build_mlp
+from harness.training.models.mlp import build_mlp
 
 TINY = {
     "name": "diag",

@@ -113,7 +113,8 @@ def test_flops_are_counted_and_match_a_hand_count():
     import torch.nn.functional as F
 
     from harness.config import ModelSettings
-    from harness.training.model import build_conv, build_mlp
+    from harness.training.models.conv import build_conv
+    from harness.training.models.mlp import build_mlp
 
     assert MLP_FLOPS == 4_598_000
     mlp = build_mlp(ModelSettings())
@@ -124,7 +125,7 @@ def test_flops_are_counted_and_match_a_hand_count():
     # backward: weight gradients for all four, input gradients for all but the first
     conv1, conv2 = 2 * 16 * 25 * 28 * 28, 2 * 32 * 16 * 25 * 14 * 14
     fc1, fc2 = 2 * 1568 * 128, 2 * 128 * 10
-    assert count_flops(build_conv({}), x, y, F.cross_entropy) == 3 * (conv1 + conv2 + fc1 + fc2) - conv1
+    assert count_flops(build_conv({"channels": 16, "hidden": 128}), x, y, F.cross_entropy) == 3 * (conv1 + conv2 + fc1 + fc2) - conv1
 
 
 def test_peak_flops_and_mfu():

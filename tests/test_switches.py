@@ -11,7 +11,7 @@ from conftest import harness, read_json, write_config
 
 from harness.config import ModelSettings, OptimSettings
 from harness.training.data import IndexStream
-from harness.training.model import build_mlp
+from harness.training.models.mlp import build_mlp
 
 
 def test_layer_shapes_and_activations():

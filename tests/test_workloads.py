@@ -141,7 +141,7 @@ def test_the_cell_id_covers_the_workload_code_and_options(tmp_path):
 def test_b_simple_through_torch_func_matches_brute_force_on_a_conv_net():
     from test_diagnostics import brute_force_b_simple
 
-    from harness.training.model import build_conv
+    from harness.training.models.conv import build_conv
 
     torch.manual_seed(3)
     model = build_conv({"channels": 4, "hidden": 16})
@@ -164,7 +164,8 @@ def test_the_built_in_conv_net_trains_a_cell(tmp_path):
     assert proc.returncode == 0, proc.stderr
     (record,) = [read_json(p) for p in (tmp_path / "r" / "conv").glob("*/result.json")]
     conv1, conv2, fc1, fc2 = 2 * 16 * 25 * 784, 2 * 32 * 16 * 25 * 196, 2 * 1568 * 128, 2 * 128 * 10
-    assert record["status"] == "done" and record["workload"] == {"name": "mnist_conv", "options": {}}
+    assert record["status"] == "done" and record["workload"]["name"] == "mnist_conv"
+    assert record["workload"]["options"] == {"channels": 16, "hidden": 128}  # the defaults, recorded
     assert record["summary"]["flops_per_example"] == 3 * (conv1 + conv2 + fc1 + fc2) - conv1
     assert record["summary"]["test_accuracy_at_best_val"] > 0.8
 

@@ -31,7 +31,7 @@ from harness.record.results import utc_now, write_atomic
 from harness.training import data, images, measure, workloads
 from harness.training.data import IndexStream
 from harness.training.engine import Engine, build_engine, check_launch
-from harness.training.model import build_mlp
+from harness.training.models.mlp import build_mlp
 from harness.training.steps import run_steps
 from harness.training.telemetry import compute_precision, count_flops, mfu, peak_flops
 from harness.training.threads import apply as apply_threads

@@ -55,6 +55,15 @@ def resolve_data_dir(option: str | None) -> Path | None:
     return Path(chosen).expanduser() if chosen else None
 
 
+def data_folders(datasets: set[str | None], option: str | Path | None) -> dict[str, Path] | None:
+    """Each built-in image set named, found and md5-checked now (before any training); None when
+    no folder is named (option, else $HARNESS_DATA_DIR), to download."""
+    data_dir = resolve_data_dir(str(option) if option else None)
+    if data_dir is None:
+        return None
+    return {name: find_dataset(name, data_dir) for name in sorted(datasets - {None})}
+
+
 def find_dataset(name: str, folder: Path) -> Path:
     """The folder at or near `folder` that holds the dataset's four files, each with the right md5.
     A folder with the four files but other contents (the other dataset) is passed over; if no

@@ -26,10 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from harness.builtins import REGISTRY
 from harness.config import CellSettings
 from harness.errors import ConfigError
 from harness.plan import Cell
-from harness.training.model import build_conv, build_mlp
 from harness.workload import IN_PROCESS, REGISTERED, split
 
 
@@ -88,10 +88,11 @@ _resolved: dict[str, Workload] = {}
 
 def builtin(settings: CellSettings, loss: Callable | None = None, metric: Callable | None = None,
             specs: dict[str, str] | None = None) -> Workload:
-    """A built-in workload: the MLP (its settings in `model:`) or the conv net, on the built-in images."""
-    name, options = settings.workload.builtin, dict(settings.workload.options)
-    build = (lambda _: build_conv(options)) if name == "mnist_conv" else (lambda _: build_mlp(settings.model))
-    return Workload(name, build, options, loss=loss, metric=metric, specs=specs or {})
+    """A built-in workload (harness/builtins.py), on the built-in images."""
+    name = settings.workload.builtin
+    build = load_callable(REGISTRY[name].builder, "model")
+    return Workload(name, lambda _: build(settings), dict(settings.workload.options), loss=loss, metric=metric,
+                    specs=specs or {})
 
 
 def resolve(cell: Cell) -> Workload:

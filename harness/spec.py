@@ -1,0 +1,58 @@
+"""A sweep built once: its config, where its results go and where its images are. The commands,
+harness.sweep and harness.predict all start from one `SweepSpec`, from a config file or from
+keyword arguments; its cells are the plan (harness/plan.py), the same ids either way."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from harness import builtins, plan, workload
+from harness.config import SweepConfig, load_config, parse
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    config: SweepConfig
+    results_dir: Path = Path("results")
+    data_dir: Path | None = None  # the images' folder; None: $HARNESS_DATA_DIR, else downloaded
+
+    @classmethod
+    def from_config(cls, path: str | Path, overrides: Sequence[str] = (), *, results_dir: str | Path = "results",
+                    data_dir: str | Path | None = None) -> SweepSpec:
+        """A config file with `--set`-style overrides ("train.epochs=3")."""
+        return cls(load_config(Path(path), list(overrides)), Path(results_dir), Path(data_dir) if data_dir else None)
+
+    @classmethod
+    def from_keywords(cls, model: Callable | str, data: Callable | str | None = None, *, batch_sizes: Sequence[int],
+                      seeds: Sequence[int] = (0,), target: float = 0.97, lr: float = 1e-3, epochs: int = 5,
+                      loss: Callable | str | None = None, metric: Callable | str | None = None,
+                      options: dict | None = None, name: str = "sweep", results_dir: str | Path = "results",
+                      data_dir: str | Path | None = None, settings: dict[str, Any] | None = None) -> SweepSpec:
+        """A grid of batch sizes x seeds. `model` and `data` are callables or FILE.py:NAME strings, or
+        `model` names a built-in workload ("mnist_conv") with `data` left out; `settings` holds any
+        other config section ({"train": {"mode": "compile"}})."""
+        roles = {"model": model, "data": data, "loss": loss, "metric": metric}
+        builtin = isinstance(model, str) and model in builtins.NAMES and data is None
+        chosen: dict[str, Any] = {"name": model} if builtin else {}
+        chosen |= {role: fn if isinstance(fn, str) else workload.register(fn) for role, fn in roles.items()
+                   if fn is not None and not (builtin and role == "model")}
+        raw: dict[str, Any] = {"name": name, "workload": chosen | ({"options": options} if options else {}),
+                               "optim": {"lr": lr}, "train": {"epochs": epochs},
+                               "report": {"target_accuracy": target},
+                               "sweep": {"train.batch_size": list(batch_sizes), "train.seed": list(seeds)}}
+        for section, values in (settings or {}).items():
+            raw[section] = {**raw.get(section, {}), **values} if isinstance(values, dict) else values
+        config = parse(SweepConfig, raw, source="harness.sweep")
+        return cls(config, Path(results_dir), Path(data_dir) if data_dir else None)
+
+    @cached_property
+    def cells(self) -> list[plan.Cell]:
+        return plan.expand(self.config)
+
+    @property
+    def sweep_dir(self) -> Path:
+        return self.results_dir / self.config.name
