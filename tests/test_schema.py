@@ -21,6 +21,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import REPO, harness, read_json
@@ -121,7 +122,10 @@ def test_committed_reports_rebuild_with_the_same_numbers(folder, tmp_path):
     assert list(before.index) == list(after.index)
     for column in before.columns.intersection(after.columns):
         same = (before[column] == after[column]) | (before[column].isna() & after[column].isna())
-        assert same.all(), column
+        if pd.api.types.is_float_dtype(before[column]) and pd.api.types.is_float_dtype(after[column]):
+            # the last bits of a least-squares fit move with the BLAS and numpy build: 1e-9 is ~10^6 ulps
+            same |= np.isclose(before[column], after[column], rtol=1e-9, atol=0.0)
+        assert same.all(), (column, before.loc[~same, column].head(3).tolist(), after.loc[~same, column].head(3).tolist())
     committed, rebuilt = (folder / "report.html").read_text(), out.read_text()
     assert re.findall(r'data-batch-size="(\d*)"', committed) == re.findall(r'data-batch-size="(\d*)"', rebuilt)
     verdict = re.compile(r'id="collapse-verdict-1">([^<]*)<')
