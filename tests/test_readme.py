@@ -81,3 +81,23 @@ def test_every_relative_link_in_the_docs_resolves():
              if not re.match(r"[a-z]+:", target)]
     dead = [f"{page.relative_to(REPO)}: {target}" for page, target in links if not (page.parent / target).exists()]
     assert len(links) >= 10 and not dead, dead
+
+
+# phrases that tell a change's history instead of what is: each has a present-tense wording
+HISTORY = ("made before", "records written before", "had before", "an earlier version", "the older one", "no longer",
+           "previously", "used to be", "formerly", "until now", "was renamed", "were renamed", "as before",
+           "old records", "older records", "the old ")
+
+
+def history_in(text: str) -> list[str]:
+    lowered = " ".join(text.lower().split())
+    return [phrase for phrase in HISTORY if phrase in lowered]
+
+
+def test_the_docs_say_what_is_not_how_it_came_to_be():
+    """README, docs/ and the metrics' docs (the reference table) in the present tense; findings
+    under results/ carry their own dates and are left out."""
+    assert history_in("Records written  before\nthe count") == ["records written before"]  # the rule sees one
+    pages = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    found = {str(p.relative_to(REPO)): history_in(p.read_text()) for p in pages}
+    assert {page: words for page, words in found.items() if words} == {}

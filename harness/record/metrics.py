@@ -219,7 +219,7 @@ METRICS: tuple[Metric, ...] = (
     Metric("flops_per_example", "cell", "FLOP", integer=True,
            doc="to train on one example: torch's FlopCounterMode over one forward and backward"),
     Metric("flops_per_image", "cell", "FLOP", integer=True, legacy=True,
-           doc="records before flops_per_example: the MLP's analytic count, 3 x forward"),
+           doc="the MLP's analytic count, 3 x forward, in records that carry it instead of flops_per_example"),
     Metric("compute_precision", "cell", "text", doc="fp32, tf32, bf16 or fp16"),
     Metric("peak_flops", "cell", "FLOP/s", doc="the device's datasheet peak at that precision"),
     Metric("mfu", "cell", "1", "MFU", "pct", seeds=("mean",), tables=("cells", "batch"),
