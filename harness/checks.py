@@ -4,9 +4,10 @@ Steps to target are read at these checks, so the spacing decides how exactly the
 log-spaced schedule (`per_decade` checks per factor of 10 in steps, ratio r = 10**(1/per_decade),
 each check the previous one times r, rounded down) bounds the gap between checks relative to where
 it lies: wherever the target is crossed after `first_step`, the interval (previous check, this
-check] spans at most r - 1 of its start (9.6% for 25 per decade, 8.8% of the step reported). A fixed interval cannot do this for every batch
-size: at batch 8 the target lies ~7,000 steps in, at batch 2048 ~100. Every epoch end is a check
-too, and no two checks lie more than `max_interval` steps apart.
+check] spans at most r - 1 of its start (9.6% for 25 per decade, 8.8% of the step reported). A
+fixed interval cannot do this for every batch size: at batch 8 the target lies ~7,000 steps in,
+at batch 2048 ~100. Every epoch end is a check too, and no two checks lie more than `max_interval`
+steps apart.
 
 The schedule depends on the global step only, so 1 and P processes check at the same steps. A
 check costs a pass over the validation split, which at small batches can cost more than the steps

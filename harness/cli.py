@@ -66,7 +66,8 @@ def slurm_submit_command(args) -> Outcome:
     if not pending:
         print(f"nothing to submit: all {len(cells)} cells of sweep {config.name} are done ({sweep_dir})")
         return Outcome(0)
-    options = slurm.SlurmOptions(max_parallel=args.max_parallel, partition=args.partition, gpus_per_task=args.gpus_per_task,
+    options = slurm.SlurmOptions(max_parallel=args.max_parallel, partition=args.partition,
+                                 gpus_per_task=args.gpus_per_task,
                                  nodes=args.nodes, time=args.time, account=args.account)
     config_path = resolve_config(args.config).resolve()
     run_args = ["--results-dir", str(Path(args.results_dir).resolve())] + [a for o in args.set for a in ("--set", o)]
@@ -105,8 +106,8 @@ def status_command(args) -> Outcome:
         epochs = (record.get("summary") or {}).get("epochs_completed", len(results.read_epoch_rows(cell_dir)))
         waiting = "yes" if any(cell_dir.glob("checkpoint-rank*.pt")) else "-"
         holder = locks.describe(cell_dir) if record.get("status") == "running" else "-"
-        print(f"{record.get('cell_id', cell_dir.name):40s}  {record.get('status', '?'):9s}  {epochs:>6}  {waiting:10s}  "
-              f"{slurm_id:14s}  {holder}")
+        print(f"{record.get('cell_id', cell_dir.name):40s}  {record.get('status', '?'):9s}  {epochs:>6}  "
+              f"{waiting:10s}  {slurm_id:14s}  {holder}")
     planned = set(results.planned_ids(args.folder) or [])
     done = {record["cell_id"] for _, record, _ in records if record and record.get("status") == "done"}
     if len(done) == len(records) and planned <= done:  # every cell done: the answer as well
@@ -213,7 +214,8 @@ def answer_with(args, answers: dict[tuple[str, str], list[dict]], report: Path |
     if not args.json:
         print("\n".join(lines))
     return {"report": str(report) if report else None,
-            "sweeps": [{"folder": source, "sweep": sweep, "answers": found} for (source, sweep), found in answers.items()]}
+            "sweeps": [{"folder": source, "sweep": sweep, "answers": found}
+                       for (source, sweep), found in answers.items()]}
 
 
 def predict_command(args) -> Outcome:
@@ -308,7 +310,8 @@ def train_and_report(config: SweepConfig, cells: list[plan.Cell], all_cells: lis
     return Outcome(outcome.exit_code)
 
 
-COMMANDS = {"run": run_command, "predict": predict_command, "plan": plan_command, "report": report_command, "bench": bench_command,
+COMMANDS = {"run": run_command, "predict": predict_command, "plan": plan_command, "report": report_command,
+            "bench": bench_command,
             "slurm": slurm_submit_command, "status": status_command}
 
 

@@ -278,7 +278,8 @@ class SweepConfig(CellSettings):
                 raise ValueError(f"variants: name {name!r} must be letters, digits, '.', '_' or '-'")
             for key in overrides:
                 if not is_setting(key):
-                    raise ValueError(f"variants.{name}: {key!r} is not a setting; valid keys: {', '.join(setting_keys())}")
+                    raise ValueError(f"variants.{name}: {key!r} is not a setting; valid keys: "
+                                     f"{', '.join(setting_keys())}")
                 if key in self.sweep:
                     raise ValueError(f"variants.{name}: {key} is also swept; remove it from one of them")
         return self
@@ -349,7 +350,8 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> SweepConfig:
         error = exc.errors()[0]
         loc = ".".join(str(part) for part in error["loc"])
         keys = [o.partition("=")[0].strip() for o in overrides]
-        given = next((k for k in reversed(keys) if k == loc or loc.startswith(f"{k}.") or k.startswith(f"{loc}.")), None)
+        given = next((k for k in reversed(keys) if k == loc or loc.startswith(f"{k}.") or k.startswith(f"{loc}.")),
+                     None)
         raise ConfigError(f"{f'--set {given}' if given else path}: {describe(error)}") from None
     config._base_dir = path.resolve().parent
     return config

@@ -29,7 +29,8 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
                         "pinning a swept key removes it from the sweep; repeatable")
     p.add_argument("--results-dir", default="results", help="results root; cells go to RESULTS_DIR/<sweep>/<cell-id>/ "
                                                             "(default: results)")
-    p.add_argument("--debug", action="store_true", help="where the workload's own code fails, print its whole traceback")
+    p.add_argument("--debug", action="store_true",
+                   help="where the workload's own code fails, print its whole traceback")
     p.add_argument("--threads", type=_positive, help="CPU threads per process (train.threads; default: the cores the "
                                                      "process owns / processes per node, however it is launched)")
 
@@ -52,7 +53,8 @@ def build_parser(prog: str = "harness") -> argparse.ArgumentParser:
                                         "whether a checkpoint waits, epochs done, and the Slurm job and task it ran "
                                         "under; when every cell is done, the answer. `harness plan --config X` also "
                                         "lists the cells not started (pending).")
-    status.add_argument("folder", type=Path, metavar="RESULTS_DIR", help="a sweep's results folder, e.g. results/default")
+    status.add_argument("folder", type=Path, metavar="RESULTS_DIR",
+                        help="a sweep's results folder, e.g. results/default")
     status.add_argument("--json", action="store_true", help=JSON_HELP)
     return parser
 
@@ -72,7 +74,8 @@ def _run(sub) -> None:
     run.add_argument("--fail-fast", action="store_true", help="stop the sweep at the first cell that raises "
                                                               "(default: record it as failed and go on)")
     run.add_argument("--json", action="store_true", help=JSON_HELP)
-    run.add_argument("--force", action="store_true", help="use a results folder planned with another config: its plan.json is replaced, "
+    run.add_argument("--force", action="store_true",
+                     help="use a results folder planned with another config: its plan.json is replaced, "
                      "its cells stay (the report keeps cells whose settings differ apart)")
 
 
@@ -149,7 +152,8 @@ def _slurm(sub) -> None:
     add_config_args(submit)
     submit.add_argument("--data-dir", help="the images' folder as the compute nodes see it (passed to every task; "
                                            f"default: ${images.DATA_DIR_ENV} where the tasks run, else download)")
-    submit.add_argument("--force", action="store_true", help="use a results folder planned with another config: its plan.json is replaced, "
+    submit.add_argument("--force", action="store_true",
+                        help="use a results folder planned with another config: its plan.json is replaced, "
                      "its cells stay (the report keeps cells whose settings differ apart)")
     submit.add_argument("--max-parallel", type=int, metavar="K", help="at most K tasks at once (--array=...%%K)")
     submit.add_argument("--partition", help="Slurm partition")

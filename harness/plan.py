@@ -156,7 +156,8 @@ def select(cells: list[Cell], ids: list[str] | None = None, array_index: int | N
         return [by_id[i] for i in ids]
     if array_index is not None:
         if not 0 <= array_index < len(cells):
-            raise ConfigError(f"array index {array_index} is outside 0..{len(cells) - 1} (the sweep has {len(cells)} cells)")
+            raise ConfigError(f"array index {array_index} is outside 0..{len(cells) - 1} "
+                              f"(the sweep has {len(cells)} cells)")
         return [cells[array_index]]
     return list(cells)
 

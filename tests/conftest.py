@@ -34,7 +34,8 @@ def write_config(folder: Path, config: dict, name: str = "config.yaml") -> Path:
     return path
 
 
-def harness(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+def harness(*args: str, cwd: Path | None = None, env: dict | None = None,
+            timeout: float = 600) -> subprocess.CompletedProcess:
     """The installed `harness` console command, as a user runs it."""
     full_env = {**os.environ, "HARNESS_DATA_DIR": str(DATA_DIR), **(env or {})}
     return subprocess.run([str(HARNESS), *args], cwd=cwd, env=full_env, capture_output=True,

@@ -38,7 +38,8 @@ def write_cell(sweep_dir: Path, settings: dict[str, Any], rows: list[dict[str, A
         results.write_epochs(folder, full)
     if checks:
         results.write_evals(folder, [dict.fromkeys(CHECK_COLUMNS) | row for row in checks])
-    record = results.start_record(sweep or sweep_dir.name, cell_id, 0, swept | ({"variant": variant} if variant else {}),
+    record = results.start_record(sweep or sweep_dir.name, cell_id, 0,
+                                  swept | ({"variant": variant} if variant else {}),
                                   cell_settings.model_dump(mode="json"), env, STARTED)
     finished = full and status in ("done", "diverged")  # what the trainer summarises
     summary = summarize(full, cell_settings, [], 0.0, env["num_processes"], {}, env, "fp32", None, checks or []) \

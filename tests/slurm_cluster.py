@@ -111,10 +111,10 @@ def start(root: Path) -> Cluster:
         cluster.processes.append(subprocess.Popen([_which(daemon[0]), *daemon[1:]], env=env, stdout=log, stderr=log))
     try:
         _wait(lambda: "idle" in cluster.run("sinfo", "-h", "-o", "%T", check=False).stdout, "node idle", 60)
-    except TimeoutError:
+    except TimeoutError as exc:
         cluster.stop()
         logs = "\n".join((root / n).read_text()[-2000:] for n in ("slurmctld.log", "slurmd.log") if (root / n).exists())
-        raise RuntimeError(f"the local Slurm cluster did not come up:\n{logs}")
+        raise RuntimeError(f"the local Slurm cluster did not come up:\n{logs}") from exc
     return cluster
 
 

@@ -280,7 +280,7 @@ def test_the_crossing_does_not_move_with_the_check_schedule():
     ratios_first, ratios_fit, dense_fit, within = [], [], [], []
     for _ in range(40):
         noise = {s: rng.normal(0, 0.004) for s in np.union1d(dense, log)}
-        read = lambda steps: np.array([truth(s) + noise[s] for s in steps])  # noqa: E731
+        read = lambda steps, noise=noise: np.array([truth(s) + noise[s] for s in steps])  # noqa: E731
         first = [steps[np.argmax(read(steps) >= 0.97)] for steps in (log, dense)]
         fit = [crossing(steps, read(steps), 0.97) for steps in (log, dense)]
         ratios_first.append(first[0] / first[1])

@@ -19,8 +19,8 @@ ANSWER = ("sweet spot: batch ", "no sweet spot: ")  # the small sweep may or may
                                   ["status", "results/lr_tuned"], ["report", "results/lr_tuned", "-o", "{tmp}/r.html"]])
 def test_the_commands_that_do_not_train_never_load_torch(args, tmp_path):
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
-    script = ("import sys\nfrom harness.cli import main\ntry:\n    main(%r)\nexcept SystemExit:\n    pass\n"
-              "print('torch loaded' if 'torch' in sys.modules else 'no torch')" % args)
+    script = (f"import sys\nfrom harness.cli import main\ntry:\n    main({args!r})\nexcept SystemExit:\n    pass\n"
+              "print('torch loaded' if 'torch' in sys.modules else 'no torch')")
     proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.stdout.strip().endswith("no torch"), proc.stdout[-500:] + proc.stderr[-500:]
 
@@ -70,7 +70,8 @@ def test_help_says_what_it_should(tmp_path):
     assert "results folders (a sweep's" in report and "default: report.html in the working folder" in report
     launcher = subprocess.run([sys.executable, str(REPO / "harness" / "run.py"), "--help"], capture_output=True,
                               text=True, timeout=120).stdout
-    assert launcher.startswith("usage: accelerate launch") and "--predict" in launcher and "harness run [" not in launcher
+    assert launcher.startswith("usage: accelerate launch") and "--predict" in launcher
+    assert "harness run [" not in launcher
 
 
 def test_a_typo_in_set_is_blamed_on_the_set(tmp_path):

@@ -80,7 +80,8 @@ def results_with_a_done_cell(tmp_path, small_sweep):
 
 
 @pytest.mark.parametrize("overrides,expected", BAD_INPUTS)
-def test_bad_input_is_one_line_exit_2_and_touches_nothing(overrides, expected, tmp_path, capsys, results_with_a_done_cell):
+def test_bad_input_is_one_line_exit_2_and_touches_nothing(overrides, expected, tmp_path, capsys,
+                                                          results_with_a_done_cell):
     config = write_config(tmp_path, SMALL)
     before = snapshot(results_with_a_done_cell)
     args = ["run", "--config", str(config), "--results-dir", str(results_with_a_done_cell)]
@@ -139,7 +140,8 @@ def test_console_command_exits_2_with_one_line(tmp_path):
     assert proc.stdout == "" and not (tmp_path / "r").exists()
 
 
-@pytest.mark.parametrize("command,expected", [("run", ["--config", "--set", "--data-dir", "HARNESS_DATA_DIR", "--quiet", "GLOBAL"]),
+@pytest.mark.parametrize("command,expected",
+                         [("run", ["--config", "--set", "--data-dir", "HARNESS_DATA_DIR", "--quiet", "GLOBAL"]),
                                               ("plan", ["--config", "--set", "--results-dir"]),
                                               ("report", ["RESULTS_DIR", "--output", "--target", "--tolerance"]),
                                               ("bench", ["--batch-sizes", "--quick", "--modes", "bench.json"]),

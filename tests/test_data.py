@@ -99,7 +99,8 @@ def test_without_a_data_folder_it_downloads_or_says_how_to_work_offline(tmp_path
     that fails, and the user gets one line naming the option and the variable, exit 2."""
     from conftest import SMALL, harness, write_config
 
-    config = write_config(tmp_path, {**SMALL, "sweep": {"train.batch_size": [256]}, "train": {**SMALL["train"], "epochs": 1}})
+    config = write_config(tmp_path,
+                          {**SMALL, "sweep": {"train.batch_size": [256]}, "train": {**SMALL["train"], "epochs": 1}})
     proc = harness("run", "--config", str(config), "--results-dir", str(tmp_path / "r"), "--no-report",
                    env={"HARNESS_DATA_DIR": "", "XDG_CACHE_HOME": str(tmp_path / "cache")})
     if proc.returncode == 2:

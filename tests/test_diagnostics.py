@@ -36,7 +36,8 @@ def epochs_csv(cell_dir: Path) -> list[dict]:
 
 @pytest.mark.slow
 def test_a_tiny_run_records_plausible_diagnostics_without_changing_training(tmp_path):
-    proc = harness("run", "--config", str(write_config(tmp_path, TINY)), "--results-dir", str(tmp_path / "r"), "--no-report")
+    proc = harness("run", "--config", str(write_config(tmp_path, TINY)), "--results-dir", str(tmp_path / "r"),
+                   "--no-report")
     assert proc.returncode == 0, proc.stderr
     records = {r["settings"]["train"]["step_diagnostics"]: (r, p.parent)
                for p in (tmp_path / "r" / "diag").glob("*/result.json") for r in [read_json(p)]}
@@ -121,8 +122,8 @@ def test_step_norms_match_a_hand_computed_sgd_step():
     layers = diagnostics.weighted_layers(model)
     for _ in range(3):
         F.cross_entropy(model(torch.rand(8, 784)), torch.randint(10, (8,))).backward()
-        grads = [torch.cat([l.weight.grad.flatten(), l.bias.grad]).norm().item() for l in layers]
-        weights = [torch.cat([l.weight.flatten(), l.bias]).norm().item() for l in layers]
+        grads = [torch.cat([layer.weight.grad.flatten(), layer.bias.grad]).norm().item() for layer in layers]
+        weights = [torch.cat([layer.weight.flatten(), layer.bias]).norm().item() for layer in layers]
         norms.after_backward()
         optimizer.step()
         norms.after_step()
@@ -193,14 +194,16 @@ def test_a_bad_variant_is_one_line_and_exit_2(tmp_path, variants, message):
 
 def make_cell(sweep: Path, variant: str, seed: int, test: list[float], train: list[float], **per_epoch) -> None:
     """A finished cell in the real schema (tests/records.py); `per_epoch` gives diagnostic columns as lists."""
-    settings = {"train": {"batch_size": 1, "seed": seed, "images_per_epoch": 100, "epochs": len(test), "warmup_steps": 0}}
+    settings = {"train": {"batch_size": 1, "seed": seed, "images_per_epoch": 100, "epochs": len(test),
+                          "warmup_steps": 0}}
     write_cell(sweep, settings, epoch_rows(1, 100, 0.01, test, test, train, **per_epoch), variant=variant)
 
 
-COLLAPSING = dict(test=[0.90, 0.94, 0.50, 0.20], train=[0.91, 0.95, 0.52, 0.21],
-                  dead_fraction_l1=[0.01, 0.02, 0.30, 0.60], dead_fraction_l2=[0.0] * 4, dead_fraction_l3=[0.0] * 4,
-                  update_ratio_max_l1=[1e-3, 1e-3, 0.5, 2.0], adam_sqrt_v_median_l1=[1e-2, 1e-3, 1e-6, 1e-7])
-HEALTHY = dict(test=[0.90, 0.95, 0.96, 0.965], train=[0.91, 0.96, 0.97, 0.975])
+COLLAPSING = {"test": [0.90, 0.94, 0.50, 0.20], "train": [0.91, 0.95, 0.52, 0.21],
+              "dead_fraction_l1": [0.01, 0.02, 0.30, 0.60], "dead_fraction_l2": [0.0] * 4,
+              "dead_fraction_l3": [0.0] * 4, "update_ratio_max_l1": [1e-3, 1e-3, 0.5, 2.0],
+              "adam_sqrt_v_median_l1": [1e-2, 1e-3, 1e-6, 1e-7]}
+HEALTHY = {"test": [0.90, 0.95, 0.96, 0.965], "train": [0.91, 0.96, 0.97, 0.975]}
 
 
 def report_of(sweep: Path, variants: dict | None) -> tuple[str, object]:
@@ -236,7 +239,8 @@ def test_verdict_names_the_switch_that_prevents_the_collapse(tmp_path):
         make_cell(sweep, "softplus", seed, **COLLAPSING)
         make_cell(sweep, "bs_100", seed, **(HEALTHY if seed else COLLAPSING))
         make_cell(sweep, "clip_1", seed, test=[0.90, 0.95, 0.70, 0.93], train=[0.91, 0.96, 0.71, 0.94])
-    html, parsed = report_of(sweep, {"baseline": {}, "eps_1e-3": {"optim.eps": 0.001}, "clip_1": {"optim.grad_clip_norm": 1},
+    html, parsed = report_of(sweep,
+                             {"baseline": {}, "eps_1e-3": {"optim.eps": 0.001}, "clip_1": {"optim.grad_clip_norm": 1},
                                      "softplus": {"model.activation": "softplus"}, "bs_100": {"train.batch_size": 100}})
     verdict = verdict_of(html)
     assert "The baseline collapsed in 3 of 3 seeds" in verdict
@@ -249,7 +253,8 @@ def test_verdict_names_the_switch_that_prevents_the_collapse(tmp_path):
     rates = {r["variant"]: (as_number(r["collapsed"]), as_number(r["collapse_rate"])) for r in table}
     dips = {r["variant"]: as_number(r["deepest_dip"]) for r in table}
     assert dips["baseline"] == pytest.approx(0.74) and dips["eps_1e-3"] == 0
-    assert rates == {"baseline": (3, 1.0), "bs_100": (1, pytest.approx(1 / 3)), "clip_1": (0, 0.0), "eps_1e-3": (0, 0.0),
+    assert rates == {"baseline": (3, 1.0), "bs_100": (1, pytest.approx(1 / 3)), "clip_1": (0, 0.0),
+                     "eps_1e-3": (0, 0.0),
                      "softplus": (3, 1.0)}
 
 

@@ -59,7 +59,8 @@ def test_the_same_cell_gets_the_same_threads_however_it_is_launched(one_process,
     launched = one_process["environment"]
     assert plain["cell_id"] == one_process["cell_id"]
     assert plain["environment"]["cpu_threads"] == launched["cpu_threads"] == CORES
-    assert plain["environment"]["threads_source"] == launched["threads_source"] == f"auto: {CORES} cores / 1 process per node"
+    auto = f"auto: {CORES} cores / 1 process per node"
+    assert plain["environment"]["threads_source"] == launched["threads_source"] == auto
 
 
 @pytest.mark.parametrize("launcher", [ACCELERATE_2, TORCHRUN_2], ids=["accelerate", "torchrun"])

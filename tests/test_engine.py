@@ -78,7 +78,8 @@ def test_compile_mode_trains_a_cell_on_cpu(tmp_path):
 @cpu_only
 def test_cuda_graphs_off_cuda_is_a_clear_error(tmp_path):
     config = write_config(tmp_path, SMALL_CELL)
-    proc = harness("run", "--config", str(config), "--results-dir", str(tmp_path / "r"), "--set", "train.mode=cuda_graphs",
+    proc = harness("run", "--config", str(config), "--results-dir", str(tmp_path / "r"), "--set",
+                   "train.mode=cuda_graphs",
                    "--set", "train.warmup_steps=5")
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "train.mode=cuda_graphs needs a CUDA device" in proc.stderr
@@ -87,7 +88,8 @@ def test_cuda_graphs_off_cuda_is_a_clear_error(tmp_path):
 
 def test_cuda_graphs_refuses_fp16(tmp_path):
     config = write_config(tmp_path, SMALL_CELL)
-    proc = harness("plan", "--config", str(config), "--set", "train.mode=cuda_graphs", "--set", "train.mixed_precision=fp16")
+    proc = harness("plan", "--config", str(config), "--set", "train.mode=cuda_graphs", "--set",
+                   "train.mixed_precision=fp16")
     assert proc.returncode == 2 and "cannot use fp16" in proc.stderr
 
 
@@ -125,7 +127,8 @@ def test_flops_are_counted_and_match_a_hand_count():
     # backward: weight gradients for all four, input gradients for all but the first
     conv1, conv2 = 2 * 16 * 25 * 28 * 28, 2 * 32 * 16 * 25 * 14 * 14
     fc1, fc2 = 2 * 1568 * 128, 2 * 128 * 10
-    assert count_flops(build_conv({"channels": 16, "hidden": 128}), x, y, F.cross_entropy) == 3 * (conv1 + conv2 + fc1 + fc2) - conv1
+    assert count_flops(build_conv({"channels": 16, "hidden": 128}), x, y,
+                       F.cross_entropy) == 3 * (conv1 + conv2 + fc1 + fc2) - conv1
 
 
 def test_peak_flops_and_mfu():
@@ -291,7 +294,8 @@ def test_lean_step_computes_what_the_accelerate_step_does(both_loops, batch):
 
 def test_cuda_graphs_needs_the_capture_outside_the_clock(tmp_path):
     config = write_config(tmp_path, SMALL_CELL)  # warmup_steps: 3
-    proc = harness("run", "--config", str(config), "--results-dir", str(tmp_path / "r"), "--set", "train.mode=cuda_graphs")
+    proc = harness("run", "--config", str(config), "--results-dir", str(tmp_path / "r"), "--set",
+                   "train.mode=cuda_graphs")
     assert proc.returncode == 2 and "train.warmup_steps >= 4" in proc.stderr
 
 

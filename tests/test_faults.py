@@ -133,7 +133,8 @@ def test_four_array_tasks_running_the_same_plan_train_each_cell_once(slurm, tmp_
     results = tmp_path / "r"
     command = f"{HARNESS} run --config {config} --results-dir {results} --no-report"
     out = subprocess.run(["sbatch", "--parsable", "--array=0-3", f"--output={tmp_path}/task_%a.out", "--wrap", command],
-                         env={**slurm.env, "HARNESS_DATA_DIR": str(DATA_DIR)}, capture_output=True, text=True, check=True)
+                         env={**slurm.env, "HARNESS_DATA_DIR": str(DATA_DIR)}, capture_output=True, text=True,
+                         check=True)
     job = out.stdout.strip().split(";")[0]
     deadline = time.monotonic() + 600
     while slurm.run("squeue", "-h", "-j", job, check=False).stdout.strip():
@@ -185,7 +186,8 @@ def small_disk(tmp_path):
     """A real 3 MB tmpfs (root can mount one here); tests are told which way they ran."""
     mount = tmp_path / "disk"
     mount.mkdir()
-    ok = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)], capture_output=True).returncode == 0
+    ok = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)],
+                        capture_output=True).returncode == 0
     yield mount if ok else None
     if ok:
         subprocess.run(["umount", str(mount)], check=False)

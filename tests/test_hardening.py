@@ -58,8 +58,8 @@ def edit_record(change):
 
 CORRUPT = {
     "empty epochs.csv": (lambda c: (c / "epochs.csv").write_text(""), "epochs.csv: no rows"),
-    "malformed epochs.csv": (lambda c: (c / "epochs.csv").write_text("epoch,val_accuracy,test_accuracy,optimizer_steps\n"
-                                                                     "1,0.5,abc,10\n"),
+    "malformed epochs.csv": (lambda c: (c / "epochs.csv").write_text(
+        "epoch,val_accuracy,test_accuracy,optimizer_steps\n1,0.5,abc,10\n"),
                              "epochs.csv: line 2, column test_accuracy: 'abc' is not a number"),
     "evals.csv without its columns": (lambda c: (c / "evals.csv").write_text("a,b\n1,2\n"),
                                       "evals.csv: column step is missing"),
@@ -311,7 +311,8 @@ def test_an_alias_bomb_and_a_huge_config_are_refused_quickly_and_in_one_line(tmp
     lines += ["model:", "  activation: *a11"]
     bomb.write_text("\n".join(lines) + "\n")
     started = time.monotonic()
-    assert "aliases (*name) expand to more than 100,000 values" in one_line_error(harness("plan", "--config", str(bomb)))
+    assert "aliases (*name) expand to more than 100,000 values" in one_line_error(harness("plan", "--config",
+                                                                                          str(bomb)))
     assert time.monotonic() - started < 30
     huge = tmp_path / "huge.yaml"
     huge.write_text("name: huge\n# " + "x" * (50 * 2**20) + "\n")
@@ -350,7 +351,8 @@ def test_unreadable_data_and_unwritable_results_are_one_line(tmp_path):
     results = tmp_path / "ro"
     results.mkdir()
     results.chmod(0o555)
-    line = one_line_error(denied("run", "--config", str(config), "--results-dir", str(results), "--data-dir", str(data)))
+    line = one_line_error(denied("run", "--config", str(config), "--results-dir", str(results), "--data-dir",
+                                 str(data)))
     assert f"--results-dir: cannot write in {results}" in line
 
 

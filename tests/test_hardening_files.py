@@ -479,7 +479,8 @@ def test_a_plan_of_a_million_cells_is_refused_at_once_in_one_line(tmp_path):
 
 def test_bounded_reading_in_itself():
     assert files.limit_for(Path("x/result.json")) == 8 * 2**20 and files.limit_for(Path("notes.txt")) == 16 * 2**20
-    files.check_depth('{"a": "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["}', "x")  # in a string
+    files.check_depth('{"a": "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["}',
+                      "x")  # in a string
     with pytest.raises(files.Refused, match="nested more than 64 deep"):
         files.check_depth("[" * 65 + "]" * 65, "x")
     files.check_depth("[" * 64 + "]" * 64, "x")

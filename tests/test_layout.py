@@ -10,7 +10,8 @@ from conftest import REPO
 
 PACKAGE = REPO / "harness"
 MAX_LINES = 400
-CORE = {"config", "plan", "checks", "errors", "yamlsafe", "workload", "builtins", "spec", "paths"}  # the top: what a sweep is
+CORE = {"config", "plan", "checks", "errors", "yamlsafe", "workload", "builtins", "spec",
+        "paths"}  # the top: what a sweep is
 ENTRY = {"cli", "parser", "run", "api", "__init__"}  # the commands, harness.sweep and the package face that offers it
 # stage -> the stages its modules may import (itself included); "core" is the top-level modules above
 MAY_IMPORT = {
@@ -120,3 +121,13 @@ def test_only_the_command_imports_the_command():
     run.py is the same command as a script for `accelerate launch`, so it calls cli.main."""
     graph = imports()
     assert sorted(m for m, found in graph.items() if "cli" in found) == ["run"]
+
+
+def test_the_code_passes_ruff():
+    """pyproject.toml's [tool.ruff] rules over the package, the tests and the examples."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "--output-format", "concise", "."],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-1000:]

@@ -113,7 +113,8 @@ def test_the_prediction_says_when_it_cannot_know():
     flat = predict.fit_and_predict(runs[1:] + runs[:1], [timing(b, 1e-3) for b in (8, 16, 32, 64, 128, 256, 512, 1024)])
     runs[0].settled = True
     assert [d["kind"] for d in predict.doubts(runs, flat, 0.97)] == ["extrapolated"]
-    assert "batch 1024, lies outside the short runs' batch sizes (32-512)" in predict.doubts(runs, flat, 0.97)[0]["text"]
+    assert "batch 1024, lies outside the short runs' batch sizes (32-512)" in predict.doubts(runs, flat,
+                                                                                             0.97)[0]["text"]
 
 
 def test_the_predicted_sweet_spot_is_the_fastest_predicted_time():
@@ -138,7 +139,8 @@ def test_a_batch_size_predicted_beyond_its_epochs_is_not_the_sweet_spot():
     rows = {r["batch_size"]: r for r in fitted["predictions"]}
     assert not rows[256]["within_budget"] and rows[128]["within_budget"] and rows[256]["win_share"] == 0
     assert predict.sweet_spot(fitted)["batch_size"] in (128, 512)
-    assert "beyond its epochs (600 steps)" in output.format_prediction({"fit": fitted, "sweet_spot": predict.sweet_spot(fitted),
+    assert "beyond its epochs (600 steps)" in output.format_prediction({"fit": fitted,
+                                                                        "sweet_spot": predict.sweet_spot(fitted),
                                                               "b_simple": None, "cost": {"train_seconds": 1.0,
                                                               "check_seconds": 0.1, "wall_seconds": 2.0}})
     for t in timings:
@@ -166,7 +168,8 @@ def test_predict_end_to_end_then_verify_trains_three_cells_that_a_run_skips(tmp_
     assert doc["schema_version"] == predict.PREDICT_SCHEMA_VERSION
     assert not list(results.rglob("result.json"))  # predict alone writes no cell
     assert doc["inputs"]["short_run_batch_sizes"] == [64, 128, 256] and doc["inputs"]["grid"] == [32, 64, 128, 256, 512]
-    assert [r["batch_size"] for r in doc["short_runs"]] == [64, 128, 256] and all(r["reached"] for r in doc["short_runs"])
+    assert [r["batch_size"] for r in doc["short_runs"]] == [64, 128,
+                                                            256] and all(r["reached"] for r in doc["short_runs"])
     for t in doc["timing"]:  # the timing rules of a cell: warm-up apart, synced windows, enough of them
         assert t["seconds_per_step"] == pytest.approx(np.median(t["window_seconds_per_step"]))
         if t["source"] == "timing pass":
@@ -183,7 +186,8 @@ def test_predict_end_to_end_then_verify_trains_three_cells_that_a_run_skips(tmp_
     assert doc["cost"]["train_seconds"] > 0 and doc["cost"]["wall_seconds"] >= doc["cost"]["train_seconds"]
 
     before = snapshot(results / "small")
-    verify = harness("predict", "--config", str(config), "--results-dir", str(results), "--verify", "--quiet", "--force")
+    verify = harness("predict", "--config", str(config), "--results-dir", str(results), "--verify", "--quiet",
+                     "--force")
     assert verify.returncode == 0, verify.stderr
     assert read_json(results / "small" / "predict.json") == doc  # the same config: the prediction is reused
     trained = sorted(read_json(p)["settings"]["train"]["batch_size"] for p in results.rglob("result.json"))
@@ -234,7 +238,8 @@ def test_near_the_ceiling_predict_says_it_cannot_know_and_keeps_what_it_measured
     one grid step of 128. One seed, to keep it to about a minute."""
     results = tmp_path / "r"
     proc = harness("predict", "--config", str(REPO / "configs" / "predict_fixed.yaml"), "--results-dir", str(results),
-                   "--set", "report.target_accuracy=0.98", "--set", "sweep.train.batch_size=[8,16,32,64,128,256,512,1024,2048]",
+                   "--set", "report.target_accuracy=0.98", "--set",
+                   "sweep.train.batch_size=[8,16,32,64,128,256,512,1024,2048]",
                    "--set", "train.seed=0")
     doc = read_json(results / "predict_fixed" / "predict.json")
     assert doc["inputs"]["short_run_batch_sizes"] == [32, 256, 1024] and len(doc["short_runs"]) == 3

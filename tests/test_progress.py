@@ -49,13 +49,15 @@ def test_bars_on_a_terminal_and_not_with_quiet(tmp_path):
     shown = run_in_terminal(["run", "--config", str(config), "--results-dir", str(tmp_path / "a"), "--no-report"])
     assert "1 cell:" in shown and ("step/s" in shown or "s/step" in shown)
     assert "epoch 2/2" in shown
-    quiet = run_in_terminal(["run", "--config", str(config), "--results-dir", str(tmp_path / "b"), "--no-report", "--quiet"])
+    quiet = run_in_terminal(["run", "--config", str(config), "--results-dir", str(tmp_path / "b"), "--no-report",
+                             "--quiet"])
     assert "cell:" not in quiet and "%|" not in quiet
     assert "epoch 1/2: loss" in quiet and "epoch 2/2: loss" in quiet
 
 
 def test_no_bars_when_output_is_not_a_terminal(tmp_path):
-    proc = harness("run", "--config", str(write_config(tmp_path, TINY)), "--results-dir", str(tmp_path / "r"), "--no-report")
+    proc = harness("run", "--config", str(write_config(tmp_path, TINY)), "--results-dir", str(tmp_path / "r"),
+                   "--no-report")
     assert proc.returncode == 0, proc.stderr
     assert "%|" not in proc.stderr + proc.stdout
     assert [line.split(":")[0] for line in proc.stdout.splitlines() if " epoch " in line][-1].endswith("epoch 2/2")

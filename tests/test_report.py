@@ -66,7 +66,8 @@ def test_report_numbers_equal_the_result_files(small_sweep, tmp_path):
         cell_dir = small_sweep / row["cell_id"]
         result = read_json(cell_dir / "result.json")
         s = result["summary"]
-        for key in ("best_val_accuracy", "test_accuracy_at_best_val", "train_loss_at_best_val", "final_test_accuracy", "time_per_image_s",
+        for key in ("best_val_accuracy", "test_accuracy_at_best_val", "train_loss_at_best_val", "final_test_accuracy",
+                    "time_per_image_s",
                     "images_per_second", "eval_seconds", "epochs_completed", "best_epoch", "warmup_steps",
                     "peak_rss_bytes", "peak_allocated_bytes"):
             if key in row:
@@ -255,7 +256,8 @@ def test_the_engine_sentence_says_how_the_mode_moved_the_sweet_spot():
     assert moved.startswith("The engine moves the sweet spot: cuda_graphs 128, eager 512.")
     assert engine_sentence({"train.mode=eager": 128, "train.mode=cuda_graphs": 128}).startswith(
         "The engine does not move the sweet spot")
-    mixed = engine_sentence({"act=relu, train.mode=eager": 64, "act=relu, train.mode=compile": 32, "act=tanh, train.mode=eager": 8})
+    mixed = engine_sentence({"act=relu, train.mode=eager": 64, "act=relu, train.mode=compile": 32,
+                             "act=tanh, train.mode=eager": 8})
     assert mixed.startswith("The engine moves the sweet spot (act=relu): compile 32, eager 64.")
     assert engine_sentence({"train.mode=eager": 512}) is None and engine_sentence({"": 128}) is None
 

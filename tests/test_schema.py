@@ -4,7 +4,8 @@ reads the golden files, and the committed reports under results/ rebuild with th
 tests/golden/epochs.csv was written by commit 5262ce9, before the metrics registry existed
 (`harness run --config tests/golden/golden.yaml`, CPU, fp32); the refactored trainer, and the one
 that checks validation accuracy within epochs, must give the same rows: no behaviour change.
-tests/golden/evals.csv holds that cell's 21 checks (steps 10..21, then every ~10%, and epoch ends). tests/golden/result.json is the same cell's record, read by hand:
+tests/golden/evals.csv holds that cell's 21 checks (steps 10..21, then every ~10%, and epoch ends).
+tests/golden/result.json is the same cell's record, read by hand:
 2 epochs of 20 steps at batch 32 (640 images each), 3 warm-up steps, so 17 + 20 timed steps and
 1,184 timed images; best validation accuracy at epoch 2. Values that differ from run to run or
 machine to machine (clocks, memory, host, versions) are masked; floats from training are compared
@@ -125,7 +126,8 @@ def test_committed_reports_rebuild_with_the_same_numbers(folder, tmp_path):
         if pd.api.types.is_float_dtype(before[column]) and pd.api.types.is_float_dtype(after[column]):
             # the last bits of a least-squares fit move with the BLAS and numpy build: 1e-9 is ~10^6 ulps
             same |= np.isclose(before[column], after[column], rtol=1e-9, atol=0.0)
-        assert same.all(), (column, before.loc[~same, column].head(3).tolist(), after.loc[~same, column].head(3).tolist())
+        assert same.all(), (column, before.loc[~same, column].head(3).tolist(),
+                            after.loc[~same, column].head(3).tolist())
     committed, rebuilt = (folder / "report.html").read_text(), out.read_text()
     assert re.findall(r'data-batch-size="(\d*)"', committed) == re.findall(r'data-batch-size="(\d*)"', rebuilt)
     verdict = re.compile(r'id="collapse-verdict-1">([^<]*)<')

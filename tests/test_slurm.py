@@ -88,7 +88,8 @@ def wait_for_job(slurm, job: str, timeout: float = 420) -> None:
 
 
 def submit(slurm, config: Path, results: Path, *extra: str, env: dict | None = None) -> tuple[str, str]:
-    proc = subprocess.run([str(HARNESS), "slurm", "submit", "--config", str(config), "--results-dir", str(results), *extra],
+    proc = subprocess.run([str(HARNESS), "slurm", "submit", "--config", str(config), "--results-dir", str(results),
+                           *extra],
                           env={**slurm.env, "HARNESS_DATA_DIR": str(DATA_DIR), **(env or {})},
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
@@ -209,7 +210,8 @@ def test_multinode_template_runs_one_cell_as_two_machines(slurm, tmp_path):
     results = tmp_path / "results"
     env = {**slurm.env, "HARNESS_DATA_DIR": str(DATA_DIR), "HARNESS_PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
     out = subprocess.run(["sbatch", "--parsable", "--nodes=1", "--ntasks-per-node=2", "--array=0",
-                          f"--output={tmp_path}/multinode_%a.out", str(REPO / "slurm" / "multinode.sbatch"), str(config),
+                          f"--output={tmp_path}/multinode_%a.out", str(REPO / "slurm" / "multinode.sbatch"),
+                          str(config),
                           "--results-dir", str(results)], env=env, capture_output=True, text=True, check=True, cwd=REPO)
     job = out.stdout.strip().split(";")[0]
     wait_for_job(slurm, job)

@@ -90,8 +90,10 @@ import harness, seq_conv
 result = harness.sweep(seq_conv.build, seq_conv.load, loss=seq_conv.loss, batch_sizes=[16, 64, 256], target=0.95,
                        lr=3e-3, epochs=3, options={{"channels": 16, "length": 64, "classes": 4, "train": 6000,
                        "test": 1000}}, name="seq_conv", results_dir={str(tmp_path)!r},
-                       settings={{"data": {{"val_size": 1000, "train_eval_size": 1000}}, "report": {{"tolerance": 0.01}}}})
-print(json.dumps({{"spot": result.sweet_spot, "report": str(result.report), "batches": result.per_batch["batch_size"].tolist()}}))
+                       settings={{"data": {{"val_size": 1000, "train_eval_size": 1000}},
+                                 "report": {{"tolerance": 0.01}}}})
+print(json.dumps({{"spot": result.sweet_spot, "report": str(result.report),
+                  "batches": result.per_batch["batch_size"].tolist()}}))
 """
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -183,7 +185,8 @@ def metric(outputs, targets):
 '''
 BAD = [  # (what the config names or the file says, the one line it must give)
     ({"model": "nowhere.py:build", "data": "nowhere.py:load"}, "", "nowhere.py does not exist"),
-    ({"model": "mine.py:buidl", "data": "mine.py:load"}, GOOD, "mine.py has no 'buidl'; it defines build, load, metric"),
+    ({"model": "mine.py:buidl", "data": "mine.py:load"}, GOOD,
+     "mine.py has no 'buidl'; it defines build, load, metric"),
     ({"model": "mine.py:build", "data": "mine.py:load"}, GOOD.replace("return torch.nn.Sequential(", "return 3 or ("),
      "returned a int, not a torch.nn.Module"),
     ({"model": "mine.py:build", "data": "mine.py:load"}, GOOD.replace('return {"train"', 'return {"tran"'),
@@ -195,7 +198,8 @@ BAD = [  # (what the config names or the file says, the one line it must give)
     ({"model": "mine.py:build", "data": "mine.py:load", "metric": "mine.py:metric"},
      GOOD.replace("(outputs.argmax(1) == targets).float()", "(outputs.argmax(1) == targets).float().mean()"),
      "returned shape () for 4 examples"),
-    ({"model": "mine.py:build", "data": "mine.py:load"}, GOOD.replace("    g = torch", "    raise ValueError('no such file: data.bin')\n    g = torch"),
+    ({"model": "mine.py:build", "data": "mine.py:load"},
+     GOOD.replace("    g = torch", "    raise ValueError('no such file: data.bin')\n    g = torch"),
      "workload.data: "),
 ]
 

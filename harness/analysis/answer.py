@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass
+from functools import partial
 
 import pandas as pd
 
@@ -92,7 +93,7 @@ def headlines(got: Answer) -> list[dict]:
         rows = table[table["variant"] == verdict.variant] if not table.empty else table
         found = rows[rows["batch_size"] == verdict.batch_size]
         best = found.iloc[0] if verdict.batch_size is not None and not found.empty else None
-        number = lambda key: None if best is None or pd.isna(best[key]) else float(best[key])  # noqa: E731
+        number = partial(_number, best)
         out.append({"variant": verdict.variant or None, "sweet_spot": verdict.batch_size, "tied_with": verdict.ties,
                     "batch_sizes": sorted(int(b) for b in rows["batch_size"]) if not rows.empty else [],
                     "target": got.rules.target_accuracy, "time_to_target_s": number("time_to_target_s"),
@@ -102,6 +103,11 @@ def headlines(got: Answer) -> list[dict]:
                     "learning_rate_tuned": bool(not rows.empty and (rows["rates_tried"] > 1).any())})
     return out
 
+
+
+def _number(row: pd.Series | None, key: str) -> float | None:
+    """A per-batch number of the sweet spot's row; None where there is no row or no value."""
+    return None if row is None or pd.isna(row[key]) else float(row[key])
 
 def line(headline: dict, report: str | None = None) -> str:
     """One line: `sweet spot: batch 128 (tied with 64): 0.97 val in 1.8 s [1.7-1.9] | 1 seed, lr not
@@ -116,8 +122,10 @@ def line(headline: dict, report: str | None = None) -> str:
         text = f"one batch size ({h['sweet_spot']}): {h['target']:g} val in {h['time_to_target_s']:.3g} s{spread}"
     else:
         tied = f" (tied with {', '.join(map(str, h['tied_with']))})" if h["tied_with"] else ""
-        text = f"sweet spot: batch {h['sweet_spot']}{tied}: {h['target']:g} val in {h['time_to_target_s']:.3g} s{spread}"
-    notes = f"{h['seeds']} seed{'s' * (h['seeds'] != 1)}, lr {'tuned per batch size' if h['learning_rate_tuned'] else 'not tuned'}"
+        text = (f"sweet spot: batch {h['sweet_spot']}{tied}: {h['target']:g} val in {h['time_to_target_s']:.3g} "
+                f"s{spread}")
+    tuned = "tuned per batch size" if h["learning_rate_tuned"] else "not tuned"
+    notes = f"{h['seeds']} seed{'s' * (h['seeds'] != 1)}, lr {tuned}"
     prefix = f"{h['variant']}: " if h["variant"] else ""
     return f"{prefix}{text} | {notes}" + (f" | report: {report}" if report else "")
 

@@ -162,7 +162,8 @@ def verdict(table: pd.DataFrame, by_variant: pd.DataFrame, changed: dict[str, di
     if not collapsed:
         return (f"No cell collapsed: none lost more than {drop} test accuracy from its peak or diverged "
                 f"({len(table)} cells).")
-    head = f"{collapsed} of {len(table)} cells collapsed (lost more than {drop} test accuracy from the peak, or diverged)."
+    head = (f"{collapsed} of {len(table)} cells collapsed (lost more than {drop} test accuracy from the peak, or "
+            f"diverged).")
     base = by_variant[by_variant["variant"] == BASELINE]
     if base.empty or len(by_variant) < 2:
         return head + " There is no ablation sweep here (variants with a 'baseline'): run configs/seed_ablation.yaml " \

@@ -55,7 +55,8 @@ def engine_sentence(spots: dict[str, int | None]) -> str | None:
             by_rest.setdefault(rest, {})[mode.group(1)] = batch
     for rest, modes in by_rest.items():
         if len(modes) > 1:
-            named = ", ".join(f"{mode} {batch if batch is not None else 'none'}" for mode, batch in sorted(modes.items()))
+            named = ", ".join(f"{mode} {batch if batch is not None else 'none'}"
+                              for mode, batch in sorted(modes.items()))
             same = len(set(modes.values())) == 1
             where = f" ({rest})" if rest else ""
             return (f"The engine {'does not move' if same else 'moves'} the sweet spot{where}: {named}. The model "

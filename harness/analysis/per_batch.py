@@ -141,7 +141,8 @@ def _pick(group: pd.DataFrame, tolerance: float) -> pd.Series:
     rates = sorted(group["learning_rate"].dropna().unique())
     edge = None
     if len(rates) > 1 and not reached.empty:
-        edge = "lowest" if pick["learning_rate"] == rates[0] else "highest" if pick["learning_rate"] == rates[-1] else None
+        rate = pick["learning_rate"]
+        edge = "lowest" if rate == rates[0] else "highest" if rate == rates[-1] else None
     return pd.concat([pick, pd.Series({"rates_tried": len(rates), "lr_edge": edge, "lr_tied": tied})])
 
 
@@ -212,10 +213,11 @@ def against_prediction(doc: dict, per_batch: pd.DataFrame) -> pd.DataFrame:
     measured_steps = rows["steps_to_target"]
     all_reached = rows["reached_target"] == rows["n"]
     rows["measured_crossing_steps"] = measured_steps.where(all_reached)
-    rows["measured_crossing_time_s"] = (measured_steps * rows["batch_size"] * rows["time_per_image_s"]).where(all_reached)
+    measured_time = measured_steps * rows["batch_size"] * rows["time_per_image_s"]
+    rows["measured_crossing_time_s"] = measured_time.where(all_reached)
     rows["time_error"] = rows["predicted_time_s"] / rows["measured_crossing_time_s"] - 1
-    rows["steps_inside"] = ((rows["predicted_steps_low"] <= measured_steps) & (measured_steps <= rows["predicted_steps_high"])
-                            ).where(all_reached & rows["predicted_steps_low"].notna())
+    inside = (rows["predicted_steps_low"] <= measured_steps) & (measured_steps <= rows["predicted_steps_high"])
+    rows["steps_inside"] = inside.where(all_reached & rows["predicted_steps_low"].notna())
     return rows
 
 

@@ -50,7 +50,7 @@ class Recommendation:
 
 def samples(cells: pd.DataFrame, windows: pd.DataFrame) -> dict[int, list[stats.CellSample]]:
     """What the bootstrap may draw, per batch size, from the cells at their picked rate."""
-    by_cell = {key: group for key, group in windows.groupby(KEY)} if not windows.empty else {}
+    by_cell = dict(iter(windows.groupby(KEY))) if not windows.empty else {}
     out: dict[int, list[stats.CellSample]] = {}
     for row in cells.itertuples(index=False):
         w = by_cell.get((row.source, row.sweep, row.cell_id))
@@ -101,7 +101,8 @@ def recommend(variant: str, per_batch: pd.DataFrame, cells: pd.DataFrame, window
     several_seeds = per_batch["n"].max() > 1
     best = per_batch[ACCURACY].max()
     kept = np.array([stats.accuracy_noise_keeps(boot, b, tolerance) if several_seeds
-                     else stats.near_best(a, best, tolerance) for b, a in zip(per_batch["batch_size"], per_batch[ACCURACY])])
+                     else stats.near_best(a, best, tolerance) for b, a in zip(per_batch["batch_size"],
+                                                                              per_batch[ACCURACY])])
     eligible = per_batch[kept & (per_batch["reached_target"] == per_batch["n"]) & per_batch["time_to_target_s"].notna()]
     if eligible.empty:
         return Recommendation(variant, None, (
@@ -124,7 +125,8 @@ def recommend(variant: str, per_batch: pd.DataFrame, cells: pd.DataFrame, window
     explanation += f" {power}" if power else ""
     caveats += [more_seeds] if more_seeds else []
     return Recommendation(variant, winner, explanation, ties, flat, _tie_sentence(winner, ties, boot),
-                          _ranked(caveats), details, _flat_notes(per_batch, flat, flat_threshold, planned, winner)), per_batch
+                          _ranked(caveats), details,
+                          _flat_notes(per_batch, flat, flat_threshold, planned, winner)), per_batch
 
 
 def _ranked(caveats: list[Caveat]) -> list[Caveat]:
@@ -209,7 +211,8 @@ def _rate_details(per_batch: pd.DataFrame) -> list[str]:
     if per_batch["rates_tried"].max() <= 1:
         return []
     picked = ", ".join(f"{int(r.batch_size)}: {r.learning_rate:.3g}" for r in per_batch.itertuples())
-    notes = [f"Learning rate tuned per batch size (the shortest time to target among rates within tolerance): {picked}."]
+    notes = [f"Learning rate tuned per batch size (the shortest time to target among rates within tolerance): "
+             f"{picked}."]
     for r in per_batch.itertuples():
         if isinstance(r.lr_tied, list) and r.lr_tied:
             notes.append(f"At batch {int(r.batch_size)} the rates {', '.join(f'{x:.3g}' for x in r.lr_tied)} tie with "
@@ -228,7 +231,8 @@ def _edge_caveats(per_batch: pd.DataFrame, batch: int, planned: list[int] = (), 
         return [Caveat(weight, f"The {rule} is the {'largest' if batch == sizes[-1] else 'smallest'} batch size "
                                f"measured ({batch}); the plan's {', '.join(map(str, sorted(beyond)))} have no result "
                                f"yet.")]
-    wider = sorted(set(sizes) | ({2 * batch, 4 * batch} if batch == sizes[-1] else {max(1, batch // 2), max(1, batch // 4)}))
+    wider = sorted(set(sizes) | ({2 * batch, 4 * batch} if batch == sizes[-1] else {max(1, batch // 2),
+                                                                                    max(1, batch // 4)}))
     if batch == sizes[-1]:
         return [Caveat(weight, f"The {rule} is the largest batch size of the grid ({batch}): the grid ended first; "
                                f"extend it upwards (e.g. {2 * batch} and {4 * batch}) to see where it turns.",

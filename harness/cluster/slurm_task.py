@@ -103,7 +103,8 @@ def _signal_trainers(child: subprocess.Popen, sig: int) -> None:
     import psutil
 
     try:
-        workers = [p for p in psutil.Process(child.pid).children(recursive=True) if str(RUN_PY) in " ".join(p.cmdline())]
+        workers = [p for p in psutil.Process(child.pid).children(recursive=True)
+                   if str(RUN_PY) in " ".join(p.cmdline())]
     except psutil.Error:
         workers = []
     for pid in [w.pid for w in workers] or [child.pid]:

@@ -228,9 +228,11 @@ def why_no_fit(runs: list[ShortRun], target: float) -> str:
                                              if cause["kind"] == "near_ceiling" else "")
     reached = sorted({r.batch_size for r in runs if r.reached})
     if len(reached) < 2:
-        return (f"no fit: only {len(reached)} of the short runs' batch sizes ({', '.join(map(str, reached)) or 'none'}) "
+        return (f"no fit: only {len(reached)} of the short runs' batch sizes "
+                f"({', '.join(map(str, reached)) or 'none'}) "
                 f"reached {target} within its step budget (train.epochs x steps per epoch); lower "
                 f"report.target_accuracy or raise train.epochs")
-    return (f"the fit of S(B) = S_min (1 + B_noise / B) did not converge: steps to {target} did not fall with the batch "
-            f"size ({', '.join(f'{r.batch_size}: {r.crossing_steps:,.0f}' for r in runs if r.reached)}); the learning "
-            f"rate rule may not suit these batch sizes: tune optim.lr per batch size (configs/lr_tuned.yaml)")
+    steps = ", ".join(f"{r.batch_size}: {r.crossing_steps:,.0f}" for r in runs if r.reached)
+    return (f"the fit of S(B) = S_min (1 + B_noise / B) did not converge: steps to {target} did not fall with the "
+            f"batch size ({steps}); the learning rate rule may not suit these batch sizes: tune optim.lr per batch "
+            f"size (configs/lr_tuned.yaml)")

@@ -29,7 +29,8 @@ def reusable(config: SweepConfig, sweep_dir: Path, force: bool = False) -> dict[
         return None
     same = doc.get("config") == json.loads(json.dumps(config.model_dump(mode="json")))
     trusted = force or not doc.get("doubts")
-    return doc if same and trusted and doc.get("sweet_spot") and doc["schema_version"] == PREDICT_SCHEMA_VERSION else None
+    current = doc["schema_version"] == PREDICT_SCHEMA_VERSION
+    return doc if same and trusted and doc.get("sweet_spot") and current else None
 
 
 def format_prediction(doc: dict[str, Any]) -> str:

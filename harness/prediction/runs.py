@@ -129,7 +129,8 @@ def check_grid(config: SweepConfig, cells: list[Cell]) -> None:
 def chosen_rates(config: SweepConfig, cells: list[Cell], sweep_dir: Path) -> tuple[dict[int, Any], str]:
     """The swept optim.lr value each batch size is predicted at, and where it comes from."""
     swept = sorted({c.swept.get("optim.lr") for c in cells} - {None})
-    rule = f"lr_scaling={config.optim.lr_scaling} from optim.lr={config.optim.lr} at batch {config.optim.lr_reference_batch}"
+    optim = config.optim
+    rule = f"lr_scaling={optim.lr_scaling} from optim.lr={optim.lr} at batch {optim.lr_reference_batch}"
     if len(swept) < 2:
         return {c.batch_size: c.swept.get("optim.lr") for c in cells}, f"the config's rule ({rule})"
     middle = swept[len(swept) // 2]
@@ -147,7 +148,8 @@ def chosen_rates(config: SweepConfig, cells: list[Cell], sweep_dir: Path) -> tup
                     f"the middle swept rate (optim.lr={middle}, {rule}) for the others")
 
 
-def cells_at(cells: list[Cell], batches: list[int], chosen: dict[int, Any], seeds: list[int] | None = None) -> list[Cell]:
+def cells_at(cells: list[Cell], batches: list[int], chosen: dict[int, Any],
+             seeds: list[int] | None = None) -> list[Cell]:
     return [c for c in cells if c.batch_size in batches and c.swept.get("optim.lr") == chosen[c.batch_size]
             and (seeds is None or c.settings.train.seed in seeds)]
 

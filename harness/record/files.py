@@ -80,8 +80,9 @@ def check_depth(text: str, name: str) -> None:
 
 def kind(mode: int) -> str:
     """What a non-regular file is, in words, from its st_mode."""
-    return ("a symlink" if stat.S_ISLNK(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a character device" if stat.S_ISCHR(mode)
-            else "a block device" if stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode)
+    return ("a symlink" if stat.S_ISLNK(mode) else "a FIFO" if stat.S_ISFIFO(mode)
+            else "a character device" if stat.S_ISCHR(mode) else "a block device" if stat.S_ISBLK(mode)
+            else "a socket" if stat.S_ISSOCK(mode)
             else "a folder" if stat.S_ISDIR(mode) else "not a file")
 
 

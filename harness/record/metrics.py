@@ -160,7 +160,8 @@ METRICS: tuple[Metric, ...] = (
            tables=("cells", "batch", "compare"), doc="train_seconds / timed_images"),
     Metric("images_per_second", "cell", "images/s", "images/s", ",.0f", tables=("cells", "batch"),
            doc="timed_images / train_seconds"),
-    # derived by the analysis (harness/analysis/per_batch.py, recommend.py), listed here so tables show them next to speed
+    # derived by the analysis (harness/analysis/per_batch.py, recommend.py), listed here so tables show them
+    # next to speed
     Metric("rates_tried", "derived", "rates", integer=True,
            doc="learning rates trained at this batch size"),
     Metric("steps_to_target", "derived", "steps", "steps to target", ",.0f", seeds=("mean",),

@@ -21,7 +21,8 @@ def tables() -> str:
     parts = []
     for level, title in WHERE.items():
         rows = [m for m in METRICS if m.level == level]
-        parts += [f"### {title}", "", "| key | unit | over processes | over seeds | what |", "| --- | --- | --- | --- | --- |"]
+        parts += [f"### {title}", "", "| key | unit | over processes | over seeds | what |",
+                  "| --- | --- | --- | --- | --- |"]
         parts += [f"| `{m.key}` | {m.unit or '—'} | {m.ranks if m.ranks != 'same' else '—'} | "
                   f"{', '.join(m.seeds) or '—'} | {m.doc.replace('|', '&#124;')} |" for m in rows]
         parts.append("")

@@ -95,7 +95,8 @@ def utc_now() -> str:
 
 
 def start_record(sweep: str, cell_id: str, cell_index: int, swept: dict[str, Any], settings: dict[str, Any],
-                 environment: dict[str, Any], started_utc: str, workload: dict[str, Any] | None = None) -> dict[str, Any]:
+                 environment: dict[str, Any], started_utc: str,
+                 workload: dict[str, Any] | None = None) -> dict[str, Any]:
     """A cell's result.json as it begins: status running, no summary yet. `workload`: its identity
     and where its code was found (harness/workload.py), null for the default MNIST MLP."""
     return {"schema_version": SCHEMA_VERSION, "sweep": sweep, "cell_id": cell_id, "cell_index": cell_index,
@@ -236,4 +237,5 @@ def check_writable(folder: Path) -> None:
         with tempfile.TemporaryFile(dir=probe):
             pass
     except OSError as exc:
-        raise ResultsError(f"--results-dir: cannot write in {probe} ({exc.strerror}); choose a writable --results-dir") from None
+        raise ResultsError(f"--results-dir: cannot write in {probe} ({exc.strerror}); choose a writable "
+                           f"--results-dir") from None

@@ -17,15 +17,15 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display: figures only ever go to bytes
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.ticker import MaxNLocator
 
-from harness.analysis.fit import fit_steps  # noqa: E402
-from harness.analysis.per_batch import ACCURACY  # noqa: E402
-from harness.report.axes import ACCURACY_SPAN, accuracy_limits, batch_axis, plain_log  # noqa: E402
+from harness.analysis.fit import fit_steps
+from harness.analysis.per_batch import ACCURACY
+from harness.report.axes import ACCURACY_SPAN, accuracy_limits, batch_axis, plain_log
 
 MAX_PANELS = 8
 WIDE = 10.0  # inches: every figure spans the page (figures are drawn at 100 dpi)
@@ -91,7 +91,8 @@ def _curves(frame: pd.DataFrame, x: str, y: str, style: dict, decorate) -> tuple
     panels = _panels(data)
     fig, axes = _grid(len(panels), width=WIDE / min(len(panels), 2))
     for ax, (variant, rows) in zip(axes, panels):
-        sns.lineplot(data=rows, x=x, y=y, hue="batch_size", palette=_palette(rows), errorbar=("pi", 100), ax=ax, **style)
+        sns.lineplot(data=rows, x=x, y=y, hue="batch_size", palette=_palette(rows), errorbar=("pi", 100), ax=ax,
+                     **style)
         decorate(ax, variant)
         ax.legend(title="batch size", fontsize="small")
     fig.tight_layout()
@@ -142,7 +143,8 @@ def _mark(ax, d: FigureData, rows: pd.DataFrame, column: str) -> None:
 
 
 def time_per_image(d: FigureData) -> Figure | None:
-    data = d.table.dropna(subset=["time_per_image_s"])[["variant", "batch_size", "time_per_image_s", "images_per_second"]]
+    data = d.table.dropna(subset=["time_per_image_s"])[["variant", "batch_size", "time_per_image_s",
+                                                        "images_per_second"]]
     if data.empty:
         return None
     fig, (left, right) = plt.subplots(1, 2, figsize=(WIDE, 4.2))
@@ -227,7 +229,8 @@ def steps_to_target(d: FigureData) -> Figure | None:
                    "steps_to_target", "low", "high", variant or "measured")
         first = rows.iloc[0]
         ax.plot(rows["batch_size"], first["steps_to_target"] * first["batch_size"] / rows["batch_size"], "--",
-                color="grey", label="perfect scaling (steps x B constant)" if variant == data["variant"].min() else None)
+                color="grey",
+                label="perfect scaling (steps x B constant)" if variant == data["variant"].min() else None)
         model = fit_steps(rows["batch_size"], rows["steps_to_target"])
         if model is not None:  # where the regimes turn: S(B) = S_min (1 + B_noise / B)
             grid = np.geomspace(rows["batch_size"].min(), rows["batch_size"].max(), 50)

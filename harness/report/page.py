@@ -46,7 +46,8 @@ def cell(value, fmt: str) -> dict:
     elif fmt == "yesno":
         text = "yes" if value else "no"
     elif fmt == "auto":  # a number the registry does not describe: as recorded
-        text = format(value, ".4g") if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)[:40]
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        text = format(value, ".4g") if number else str(value)[:40]
     else:
         text = format(value, fmt)
     return {"text": text, "value": value if isinstance(value, str) else json.dumps(value)}
@@ -92,15 +93,17 @@ def build_report(folders: list[Path], out: Path, target: float | None = None, to
     if len(sections) > 1:  # side by side, folders must have been timed alike too
         unlike = conditions.caveat_text(conditions.differing(all_cells), "The folders compared here")
         found.warnings.extend([unlike] if unlike else [])
-    by_batch = pd.concat([section.pop("per_batch_frame") for section in sections if not section["per_batch_frame"].empty] or
-                          [pd.DataFrame(columns=[*per_batch.GROUP, "num_processes", "time_per_image_s"])],
-                          ignore_index=True)
+    frames = [section.pop("per_batch_frame") for section in sections if not section["per_batch_frame"].empty]
+    by_batch = pd.concat(frames or [pd.DataFrame(columns=[*per_batch.GROUP, "num_processes", "time_per_image_s"])],
+                         ignore_index=True)
     scaling = per_batch.scaling(by_batch)
     csv_path = out.with_suffix(".csv")
     env = jinja2.Environment(loader=jinja2.PackageLoader("harness.report", "templates"), autoescape=True)
+    compared = rendered_table(by_batch.sort_values(["batch_size", "source"]), columns("compare")) \
+        if len(sections) > 1 else None
     html = env.get_template("report.html.j2").render(
         sections=sections, warnings=found.warnings, csv_name=csv_path.name, resamples=stats.RESAMPLES,
-        comparison=rendered_table(by_batch.sort_values(["batch_size", "source"]), columns("compare")) if len(sections) > 1 else None,
+        comparison=compared,
         scaling_figure=figures.scaling_figure(scaling))
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -120,7 +123,8 @@ def _check_reachable(found: Collected, target: float) -> None:
     readings = per_batch.readings(found.checks, found.epochs)
     best = readings["val_accuracy"].max() if not readings.empty else None
     if best is None or not best >= target:
-        seen = f"the best validation accuracy recorded is {best:.4f}" if best == best and best is not None else "none recorded"
+        recorded = best is not None and best == best  # not None, not NaN
+        seen = f"the best validation accuracy recorded is {best:.4f}" if recorded else "none recorded"
         raise ConfigError(f"--target {target}: no cell reached it ({seen}); lower --target")
 
 
@@ -152,6 +156,7 @@ def _section(found: Collected, key: tuple[str, str], overrides: dict[str, float]
     missing = [c for c in plan.get("cells", []) if c["id"] not in set(cells["cell_id"])]
     commands = sorted({r.get("environment", {}).get("command") for r in records} - {None})
     spots = {r.variant: r.batch_size for r in verdicts}
+    unregistered = [Column(key, f"{key} (unregistered)", "auto") for key in found.unregistered]
     prediction = found.predictions.get(key)
     drawn = figures.FigureData(_only(epochs, tuned), _only(checks, tuned), by_batch, spots, rules.target_accuracy,
                                prediction, {r.variant: r.ties for r in verdicts})
@@ -168,10 +173,10 @@ def _section(found: Collected, key: tuple[str, str], overrides: dict[str, float]
         "target": rules.target_accuracy, "tolerance": rules.tolerance, "flat_threshold": rules.flat_threshold,
         "check_spacing": _check_spacing(plan),
         "per_batch": rendered_table(by_batch, columns("batch")),
-        "per_rate": rendered_table(per_rate.sort_values(GROUP_RATE), columns("rates")) if (by_batch["rates_tried"] > 1).any()
-        else None,
+        "per_rate": rendered_table(per_rate.sort_values(GROUP_RATE), columns("rates"))
+        if (by_batch["rates_tried"] > 1).any() else None,
         "cells": rendered_table(cells.sort_values(["variant", "batch_size", "learning_rate", "seed", "cell_id"]),
-                                columns("cells") + [Column(key, f"{key} (unregistered)", "auto") for key in found.unregistered]),
+                                columns("cells") + unregistered),
         "collapse_drop": rules.collapse_drop,
         "collapse": _collapse_section(cells, epochs, rules.collapse_drop, plan.get("config")),
         "unfinished": cells[cells["status"] != "done"][["cell_id", "status", "error"]].to_dict("records"),

@@ -179,7 +179,8 @@ class Engines:
 
 def calibrate(engines: Engines, loop: str) -> float:
     """Seconds per step of one engine loop, from CHECK_STEPS steps after its warm-up."""
-    order = IndexStream(len(engines.splits.train_y), "shuffle", seed=0).next((WARMUP_STEPS + CHECK_STEPS) * engines.batch)
+    stream = IndexStream(len(engines.splits.train_y), "shuffle", seed=0)
+    order = stream.next((WARMUP_STEPS + CHECK_STEPS) * engines.batch)
     run, _ = engine_loop(engines.accelerator, engines.splits, order, settings_for(engines.batch, LOOPS[loop][0]), False,
                          engine=engines.fresh(loop), name=loop)
     return run.seconds / (run.steps - WARMUP_STEPS)
@@ -197,7 +198,8 @@ def bench_batch(accelerator, dataset, splits, batch: int, loops: list[str], repe
         # alternate, and rotate who goes first, so drift in the machine hits every loop alike
         for loop in everyone[rep % len(everyone):] + everyone[: rep % len(everyone)]:
             if loop == "reference":
-                runs.append(reference_loop(accelerator, dataset, (order + val_size).tolist(), settings_for(batch, "eager"), False))
+                runs.append(reference_loop(accelerator, dataset, (order + val_size).tolist(),
+                                           settings_for(batch, "eager"), False))
             else:
                 run, floor = engine_loop(accelerator, splits, order, settings_for(batch, LOOPS[loop][0]), False,
                                          floor=rep == 0, engine=engines.fresh(loop), name=loop)

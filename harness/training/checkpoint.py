@@ -138,7 +138,7 @@ def load(cell_dir: Path, rank: int, world: int, warn=print) -> dict[str, Any] | 
     except pickle.UnpicklingError as exc:
         refuse(cell_dir, rank, f"not a plain-data checkpoint ({exc})", warn)
         return None
-    except Exception:
+    except Exception:  # noqa: BLE001 - a torn file (killed mid-write) raises anything torch.load can: no checkpoint
         return None
     if not isinstance(payload, dict) or payload.get("world") != world or not isinstance(payload.get("state"), dict):
         return None  # another process count slices the batch differently, or not ours: start over

@@ -94,7 +94,8 @@ class StepNorms:
 
     def read_and_reset(self) -> dict[str, float | None]:
         """This epoch's numbers (one host read), then zeros for the next epoch."""
-        sums, maxes, updates = (t.tolist() if self.steps else [] for t in (self.grad_sum, self.grad_max, self.update_max))
+        sums, maxes, updates = (t.tolist() if self.steps else [] for t in (self.grad_sum, self.grad_max,
+                                                                           self.update_max))
         out = (_per_layer_keys("grad_norm_mean", [s / max(self.steps, 1) for s in sums], LAYERS)
                | _per_layer_keys("grad_norm_max", maxes, LAYERS) | _per_layer_keys("update_ratio_max", updates, LAYERS))
         for t in (self.grad_sum, self.grad_max, self.update_max):
@@ -166,7 +167,7 @@ def noise_scale(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     if found is None:
         try:
             found = _per_sample_squares(model, x, y, summed_loss)
-        except Exception:  # an op torch.func cannot batch, a model that needs a whole batch: not available
+        except Exception:  # noqa: BLE001 - an op torch.func cannot batch, a model that needs a whole batch: not available
             return {"noise_scale": None, "noise_trace": None, "true_grad_sq": None}
     return b_simple(*found, 1, len(x))
 

@@ -87,8 +87,8 @@ def find_dataset(name: str, folder: Path) -> Path:
     if mismatch:
         raise DataError(mismatch)
     raise DataError(f"--data-dir / ${DATA_DIR_ENV}: {folder} lacks the {data.title} files {', '.join(FILES)} (also "
-                    f"looked in raw/, {data.torchvision}/raw/, {data.folder}/ and ../{data.folder}/); copy them there or "
-                    f"unset it to download")
+                    f"looked in raw/, {data.torchvision}/raw/, {data.folder}/ and ../{data.folder}/); copy them there "
+                    f"or unset it to download")
 
 
 def find_mnist(folder: Path) -> Path:
@@ -105,7 +105,8 @@ def _mismatch(data: Dataset, folder: Path) -> str | None:
             return f"{folder / name} cannot be read as {data.title} ({exc}); replace the file"
         if digest != expected:
             kind = "decoded md5" if data.decoded else "md5"
-            return f"{folder / name} is corrupt or not {data.title} ({kind} {digest}, expected {expected}); replace the file"
+            return (f"{folder / name} is corrupt or not {data.title} ({kind} {digest}, expected {expected}); "
+                    f"replace the file")
     return None
 
 
@@ -117,7 +118,7 @@ def download(root: Path, name: str = "mnist") -> Path:
     try:
         for train in (True, False):
             getattr(torchvision.datasets, data.torchvision)(str(root), train=train, download=True)
-    except Exception as exc:  # torchvision raises plain RuntimeError/URLError on network failure
+    except Exception as exc:  # noqa: BLE001 - torchvision raises plain RuntimeError/URLError on network failure
         reason = " ".join(str(exc).split())[:300]  # torchvision's message spans lines; ours is one
         raise DataError(
             f"could not download {data.title} into {root} ({type(exc).__name__}: {reason}); "

@@ -148,7 +148,7 @@ def nvidia_driver() -> str | None:
 
         pynvml.nvmlInit()
         return pynvml.nvmlSystemGetDriverVersion()
-    except Exception:  # no driver, no library: unknown, not an error
+    except Exception:  # noqa: BLE001 - no driver, no library: unknown, not an error
         return None
 
 
@@ -170,6 +170,6 @@ def seconds_since_process_start() -> float | None:
         import psutil
 
         return time.time() - psutil.Process().create_time()
-    except Exception:
+    except Exception:  # noqa: BLE001 - the process's age unknown: not an error
         return None
 

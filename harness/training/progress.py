@@ -24,7 +24,8 @@ class Progress:
     def start_sweep(self, steps_per_cell: list[int]) -> None:
         if self.bars:
             count = len(steps_per_cell)
-            self.sweep = tqdm(total=sum(steps_per_cell), desc=f"{count} cell{'s' * (count != 1)}", unit="step", position=0,
+            self.sweep = tqdm(total=sum(steps_per_cell), desc=f"{count} cell{'s' * (count != 1)}", unit="step",
+                              position=0,
                               dynamic_ncols=True)
 
     def start_cell(self, cell_id: str, total_steps: int) -> None:

@@ -12,11 +12,11 @@ from harness import plan
 from harness.config import SweepConfig, flatten
 from harness.errors import EXIT_PREEMPTED
 from harness.record import locks, results
+from harness.training.cell_run import RunContext
 from harness.training.launch import load_data, make_accelerator
 from harness.training.measure import environment_command
 from harness.training.preemption import StopRequest
 from harness.training.progress import Progress
-from harness.training.cell_run import RunContext
 from harness.training.train import run_cell
 
 

@@ -44,7 +44,7 @@ def count_flops(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss: 
         with FlopCounterMode(display=False) as counter:
             loss(model(x), y).backward()
         return int(counter.get_total_flops()) // len(x)
-    except Exception:
+    except Exception:  # noqa: BLE001 - a model FlopCounterMode cannot count: FLOPs unknown, the cell trains
         return None
     finally:
         model.train(training)
@@ -79,7 +79,7 @@ def load_nvml():
 
         pynvml.nvmlInit()
         return pynvml
-    except Exception:  # no library, no driver, no GPU: telemetry is unknown
+    except Exception:  # noqa: BLE001 - no library, no driver, no GPU: telemetry is unknown
         return None
 
 
@@ -102,10 +102,10 @@ class NvmlMonitor:
         try:
             uuid = str(torch.cuda.get_device_properties(device).uuid)
             return self.nvml.nvmlDeviceGetHandleByUUID(uuid if uuid.startswith("GPU-") else f"GPU-{uuid}")
-        except Exception:
+        except Exception:  # noqa: BLE001 - NVML raises its own error classes per call; any: try the index
             try:  # CUDA_VISIBLE_DEVICES may renumber; the index is the fallback
                 return self.nvml.nvmlDeviceGetHandleByIndex(device.index or 0)
-            except Exception:
+            except Exception:  # noqa: BLE001 - no handle: telemetry unknown
                 return None
 
     def start(self) -> None:
@@ -129,8 +129,8 @@ class NvmlMonitor:
                     float(n.nvmlDeviceGetUtilizationRates(self.handle).gpu),
                     float(n.nvmlDeviceGetClockInfo(self.handle, n.NVML_CLOCK_SM)),
                 ))
-            except Exception:
-                pass  # a failed read is a missing sample, not a zero
+            except Exception:  # noqa: BLE001 - a failed read is a missing sample, not a zero
+                pass
             self._stop.wait(SAMPLE_INTERVAL_S)
 
     def mark_window(self, opening: bool) -> float | None:
@@ -141,7 +141,7 @@ class NvmlMonitor:
             return None
         try:
             return float(self.nvml.nvmlDeviceGetTotalEnergyConsumption(self.handle))
-        except Exception:
+        except Exception:  # noqa: BLE001 - no energy counter on this GPU: unknown
             return None
 
     def summary(self) -> dict[str, float | None]:

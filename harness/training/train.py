@@ -35,7 +35,7 @@ def run_cell(cell: Cell, ctx: RunContext, sweep_dir: Path) -> str:
         status, summary = CellRun(cell, ctx, course, cell_dir).run()
     except HarnessError:
         raise  # the results folder itself failed (disk full...): stop the sweep with one line
-    except Exception as exc:  # the cell fails; the record says why; the sweep goes on
+    except Exception as exc:  # noqa: BLE001 - the cell fails; the record says why; the sweep goes on
         # Accelerate's test for an allocation failure (CUDA, XPU, MPS, the CPU allocator): recorded as
         # oom, never answered by shrinking the batch, which would change the cell
         status, summary = ("oom" if should_reduce_batch_size(exc) else "failed"), None

@@ -55,7 +55,7 @@ class Workload:
         """Run the user's code; any exception becomes one line naming the role and where it broke."""
         try:
             return fn(*args)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - the user's code may raise anything: one line naming it
             raise failure(f"workload.{role}: {self.specs.get(role, self.label)}", exc) from None
 
     def train_loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -133,7 +133,8 @@ def load_callable(located: str, role: str) -> Callable:
         found = getattr(found, part, None)
         if found is None:
             defined = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_"))
-            raise ConfigError(f"workload.{role}: {where} has no {name!r}; it defines {', '.join(defined[:12]) or 'none'}"
+            raise ConfigError(f"workload.{role}: {where} has no {name!r}; it defines "
+                              f"{', '.join(defined[:12]) or 'none'}"
                               f"; name one as {Path(where).name}:NAME")
     if not callable(found):
         raise ConfigError(f"workload.{role}: {name} in {where} is a {type(found).__name__}, not a function or class")
@@ -158,7 +159,7 @@ def _import(where: str, role: str):
                 del sys.modules[name]
                 raise
         return sys.modules[name]
-    except Exception as exc:  # a module that is not there, or the user's file failing as it loads
+    except Exception as exc:  # noqa: BLE001 - a module that is not there, or the user's file failing as it loads
         raise failure(f"workload.{role}: importing {where}", exc) from None
 
 
@@ -190,9 +191,10 @@ def try_on(workload: Workload, splits, device: torch.device) -> None:
         if workload.metric is not None:
             scores = workload.call("metric", workload.metric, outputs, y)
             if not isinstance(scores, torch.Tensor) or tuple(scores.shape) != (len(y),):
-                got = f"shape {tuple(scores.shape)}" if isinstance(scores, torch.Tensor) else f"a {type(scores).__name__}"
-                raise WorkloadError(f"workload.metric: {workload.specs['metric']} returned {got} for {len(y)} examples; "
-                                    f"return one score per example, shape ({len(y)},), higher is better")
+                tensor = isinstance(scores, torch.Tensor)
+                got = f"shape {tuple(scores.shape)}" if tensor else f"a {type(scores).__name__}"
+                raise WorkloadError(f"workload.metric: {workload.specs['metric']} returned {got} for {len(y)} "
+                                    f"examples; return one score per example, shape ({len(y)},), higher is better")
 
 
 def _check_classes(outputs: Any, splits, workload: Workload) -> None:

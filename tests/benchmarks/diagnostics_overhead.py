@@ -24,9 +24,9 @@ from accelerate import Accelerator
 from harness.config import CellSettings, ModelSettings, TrainSettings
 from harness.training import data, images, measure, workloads
 from harness.training.bench import engine_loop
+from harness.training.cell_run import diagnose
 from harness.training.data import IndexStream
 from harness.training.engine import build_engine
-from harness.training.cell_run import diagnose
 
 MOTIVATING_EPOCH_STEPS = 10_000
 
@@ -88,7 +88,8 @@ def main() -> None:
               f"+{row['step_diagnostics_overhead']:.1%}; epoch diagnostics {diagnosis_s:.3f} s = "
               f"{row['epoch_diagnostics_overhead']:.1%} of a {MOTIVATING_EPOCH_STEPS}-step epoch", flush=True)
     if args.out:
-        args.out.write_text(json.dumps({"environment": env, "date_utc": measure.utc_now(), "rows": rows}, indent=2) + "\n")
+        args.out.write_text(json.dumps({"environment": env, "date_utc": measure.utc_now(), "rows": rows},
+                                       indent=2) + "\n")
 
 
 if __name__ == "__main__":

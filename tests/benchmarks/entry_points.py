@@ -62,7 +62,8 @@ def main() -> None:
         rows.append({"launch": name, "device": env["device_name"], "cpu_threads": env["cpu_threads"],
                      "threads_source": env["threads_source"], "time_per_image_us": per_image * 1e6,
                      "harness_run_over_this": base / per_image, "check_share": share,
-                     "checks": records[0]["summary"]["checks"], "checks_skipped": records[0]["summary"]["checks_skipped"]})
+                     "checks": records[0]["summary"]["checks"],
+                     "checks_skipped": records[0]["summary"]["checks_skipped"]})
     print(f"batch {args.batch}, 1 epoch of configs/default.yaml, median of {args.rounds} alternating rounds")
     print(f"{'launch':>34} {'threads':>7} {'us/image':>9} {'run/this':>8} {'checks/train':>12}")
     for r in rows:

@@ -45,8 +45,10 @@ def summarize(folder: Path) -> str:
         steps_text = "—" if steps_error != steps_error else f"{steps_error:+.0%}"
         band = "" if r.predicted_steps_low != r.predicted_steps_low else \
             f" ({r.predicted_steps_low:,.0f}-{r.predicted_steps_high:,.0f})"
-        inside = "—" if r.steps_inside != r.steps_inside or r.steps_inside is None else ("yes" if r.steps_inside else "no")
-        lines.append(f"| {device} | {r.batch_size} | {r.predicted_steps:,.0f}{band} | {measured} | {inside} | {steps_text} | {per_step:+.0%} | "
+        unknown = r.steps_inside is None or r.steps_inside != r.steps_inside  # None or NaN
+        inside = "—" if unknown else ("yes" if r.steps_inside else "no")
+        lines.append(f"| {device} | {r.batch_size} | {r.predicted_steps:,.0f}{band} | {measured} | {inside} | "
+                     f"{steps_text} | {per_step:+.0%} | "
                      f"{r.predicted_time_s:.3g} s ({r.predicted_time_low_s:.3g}-{r.predicted_time_high_s:.3g}) | "
                      f"{time_measured} | {error} |")
     return "\n".join(lines)

@@ -17,9 +17,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/, for the helper
 
-from test_report_page import make_cell  # noqa: E402
+from test_report_page import make_cell
 
-from harness.report.page import build_report  # noqa: E402
+from harness.report.page import build_report
 
 BATCHES = [2**k for k in range(15)]
 

@@ -103,11 +103,13 @@ def main() -> None:
     table["first_ratio"] = table["first_log"] / table["first_dense"]
     table["fit_ratio"] = table["fit_log"] / table["fit_dense"]
     table["z"] = np.log(table["fit_ratio"]) / np.hypot(table["se_log"], table["se_dense"])
-    print(f"{', '.join(map(str, args.folders))}: target {args.target}; steps to target read from the log and the dense checks of the same runs")
+    print(f"{', '.join(map(str, args.folders))}: target {args.target}; steps to target read from the log and the "
+          f"dense checks of the same runs")
     print(table.to_string(index=False, float_format=lambda v: f"{v:,.2f}"))
     gm = lambda col: float(np.exp(np.log(table[col]).mean()))  # noqa: E731
     print(f"geometric mean log/dense: first check {gm('first_ratio'):.3f}, local fit {gm('fit_ratio'):.3f}; "
-          f"largest first-check deviation {abs(table['first_ratio'] - 1).max():.1%}, local fit {abs(table['fit_ratio'] - 1).max():.1%}; "
+          f"largest first-check deviation {abs(table['first_ratio'] - 1).max():.1%}, local fit "
+          f"{abs(table['fit_ratio'] - 1).max():.1%}; "
           f"|z| <= 1.645 at {(table['z'].abs() <= 1.645).sum()} of {len(table)}; dense halves apart by up to "
           f"{abs(table['halves_ratio'] - 1).max():.1%}")
     within = lambda sd: math.erf(math.log(1.05) / sd / math.sqrt(2))  # noqa: E731
