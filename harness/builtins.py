@@ -39,9 +39,10 @@ MLP_SHA256 = "01d737d8092a7d64"
 
 REGISTRY: dict[str, Builtin] = {b.name: b for b in (
     # the motivating case's 784-500-500-500-10; its settings are the `model:` section
-    Builtin("mnist_mlp", "harness.training.models.mlp:build", ran_sha256=MLP_SHA256),
-    Builtin("fashion_mlp", "harness.training.models.mlp:build", dataset="fashion_mnist", ran_sha256=MLP_SHA256),
-    Builtin("mnist_conv", "harness.training.models.conv:build", defaults={"channels": 16, "hidden": 128}),
+    Builtin(name="mnist_mlp", builder="harness.training.models.mlp:build", ran_sha256=MLP_SHA256),
+    Builtin(name="fashion_mlp", builder="harness.training.models.mlp:build", dataset="fashion_mnist",
+            ran_sha256=MLP_SHA256),
+    Builtin(name="mnist_conv", builder="harness.training.models.conv:build", defaults={"channels": 16, "hidden": 128}),
 )}
 NAMES = tuple(REGISTRY)
 DEFAULT = "mnist_mlp"

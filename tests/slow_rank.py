@@ -42,7 +42,7 @@ if __name__ == "__main__":
     splits = to_device(load_mnist(find_mnist(Path(sys.argv[1]))), 5000, accelerator.device)
     settings = CellSettings(train=TrainSettings(batch_size=64, epochs=1, images_per_epoch=1280, warmup_steps=2),
                             data=DataSettings(train_eval_size=1000))
-    cell = Cell(0, "bs64", settings, {})
+    cell = Cell(index=0, id="bs64", settings=settings, swept={})
     cell_run.build_engine = slowed(cell_run.build_engine)
     ctx = RunContext(accelerator=accelerator, splits=splits, progress=Progress(accelerator.is_main_process, True),
                      stop=StopRequest(), checks=CheckSettings(first_step=5, per_decade=5), environment={})

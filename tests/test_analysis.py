@@ -157,8 +157,9 @@ def test_a_variant_with_one_batch_size_gets_no_flat_point(tmp_path):
 
 def sample(steps: float, rate: float, accuracy: float, noise: float = 0.03, seed: int = 0) -> stats.CellSample:
     rng = np.random.default_rng(seed)
-    return stats.CellSample(accuracy, True, steps * 0.92, steps, rng.normal(rate, noise * rate, 40).clip(1e-9),
-                            np.full(40, 10.0))
+    return stats.CellSample(accuracy=accuracy, reached=True, steps_low=steps * 0.92, steps_high=steps,
+                            rates=rng.normal(rate, noise * rate, 40).clip(1e-9),
+                            weights=np.full(40, 10.0))
 
 
 def test_a_clear_winner_wins_almost_every_resample():

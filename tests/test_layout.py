@@ -131,3 +131,26 @@ def test_the_code_passes_ruff():
     proc = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "--output-format", "concise", "."],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-1000:]
+
+
+def test_a_record_of_many_fields_is_built_by_name():
+    """A dataclass or NamedTuple of the package with more than 4 fields takes at most 3 arguments
+    by position (a Metric's key, level and unit); the rest by name, so no call reads
+    `ShortRun(..., False, None, 0, 0, 0.0, 0.0, None, [])`."""
+    fields = {}
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef) and (any("dataclass" in ast.unparse(d) for d in node.decorator_list)
+                                                   or any(ast.unparse(b) == "NamedTuple" for b in node.bases)):
+                fields[node.name] = sum(isinstance(s, ast.AnnAssign) and "ClassVar" not in ast.unparse(s.annotation)
+                                        for s in node.body)
+    wide = {name for name, count in fields.items() if count > 4}
+    assert {"ShortRun", "Metric", "Recommendation", "LoopState"} <= wide
+    offenders = []
+    for path in [*PACKAGE.rglob("*.py"), *(REPO / "tests").rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and len(node.args) > 3:
+                name = getattr(node.func, "id", None) or getattr(node.func, "attr", None)
+                if name in wide:
+                    offenders.append(f"{path.relative_to(REPO)}:{node.lineno} {name}")
+    assert offenders == []

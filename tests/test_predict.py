@@ -32,8 +32,11 @@ def synthetic_runs(s_min: float, b_noise: float, batches=(16, 128, 512), seeds=(
         for s in seeds:
             crossing = s_min * (1 + b_noise / b) * float(np.exp(rng.normal(0, noise)))
             first = crossing * (1 + 0.09 * rng.uniform())
-            runs.append(predict.ShortRun(b, s, 1e-3, True, round(first), round(first * 0.91), round(2 * crossing), 1.0,
-                                         0.1, None, [], crossing_steps=crossing, settled=True))
+            runs.append(predict.ShortRun(batch_size=b, seed=s, learning_rate=1e-3, reached=True,
+                                         steps_to_target=round(first), steps_before=round(first * 0.91),
+                                         steps_done=round(2 * crossing), train_seconds=1.0,
+                                         check_seconds=0.1, noise_scale=None, windows=[], crossing_steps=crossing,
+                                         settled=True))
     return runs
 
 

@@ -49,7 +49,7 @@ def cell_run(tiny, cell_dir, step_diagnostics: bool = False) -> CellRun:
     accelerator, splits = tiny
     ctx = RunContext(accelerator=accelerator, splits=splits, progress=Progress(True, True), stop=StopRequest(),
                      checks=CheckSettings(), environment={"device_type": "cpu", "device_name": "Test CPU"})
-    cell = Cell(0, "bs64", settings(step_diagnostics), {})
+    cell = Cell(index=0, id="bs64", settings=settings(step_diagnostics), swept={})
     return CellRun(cell, ctx, Course.of_cell(cell, ctx.checks, len(splits.train_y)), cell_dir)
 
 

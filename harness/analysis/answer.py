@@ -42,7 +42,8 @@ def answer(found: Collected, key: tuple[str, str], overrides: dict[str, float] |
     planned = sorted({c["swept"].get("train.batch_size") for c in plan.get("cells", [])} - {None})
     verdicts, by_batch = _verdicts(cells, per_rate, per_batch.timing_windows(checks, epochs), rules, lr_rule(plan),
                                    planned)
-    return Answer(rules, plan, records, cells, epochs, checks, per_rate, by_batch, verdicts)
+    return Answer(rules=rules, plan=plan, records=records, cells=cells, epochs=epochs, checks=checks, per_rate=per_rate,
+                  per_batch=by_batch, verdicts=verdicts)
 
 
 def _verdicts(cells: pd.DataFrame, per_rate: pd.DataFrame, windows: pd.DataFrame, rules: ReportSettings, lr_rule: str,
@@ -50,7 +51,8 @@ def _verdicts(cells: pd.DataFrame, per_rate: pd.DataFrame, windows: pd.DataFrame
     """One recommendation per variant, and the per-batch table (picked rates, intervals)."""
     by_batch = per_batch.pick_rates(per_rate, rules.tolerance)
     if by_batch.empty:
-        return ([recommend.Recommendation("", None, "No cell finished, so there is no sweet spot.")],
+        return ([recommend.Recommendation(variant="", batch_size=None,
+                                          explanation="No cell finished, so there is no sweet spot.")],
                 recommend.add_intervals(by_batch, None))
     tuned = per_batch.tuned_cells(cells, by_batch)
     verdicts, tables = [], []

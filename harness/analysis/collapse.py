@@ -84,8 +84,9 @@ def collapses(table: pd.DataFrame, epochs: pd.DataFrame) -> list[Collapse]:
         cell = epochs[epochs["cell_id"] == row.cell_id].sort_values("epoch")
         at_peak = cell[cell["epoch"] == row.peak_epoch].iloc[0].to_dict()
         worst = cell[cell["epoch"] >= row.peak_epoch].max(numeric_only=True).to_dict()
-        found.append(Collapse(row.cell_id, row.variant, int(row.peak_epoch), int(cell["epoch"].iloc[-1]),
-                              row.status, at_peak, cell.iloc[-1].to_dict(), worst))
+        found.append(Collapse(cell_id=row.cell_id, variant=row.variant, peak_epoch=int(row.peak_epoch),
+                              last_epoch=int(cell["epoch"].iloc[-1]),
+                              status=row.status, at_peak=at_peak, at_end=cell.iloc[-1].to_dict(), worst=worst))
     return found
 
 

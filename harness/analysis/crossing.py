@@ -71,7 +71,8 @@ def crossing(steps: np.ndarray, accuracy: np.ndarray, target: float, fit: bool =
             break
         guess = float(np.clip(math.exp(line[0]), steps[window].min(), steps[window].max()))
         log_se = line[1]
-    return Crossing(guess, *checks_around(steps, guess), first, log_se)
+    before, after = checks_around(steps, guess)
+    return Crossing(steps=guess, before=before, after=after, first_check=first, log_se=log_se)
 
 
 def checks_around(steps: np.ndarray, at: float) -> tuple[float, float]:

@@ -91,7 +91,8 @@ def recommend(variant: str, per_batch: pd.DataFrame, cells: pd.DataFrame, window
     is not mistaken for an edge of the grid."""
     target, tolerance, flat_threshold = rules.target_accuracy, rules.tolerance, rules.flat_threshold
     if per_batch.empty:
-        return Recommendation(variant, None, "No cell finished, so there is no sweet spot."), per_batch
+        return Recommendation(variant=variant, batch_size=None,
+                              explanation="No cell finished, so there is no sweet spot."), per_batch
     boot = stats.resample(samples(cells, windows), tolerance)
     per_batch = add_intervals(per_batch, boot)
     flat = flat_point(per_batch, flat_threshold) if len(per_batch) > 1 else None
@@ -105,7 +106,7 @@ def recommend(variant: str, per_batch: pd.DataFrame, cells: pd.DataFrame, window
                                                                               per_batch[ACCURACY])])
     eligible = per_batch[kept & (per_batch["reached_target"] == per_batch["n"]) & per_batch["time_to_target_s"].notna()]
     if eligible.empty:
-        return Recommendation(variant, None, (
+        return Recommendation(variant=variant, batch_size=None, explanation=(
             f"No batch size within {tolerance:.3f} of the best test accuracy ({best:.4f}) reached the target "
             f"validation accuracy {target:.3f} in every seed; train longer or lower the target."),
             flat=flat, caveats=_ranked(caveats), details=details,
@@ -124,9 +125,10 @@ def recommend(variant: str, per_batch: pd.DataFrame, cells: pd.DataFrame, window
     power, more_seeds = _seeds_for_power(cells, eligible, winner)
     explanation += f" {power}" if power else ""
     caveats += [more_seeds] if more_seeds else []
-    return Recommendation(variant, winner, explanation, ties, flat, _tie_sentence(winner, ties, boot),
-                          _ranked(caveats), details,
-                          _flat_notes(per_batch, flat, flat_threshold, planned, winner)), per_batch
+    return Recommendation(variant=variant, batch_size=winner, explanation=explanation, ties=ties, flat=flat,
+                          tie_note=_tie_sentence(winner, ties, boot),
+                          caveats=_ranked(caveats), details=details,
+                          secondary=_flat_notes(per_batch, flat, flat_threshold, planned, winner)), per_batch
 
 
 def _ranked(caveats: list[Caveat]) -> list[Caveat]:

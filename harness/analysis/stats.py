@@ -68,7 +68,7 @@ def resample(by_batch: dict[int, list[CellSample]], tolerance: float, resamples:
         times[:, j] = np.where(reached[drawn].all(axis=1), cell_times.mean(axis=1), np.nan)
     winners = np.array([_winner(batches, t, a, tolerance) for t, a in zip(times, accuracies)])
     share = {b: float(np.mean(winners == b)) for b in batches}
-    return Bootstrap(batches, times, accuracies, winners, share)
+    return Bootstrap(batches=batches, times=times, accuracies=accuracies, winners=winners, share=share)
 
 
 def _times(cell: CellSample, resamples: int, rng: np.random.Generator, fit_noise: bool) -> np.ndarray:

@@ -158,8 +158,9 @@ def _section(found: Collected, key: tuple[str, str], overrides: dict[str, float]
     spots = {r.variant: r.batch_size for r in verdicts}
     unregistered = [Column(key, f"{key} (unregistered)", "auto") for key in found.unregistered]
     prediction = found.predictions.get(key)
-    drawn = figures.FigureData(_only(epochs, tuned), _only(checks, tuned), by_batch, spots, rules.target_accuracy,
-                               prediction, {r.variant: r.ties for r in verdicts})
+    drawn = figures.FigureData(epochs=_only(epochs, tuned), checks=_only(checks, tuned), table=by_batch,
+                               sweet_spots=spots, target=rules.target_accuracy,
+                               prediction=prediction, ties={r.variant: r.ties for r in verdicts})
     return {
         "title": f"{source} / {sweep}" if source != sweep else sweep,
         "device": records[0].get("environment", {}).get("device_name"),

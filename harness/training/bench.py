@@ -99,8 +99,9 @@ def reference_loop(accelerator: Accelerator, dataset, order: list[int], settings
         losses.append(loss.item())
     measure.synchronize(accelerator.device)
     seconds = time.perf_counter() - start
-    return Run("reference", steps, steps * batch, seconds, (steps - WARMUP_STEPS) * batch, losses[CHECK_STEPS - 1],
-               losses if record else [])
+    return Run(loop="reference", steps=steps, images=steps * batch, seconds=seconds,
+               timed_images=(steps - WARMUP_STEPS) * batch, check_loss=losses[CHECK_STEPS - 1],
+               losses=losses if record else [])
 
 
 # a loop name -> (train.mode, lean step): eager_accelerate is the eager step through Accelerate's
@@ -129,13 +130,15 @@ def engine_loop(accelerator: Accelerator, splits: data.Splits, order: torch.Tens
 
     run_steps(engine, batches.__getitem__, 0, WARMUP_STEPS, timed=False, on_loss=keep)
     timed = run_steps(engine, batches.__getitem__, WARMUP_STEPS, steps, on_loss=keep)
-    run = Run(name or settings.train.mode, steps, steps * batch, timed.seconds, (steps - WARMUP_STEPS) * batch,
-              checked[0].item(), losses if record else [])
+    run = Run(loop=name or settings.train.mode, steps=steps, images=steps * batch, seconds=timed.seconds,
+              timed_images=(steps - WARMUP_STEPS) * batch,
+              check_loss=checked[0].item(), losses=losses if record else [])
     if floor and engine.graph is not None:
         graph = engine.graph
         replay = run_steps(replace(engine, step=lambda idx: graph.replay_only()), batches.__getitem__, WARMUP_STEPS,
                            steps)
-        return run, Run("replay_floor", steps, steps * batch, replay.seconds, run.timed_images, run.check_loss, [])
+        return run, Run(loop="replay_floor", steps=steps, images=steps * batch, seconds=replay.seconds,
+                        timed_images=run.timed_images, check_loss=run.check_loss, losses=[])
     return run, None
 
 

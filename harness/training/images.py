@@ -37,14 +37,15 @@ class Dataset:
 
 
 DATASETS = {
-    "mnist": Dataset("mnist", "MNIST", ("f68b3c2dcbeaaa9fbdd348bbdeb94873", "d53e105ee54ea40749a09fcbcd1e9432",
+    "mnist": Dataset(name="mnist", title="MNIST",
+                     md5=("f68b3c2dcbeaaa9fbdd348bbdeb94873", "d53e105ee54ea40749a09fcbcd1e9432",
                                         "9fb629c4189551a2d022fa330f9573f3", "ec29112dd5afa0611ce80d1b7f02629c"),
-                     False, "mnist", "MNIST"),
+                     decoded=False, folder="mnist", torchvision="MNIST"),
     # the decoded md5s: Debian's copy was recompressed, a torchvision download is not; both decode alike
-    "fashion_mnist": Dataset("fashion_mnist", "Fashion-MNIST",
-                             ("f4a8712d7a061bf5bd6d2ca38dc4d50a", "9018921c3c673c538a1fc5bad174d6f9",
+    "fashion_mnist": Dataset(name="fashion_mnist", title="Fashion-MNIST",
+                             md5=("f4a8712d7a061bf5bd6d2ca38dc4d50a", "9018921c3c673c538a1fc5bad174d6f9",
                               "8181f5470baa50b63fa0f6fddb340f0a", "15d484375f8d13e6eb1aabb0c3f46965"),
-                             True, "fashion-mnist", "FashionMNIST"),
+                             decoded=True, folder="fashion-mnist", torchvision="FashionMNIST"),
 }
 MNIST_MD5 = dict(zip(FILES, DATASETS["mnist"].md5))
 

@@ -91,7 +91,8 @@ def builtin(settings: CellSettings, loss: Callable | None = None, metric: Callab
     """A built-in workload (harness/builtins.py), on the built-in images."""
     name = settings.workload.builtin
     build = load_callable(REGISTRY[name].builder, "model")
-    return Workload(name, lambda _: build(settings), dict(settings.workload.options), loss=loss, metric=metric,
+    return Workload(label=name, build=lambda _: build(settings), options=dict(settings.workload.options), loss=loss,
+                    metric=metric,
                     specs=specs or {})
 
 
@@ -103,9 +104,9 @@ def resolve(cell: Cell) -> Workload:
     key = repr(sorted(_located(cell).items())) + repr(settings.workload.options)
     if key not in _resolved:
         located = _located(cell)
-        _resolved[key] = Workload(located["model"], load_callable(located["model"], "model"),
-                                  dict(settings.workload.options), load_callable(located["data"], "data"),
-                                  _optional(cell, "loss"), _optional(cell, "metric"), located)
+        _resolved[key] = Workload(label=located["model"], build=load_callable(located["model"], "model"),
+                                  options=dict(settings.workload.options), load=load_callable(located["data"], "data"),
+                                  loss=_optional(cell, "loss"), metric=_optional(cell, "metric"), specs=located)
     return _resolved[key]
 
 

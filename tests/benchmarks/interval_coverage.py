@@ -33,8 +33,11 @@ def synthetic_runs(s_min: float, b_noise: float, seeds: int, rng: np.random.Gene
     for batch in forecast.short_run_batches(list(GRID)):
         for seed in range(seeds):
             steps = s_min * (1 + b_noise / batch) * float(np.exp(rng.normal(0, NOISE)))
-            runs.append(forecast.ShortRun(batch, seed, 1e-3, True, round(steps), round(steps * 0.9), round(2 * steps),
-                                          1.0, 0.1, None, [(20, 0.02)], crossing_steps=steps, settled=True))
+            runs.append(forecast.ShortRun(batch_size=batch, seed=seed, learning_rate=1e-3, reached=True,
+                                          steps_to_target=round(steps), steps_before=round(steps * 0.9),
+                                          steps_done=round(2 * steps),
+                                          train_seconds=1.0, check_seconds=0.1, noise_scale=None, windows=[(20, 0.02)],
+                                          crossing_steps=steps, settled=True))
     return runs
 
 
@@ -63,7 +66,8 @@ def bootstrap_coverage(trials: int, seeds: int) -> float:
     inside = 0
     for _ in range(trials):
         steps = 1000 * np.exp(rng.normal(0, NOISE, seeds))
-        cells = [stats.CellSample(0.98, True, s * 0.95, s * 1.05, np.array([1e-3]), np.array([1.0])) for s in steps]
+        cells = [stats.CellSample(accuracy=0.98, reached=True, steps_low=s * 0.95, steps_high=s * 1.05,
+                                  rates=np.array([1e-3]), weights=np.array([1.0])) for s in steps]
         boot = stats.resample({64: cells}, tolerance=0.005, resamples=1000, seed=int(rng.integers(1 << 31)))
         low, high = stats.interval(boot, 64)
         inside += low <= 1000 * np.exp(NOISE**2 / 2) * 1e-3 <= high
