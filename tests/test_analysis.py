@@ -336,7 +336,7 @@ def test_the_first_screen_says_how_many_seeds_would_rank_the_sweet_spot(tmp_path
     assert verdict.batch_size == 64
     assert "Telling it from batch 256 at 90% power" in verdict.explanation and "takes 18 seeds" in verdict.explanation
     (more,) = [c for c in verdict.caveats if c.text.startswith("Run 18 seeds per batch size")]
-    assert more.next_step == f"sweep.train.seed=[{','.join(map(str, range(18)))}]"
+    assert more.next_step.setting == f"sweep.train.seed=[{','.join(map(str, range(18)))}]"
 
 
 def test_the_shape_known_bound_is_the_spread_of_the_best_shift_estimator():

@@ -16,6 +16,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from conftest import REPO, harness, read_json, write_config
 from hypothesis import HealthCheck, given, settings
@@ -328,7 +329,13 @@ def test_a_lock_naming_a_live_pid_that_no_longer_renews_is_taken_over(tmp_path):
         os.utime(cell / locks.NAME, (two_days, two_days))
         assert locks.acquire(cell)  # not renewed for the lease: whatever holds pid 1 is not training it
         locks.release(cell)
-    assert "psutil" in (REPO / "pyproject.toml").read_text()
+    # renewed just now, pid 1 alive, but its start time is not the holder's: a reused pid, taken over at once
+    born = psutil.Process(1).create_time()
+    for start, held in ((born, True), (born - 3600, False)):
+        (cell / locks.NAME).write_text(json.dumps({"host": socket.gethostname(), "pid": 1, "start": start,
+                                                   "token": "t"}))
+        assert locks.acquire(cell) is not held
+        locks.release(cell)
 
 
 def test_status_names_a_running_cell_s_holder_and_its_age(tmp_path):
@@ -553,3 +560,24 @@ def test_any_plain_data_checkpoint_loads_or_counts_as_none(tmp_path_factory, pay
     if loaded is not None:
         assert all(isinstance(getattr(loaded["state"], name), int) for name in checkpoint.COUNTERS)
     assert len(warned) <= 1 and all(line.startswith("refused ") for line in warned)
+
+
+def test_a_checkpoint_save_wrote_loads_as_it_was(tmp_path):
+    """The other half of the property above: load() is not a function that always says None. A
+    real checkpoint (save's own payload, mid-epoch, with a model and optimizer) loads field for field."""
+    import torch
+
+    from harness.training import checkpoint
+
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.Adam(model.parameters())
+    state = checkpoint.LoopState(epoch=2, step=5, steps_done=40, order=torch.arange(12).view(3, 4),
+                                 losses=torch.ones(3), first_losses=[2.3, 2.2])
+    state.window.steps, state.window.seconds = 5, 0.25
+    checkpoint.save(tmp_path, 0, 1, state, model, optimizer)
+    loaded = checkpoint.load(tmp_path, 0, 1, warn=pytest.fail)
+    assert loaded is not None and loaded["world"] == 1
+    got = loaded["state"]
+    assert (got.epoch, got.step, got.steps_done, got.first_losses) == (2, 5, 40, [2.3, 2.2])
+    assert (got.window.steps, got.window.seconds) == (5, 0.25) and torch.equal(got.order, state.order)
+    assert torch.equal(loaded["model"]["weight"], model.state_dict()["weight"])

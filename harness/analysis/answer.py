@@ -143,18 +143,19 @@ def next_step(verdict: recommend.Recommendation, plan: dict, caveats: int = 3) -
     return None
 
 
-def _set_for(step: str | None, config: dict) -> str | None:
-    if step in (None, "lr", "lr-upwards", "lr-downwards"):
-        lr = (config.get("optim") or {}).get("lr")
-        if step is None or not isinstance(lr, (int, float)):
-            return None
-        tried = sorted(float(x) for x in (config.get("sweep") or {}).get("optim.lr", []) if isinstance(x, (int, float)))
-        if step == "lr" or not tried:
-            rates = [lr / 2, lr, lr * 2]
-        else:
-            rates = [*tried, 2 * tried[-1]] if step == "lr-upwards" else [tried[0] / 2, *tried]
-        return f"sweep.optim.lr=[{','.join(f'{r:g}' for r in rates)}]"
-    return step
+def _set_for(follow: recommend.FollowUp | None, config: dict) -> str | None:
+    """The --set value a caveat's follow-up asks for; None where the config gives no rate to start from."""
+    if follow is None or follow.lr_grid is None:
+        return follow.setting if follow else None
+    lr = (config.get("optim") or {}).get("lr")
+    if not isinstance(lr, (int, float)):
+        return None
+    tried = sorted(float(x) for x in (config.get("sweep") or {}).get("optim.lr", []) if isinstance(x, (int, float)))
+    if follow.lr_grid == "around" or not tried:
+        rates = [lr / 2, lr, lr * 2]
+    else:
+        rates = [*tried, 2 * tried[-1]] if follow.lr_grid == "upwards" else [tried[0] / 2, *tried]
+    return f"sweep.optim.lr=[{','.join(f'{r:g}' for r in rates)}]"
 
 
 def _base_command(plan: dict) -> str:

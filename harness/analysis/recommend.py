@@ -10,6 +10,7 @@ the smaller batch. harness/analysis/stats.py says what a resample draws and what
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -20,14 +21,24 @@ from harness.config import ReportSettings
 
 
 @dataclass(frozen=True)
+class FollowUp:
+    """What a caveat asks to run next: a --set value to copy as it is, or a learning-rate grid that
+    answer.next_step builds from the config's rate and the rates it tried (around the rate, or one
+    step beyond the highest or the lowest tried)."""
+
+    setting: str | None = None  # e.g. "sweep.train.seed=[0,1,2]"
+    lr_grid: Literal["around", "upwards", "downwards"] | None = None
+
+
+@dataclass(frozen=True)
 class Caveat:
     """A reason to trust the answer less, and how far it could move it: 3, the answer may lie
     elsewhere (the grid's edge, an untuned rate); 2, its ranking or precision (seeds, a rate at the
-    edge of those tried, steps read at epoch ends). `next_step`: a --set that addresses it."""
+    edge of those tried, steps read at epoch ends). `next_step`: what to run to address it."""
 
     weight: int
     text: str
-    next_step: str | None = None
+    next_step: FollowUp | None = None
 
 
 @dataclass(frozen=True)
@@ -174,15 +185,16 @@ def _seeds_for_power(cells: pd.DataFrame, eligible: pd.DataFrame, winner: int) -
         return text, Caveat(2, f"Batch {winner} and {rival} are too close to rank by seeds alone: either is a fair "
                                f"choice.")
     return text, Caveat(2, f"Run {needed} seeds per batch size to rank it against batch {rival} (this run has {have}).",
-                        f"sweep.train.seed=[{','.join(map(str, range(needed)))}]")
+                        FollowUp(setting=f"sweep.train.seed=[{','.join(map(str, range(needed)))}]"))
 
 
 def _seed_caveat(per_batch: pd.DataFrame) -> list[Caveat]:
     if per_batch["n"].max() > 1:
         return []
     return [Caveat(2, "One seed per batch size: the intervals cover timing noise and the standard error of each "
-                      "fitted crossing only, not seed-to-seed variation (0.6x to 1.5x in steps to target at batch "
-                      "128 on MNIST); sweep train.seed to rank neighbours.", "sweep.train.seed=[0,1,2]")]
+                      "fitted crossing only, not seed-to-seed variation, which one seed cannot measure; sweep "
+                      "train.seed to rank neighbours.",
+                   FollowUp(setting="sweep.train.seed=[0,1,2]"))]
 
 
 def _epoch_caveat(cells: pd.DataFrame) -> list[Caveat]:
@@ -197,7 +209,7 @@ def _rate_caveats(per_batch: pd.DataFrame, lr_rule: str) -> list[Caveat]:
     if per_batch["rates_tried"].max() <= 1:
         return [Caveat(3, f"The learning rate was not tuned per batch size (one rate each, {lr_rule}): at one "
                           f"rate, large batches can lose for a reason that has nothing to do with the hardware; "
-                          f"sweep optim.lr to compare each at its best rate.", "lr")]
+                          f"sweep optim.lr to compare each at its best rate.", FollowUp(lr_grid="around"))]
     out = []
     for edge, way in (("highest", "upwards"), ("lowest", "downwards")):
         rows = [r for r in per_batch.itertuples() if r.lr_edge == edge]  # (missing is NaN in the frame)
@@ -205,7 +217,7 @@ def _rate_caveats(per_batch: pd.DataFrame, lr_rule: str) -> list[Caveat]:
             batches = ", ".join(str(int(r.batch_size)) for r in rows)
             rates = ", ".join(f"{r.learning_rate:.3g}" for r in rows)
             out.append(Caveat(2, f"Extend the learning-rate grid {way} for batch {batches}: the best rate there "
-                                 f"({rates}) is the {edge} tried.", f"lr-{way}"))
+                                 f"({rates}) is the {edge} tried.", FollowUp(lr_grid=way)))
     return out
 
 
@@ -238,10 +250,10 @@ def _edge_caveats(per_batch: pd.DataFrame, batch: int, planned: list[int] = (), 
     if batch == sizes[-1]:
         return [Caveat(weight, f"The {rule} is the largest batch size of the grid ({batch}): the grid ended first; "
                                f"extend it upwards (e.g. {2 * batch} and {4 * batch}) to see where it turns.",
-                       f"sweep.train.batch_size=[{','.join(map(str, wider))}]")]
+                       FollowUp(setting=f"sweep.train.batch_size=[{','.join(map(str, wider))}]"))]
     return [Caveat(weight, f"The {rule} is the smallest batch size of the grid ({batch}): the grid ended first; "
                            f"extend it downwards (e.g. {max(1, batch // 2)} and {max(1, batch // 4)}) to see where "
-                           f"it turns.", f"sweep.train.batch_size=[{','.join(map(str, wider))}]")]
+                           f"it turns.", FollowUp(setting=f"sweep.train.batch_size=[{','.join(map(str, wider))}]"))]
 
 
 def _flat_notes(per_batch: pd.DataFrame, flat: int | None, threshold: float, planned: list[int],

@@ -29,7 +29,7 @@ def _is_missing(value) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-def cell(value, fmt: str) -> dict:
+def table_entry(value, fmt: str) -> dict:
     """A table cell: the exact value for machines (data-value) and a formatted one for people."""
     if _is_missing(value):
         return {"text": "—", "value": ""}
@@ -65,7 +65,7 @@ def rendered_table(frame: pd.DataFrame, spec: list[Column]) -> dict:
     return {
         "headers": [c.header for c in present],
         "columns": [c.key for c in present],
-        "rows": [[cell(row[c.key], c.fmt) for c in present] for _, row in frame.iterrows()],
+        "rows": [[table_entry(row[c.key], c.fmt) for c in present] for _, row in frame.iterrows()],
     }
 
 

@@ -65,7 +65,7 @@ def to_device(arrays: MnistArrays, val_size: int, device: torch.device, how: str
 
 def own_splits(raw: Any, val_size: int, device: torch.device, where: str, how: str = "first",
                seed: int | None = None) -> Splits:
-    """What a workload's load() returned -> Splits on the device. ConfigError naming the key that is
+    """What a workload's load() returned -> Splits on the device. DataError naming the key that is
     wrong, or the size that does not fit on the device."""
     if not isinstance(raw, dict) or not {"train", "test"} <= set(raw):
         shape = f"a dict with keys {sorted(map(str, raw))}" if isinstance(raw, dict) else f"a {type(raw).__name__}"
