@@ -76,20 +76,37 @@ def test_with_two_seeds_the_interval_is_wide_and_with_one_it_says_it_has_none():
     assert [d["kind"] for d in predict.doubts(two_points, none, 0.97)] == ["no_interval"]
 
 
-def test_the_prediction_says_when_it_cannot_know():
-    timings = [timing(b, 1e-3 * (1 + b / 256)) for b in (8, 16, 32, 64, 128, 256, 512, 1024)]
-    runs = synthetic_runs(500, 200, batches=(32, 128, 512), seeds=(0, 1))
-    fitted = predict.fit_and_predict(runs, timings)
+def grid_timings(per_image: float = 1 / 256) -> list[dict]:
+    """Time per step 1e-3 (1 + B x per_image) over the grid 8..1024."""
+    return [timing(b, 1e-3 * (1 + b * per_image)) for b in (8, 16, 32, 64, 128, 256, 512, 1024)]
+
+
+def short_runs() -> list:
+    return synthetic_runs(500, 200, batches=(32, 128, 512), seeds=(0, 1))
+
+
+def test_a_prediction_from_settled_runs_has_no_doubt():
+    runs = short_runs()
+    fitted = predict.fit_and_predict(runs, grid_timings())
     assert predict.doubts(runs, fitted, 0.97) == [] and predict.sweet_spot(fitted)["batch_size"] == 256
-    # a short run whose checks end before twice its crossing: near what the runs reach
+
+
+def test_a_run_whose_checks_end_before_twice_its_crossing_near_its_best_is_a_near_ceiling_doubt():
+    runs = short_runs()
+    fitted = predict.fit_and_predict(runs, grid_timings())
     runs[0].settled = False
     log_spaced = [(int(s), 0.95) for s in np.geomspace(100, runs[0].steps_done, 40)[:-1]]  # ~21 per decade
     runs[0].checks = [*log_spaced, (runs[0].steps_done, 0.9712)]
     near = predict.doubts(runs, fitted, 0.97)
-    assert [d["kind"] for d in near] == ["near_ceiling"] and "best validation accuracy of those runs 0.9712" in \
-        near[0]["text"] and "1 of 6 did not settle" in near[0]["text"]
-    # checks thinned to the first and one far past the crossing: its steps are known only to that gap
-    runs[0].settled, runs[0].checks_skipped = True, 31
+    assert [d["kind"] for d in near] == ["near_ceiling"]
+    assert "best validation accuracy of those runs 0.9712" in near[0]["text"]
+    assert "1 of 6 did not settle" in near[0]["text"]
+
+
+def test_a_crossing_read_between_checks_far_apart_is_a_coarse_doubt():
+    runs = short_runs()
+    fitted = predict.fit_and_predict(runs, grid_timings())
+    runs[0].checks_skipped = 31
     crossing = runs[0].crossing_steps
     runs[0].checks = [(10, 0.5), (round(crossing * 0.8), 0.96), (round(crossing * 1.25), 0.975)]  # 0.45x: fine
     assert [d["kind"] for d in predict.doubts(runs, fitted, 0.97)] == []
@@ -97,27 +114,35 @@ def test_the_prediction_says_when_it_cannot_know():
     coarse = predict.doubts(runs, fitted, 0.97)
     assert [d["kind"] for d in coarse] == ["coarse"], coarse
     assert (f"1 of 6 short runs read their crossing between checks far apart (batch 32 seed 0: checks at 10 and "
-            f"{round(crossing * 1.6):,} steps" in coarse[0]["text"] and "31 checks skipped" in coarse[0]["text"])
-    runs[0].checks = []
-    # batch 128 needing 1.8 times the steps 32 and 512 predict for it: the model misses it
-    bent = synthetic_runs(500, 200, batches=(32, 128, 512), seeds=(0, 1))
+            f"{round(crossing * 1.6):,} steps") in coarse[0]["text"]
+    assert "31 checks skipped" in coarse[0]["text"]
+
+
+def test_a_batch_size_the_model_misses_when_left_out_is_a_doubt():
+    """Batch 128 needing 1.8 times the steps 32 and 512 predict for it."""
+    bent = short_runs()
     for r in bent[2:4]:
         r.crossing_steps *= 1.8
-    misfit = predict.fit_and_predict(bent, timings)
+    misfit = predict.fit_and_predict(bent, grid_timings())
     assert [m["batch_size"] for m in misfit["left_out_misses"]] == [128]
     assert "misses batch 128 when it is left out" in predict.doubts(bent, misfit, 0.97)[0]["text"]
-    # at an end, beyond the others' span, the interval carries the misfit prior: x1.8 is within it
-    for r in bent[2:4]:
-        r.crossing_steps /= 1.8
+
+
+def test_an_end_batch_size_left_out_is_judged_with_the_misfit_prior():
+    """At an end, beyond the others' span, the interval carries the misfit prior: x1.8 is within it."""
+    bent = short_runs()
     for r in bent[:2]:
         r.crossing_steps *= 1.8
-    assert 32 not in [m["batch_size"] for m in predict.fit_and_predict(bent, timings)["left_out_misses"]]
-    # flat time per step: the fastest is the largest batch, beyond the short runs' 32..512
-    flat = predict.fit_and_predict(runs[1:] + runs[:1], [timing(b, 1e-3) for b in (8, 16, 32, 64, 128, 256, 512, 1024)])
-    runs[0].settled = True
-    assert [d["kind"] for d in predict.doubts(runs, flat, 0.97)] == ["extrapolated"]
-    assert "batch 1024, lies outside the short runs' batch sizes (32-512)" in predict.doubts(runs, flat,
-                                                                                             0.97)[0]["text"]
+    assert 32 not in [m["batch_size"] for m in predict.fit_and_predict(bent, grid_timings())["left_out_misses"]]
+
+
+def test_a_sweet_spot_beyond_the_short_runs_batch_sizes_is_an_extrapolation_doubt():
+    """Flat time per step: the fastest is the largest batch, beyond the short runs' 32..512."""
+    runs = short_runs()
+    flat = predict.fit_and_predict(runs[1:] + runs[:1], grid_timings(per_image=0.0))
+    found = predict.doubts(runs, flat, 0.97)
+    assert [d["kind"] for d in found] == ["extrapolated"]
+    assert "batch 1024, lies outside the short runs' batch sizes (32-512)" in found[0]["text"]
 
 
 def test_the_predicted_sweet_spot_is_the_fastest_predicted_time():
