@@ -256,6 +256,18 @@ def test_a_target_no_short_run_reaches_stops_says_so_and_keeps_what_was_measured
     assert not list((tmp_path / "r").rglob("result.json"))
 
 
+@pytest.mark.slow
+def test_a_stop_request_during_a_short_run_stops_predict_and_keeps_nothing(tmp_path):
+    """Slurm's warning signal (SIGUSR1, sent by the process to itself after its 7th step: the
+    usr1 fault) stops a short run as it stops a grid cell: at the next step, exit 3, one line."""
+    config = write_config(tmp_path, {**SMALL, "sweep": {"train.batch_size": [64, 128, 256], "train.seed": [0]}})
+    proc = harness("predict", "--config", str(config), "--results-dir", str(tmp_path / "r"),
+                   env={"HARNESS_FAULT": "usr1@7"})
+    assert proc.returncode == 3 and proc.stderr.count("\n") == 1, (proc.returncode, proc.stderr[-2000:])
+    assert proc.stderr.startswith("harness: stopped: SIGUSR1 received during the short run batch 64 seed 0 at step 7;")
+    assert not list((tmp_path / "r").rglob("predict.json")) and not list((tmp_path / "r").rglob("result.json"))
+
+
 # --- Fashion-MNIST -------------------------------------------------------------------------------
 
 @pytest.mark.slow

@@ -4,7 +4,8 @@
 
 Step faults, at the cell's N-th training step (1-based), in cells whose id starts with CELL
 (default: every cell): `error` raises RuntimeError, `oom` raises torch.OutOfMemoryError, `nan`
-makes the loss NaN from then on. Write fault: `enospc@N` makes the N-th results write of the
+makes the loss NaN from then on, `usr1` sends this process SIGUSR1 (Slurm's warning signal: a
+stop request) after the step. Write fault: `enospc@N` makes the N-th results write of the
 process fail with "No space left on device". Unset, nothing is wrapped and nothing costs.
 """
 
@@ -13,11 +14,12 @@ from __future__ import annotations
 import errno
 import os
 import re
+import signal
 
 from harness.errors import ConfigError
 
 VARIABLE = "HARNESS_FAULT"
-PATTERN = re.compile(r"(error|oom|nan|enospc)@(\d+)(?::(\S+))?")
+PATTERN = re.compile(r"(error|oom|nan|usr1|enospc)@(\d+)(?::(\S+))?")
 _writes = 0
 
 
@@ -27,7 +29,7 @@ def _specs() -> list[tuple[str, int, str]]:
     for part in filter(None, spec.split(",")):
         match = PATTERN.fullmatch(part.strip())
         if not match:
-            raise ConfigError(f"${VARIABLE}={spec!r}: expected KIND@N[:CELL] with KIND error, oom, nan or enospc")
+            raise ConfigError(f"${VARIABLE}={spec!r}: expected KIND@N[:CELL] with KIND error, oom, nan, usr1 or enospc")
         parsed.append((match.group(1), int(match.group(2)), match.group(3) or ""))
     return parsed
 
@@ -51,6 +53,8 @@ def wrap(step, cell_id: str):
                 raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate 2.00 GiB (injected by {VARIABLE} "
                                              f"at step {at})")
         loss = step(idx)
+        if any(k == "usr1" and count == at for k, at in faults):
+            os.kill(os.getpid(), signal.SIGUSR1)
         return loss * float("nan") if any(k == "nan" and count >= at for k, at in faults) else loss
 
     return faulty
