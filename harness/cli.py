@@ -261,7 +261,7 @@ def run_command(args) -> Outcome:
 
 # what may change between runs into one folder: the grid's values (extending it), how the report
 # reads it, and the launch's threads; anything else trains other cells than the folder's
-MAY_CHANGE = ("sweep.", "report.", "train.threads", "checks.", "log_with")
+MAY_CHANGE = ("sweep.", "report.", "train.threads", "checks.", "predict.", "log_with")
 
 
 def check_one_config(sweep_dir: Path, config: SweepConfig, force: bool) -> None:

@@ -244,6 +244,13 @@ class CheckSettings(_Frozen):
     budget: Real | None = Field(0.25, gt=0, le=10)
 
 
+class PredictSettings(_Frozen):
+    """`harness predict`'s own budget. A short run trains until its crossing is settled, at most
+    `short_run_cap` times its grid cell's train.epochs (train.epochs bounds the grid's cells)."""
+
+    short_run_cap: Real = Field(3.0, ge=1, le=100)
+
+
 class SweepConfig(CellSettings):
     """A whole config file: base cell settings, the swept keys, report rules, trackers."""
 
@@ -255,6 +262,7 @@ class SweepConfig(CellSettings):
     variants: dict[str, dict[str, Any]] = {}
     report: ReportSettings = ReportSettings()
     checks: CheckSettings = CheckSettings()
+    predict: PredictSettings = PredictSettings()
     # Accelerate's trackers (accelerate.utils.LoggerType); whether one is installed is checked at launch
     log_with: list[Literal["all", "aim", "tensorboard", "wandb", "trackio", "comet_ml", "mlflow", "clearml", "dvclive",
                            "swanlab"]] = []

@@ -91,16 +91,34 @@ def test_a_prediction_from_settled_runs_has_no_doubt():
     assert predict.doubts(runs, fitted, 0.97) == [] and predict.sweet_spot(fitted)["batch_size"] == 256
 
 
-def test_a_run_whose_checks_end_before_twice_its_crossing_near_its_best_is_a_near_ceiling_doubt():
+def unsettled(run, accuracies: list[float]) -> None:
+    """The run stopped at its cap before 2x its crossing, its checks log-spaced up to there."""
+    run.settled, run.val_examples = False, 5000
+    steps = np.geomspace(100, run.steps_done, len(accuracies)).round().astype(int)
+    run.checks = list(zip(steps.tolist(), accuracies))
+
+
+def test_a_run_that_stopped_improving_before_its_crossing_settled_is_a_near_ceiling_doubt():
     runs = short_runs()
     fitted = predict.fit_and_predict(runs, grid_timings())
-    runs[0].settled = False
-    log_spaced = [(int(s), 0.95) for s in np.geomspace(100, runs[0].steps_done, 40)[:-1]]  # ~21 per decade
-    runs[0].checks = [*log_spaced, (runs[0].steps_done, 0.9712)]
+    # rises to 0.9705 by a third of its steps, then no check beats that by 2 standard errors (0.0048)
+    unsettled(runs[0], [*np.linspace(0.90, 0.9705, 27), *[0.969, 0.9712, 0.970] * 4])
     near = predict.doubts(runs, fitted, 0.97)
     assert [d["kind"] for d in near] == ["near_ceiling"]
-    assert "best validation accuracy of those runs 0.9712" in near[0]["text"]
-    assert "1 of 6 did not settle" in near[0]["text"]
+    assert "1 of 6 stopped improving before their crossing settled" in near[0]["text"]
+    assert "best validation accuracy of those runs 0.9712, no better in the second half" in near[0]["text"]
+
+
+def test_a_run_its_cap_ended_while_it_still_improved_names_the_cap_and_its_option():
+    runs = short_runs()
+    fitted = predict.fit_and_predict(runs, grid_timings())
+    unsettled(runs[4], list(np.linspace(0.90, 0.9776, 39)))  # batch 512 seed 0, still rising at its last check
+    runs[4].crossing_steps = runs[4].steps_done * 0.7
+    found = predict.doubts(runs, fitted, 0.97, cap=3.0)
+    assert [d["kind"] for d in found] == ["cap"]
+    assert found[0]["text"].startswith(f"the short run's cap ended at {runs[4].steps_done:,} steps before its "
+                                       f"crossing settled, its accuracy still rising (1 of 6; batch 512 seed 0")
+    assert found[0]["text"].endswith("raise predict's cap with --set predict.short_run_cap=5")  # 3 x 2 x 0.7 = 4.2
 
 
 def test_a_crossing_read_between_checks_far_apart_is_a_coarse_doubt():
@@ -248,11 +266,13 @@ def test_a_target_no_short_run_reaches_stops_says_so_and_keeps_what_was_measured
                                      "sweep": {"train.batch_size": [64, 128, 256], "train.seed": [0]}})
     proc = harness("predict", "--config", str(config), "--results-dir", str(tmp_path / "r"))
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
-    assert "no fit: 0.999 is near what the short runs reach: 3 of 3 did not settle" in proc.stderr
-    assert "lower report.target_accuracy or raise train.epochs" in proc.stderr and "predict.json" in proc.stderr
+    # 3 x 1 epoch of 2,560 images: every run still learning when its cap ends, and the doubt says so
+    assert "no fit: the short run's cap ended at " in proc.stderr and "(3 of 3; batch 256 seed 0" in proc.stderr
+    assert "raise predict's cap with --set predict.short_run_cap=6" in proc.stderr and "predict.json" in proc.stderr
     doc = read_json(tmp_path / "r" / "small" / "predict.json")
     assert doc["fit"] is None and doc["failure"] and len(doc["short_runs"]) == 3 and len(doc["timing"]) == 3
-    assert [d["kind"] for d in doc["doubts"]] == ["near_ceiling"]
+    assert [d["kind"] for d in doc["doubts"]] == ["cap"] and doc["inputs"]["short_run_cap"] == 3.0
+    assert [(r["steps_done"], r["cap_steps"]) for r in doc["short_runs"]] == [(120, 120), (60, 60), (30, 30)]
     assert not list((tmp_path / "r").rglob("result.json"))
 
 

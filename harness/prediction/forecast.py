@@ -9,7 +9,9 @@ way along its sorted list (for 8..1024 in powers of 2: 32, 128 and 512); the sma
 because they cost the most per image, the largest because at a fixed rate they may never reach the
 target. The choice: the fastest predicted time to target among the batch sizes predicted to reach
 it within their epochs. What it cannot know it says (`doubts`): a target near what the short runs
-reach, a model that misses a batch size left out, a sweet spot outside the batch sizes measured.
+reach (their accuracy stopped improving before their crossing settled), a short run its cap ended
+while it still improved, a model that misses a batch size left out, a sweet spot outside the batch
+sizes measured.
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ RESAMPLES = 2000
 # a gap between the checks around a short run's crossing wider than half of it: the reading is
 # coarser than the seed noise (~25%) the fit sizes its intervals by
 COARSE = 0.5
+# a short run has stopped improving when the best check of the second half of its steps beats the
+# best before it by no more than this many standard errors of one check (binomial, on its validation set)
+PLATEAU_SE = 2.0
 Q = [(1 - LEVEL) / 2, (1 + LEVEL) / 2]  # the two ends of a 90% interval
 
 
@@ -59,6 +64,20 @@ class ShortRun:
     checks: list[tuple[int, float]] = field(default_factory=list)  # (step, validation accuracy)
     crossing_steps: float | None = None  # the fitted crossing (analysis/crossing.py): what the fit reads
     settled: bool = False  # its checks reached WIDTH x the crossing, so the grid would read the same
+    cap_steps: int | None = None  # the most steps it could train (predict.short_run_cap x its cell's epochs)
+    val_examples: int | None = None  # the validation set its checks were read on
+
+
+def still_improving(run: ShortRun) -> bool:
+    """Whether the run's validation accuracy still rose when it stopped: the best check in the
+    second half of its steps beats the best before it by more than PLATEAU_SE standard errors of
+    one check. Without checks on both sides it counts as improving (nothing says it stopped)."""
+    early = [a for step, a in run.checks if step <= run.steps_done / 2]
+    late = [a for step, a in run.checks if step > run.steps_done / 2]
+    if not early or not late or not run.val_examples:
+        return True
+    best = max(early)
+    return max(late) > best + PLATEAU_SE * np.sqrt(best * (1 - best) / run.val_examples)
 
 
 def timed_windows(windows: list[tuple[int, float]]) -> list[tuple[int, float]]:
@@ -140,21 +159,28 @@ def _draws(point: StepsFit, grid: np.ndarray, rng: np.random.Generator) -> dict[
             "b_noise_interval": np.quantile(b_noise, Q).tolist() if physical.any() else None}
 
 
-def doubts(runs: list[ShortRun], fitted: dict[str, Any] | None, target: float) -> list[dict[str, str]]:
+def doubts(runs: list[ShortRun], fitted: dict[str, Any] | None, target: float,
+           cap: float = 3.0) -> list[dict[str, str]]:
     """Why the prediction may not hold, each with what was measured; empty when none applies.
-    Without a fit (`fitted` None), what the short runs alone say."""
-    found = []
+    Without a fit (`fitted` None), what the short runs alone say. `cap`: predict.short_run_cap."""
     unsettled = [r for r in runs if not r.settled]
-    if unsettled:
-        worst = max(unsettled, key=lambda r: r.batch_size)
-        best = max((a for r in unsettled for _, a in r.checks), default=float("nan"))
+    flat = [r for r in unsettled if not still_improving(r)]
+    capped = [r for r in unsettled if still_improving(r)]
+    found = []
+    if flat:
+        worst = max(flat, key=lambda r: r.batch_size)
+        best = max((a for r in flat for _, a in r.checks), default=float("nan"))
         found.append({"kind": "near_ceiling", "text": (
-            f"{target} is near what the short runs reach: {len(unsettled)} of {len(runs)} did not settle their "
-            f"crossing within their epochs (batch {worst.batch_size} seed {worst.seed}: "
-            + (f"crossed at ~{worst.crossing_steps:,.0f} steps, checks end at {worst.steps_done:,}, "
-               f"{WIDTH:g}x the crossing is needed" if worst.crossing_steps
-               else f"not reached in {worst.steps_done:,} steps")
-            + f"; best validation accuracy of those runs {best:.4f})")})
+            f"{target} is near what the short runs reach: {len(flat)} of {len(runs)} stopped improving before "
+            f"their crossing settled ({_where(worst)}; best validation accuracy of those runs {best:.4f}, no better "
+            f"in the second half of their steps)")})
+    if capped:
+        worst = max(capped, key=lambda r: (r.batch_size, r.seed))
+        needed = max(WIDTH * (r.crossing_steps or r.steps_done) / r.steps_done for r in capped)
+        found.append({"kind": "cap", "text": (
+            f"the short run's cap ended at {worst.steps_done:,} steps before its crossing settled, its accuracy "
+            f"still rising ({len(capped)} of {len(runs)}; {_where(worst)}): raise predict's cap with --set "
+            f"predict.short_run_cap={max(2.0, np.ceil(cap * needed)):g}")})
     found += _coarse(runs)
     if fitted is None:
         return found
@@ -174,6 +200,14 @@ def doubts(runs: list[ShortRun], fitted: dict[str, Any] | None, target: float) -
             f"{fitted['points']} short runs fix the 2 parameters exactly: no spread is left to size an interval; "
             f"run 2 seeds (sweep.train.seed: [0, 1])")})
     return found
+
+
+def _where(run: ShortRun) -> str:
+    """Where an unsettled run stood: its crossing and how far its checks went."""
+    if run.crossing_steps:
+        return (f"batch {run.batch_size} seed {run.seed}: crossed at ~{run.crossing_steps:,.0f} steps, checks end at "
+                f"{run.steps_done:,}, {WIDTH:g}x the crossing is needed")
+    return f"batch {run.batch_size} seed {run.seed}: not reached in {run.steps_done:,} steps"
 
 
 def _coarse(runs: list[ShortRun]) -> list[dict[str, str]]:
@@ -221,17 +255,17 @@ def _median(values: list[float | None]) -> float | None:
     return float(np.median(known)) if known else None
 
 
-def why_no_fit(runs: list[ShortRun], target: float) -> str:
-    cause = next(iter(doubts(runs, None, target)), None)
+def why_no_fit(runs: list[ShortRun], target: float, cap: float = 3.0) -> str:
+    cause = next(iter(doubts(runs, None, target, cap)), None)
     if cause:  # runs that did not settle, or were read coarsely: what follows is its symptom
-        return f"no fit: {cause['text']}" + ("; lower report.target_accuracy or raise train.epochs"
-                                             if cause["kind"] == "near_ceiling" else "")
+        return f"no fit: {cause['text']}" + ("; lower report.target_accuracy" if cause["kind"] == "near_ceiling"
+                                             else "")
     reached = sorted({r.batch_size for r in runs if r.reached})
     if len(reached) < 2:
         return (f"no fit: only {len(reached)} of the short runs' batch sizes "
                 f"({', '.join(map(str, reached)) or 'none'}) "
-                f"reached {target} within its step budget (train.epochs x steps per epoch); lower "
-                f"report.target_accuracy or raise train.epochs")
+                f"reached {target} within its cap (predict.short_run_cap x train.epochs); lower "
+                f"report.target_accuracy or raise predict.short_run_cap")
     steps = ", ".join(f"{r.batch_size}: {r.crossing_steps:,.0f}" for r in runs if r.reached)
     return (f"the fit of S(B) = S_min (1 + B_noise / B) did not converge: steps to {target} did not fall with the "
             f"batch size ({steps}); the learning rate rule may not suit these batch sizes: tune optim.lr per batch "

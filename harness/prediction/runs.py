@@ -1,8 +1,8 @@
 """The part of `harness predict` that trains: short runs to the target, the timing pass, and the
 order of the command. A short run is the first part of a grid cell (same settings, seed and image
 order, the same loop: training/cell_run.py), stopped once its fitted crossing of the target is
-settled, or at the cell's own step budget (epochs x steps per epoch). Nothing here writes or
-changes a cell's result."""
+settled, or at its cap: predict.short_run_cap times the cell's train.epochs (the grid's budget
+bounds the grid's cells, not the short runs). Nothing here writes or changes a cell's result."""
 
 from __future__ import annotations
 
@@ -42,15 +42,19 @@ from harness.training.preemption import StopRequest
 from harness.training.progress import Progress
 
 
-def short_run(cell: Cell, ctx: RunContext, target: float) -> ShortRun:
+def short_run(cell: Cell, ctx: RunContext, target: float, cap: float = 3.0) -> ShortRun:
     """Train the cell's settings until its fitted crossing of `target` is settled: the grid reads
     steps to target from the checks up to WIDTH x the crossing (analysis/crossing.py), so the short
-    run trains that far, or to the cell's own step budget. It is a grid cell's loop (CellRun) on
-    the cell's schedule, writing nothing: the first warmup_steps are untimed and every stretch
-    between checks is one synced window, so these windows time the batch size too."""
+    run trains that far, or to its cap (`cap` x the cell's epochs). It is a grid cell's loop
+    (CellRun) on the cell's check schedule carried on past its epochs, writing nothing: the first
+    warmup_steps are untimed and every stretch between checks is one synced window, so these
+    windows time the batch size too."""
     settings = cell.settings.sized(len(ctx.splits.train_y))
-    course = Course(ends=tuple(checks.for_cell(settings, ctx.checks)), warmup_steps=settings.train.warmup_steps,
-                    cap_steps=settings.total_steps, records=False, done=lambda run: _settled(run, target)[1])
+    epochs = math.ceil(cap * settings.train.epochs)
+    longer = settings.model_copy(update={"train": settings.train.model_copy(update={"epochs": epochs})})
+    longer = longer.sized(len(ctx.splits.train_y))
+    course = Course(ends=tuple(checks.for_cell(longer, ctx.checks)), warmup_steps=settings.train.warmup_steps,
+                    cap_steps=longer.total_steps, records=False, done=lambda run: _settled(run, target)[1])
     run = _run(cell, ctx, course, f"short run batch {cell.batch_size} seed {settings.train.seed}")
     measured = [(e["step"], e["val_accuracy"]) for e in run.state.evals]
     first = next((step for step, accuracy in measured if accuracy >= target), None)
@@ -63,7 +67,8 @@ def short_run(cell: Cell, ctx: RunContext, target: float) -> ShortRun:
                     check_seconds=sum(e["check_seconds"] for e in run.state.evals), noise_scale=_noise(run),
                     windows=[(w.steps, w.seconds) for w in run.windows if w.steps],
                     checks_skipped=run.state.checks_skipped, checks=measured,
-                    crossing_steps=found.steps if found else None, settled=settled)
+                    crossing_steps=found.steps if found else None, settled=settled, cap_steps=course.cap_steps,
+                    val_examples=len(ctx.splits.val_y))
 
 
 def _settled(run: CellRun, target: float) -> tuple[crossing.Crossing | None, bool]:
@@ -173,10 +178,11 @@ def predict_sweep(config: SweepConfig, cells: list[Cell], sweep_dir: Path, folde
         return RunContext(accelerator=accelerator, splits=device_data.for_cell(cell), progress=progress, stop=stop,
                           checks=config.checks, environment=environment)
 
-    runs = [_announced_short_run(cell, context(cell), target) for cell in short]
+    cap = config.predict.short_run_cap
+    runs = [_announced_short_run(cell, context(cell), target, cap) for cell in short]
     timings = [_announced_timing(cell, runs, context(cell)) for cell in timed]
     fitted = fit_and_predict(runs, timings, grid_seeds=len({c.settings.train.seed for c in cells}))
-    reason = None if fitted else why_no_fit(runs, target)
+    reason = None if fitted else why_no_fit(runs, target, cap)
     if fitted and sweet_spot(fitted) is None:
         reason = (f"no batch size of the grid is predicted to reach {target} within its train.epochs "
                   f"(S_min {fitted['s_min']:,.0f} steps); raise train.epochs or lower report.target_accuracy")
@@ -185,8 +191,9 @@ def predict_sweep(config: SweepConfig, cells: list[Cell], sweep_dir: Path, folde
               "tolerance": config.report.tolerance, "learning_rate_source": source,
               "learning_rates": {str(t["batch_size"]): t["learning_rate"] for t in timings},
               "checks": config.checks.model_dump(),
-              "timing": {"min_steps": TIMING_MIN_STEPS, "min_seconds": TIMING_MIN_SECONDS, "window": TIMING_WINDOW}}
-    found = doubts(runs, fitted if not reason else None, target)
+              "timing": {"min_steps": TIMING_MIN_STEPS, "min_seconds": TIMING_MIN_SECONDS, "window": TIMING_WINDOW},
+              "short_run_cap": cap}
+    found = doubts(runs, fitted if not reason else None, target, cap)
     doc = document(config.model_dump(mode="json"), inputs, runs, timings, fitted, started, reason, found)
     doc["environment"] = environment  # the device and threads its times were taken with
     if accelerator.is_main_process:
@@ -200,8 +207,8 @@ def predict_sweep(config: SweepConfig, cells: list[Cell], sweep_dir: Path, folde
     return doc
 
 
-def _announced_short_run(cell: Cell, ctx: RunContext, target: float) -> ShortRun:
-    run = short_run(cell, ctx, target)
+def _announced_short_run(cell: Cell, ctx: RunContext, target: float, cap: float) -> ShortRun:
+    run = short_run(cell, ctx, target, cap)
     ctx.progress.message(f"short run batch {run.batch_size} seed {run.seed}: " + (
         f"{target} crossed at ~{run.crossing_steps:,.0f} steps (first check above: {run.steps_to_target:,})"
         + ("" if run.settled else f", not settled within its {run.steps_done:,} steps") if run.reached

@@ -95,7 +95,10 @@ class CellRun:
         self.monitor = NvmlMonitor(self.accelerator.device) if course.records else None
         resumed = self._resume() if course.records else None
         self.state = resumed or LoopState(warmup_left=course.warmup_steps)
-        self.windows: list[Window] = []  # the windows this process closed, in order (a probe's timing)
+        # the stretches between the course's ends, in order (a probe's timing); a skipped check ends
+        # a stretch but not the window evals.csv records, which runs on to the next check
+        self.windows: list[Window] = []
+        self._stretch_start = copy.copy(self.state.window)
         self.order: torch.Tensor | None = None  # this rank's columns of the epoch's order, on the device
         self.losses: torch.Tensor | None = None  # each step's loss this epoch, on the device
         self.stopped_by_rule = False
@@ -114,12 +117,14 @@ class CellRun:
             while not self.finished:
                 if self.order is None:
                     self.start_epoch()
-                end = self.window_end()  # within this epoch: no window spans an epoch's end
+                course_end = self.course.next_end(self.state.global_step)
+                end = min(course_end - self.state.steps_done, self.settings.steps_per_epoch)  # within this epoch
                 self.warm_up(end)
                 self.timed_window(end)
                 if self.state.step < end:  # asked to stop: keep everything, leave
                     return self.preempt()
-                self.window_closed()
+                if self.state.global_step == course_end:  # else the epoch ended first: the window runs on
+                    self.window_closed()
                 if self.state.step == self.settings.steps_per_epoch:
                     self.end_epoch()
         finally:
@@ -145,11 +150,6 @@ class CellRun:
             state.losses = torch.zeros(steps)
         self.order = state.order[:, self.local].to(self.accelerator.device)
         self.losses = state.losses.to(self.accelerator.device)
-
-    def window_end(self) -> int:
-        """This epoch's step where the current window closes."""
-        end = self.course.next_end(self.state.global_step) - self.state.steps_done
-        return min(end, self.settings.steps_per_epoch)
 
     def _stopper(self) -> Callable[[int], bool]:
         """A stop request is looked at before each step, by the global step (ranks agree on it)."""
@@ -192,14 +192,19 @@ class CellRun:
             state.energy_window = [span.seconds, span.joules, span.steps * self.settings.train.batch_size]
 
     def window_closed(self) -> None:
-        """A window's end: a check where the course validates and the checks' budget allows it (a
-        skipped check lets the window run on to the next end); then the course's stop rule."""
+        """One of the course's ends: a check where the course validates and the checks' budget
+        allows it (a skipped check lets the window run on to the next end); then the stop rule."""
+        window, start = self.state.window, self._stretch_start
+        self.windows.append(Window(steps=window.steps - start.steps, seconds=window.seconds - start.seconds,
+                                   warmup_steps=window.warmup_steps - start.warmup_steps,
+                                   warmup_seconds=window.warmup_seconds - start.warmup_seconds))
         if not self.course.validates:
-            self._close_window()
+            self.state.window = Window()
         elif self.check_affordable():
             self.check()
         else:
             self.state.checks_skipped += 1
+        self._stretch_start = copy.copy(self.state.window)
         self.stopped_by_rule = self.course.done is not None and self.course.done(self)
 
     def check_affordable(self) -> bool:
@@ -222,10 +227,6 @@ class CellRun:
         state.evals.append({"step": step, "epoch": state.epoch, "images_seen": step * self.settings.train.batch_size,
                             "train_seconds": state.trained_seconds, **state.window.columns(),
                             "val_accuracy": correct / n, "val_loss": loss / n, "check_seconds": check_seconds})
-        self._close_window()
-
-    def _close_window(self) -> None:
-        self.windows.append(self.state.window)
         self.state.window = Window()
 
     def end_epoch(self) -> None:
