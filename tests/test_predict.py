@@ -105,7 +105,7 @@ def test_a_run_that_stopped_improving_before_its_crossing_settled_is_a_near_ceil
     unsettled(runs[0], [*np.linspace(0.90, 0.9705, 27), *[0.969, 0.9712, 0.970] * 4])
     near = predict.doubts(runs, fitted, 0.97)
     assert [d["kind"] for d in near] == ["near_ceiling"]
-    assert "1 of 6 stopped improving before their crossing settled" in near[0]["text"]
+    assert "1 of 6 stopped improving at or near it" in near[0]["text"]
     assert "best validation accuracy of those runs 0.9712, no better in the second half" in near[0]["text"]
 
 
@@ -293,9 +293,9 @@ def test_a_stop_request_during_a_short_run_stops_predict_and_keeps_nothing(tmp_p
 @pytest.mark.slow
 def test_near_the_ceiling_predict_says_it_cannot_know_and_keeps_what_it_measured(tmp_path):
     """MNIST at Adam 1e-3 (configs/predict_fixed.yaml) with the target at 0.98 over 8..2048: the
-    grid's sweet spot is 128; short runs at 32, 256 and 1024 barely reach 0.98 within their 8
-    epochs. Either predict doubts itself (exit 2, one line, predict.json kept) or it lands within
-    one grid step of 128. One seed, to keep it to about a minute."""
+    MLP's validation accuracy levels off at ~0.983, so each short run's crossing of 0.98 lies where
+    the curve is flat and its steps are barely defined. predict refuses with the near-ceiling doubt
+    (exit 2, one line, predict.json kept), and that doubt is true of the runs' own curves. One seed."""
     results = tmp_path / "r"
     proc = harness("predict", "--config", str(REPO / "configs" / "predict_fixed.yaml"), "--results-dir", str(results),
                    "--set", "report.target_accuracy=0.98", "--set",
@@ -303,18 +303,16 @@ def test_near_the_ceiling_predict_says_it_cannot_know_and_keeps_what_it_measured
                    "--set", "train.seed=0")
     doc = read_json(results / "predict_fixed" / "predict.json")
     assert doc["inputs"]["short_run_batch_sizes"] == [32, 256, 1024] and len(doc["short_runs"]) == 3
-    if proc.returncode == 0:
-        assert doc["sweet_spot"]["batch_size"] in (64, 128, 256) and not doc["doubts"]
-        return
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
-    # a fit it doubts ("cannot vouch ... --force predicts anyway"), or none, for the reason it names first
-    assert ("predict cannot vouch for batch" in proc.stderr and "--force predicts anyway" in proc.stderr) or \
-        (doc["fit"] is None and proc.stderr.startswith("harness: error: no fit: "))
-    assert doc["doubts"] and doc["doubts"][0]["text"] in proc.stderr
-    unsettled = [r for r in doc["short_runs"] if not r["settled"]]
-    if doc["doubts"][0]["kind"] == "near_ceiling":  # every such run's checks end before twice its crossing
-        assert unsettled and all(r["crossing_steps"] is None or r["steps_done"] < 2 * r["crossing_steps"]
-                                 for r in unsettled)
+    assert doc["doubts"][0]["kind"] == "near_ceiling" and doc["doubts"][0]["text"] in proc.stderr
+    assert "lower report.target_accuracy" in proc.stderr
+    flat = [predict.ShortRun(**{**r, "checks": [tuple(c) for c in r["checks"]]}) for r in doc["short_runs"]]
+    assert any(predict.at_ceiling(r, 0.98) for r in flat)
+    for r in flat:  # at_ceiling, read off the curve by hand: the second half no better than the first
+        if predict.at_ceiling(r, 0.98):
+            half = r.steps_done / 2
+            late, early = (max(a for s, a in r.checks if (s > half) == side) for side in (True, False))
+            assert late - early <= 2 * (0.98 * 0.02 / r.val_examples) ** 0.5 and max(late, early) <= 0.985
 
 
 def test_fashion_mnist_is_found_beside_mnist_and_checked_by_its_decoded_md5():

@@ -36,7 +36,8 @@ RESAMPLES = 2000
 # coarser than the seed noise (~25%) the fit sizes its intervals by
 COARSE = 0.5
 # a short run has stopped improving when the best check of the second half of its steps beats the
-# best before it by no more than this many standard errors of one check (binomial, on its validation set)
+# best before it by no more than this many standard errors of one check (binomial, on its validation
+# set); a target is near its ceiling when such a run's best lies no further above the target than that
 PLATEAU_SE = 2.0
 Q = [(1 - LEVEL) / 2, (1 + LEVEL) / 2]  # the two ends of a 90% interval
 
@@ -78,6 +79,15 @@ def still_improving(run: ShortRun) -> bool:
         return True
     best = max(early)
     return max(late) > best + PLATEAU_SE * np.sqrt(best * (1 - best) / run.val_examples)
+
+
+def at_ceiling(run: ShortRun, target: float) -> bool:
+    """The run stopped improving (`still_improving`) with its best check below the target or within
+    PLATEAU_SE standard errors above it: more steps would not make its crossing any sharper."""
+    if still_improving(run):
+        return False
+    best = max(a for _, a in run.checks)
+    return best <= target + PLATEAU_SE * np.sqrt(target * (1 - target) / run.val_examples)
 
 
 def timed_windows(windows: list[tuple[int, float]]) -> list[tuple[int, float]]:
@@ -163,17 +173,16 @@ def doubts(runs: list[ShortRun], fitted: dict[str, Any] | None, target: float,
            cap: float = 3.0) -> list[dict[str, str]]:
     """Why the prediction may not hold, each with what was measured; empty when none applies.
     Without a fit (`fitted` None), what the short runs alone say. `cap`: predict.short_run_cap."""
-    unsettled = [r for r in runs if not r.settled]
-    flat = [r for r in unsettled if not still_improving(r)]
-    capped = [r for r in unsettled if still_improving(r)]
+    flat = [r for r in runs if at_ceiling(r, target)]
+    capped = [r for r in runs if not r.settled and r not in flat]
     found = []
     if flat:
         worst = max(flat, key=lambda r: r.batch_size)
         best = max((a for r in flat for _, a in r.checks), default=float("nan"))
         found.append({"kind": "near_ceiling", "text": (
-            f"{target} is near what the short runs reach: {len(flat)} of {len(runs)} stopped improving before "
-            f"their crossing settled ({_where(worst)}; best validation accuracy of those runs {best:.4f}, no better "
-            f"in the second half of their steps)")})
+            f"{target} is near what the short runs reach: {len(flat)} of {len(runs)} stopped improving at or "
+            f"near it ({_where(worst)}; best validation accuracy of those runs {best:.4f}, no better in the second "
+            f"half of their steps)")})
     if capped:
         worst = max(capped, key=lambda r: (r.batch_size, r.seed))
         needed = max(WIDTH * (r.crossing_steps or r.steps_done) / r.steps_done for r in capped)
@@ -203,7 +212,10 @@ def doubts(runs: list[ShortRun], fitted: dict[str, Any] | None, target: float,
 
 
 def _where(run: ShortRun) -> str:
-    """Where an unsettled run stood: its crossing and how far its checks went."""
+    """Where a run stood: its crossing and how far its checks went."""
+    if run.crossing_steps and run.settled:
+        return (f"batch {run.batch_size} seed {run.seed}: crossed at ~{run.crossing_steps:,.0f} steps of "
+                f"{run.steps_done:,}")
     if run.crossing_steps:
         return (f"batch {run.batch_size} seed {run.seed}: crossed at ~{run.crossing_steps:,.0f} steps, checks end at "
                 f"{run.steps_done:,}, {WIDTH:g}x the crossing is needed")
