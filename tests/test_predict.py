@@ -290,6 +290,45 @@ def test_a_stop_request_during_a_short_run_stops_predict_and_keeps_nothing(tmp_p
 
 # --- Fashion-MNIST -------------------------------------------------------------------------------
 
+def grid_answer(folder) -> tuple[int, list[int]]:
+    """The sweet spot a committed grid's own cells name (the report's rule) and its batch sizes."""
+    from harness.analysis.answer import answer
+    from harness.analysis.collect import collect
+    found = collect([folder])
+    key = next(iter(found.plans))
+    verdicts = answer(found, key).verdicts
+    return verdicts[0].batch_size, sorted({c["swept"]["train.batch_size"] for c in found.plans[key]["cells"]})
+
+
+@pytest.mark.slow
+def test_predict_on_the_main_job_lands_within_one_grid_step_of_the_grid_or_names_a_true_doubt(tmp_path):
+    """configs/default.yaml as the README runs it (4 epochs: 428 steps at batch 512, fewer than that
+    run needs to settle 0.97): each short run trains past the grid's epochs to its own cap, so
+    predict either names a batch within one grid step of what the committed 4-seed grid of this
+    config names (results/default_seeds), or exits 2 with a doubt its own curves bear out."""
+    spot, grid = grid_answer(REPO / "results" / "default_seeds")
+    results = tmp_path / "r"
+    proc = harness("predict", "--config", str(REPO / "configs" / "default.yaml"), "--results-dir", str(results),
+                   timeout=1200)
+    doc = read_json(results / "default" / "predict.json")
+    assert doc["inputs"]["short_run_cap"] == 3.0
+    runs = [predict.ShortRun(**{**r, "checks": [tuple(c) for c in r["checks"]]}) for r in doc["short_runs"]]
+    assert all(r.steps_done <= r.cap_steps for r in runs)
+    assert any(r.steps_done > 4 * (55_000 // r.batch_size) for r in runs)  # past the grid's 4 epochs
+    if proc.returncode == 0:
+        i = grid.index(spot)
+        assert doc["sweet_spot"]["batch_size"] in grid[max(0, i - 1):i + 2], (doc["sweet_spot"], spot)
+        assert not doc["doubts"] and all(r.settled for r in runs)
+        return
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    kind = doc["doubts"][0]["kind"]
+    assert doc["doubts"][0]["text"] in proc.stderr
+    if kind == "near_ceiling":
+        assert any(predict.at_ceiling(r, 0.97) for r in runs)
+    elif kind == "cap":
+        assert any(r.steps_done == r.cap_steps and not r.settled and predict.still_improving(r) for r in runs)
+
+
 @pytest.mark.slow
 def test_near_the_ceiling_predict_says_it_cannot_know_and_keeps_what_it_measured(tmp_path):
     """MNIST at Adam 1e-3 (configs/predict_fixed.yaml) with the target at 0.98 over 8..2048: the
