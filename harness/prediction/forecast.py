@@ -182,13 +182,14 @@ def doubts(runs: list[ShortRun], fitted: dict[str, Any] | None, target: float,
         found.append({"kind": "near_ceiling", "text": (
             f"{target} is near what the short runs reach: {len(flat)} of {len(runs)} stopped improving at or "
             f"near it ({_where(worst)}; best validation accuracy of those runs {best:.4f}, no better in the second "
-            f"half of their steps)")})
+            f"half of their steps); lower report.target_accuracy")})
     if capped:
         worst = max(capped, key=lambda r: (r.batch_size, r.seed))
         needed = max(WIDTH * (r.crossing_steps or r.steps_done) / r.steps_done for r in capped)
+        rising = ", its accuracy still rising" if still_improving(worst) else ""
         found.append({"kind": "cap", "text": (
-            f"the short run's cap ended at {worst.steps_done:,} steps before its crossing settled, its accuracy "
-            f"still rising ({len(capped)} of {len(runs)}; {_where(worst)}): raise predict's cap with --set "
+            f"the short run's cap ended at {worst.steps_done:,} steps before its crossing settled{rising} "
+            f"({len(capped)} of {len(runs)}; {_where(worst)}): raise predict's cap with --set "
             f"predict.short_run_cap={max(2.0, np.ceil(cap * needed)):g}")})
     found += _coarse(runs)
     if fitted is None:
@@ -270,8 +271,7 @@ def _median(values: list[float | None]) -> float | None:
 def why_no_fit(runs: list[ShortRun], target: float, cap: float = 3.0) -> str:
     cause = next(iter(doubts(runs, None, target, cap)), None)
     if cause:  # runs that did not settle, or were read coarsely: what follows is its symptom
-        return f"no fit: {cause['text']}" + ("; lower report.target_accuracy" if cause["kind"] == "near_ceiling"
-                                             else "")
+        return f"no fit: {cause['text']}"
     reached = sorted({r.batch_size for r in runs if r.reached})
     if len(reached) < 2:
         return (f"no fit: only {len(reached)} of the short runs' batch sizes "

@@ -27,18 +27,19 @@ def reusable(config: SweepConfig, sweep_dir: Path, force: bool = False) -> dict[
         doc = documents.read_prediction(sweep_dir / "predict.json")
     except Invalid:
         return None
-    same = _as_read(doc.get("config")) == json.loads(json.dumps(config.model_dump(mode="json")))
+    written = _as_read(doc.get("config"))
+    same = written is not None and written.model_dump(mode="json") == config.model_dump(mode="json")
     trusted = force or not doc.get("doubts")
     current = doc["schema_version"] == PREDICT_SCHEMA_VERSION
     return doc if same and trusted and doc.get("sweet_spot") and current else None
 
 
-def _as_read(written: Any) -> dict[str, Any] | None:
+def _as_read(written: Any) -> SweepConfig | None:
     """A written config as this version reads it: settings added since it was written take their
     defaults (a predict.json without doubts stopped every short run where it settled, so a later
     setting such as predict.short_run_cap at its default would have made the same runs)."""
     try:
-        return json.loads(json.dumps(SweepConfig.model_validate(written).model_dump(mode="json")))
+        return SweepConfig.model_validate(written)
     except ValueError:  # pydantic's ValidationError is a ValueError: not a config this version reads
         return None
 

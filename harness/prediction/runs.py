@@ -196,7 +196,7 @@ def predict_sweep(config: SweepConfig, cells: list[Cell], sweep_dir: Path, folde
     found = doubts(runs, fitted if not reason else None, target, cap)
     ceiling = next((d for d in found if d["kind"] == "near_ceiling"), None)
     if reason and fitted and ceiling:  # a fit from crossings near the ceiling: that is the cause
-        reason = f"{ceiling['text']}; lower report.target_accuracy ({reason})"
+        reason = f"{ceiling['text']} ({reason})"
     doc = document(config.model_dump(mode="json"), inputs, runs, timings, fitted, started, reason, found)
     doc["environment"] = environment  # the device and threads its times were taken with
     if accelerator.is_main_process:
