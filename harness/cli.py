@@ -108,6 +108,11 @@ def status_command(args) -> Outcome:
         holder = locks.describe(cell_dir) if record.get("status") == "running" else "-"
         print(f"{record.get('cell_id', cell_dir.name):40s}  {record.get('status', '?'):9s}  {epochs:>6}  "
               f"{waiting:10s}  {slurm_id:14s}  {holder}")
+    failed = [record for _, record, _ in records if record and record.get("status") == "failed"]
+    if failed:  # a failure is not a state to wait out: say which, and exit 1 as `harness run` did
+        print(f"{len(failed)} of {len(records)} cells failed; the first: {failed[0].get('cell_id')}: "
+              f"{failed[0].get('error')}")
+        return Outcome(1)
     planned = set(results.planned_ids(args.folder) or [])
     done = {record["cell_id"] for _, record, _ in records if record and record.get("status") == "done"}
     if len(done) == len(records) and planned <= done:  # every cell done: the answer as well

@@ -183,6 +183,38 @@ def load(options):
 def metric(outputs, targets):
     return (outputs.argmax(1) == targets).float()
 '''
+MORE = GOOD + '''
+def build_tokens(options):
+    return torch.nn.Sequential(torch.nn.Linear(8, 12), torch.nn.Unflatten(1, (4, 3)))
+def load_tokens(options):
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(200, 8, generator=g), torch.randint(3, (200, 4), generator=g)
+    return {"train": (x[:150], y[:150]), "test": (x[150:], y[150:])}
+def tokens_loss(outputs, targets):
+    return torch.nn.functional.cross_entropy(outputs.reshape(-1, 3), targets.reshape(-1))
+def build_one(options):
+    return torch.nn.Linear(8, 1)
+def load_float(options):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 8, generator=g)
+    return {"train": (x[:150], x[:150].sum(1, keepdim=True)), "test": (x[150:], x[150:].sum(1, keepdim=True))}
+def nan_metric(outputs, targets):
+    return torch.full((len(targets),), float("nan"))
+def percent(outputs, targets):
+    return (outputs.argmax(1) == targets).float() * 100 + 1
+def constant_loss(outputs, targets):
+    return outputs.sum() * 0 + 1.0
+def build_flaky(options):
+    class Flaky(torch.nn.Linear):
+        calls = 0
+        def forward(self, x):
+            if torch.is_grad_enabled():
+                Flaky.calls += 1
+                if Flaky.calls > 3:
+                    raise RuntimeError("size of tensor a (64) must match the size of tensor b (32)")
+            return super().forward(x)
+    return Flaky(8, 3)
+'''
 BAD = [  # (what the config names or the file says, the one line it must give)
     ({"model": "nowhere.py:build", "data": "nowhere.py:load"}, "", "nowhere.py does not exist"),
     ({"model": "mine.py:buidl", "data": "mine.py:load"}, GOOD,
@@ -201,11 +233,24 @@ BAD = [  # (what the config names or the file says, the one line it must give)
     ({"model": "mine.py:build", "data": "mine.py:load"},
      GOOD.replace("    g = torch", "    raise ValueError('no such file: data.bin')\n    g = torch"),
      "workload.data: "),
+    ({"model": "mine.py:build_tokens", "data": "mine.py:load_tokens", "loss": "mine.py:tokens_loss"}, MORE,
+     "workload.metric: the default metric (accuracy, argmax over classes == label) needs (examples, classes) "
+     "outputs and one label per example; the model gives shape (4, 4, 3) for targets of shape (4, 4)"),
+    ({"model": "mine.py:build_one", "data": "mine.py:load_float"}, MORE,
+     "workload.loss: the train targets are floating point (torch.float32, shape (130, 1)), but the default loss "
+     "(cross-entropy) takes integer class labels; name a loss of your own as workload.loss"),
+    ({"model": "mine.py:build", "data": "mine.py:load", "metric": "mine.py:nan_metric"}, MORE,
+     "mine.py:nan_metric gave a score that is not finite on the 4 trial examples"),
+    ({"model": "mine.py:build", "data": "mine.py:load", "metric": "mine.py:percent"}, MORE,
+     "the target and the report read a score in [0, 1], higher is better (an accuracy): rescale it to [0, 1]"),
 ]
 
 
 @pytest.mark.parametrize("named, source, message", BAD, ids=["no file", "no callable", "not a module", "wrong keys",
-                                                             "not a pair", "labels", "scalar metric", "raises"])
+                                                             "not a pair", "labels", "scalar metric", "raises",
+                                                             "token targets, default metric",
+                                                             "float targets, default loss", "metric not finite",
+                                                             "metric out of [0, 1]"])
 def test_a_workload_that_answers_wrong_is_one_line_and_writes_nothing(tmp_path, named, source, message):
     if source:
         (tmp_path / "mine.py").write_text(source)
@@ -222,6 +267,36 @@ def test_a_workload_that_answers_wrong_is_one_line_and_writes_nothing(tmp_path, 
         assert "raised ValueError: no such file: data.bin (at mine.py:" in proc.stderr and "in load)" in proc.stderr
         debug = harness("run", "--config", str(config), "--results-dir", str(results), "--debug")
         assert debug.returncode == 2 and "Traceback (most recent call last)" in debug.stderr
+
+
+def test_a_loss_that_ignores_the_outputs_is_a_warning_before_training(tmp_path):
+    (tmp_path / "mine.py").write_text(MORE)
+    config = write_config(tmp_path, {"name": "flat", "workload": {"model": "mine.py:build", "data": "mine.py:load",
+                                                                  "loss": "mine.py:constant_loss"},
+                                     "data": {"val_size": 20, "train_eval_size": 20},
+                                     "sweep": {"train.batch_size": [16]}, "train": {"epochs": 1}})
+    proc = harness("run", "--config", str(config), "--results-dir", str(tmp_path / "r"), "--no-report")
+    warned = [line for line in proc.stderr.splitlines() if line.startswith("warning: workload.loss: ")]
+    assert len(warned) == 1 and "mine.py:constant_loss gave exactly 1 on the 4 trial examples" in warned[0], proc.stderr
+    assert proc.returncode == 0, proc.stderr  # a warning: the user may mean it
+
+
+def test_when_every_cell_fails_the_answer_says_so_with_the_first_error(tmp_path):
+    """The model raises on its 4th training step in every cell: `run` and `status` exit 1, and the
+    answer line gives the first cell's error, not advice about epochs."""
+    (tmp_path / "mine.py").write_text(MORE)
+    config = write_config(tmp_path, {"name": "broken", "workload": {"model": "mine.py:build_flaky",
+                                                                    "data": "mine.py:load"},
+                                     "data": {"val_size": 20, "train_eval_size": 20},
+                                     "sweep": {"train.batch_size": [8, 16]}, "train": {"epochs": 1}})
+    results = tmp_path / "r"
+    run = harness("run", "--config", str(config), "--results-dir", str(results))
+    answer = run.stdout.strip().splitlines()[-1]
+    assert run.returncode == 1, run.stderr
+    assert answer.startswith("no sweet spot: every cell failed (2 of 2); the first: bs8-seed0-"), answer
+    assert "size of tensor a (64) must match the size of tensor b (32)" in answer and "train.epochs" not in answer
+    status = harness("status", str(results / "broken"))
+    assert status.returncode == 1 and "2 of 2 cells failed; the first: bs8-seed0-" in status.stdout, status.stdout
 
 
 def test_a_built_in_takes_only_its_options(tmp_path):

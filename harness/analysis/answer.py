@@ -102,8 +102,19 @@ def headlines(got: Answer) -> list[dict]:
                     "interval_s": [number("time_to_target_low_s"), number("time_to_target_high_s")],
                     "steps_to_target": number("steps_to_target"),
                     "seeds": int(rows["n"].max()) if not rows.empty else 0,
-                    "learning_rate_tuned": bool(not rows.empty and (rows["rates_tried"] > 1).any())})
+                    "learning_rate_tuned": bool(not rows.empty and (rows["rates_tried"] > 1).any()),
+                    **_failures(got.cells, verdict.variant)})
     return out
+
+
+def _failures(cells: pd.DataFrame, variant: str) -> dict:
+    """How many of a variant's cells failed, of how many, and the first one's error."""
+    if cells.empty:
+        return {"cells": 0, "cells_failed": 0, "first_error": None}
+    mine = cells[cells["variant"].fillna("") == (variant or "")] if "variant" in cells else cells
+    failed = mine[mine["status"] == "failed"].sort_values(["batch_size", "seed"])
+    first = None if failed.empty else f"{failed.iloc[0]['cell_id']}: {failed.iloc[0]['error']}"
+    return {"cells": len(mine), "cells_failed": len(failed), "first_error": first}
 
 
 
@@ -117,7 +128,9 @@ def line(headline: dict, report: str | None = None) -> str:
     h = headline
     low, high = h["interval_s"]
     spread = f" [{low:.3g}-{high:.3g}]" if low is not None and high is not None else ""
-    if h["sweet_spot"] is None:
+    if h["sweet_spot"] is None and h.get("cells") and h.get("cells_failed") == h["cells"]:
+        text = f"no sweet spot: every cell failed ({h['cells']} of {h['cells']}); the first: {h['first_error']}"
+    elif h["sweet_spot"] is None:
         text = (f"no sweet spot: no batch size reached {h['target']:g} validation accuracy in every seed; raise "
                 f"train.epochs or lower report.target_accuracy")
     elif len(h["batch_sizes"]) == 1:  # nothing to choose between: say what the one batch size did

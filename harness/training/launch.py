@@ -5,6 +5,7 @@ launch cannot run), the datasets on its device, and the environment record. Shar
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import torch
@@ -97,7 +98,9 @@ def load_data(accelerator: Accelerator, folders: dict[str, Path] | None,
             raise ConfigError(f"{cell.id}: {exc}") from None
         if cell.settings.workload.builtin is None and _data_key(cell) not in tried:
             tried.add(_data_key(cell))
-            workloads.try_on(workloads.resolve(cell), splits, accelerator.device)
+            for warning in workloads.try_on(workloads.resolve(cell), splits, accelerator.device):
+                if accelerator.is_main_process:
+                    print(f"warning: {warning}", file=sys.stderr)
     measure.synchronize(accelerator.device)
     environment = measure.environment(accelerator.device, accelerator.num_processes,
                                       str(accelerator.distributed_type), accelerator.mixed_precision)

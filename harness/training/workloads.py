@@ -6,8 +6,9 @@ one line naming the role and the last frame, with the whole traceback behind --d
 The interface, for the user's own:
     build(options) -> torch.nn.Module
     load(options) -> {"train": (x, y), "test": (x, y)} and optionally "val": (x, y)
-    loss(outputs, targets) -> a scalar tensor, the mean over the examples (default: cross-entropy)
-    metric(outputs, targets) -> one score per example, higher is better (default: accuracy)
+    loss(outputs, targets) -> a scalar tensor, the mean over the examples (default: cross-entropy
+        on integer class labels)
+    metric(outputs, targets) -> one score in [0, 1] per example, higher is better (default: accuracy)
 """
 
 from __future__ import annotations
@@ -175,9 +176,10 @@ def build_model(workload: Workload) -> nn.Module:
     return model
 
 
-def try_on(workload: Workload, splits, device: torch.device) -> None:
-    """Build the model and run it, the loss and the metric on a few training examples, before any
-    cell trains: what the user's code answers wrong is one line here, not a failed cell later."""
+def try_on(workload: Workload, splits, device: torch.device) -> list[str]:
+    """Build the model and run it, the loss and the metric (the defaults too) on a few training
+    examples with their real shapes, before any cell trains: what the user's code answers wrong is
+    one line here, not a failed cell later. Returns warnings: what may train but looks wrong."""
     model = build_model(workload).to(device)
     x, y = splits.train_x[:TRY_EXAMPLES], splits.train_y[:TRY_EXAMPLES]
     with torch.no_grad():
@@ -189,13 +191,43 @@ def try_on(workload: Workload, splits, device: torch.device) -> None:
             got = f"shape {tuple(loss.shape)}" if isinstance(loss, torch.Tensor) else f"a {type(loss).__name__}"
             raise WorkloadError(f"workload.loss: {workload.specs.get('loss')} returned {got}; return one number, "
                                 f"the mean over the examples (e.g. .mean())")
-        if workload.metric is not None:
-            scores = workload.call("metric", workload.metric, outputs, y)
-            if not isinstance(scores, torch.Tensor) or tuple(scores.shape) != (len(y),):
-                tensor = isinstance(scores, torch.Tensor)
-                got = f"shape {tuple(scores.shape)}" if tensor else f"a {type(scores).__name__}"
-                raise WorkloadError(f"workload.metric: {workload.specs['metric']} returned {got} for {len(y)} "
-                                    f"examples; return one score per example, shape ({len(y)},), higher is better")
+        _check_scores(workload, outputs, y)
+        return _loss_warnings(workload, outputs, y, loss)
+
+
+def _check_scores(workload: Workload, outputs: Any, y: torch.Tensor) -> None:
+    """The metric, default or the user's, gives one finite score in [0, 1] per example."""
+    if workload.metric is None and not (isinstance(outputs, torch.Tensor) and outputs.dim() == 2 and y.dim() == 1):
+        got = f"shape {tuple(outputs.shape)}" if isinstance(outputs, torch.Tensor) else f"a {type(outputs).__name__}"
+        raise WorkloadError(f"workload.metric: the default metric (accuracy, argmax over classes == label) needs "
+                            f"(examples, classes) outputs and one label per example; the model gives {got} for "
+                            f"targets of shape {tuple(y.shape)}: name a metric of your own as workload.metric")
+    where = workload.specs.get("metric", "the default metric")
+    scores = workload.call("metric", workload.metric or workload.scores, outputs, y)
+    if not isinstance(scores, torch.Tensor) or tuple(scores.shape) != (len(y),):
+        got = f"shape {tuple(scores.shape)}" if isinstance(scores, torch.Tensor) else f"a {type(scores).__name__}"
+        raise WorkloadError(f"workload.metric: {where} returned {got} for {len(y)} examples; return one score per "
+                            f"example, shape ({len(y)},), higher is better")
+    if not torch.isfinite(scores).all():
+        raise WorkloadError(f"workload.metric: {where} gave a score that is not finite on the {len(y)} trial "
+                            f"examples ({scores.tolist()}); return a finite score per example")
+    if scores.min() < 0 or scores.max() > 1:
+        raise WorkloadError(f"workload.metric: {where} gave scores from {scores.min():.4g} to {scores.max():.4g} on "
+                            f"the {len(y)} trial examples; the target and the report read a score in [0, 1], higher "
+                            f"is better (an accuracy): rescale it to [0, 1]")
+
+
+def _loss_warnings(workload: Workload, outputs: Any, y: torch.Tensor, loss: torch.Tensor) -> list[str]:
+    """A loss that does not move when the model's outputs do cannot train the model."""
+    if not isinstance(outputs, torch.Tensor) or not outputs.is_floating_point():
+        return []
+    moved = workload.call("loss", workload.train_loss, outputs * 1.5 + 0.25, y)
+    if isinstance(moved, torch.Tensor) and moved.numel() == 1 and bool(moved == loss):
+        where = workload.specs.get("loss", "the default loss (cross-entropy)")
+        return [f"workload.loss: {where} gave exactly {float(loss):.6g} on the {len(y)} trial examples both for the "
+                f"model's outputs and for those outputs changed; a loss that does not depend on the outputs "
+                f"trains nothing: check workload.loss against the targets' shape"]
+    return []
 
 
 def _check_classes(outputs: Any, splits, workload: Workload) -> None:
@@ -207,7 +239,9 @@ def _check_classes(outputs: Any, splits, workload: Workload) -> None:
     classes = outputs.shape[1]
     for name, y in (("train", splits.train_y), ("val", splits.val_y), ("test", splits.test_y)):
         if y.is_floating_point():
-            continue  # class probabilities: cross-entropy takes them as they are
+            raise WorkloadError(f"workload.loss: the {name} targets are floating point ({y.dtype}, shape "
+                                f"{tuple(y.shape)}), but the default loss (cross-entropy) takes integer class "
+                                f"labels; name a loss of your own as workload.loss (e.g. mean squared error)")
         low, high = int(y.min()), int(y.max())
         if low < 0 or high >= classes:
             raise WorkloadError(f"workload.data: the {name} labels run from {low} to {high}, but the model gives "
