@@ -198,6 +198,10 @@ def load_float(options):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(200, 8, generator=g)
     return {"train": (x[:150], x[:150].sum(1, keepdim=True)), "test": (x[150:], x[150:].sum(1, keepdim=True))}
+def load_dict(options):
+    x, y = torch.randn(200, 8), torch.randint(3, (200,))
+    mask = torch.ones(200, 8)
+    return {"train": ({"input_ids": x[:150], "attention_mask": mask[:150]}, y[:150]), "test": (x[150:], y[150:])}
 def nan_metric(outputs, targets):
     return torch.full((len(targets),), float("nan"))
 def percent(outputs, targets):
@@ -243,6 +247,9 @@ BAD = [  # (what the config names or the file says, the one line it must give)
      "mine.py:nan_metric gave a score that is not finite on the 4 trial examples"),
     ({"model": "mine.py:build", "data": "mine.py:load", "metric": "mine.py:percent"}, MORE,
      "the target and the report read a score in [0, 1], higher is better (an accuracy): rescale it to [0, 1]"),
+    ({"model": "mine.py:build", "data": "mine.py:load_dict"}, MORE,
+     "returned 'train'[0] is a dict of 2; the harness takes one tensor per split for the inputs and one for the "
+     "targets (one row per example): concatenate them along the last dimension (torch.cat) and split them again"),
 ]
 
 
@@ -250,7 +257,7 @@ BAD = [  # (what the config names or the file says, the one line it must give)
                                                              "not a pair", "labels", "scalar metric", "raises",
                                                              "token targets, default metric",
                                                              "float targets, default loss", "metric not finite",
-                                                             "metric out of [0, 1]"])
+                                                             "metric out of [0, 1]", "dict inputs"])
 def test_a_workload_that_answers_wrong_is_one_line_and_writes_nothing(tmp_path, named, source, message):
     if source:
         (tmp_path / "mine.py").write_text(source)

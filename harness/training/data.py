@@ -100,6 +100,10 @@ def _pair(value: Any, where: str) -> tuple[torch.Tensor, torch.Tensor]:
 def _tensor(value: Any, where: str) -> torch.Tensor:
     if isinstance(value, np.ndarray):
         value = torch.from_numpy(value)
+    if isinstance(value, (dict, tuple, list)):
+        raise DataError(f"{where} is a {type(value).__name__} of {len(value)}; the harness takes one tensor per "
+                        f"split for the inputs and one for the targets (one row per example): concatenate them "
+                        f"along the last dimension (torch.cat) and split them again in the model's forward")
     if not isinstance(value, torch.Tensor):
         raise DataError(f"{where} is a {type(value).__name__}; give a torch.Tensor or a numpy array")
     if value.dim() == 0:
