@@ -8,6 +8,7 @@ import types
 
 import pytest
 import torch
+import torch.nn.functional as F
 from accelerate import Accelerator
 from conftest import harness, read_json, write_config
 
@@ -112,7 +113,6 @@ MLP_FLOPS = 3 * 2 * (784 * 500 + 2 * 500 * 500 + 500 * 10) - 2 * 784 * 500
 
 
 def test_flops_are_counted_and_match_a_hand_count():
-    import torch.nn.functional as F
 
     from harness.config import ModelSettings
     from harness.training.models.conv import build_conv
@@ -129,6 +129,32 @@ def test_flops_are_counted_and_match_a_hand_count():
     fc1, fc2 = 2 * 1568 * 128, 2 * 128 * 10
     assert count_flops(build_conv({"channels": 16, "hidden": 128}), x, y,
                        F.cross_entropy) == 3 * (conv1 + conv2 + fc1 + fc2) - conv1
+
+
+class CausalAttention(torch.nn.Module):
+    """One causal self-attention layer through F.scaled_dot_product_attention, pooled to classes."""
+
+    def __init__(self, width=32, heads=4, classes=5):
+        super().__init__()
+        self.heads, self.qkv = heads, torch.nn.Linear(width, 3 * width, bias=False)
+        self.out = torch.nn.Linear(width, classes)
+
+    def forward(self, x):
+        n, t, e = x.shape
+        q, k, v = (part.reshape(n, t, self.heads, e // self.heads).transpose(1, 2) for part in self.qkv(x).chunk(3, -1))
+        attended = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(n, t, e)
+        return self.out(attended).mean(1)
+
+
+def test_flops_count_attention_by_hand():
+    """Attention's score and value products are counted on CPU as on GPU (torch's formula: 2
+    products forward, 5 backward with the scores recomputed, causal mask not subtracted)."""
+    t, e, c = 16, 32, 5
+    qkv = 2 * t * e * 3 * e  # forward; backward its weight gradient only (the input needs none)
+    attention = 2 * (2 * t * t * e)  # scores q k^T and their product with v, over all heads
+    out = 2 * t * e * c  # forward; backward its weight and its input gradient
+    x, y = torch.randn(8, t, e), torch.randint(c, (8,))
+    assert count_flops(CausalAttention(e, 4, c), x, y, F.cross_entropy) == 2 * qkv + attention * 7 // 2 + 3 * out
 
 
 def test_peak_flops_and_mfu():

@@ -31,17 +31,35 @@ PEAK_FLOPS: list[tuple[str, dict[str, float]]] = [
 ]
 
 
+def _sdpa_on_cpu() -> dict:
+    """FLOP formulas for scaled_dot_product_attention's CPU kernel, which FlopCounterMode counts
+    only on GPU: torch's own (the full score and value products, 2 forward and 5 backward, causal
+    masks not subtracted), so a CPU count and a GPU count of one model agree."""
+    from torch.utils.flop_counter import sdpa_backward_flop_count, sdpa_flop_count
+
+    def forward(query, key, value, *args, out_shape=None, **kwargs) -> int:
+        return sdpa_flop_count(query, key, value)
+
+    def backward(grad_out, query, key, value, *args, out_shape=None, **kwargs) -> int:
+        return sdpa_backward_flop_count(grad_out, query, key, value)
+
+    aten = torch.ops.aten
+    return {aten._scaled_dot_product_flash_attention_for_cpu: forward,
+            aten._scaled_dot_product_flash_attention_for_cpu_backward: backward}
+
+
 def count_flops(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss: Callable) -> int | None:
     """FLOPs to train on one example: torch's FlopCounterMode over one forward and backward of
-    `len(x)` examples (matrix products and convolutions; the optimizer and elementwise ops are not
-    counted). The model is left as it was: eval mode for the count (no running statistics move),
-    its gradients cleared. Unknown (None) where the count fails."""
+    `len(x)` examples (every matrix product: mm, addmm, bmm, baddbmm, attention, and convolutions;
+    the optimizer and elementwise ops are not counted). The model is left as it was: eval mode for
+    the count (no running statistics move), its gradients cleared. Unknown (None) where the count
+    fails."""
     from torch.utils.flop_counter import FlopCounterMode
 
     training = model.training
     model.eval()
     try:
-        with FlopCounterMode(display=False) as counter:
+        with FlopCounterMode(display=False, custom_mapping=_sdpa_on_cpu()) as counter:
             loss(model(x), y).backward()
         return int(counter.get_total_flops()) // len(x)
     except Exception:  # noqa: BLE001 - a model FlopCounterMode cannot count: FLOPs unknown, the cell trains
