@@ -117,9 +117,9 @@ class TrainSettings(_Frozen):
     # intra-op CPU threads per process; default: the cores the process owns / processes per node
     # (training/threads.py), whichever way it was launched
     threads: Count | None = Field(None, ge=1, le=4096)
-    # gradient and update norms at every step (harness/training/diagnostics.py); off by default because
-    # it costs time per image at small batches (results/diagnostics-overhead-cpu/)
-    step_diagnostics: bool = False
+    # epoch-end diagnostics (training/diagnostics.py): full, light (no B_simple, the costly part), off
+    diagnostics: Literal["full", "light", "off"] = "full"
+    step_diagnostics: bool = False  # norms at every step: costs time per image (results/diagnostics-overhead-cpu/)
 
 
 class CellSettings(_Frozen):

@@ -43,7 +43,7 @@ class Cell:
 # Settings a cell id's hash leaves out while they hold this value: a setting added to CellSettings
 # goes here with its default, so that every cell planned without it keeps its id.
 ADDED_LATER = {("data", "dataset"): "mnist", ("train", "threads"): None, ("data", "val_split"): "first",
-               ("data", "split_seed"): None}
+               ("data", "split_seed"): None, ("train", "diagnostics"): "full"}
 # Values a cell id's hash reads as another: `auto` runs eager on every CPU and wherever graphs cannot
 # run, so it names the eager cell; on a GPU the record says it ran cuda_graphs, and the report says when modes differ.
 HASHED_AS = {("train", "mode"): {"auto": "eager"}}

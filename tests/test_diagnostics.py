@@ -4,6 +4,7 @@ ablation variants, and the report's verdict on hand-made results folders."""
 from __future__ import annotations
 
 import csv
+import json
 import math
 from pathlib import Path
 
@@ -59,6 +60,23 @@ def test_a_tiny_run_records_plausible_diagnostics_without_changing_training(tmp_
     compared = ("train_loss", "train_accuracy", "val_accuracy", "test_accuracy", "dead_fraction_l1", "noise_scale")
     assert [[r[k] for k in compared] for r in rows_on] == [[r[k] for k in compared] for r in rows_off]
     assert on["summary"]["final_noise_scale"] == pytest.approx(float(rows_on[-1]["noise_scale"]))
+
+
+@pytest.mark.slow
+def test_the_epoch_diagnostics_are_a_switch_that_changes_no_training_number(tmp_path):
+    """train.diagnostics: full measures everything, light all but B_simple, off nothing; the
+    losses and accuracies are the same."""
+    config = {**TINY, "name": "levels", "sweep": {"train.diagnostics": ["full", "light", "off"]}}
+    proc = harness("run", "--config", str(write_config(tmp_path, config)), "--results-dir", str(tmp_path / "r"),
+                   "--no-report")
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["settings"]["train"]["diagnostics"]: epochs_csv(p.parent)
+            for p in (tmp_path / "r" / "levels").glob("*/result.json") for r in [read_json(p)]}
+    assert all(r["noise_scale"] != "" and r["dead_fraction_l1"] != "" for r in rows["full"])
+    assert all(r["noise_scale"] == "" and r["dead_fraction_l1"] != "" for r in rows["light"])
+    assert all(r[k] == "" for r in rows["off"] for k in DIAGNOSTIC_COLUMNS)
+    compared = ("train_loss", "train_accuracy", "val_accuracy", "test_accuracy")
+    assert len({json.dumps([[r[k] for k in compared] for r in found]) for found in rows.values()}) == 1
 
 
 @pytest.mark.slow

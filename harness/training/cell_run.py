@@ -24,7 +24,7 @@ from harness import checks
 from harness.config import CheckSettings
 from harness.plan import Cell
 from harness.record import faults, results
-from harness.record.metrics import STEP_NORM_COLUMNS
+from harness.record.metrics import DIAGNOSTIC_COLUMNS, STEP_NORM_COLUMNS
 from harness.training import checkpoint, diagnostics, measure, workloads
 from harness.training.checkpoint import LoopState, Window
 from harness.training.data import IndexStream, Splits, rank_slice
@@ -267,7 +267,7 @@ class CellRun:
         self.ctx.progress.epoch_line(self.cell.id, row, self.settings.train.epochs)
 
     def diagnose(self) -> dict[str, Any]:
-        return diagnose(self.engine, self.ctx.splits)
+        return diagnose(self.engine, self.ctx.splits, self.settings.train.diagnostics)
 
     def checkpoint(self) -> None:
         """Everything needed to resume at this step (training/checkpoint.py), one file per rank."""
@@ -364,10 +364,12 @@ def epoch_row(state: LoopState, settings, accelerator: Accelerator, correct: lis
     }
 
 
-def diagnose(engine: Engine, splits: Splits) -> dict[str, Any]:
-    """The epoch's diagnostics; identical on every rank (same weights, same probe), no reduction."""
-    found = diagnostics.epoch_diagnostics(engine.eval_model, engine.optimizer, splits.train_x, splits.train_y,
-                                          engine.workload.summed_loss)
+def diagnose(engine: Engine, splits: Splits, level: str = "full") -> dict[str, Any]:
+    """The epoch's diagnostics at train.diagnostics' `level` (unknown where not measured);
+    identical on every rank (same weights, same probe), no reduction."""
+    found = dict.fromkeys(DIAGNOSTIC_COLUMNS) if level == "off" else diagnostics.epoch_diagnostics(
+        engine.eval_model, engine.optimizer, splits.train_x, splits.train_y, engine.workload.summed_loss,
+        b_simple=level == "full")
     return found | (engine.norms.read_and_reset() if engine.norms is not None else dict.fromkeys(STEP_NORM_COLUMNS))
 
 

@@ -18,6 +18,7 @@ records them as unknown, which the report calls "not available for this model".
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -166,7 +167,9 @@ def noise_scale(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     found = _linear_squares(model, x, y, summed_loss)
     if found is None:
         try:
-            found = _per_sample_squares(model, x, y, summed_loss)
+            with warnings.catch_warnings():  # torch.func's "no batching rule, falling back": slower, not wrong
+                warnings.simplefilter("ignore", UserWarning)
+                found = _per_sample_squares(model, x, y, summed_loss)
         except Exception:  # noqa: BLE001 - an op torch.func cannot batch, a model that needs a whole batch: not available
             return {"noise_scale": None, "noise_trace": None, "true_grad_sq": None}
     return b_simple(*found, 1, len(x))
@@ -225,10 +228,12 @@ def weights_finite(model: nn.Module) -> bool:
 
 
 def epoch_diagnostics(model: nn.Module, optimizer: torch.optim.Optimizer, train_x: torch.Tensor,
-                      train_y: torch.Tensor, summed_loss: Callable | None = None) -> dict[str, float | None]:
-    """Everything measured on the weights at the end of an epoch (the model in train mode)."""
+                      train_y: torch.Tensor, summed_loss: Callable | None = None,
+                      b_simple: bool = True) -> dict[str, float | None]:
+    """Everything measured on the weights at the end of an epoch (the model in train mode); B_simple
+    only with `b_simple` (train.diagnostics: full)."""
     out = probe_stats(model, train_x[:PROBE_IMAGES])
     out |= adam_state(optimizer, model)
-    scale = noise_scale(model, train_x[:NOISE_IMAGES], train_y[:NOISE_IMAGES], summed_loss)
-    out["noise_scale"] = scale["noise_scale"]
+    found = noise_scale(model, train_x[:NOISE_IMAGES], train_y[:NOISE_IMAGES], summed_loss) if b_simple else {}
+    out["noise_scale"] = found.get("noise_scale")
     return out
