@@ -7,15 +7,13 @@ data, train); it is stored whole in each result.json and hashed into the cell id
 
 from __future__ import annotations
 
-import math
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import (
     AliasChoices,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     PrivateAttr,
@@ -26,6 +24,8 @@ from pydantic import (
 
 from harness import builtins, yamlsafe
 from harness.errors import ConfigError
+from harness.numbers import Count, Real
+from harness.optim import OptimSettings
 from harness.workload import WorkloadSettings
 from harness.yamlsafe import apply_override, short
 
@@ -39,16 +39,6 @@ CUDA_GRAPH_EAGER_STEPS = 3
 UNSWEEPABLE = {"train.mixed_precision": "launch one run per precision instead"}
 
 
-def _not_a_boolean(value: Any) -> Any:
-    if isinstance(value, bool):
-        raise ValueError("a boolean is not a number")
-    return value
-
-
-# Numbers as users mean them: a float is finite and never a boolean (YAML reads `1e-3` as a string,
-# which a float accepts); a count is a true integer: not `true`, not `1e23` (a float in YAML).
-Real = Annotated[float, BeforeValidator(_not_a_boolean)]
-Count = Annotated[int, Field(strict=True)]
 MAX_SEED = 2**32 - 1
 
 
@@ -61,32 +51,6 @@ class ModelSettings(_Frozen):
     # normal: weights AND biases ~ N(0, init_std), as in the motivating case
     init: Literal["default", "normal", "kaiming"] = "default"
     init_std: Real = Field(1.0, gt=0)
-
-
-class OptimSettings(_Frozen):
-    name: Literal["adam", "sgd"] = "adam"
-    lr: Real = Field(1e-3, gt=0)
-    eps: Real = Field(1e-8, gt=0)
-    betas: tuple[Real, Real] = (0.9, 0.999)
-    momentum: Real = Field(0.0, ge=0, lt=1)
-    weight_decay: Real = Field(0.0, ge=0)
-    grad_clip_norm: Real | None = Field(None, gt=0)
-    # lr is given at lr_reference_batch; other batch sizes scale it by B/ref or sqrt(B/ref)
-    lr_scaling: Literal["none", "linear", "sqrt"] = "none"
-    lr_reference_batch: Count = Field(1, ge=1)
-
-    @field_validator("betas")
-    @classmethod
-    def _betas_in_unit_interval(cls, betas: tuple[float, float]) -> tuple[float, float]:
-        if not all(0 <= b < 1 for b in betas):
-            raise ValueError("each beta must lie in [0, 1)")
-        return betas
-
-    def lr_for(self, batch_size: int) -> float:
-        ratio = batch_size / self.lr_reference_batch
-        return {"none": self.lr, "linear": self.lr * ratio, "sqrt": self.lr * math.sqrt(ratio)}[
-            self.lr_scaling
-        ]
 
 
 class DataSettings(_Frozen):
@@ -184,6 +148,9 @@ class CellSettings(_Frozen):
                     "the CUDA graph); set one of them to false/eager")
         if self.optim.name != "adam":
             return "train.mode=cuda_graphs needs optim.name=adam (capturable fused Adam)"
+        if self.optim.varies_lr:
+            return ("train.mode=cuda_graphs holds the learning rate fixed in the captured step; a schedule or a "
+                    "warm-up (optim.schedule, optim.lr_warmup_*) needs train.mode=eager or compile")
         if self.train.warmup_steps <= CUDA_GRAPH_EAGER_STEPS:
             return (f"train.mode=cuda_graphs needs train.warmup_steps >= {CUDA_GRAPH_EAGER_STEPS + 1}, "
                     f"so that the graph capture happens outside the timed window")

@@ -43,7 +43,9 @@ class Cell:
 # Settings a cell id's hash leaves out while they hold this value: a setting added to CellSettings
 # goes here with its default, so that every cell planned without it keeps its id.
 ADDED_LATER = {("data", "dataset"): "mnist", ("train", "threads"): None, ("data", "val_split"): "first",
-               ("data", "split_seed"): None, ("train", "diagnostics"): "full"}
+               ("data", "split_seed"): None, ("train", "diagnostics"): "full", ("optim", "nesterov"): False,
+               ("optim", "schedule"): "constant", ("optim", "lr_warmup_steps"): 0, ("optim", "lr_warmup_fraction"): 0.0,
+               ("optim", "lr_final_fraction"): 0.0}
 # Values a cell id's hash reads as another: `auto` runs eager on every CPU and wherever graphs cannot
 # run, so it names the eager cell; on a GPU the record says it ran cuda_graphs, and the report says when modes differ.
 HASHED_AS = {("train", "mode"): {"auto": "eager"}}

@@ -45,7 +45,8 @@ def harness(*args: str, cwd: Path | None = None, env: dict | None = None,
 # what training computed, as opposed to how long it took: equal on a rerun, a resume, any machine
 EPOCH_COMPARED = ("epoch", "train_loss", "train_accuracy", "val_accuracy", "test_accuracy", "images_seen",
                   "optimizer_steps", "timed_steps")
-CHECK_COMPARED = ("step", "epoch", "images_seen", "window_steps", "window_warmup_steps", "val_accuracy", "val_loss")
+CHECK_COMPARED = ("step", "epoch", "images_seen", "window_steps", "window_warmup_steps", "val_accuracy", "val_loss",
+                  "lr_at_check")
 
 
 def trained_numbers(cell_dir: Path) -> dict[str, list[dict]]:

@@ -127,6 +127,7 @@ METRICS: tuple[Metric, ...] = (
     Metric("window_warmup_seconds", "check", "s", ranks="max", doc="their seconds"),
     Metric("val_accuracy", "check", doc="validation accuracy at the check"),
     Metric("val_loss", "check", doc="validation loss at the check"),
+    Metric("lr_at_check", "check", doc="the learning rate the next step uses (optim.schedule; constant without one)"),
     Metric("check_seconds", "check", "s", ranks="max",
            doc="the check's own clock, never training time"),
 

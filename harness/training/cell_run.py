@@ -226,7 +226,8 @@ class CellRun:
         step = state.global_step
         state.evals.append({"step": step, "epoch": state.epoch, "images_seen": step * self.settings.train.batch_size,
                             "train_seconds": state.trained_seconds, **state.window.columns(),
-                            "val_accuracy": correct / n, "val_loss": loss / n, "check_seconds": check_seconds})
+                            "val_accuracy": correct / n, "val_loss": loss / n,
+                            "lr_at_check": self.engine.learning_rate(), "check_seconds": check_seconds})
         self.state.window = Window()
 
     def end_epoch(self) -> None:
@@ -277,7 +278,7 @@ class CellRun:
             state.losses = self.losses.cpu()
         state.step_norms = engine.norms.state() if engine.norms is not None and state.order is not None else None
         checkpoint.save(self.cell_dir, self.accelerator.process_index, self.accelerator.num_processes, state,
-                        engine.eval_model, engine.optimizer)
+                        engine.eval_model, engine.optimizer, engine.scheduler)
 
     def preempt(self) -> tuple[str, dict[str, Any]]:
         """Asked to stop mid-epoch (USR1/TERM): a grid cell checkpoints to resume at this step."""
@@ -303,32 +304,35 @@ class CellRun:
             summary |= {"diverged_at_step": state.diverged_at_step, "last_finite_loss": state.last_finite_loss}
         return status, summary
 
+    def _restore(self, model: dict, optimizer: dict, rng: torch.Tensor, stream: dict, scheduler: dict | None) -> None:
+        engine = self.engine
+        engine.eval_model.load_state_dict(model)
+        engine.optimizer.load_state_dict(optimizer)
+        torch.set_rng_state(rng)
+        self.stream.restore(stream)
+        if engine.scheduler is not None:
+            engine.scheduler.load_state_dict(scheduler)
+
     def _flops(self) -> int | None:
         x, y = self.ctx.splits.train_x[:64], self.ctx.splits.train_y[:64]
         return count_flops(self.engine.eval_model, x, y, self.engine.workload.train_loss)
 
     def _resume(self) -> LoopState | None:
-        """The checkpoint's state with the model, optimizer, RNG and stream restored; None (all of
-        them as they were) where there is none or it does not fit this cell."""
+        """The checkpoint's state with the model, optimizer, schedule, RNG and stream restored; None
+        (all of them as they were) where there is none or it does not fit this cell."""
         accelerator, engine, warn = self.accelerator, self.engine, self.ctx.progress.warning
         saved = checkpoint.load(self.cell_dir, accelerator.process_index, accelerator.num_processes, warn)
         if saved is None:
             return None
         fresh = (copy.deepcopy(engine.eval_model.state_dict()), copy.deepcopy(engine.optimizer.state_dict()),
-                 torch.get_rng_state(), self.stream.state())
+                 torch.get_rng_state(), self.stream.state(), engine.scheduler and engine.scheduler.state_dict())
         try:  # plain data of the wrong shape (other keys, sizes, types) must not leave the cell half-restored
-            engine.eval_model.load_state_dict(saved["model"])
-            engine.optimizer.load_state_dict(saved["optimizer"])
-            torch.set_rng_state(saved["torch_rng"])
             state = saved["state"]
-            self.stream.restore(state.stream)
+            self._restore(saved["model"], saved["optimizer"], saved["torch_rng"], state.stream, saved.get("scheduler"))
             if state.step_norms is not None and engine.norms is not None:
                 engine.norms.restore(state.step_norms)
         except Exception as exc:  # noqa: BLE001 - any misfit: start over, the file kept aside
-            engine.eval_model.load_state_dict(fresh[0])
-            engine.optimizer.load_state_dict(fresh[1])
-            torch.set_rng_state(fresh[2])
-            self.stream.restore(fresh[3])
+            self._restore(*fresh)
             checkpoint.refuse(self.cell_dir, accelerator.process_index, f"it does not fit this cell's model: {exc}",
                               warn)
             return None
@@ -390,8 +394,6 @@ def _first_nonfinite(accelerator: Accelerator, losses: torch.Tensor) -> int | No
 def _add(total: float | None, joules: float | None, empty_window: bool) -> float | None:
     """Energy adds up across the windows of an epoch (and the runs of a resumed one); unknown
     anywhere is unknown."""
-    if empty_window:
-        return total
-    if joules is None:
-        return None
+    if empty_window or joules is None:
+        return total if empty_window else None
     return joules if total is None else total + joules

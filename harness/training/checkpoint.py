@@ -106,9 +106,11 @@ def path_for(cell_dir: Path, rank: int) -> Path:
     return cell_dir / f"checkpoint-rank{rank}.pt"
 
 
-def save(cell_dir: Path, rank: int, world: int, state: LoopState, model: torch.nn.Module, optimizer) -> None:
+def save(cell_dir: Path, rank: int, world: int, state: LoopState, model: torch.nn.Module, optimizer,
+         scheduler=None) -> None:
     payload = {"world": world, "state": asdict(state), "model": model.state_dict(),
-               "optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state()}
+               "optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
+               "scheduler": scheduler.state_dict() if scheduler is not None else None}
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     write_atomic(path_for(cell_dir, rank), buffer.getvalue())

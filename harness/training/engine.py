@@ -36,6 +36,11 @@ class Engine:
     mode_reason: str | None = None  # why auto did not run cuda_graphs
     path: str = "lean"  # the eager step's path: lean (torch's own calls) or accelerate (Accelerate's wrappers)
     graph: CudaGraphStep | None = None
+    scheduler: torch.optim.lr_scheduler.LambdaLR | None = None  # optim.schedule and warm-up; None: a constant rate
+
+    def learning_rate(self) -> float:
+        """The rate the next step will use."""
+        return float(self.optimizer.param_groups[0]["lr"])
 
     def mode_record(self) -> dict[str, str | None]:
         """The fields a cell's summary records about its engine: a graph that fell back ran eager."""
@@ -48,7 +53,10 @@ def build_optimizer(settings: CellSettings, params, capturable: bool = False) ->
     o = settings.optim
     lr = o.lr_for(settings.train.batch_size)
     if o.name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=o.momentum, weight_decay=o.weight_decay)
+        return torch.optim.SGD(params, lr=lr, momentum=o.momentum, weight_decay=o.weight_decay, nesterov=o.nesterov)
+    if o.name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay, fused=True,
+                                 capturable=capturable)
     # fused Adam: one kernel for all parameters, on CUDA and (torch >= 2.4) CPU;
     # capturable keeps its step count on the device so a CUDA graph can replay it
     return torch.optim.Adam(params, lr=lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay,
@@ -109,7 +117,9 @@ def build_engine(settings: CellSettings, accelerator: Accelerator, splits: Split
     clip_norm = torch.nn.utils.clip_grad_norm_ if lean else accelerator.clip_grad_norm_
     raw = optimizer.optimizer if lean else optimizer  # under AcceleratedOptimizer: torch's fused Adam
     fused = FusedAdamUpdate(raw) if lean and FusedAdamUpdate.applies(raw) else None
-    update = fused or raw.step
+    schedule = settings.optim.schedule_for(settings.total_steps) if settings.optim.varies_lr else None
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer.optimizer, schedule) if schedule else None
+    update = _then(fused or raw.step, scheduler.step) if scheduler else (fused or raw.step)
     clear_grads = fused.clear_grads if fused else lambda: raw.zero_grad(set_to_none=True)
 
     def step(idx: torch.Tensor) -> torch.Tensor:
@@ -129,7 +139,14 @@ def build_engine(settings: CellSettings, accelerator: Accelerator, splits: Split
         if mode == "cuda_graphs" else None
     return Engine(accelerator=accelerator, model=model, eval_model=accelerator.unwrap_model(model), optimizer=optimizer,
                   step=graph or step, workload=workload, norms=norms, mode=mode, mode_reason=reason,
-                  path="lean" if lean else "accelerate", graph=graph)
+                  path="lean" if lean else "accelerate", graph=graph, scheduler=scheduler)
+
+
+def _then(first: Callable[[], object], second: Callable[[], object]) -> Callable[[], None]:
+    def both() -> None:
+        first()
+        second()
+    return both
 
 
 class FusedAdamUpdate:
