@@ -185,23 +185,23 @@ def metric(outputs, targets):
 '''
 MORE = GOOD + '''
 def build_tokens(options):
-    return torch.nn.Sequential(torch.nn.Linear(8, 12), torch.nn.Unflatten(1, (4, 3)))
+    return torch.nn.Linear(8, 12)
 def load_tokens(options):
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(200, 8, generator=g), torch.randint(3, (200, 4), generator=g)
     return {"train": (x[:150], y[:150]), "test": (x[150:], y[150:])}
 def tokens_loss(outputs, targets):
     return torch.nn.functional.cross_entropy(outputs.reshape(-1, 3), targets.reshape(-1))
+def load_mixed(options):
+    x, y = torch.randn(200, 8), torch.randint(3, (200,))
+    mask = torch.ones(200, 8)
+    return {"train": ({"input_ids": x[:150], "attention_mask": mask[:150]}, y[:150]), "test": (x[150:], y[150:])}
 def build_one(options):
     return torch.nn.Linear(8, 1)
 def load_float(options):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(200, 8, generator=g)
     return {"train": (x[:150], x[:150].sum(1, keepdim=True)), "test": (x[150:], x[150:].sum(1, keepdim=True))}
-def load_dict(options):
-    x, y = torch.randn(200, 8), torch.randint(3, (200,))
-    mask = torch.ones(200, 8)
-    return {"train": ({"input_ids": x[:150], "attention_mask": mask[:150]}, y[:150]), "test": (x[150:], y[150:])}
 def nan_metric(outputs, targets):
     return torch.full((len(targets),), float("nan"))
 def percent(outputs, targets):
@@ -239,17 +239,18 @@ BAD = [  # (what the config names or the file says, the one line it must give)
      "workload.data: "),
     ({"model": "mine.py:build_tokens", "data": "mine.py:load_tokens", "loss": "mine.py:tokens_loss"}, MORE,
      "workload.metric: the default metric (accuracy, argmax over classes == label) needs (examples, classes) "
-     "outputs and one label per example; the model gives shape (4, 4, 3) for targets of shape (4, 4)"),
+     "logits against one label per example, or (examples, T, classes) against (examples, T) token labels; the model "
+     "gives shape (4, 12) for targets of shape (4, 4): name a metric of your own as workload.metric"),
     ({"model": "mine.py:build_one", "data": "mine.py:load_float"}, MORE,
      "workload.loss: the train targets are floating point (torch.float32, shape (130, 1)), but the default loss "
-     "(cross-entropy) takes integer class labels; name a loss of your own as workload.loss"),
+     "(cross-entropy) takes one tensor of integer class labels; name a loss of your own as workload.loss"),
     ({"model": "mine.py:build", "data": "mine.py:load", "metric": "mine.py:nan_metric"}, MORE,
      "mine.py:nan_metric gave a score that is not finite on the 4 trial examples"),
     ({"model": "mine.py:build", "data": "mine.py:load", "metric": "mine.py:percent"}, MORE,
      "the target and the report read a score in [0, 1], higher is better (an accuracy): rescale it to [0, 1]"),
-    ({"model": "mine.py:build", "data": "mine.py:load_dict"}, MORE,
-     "returned 'train'[0] is a dict of 2; the harness takes one tensor per split for the inputs and one for the "
-     "targets (one row per example): concatenate them along the last dimension (torch.cat) and split them again"),
+    ({"model": "mine.py:build", "data": "mine.py:load_mixed"}, MORE,
+     "returned 'test' inputs as shape (50, 8) but 'train' inputs as {'input_ids': shape (150, 8), 'attention_mask': "
+     "shape (150, 8)}; give every split the same structure (keys, nesting)"),
 ]
 
 
@@ -257,7 +258,7 @@ BAD = [  # (what the config names or the file says, the one line it must give)
                                                              "not a pair", "labels", "scalar metric", "raises",
                                                              "token targets, default metric",
                                                              "float targets, default loss", "metric not finite",
-                                                             "metric out of [0, 1]", "dict inputs"])
+                                                             "metric out of [0, 1]", "dict and tensor inputs"])
 def test_a_workload_that_answers_wrong_is_one_line_and_writes_nothing(tmp_path, named, source, message):
     if source:
         (tmp_path / "mine.py").write_text(source)

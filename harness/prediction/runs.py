@@ -49,10 +49,10 @@ def short_run(cell: Cell, ctx: RunContext, target: float, cap: float = 3.0) -> S
     (CellRun) on the cell's check schedule carried on past its epochs, writing nothing: the first
     warmup_steps are untimed and every stretch between checks is one synced window, so these
     windows time the batch size too."""
-    settings = cell.settings.sized(len(ctx.splits.train_y))
+    settings = cell.settings.sized(ctx.splits.n_train)
     epochs = math.ceil(cap * settings.train.epochs)
     longer = settings.model_copy(update={"train": settings.train.model_copy(update={"epochs": epochs})})
-    longer = longer.sized(len(ctx.splits.train_y))
+    longer = longer.sized(ctx.splits.n_train)
     course = Course(ends=tuple(checks.for_cell(longer, ctx.checks)), warmup_steps=settings.train.warmup_steps,
                     cap_steps=longer.total_steps, records=False, done=lambda run: _settled(run, target)[1])
     run = _run(cell, ctx, course, f"short run batch {cell.batch_size} seed {settings.train.seed}")
@@ -68,7 +68,7 @@ def short_run(cell: Cell, ctx: RunContext, target: float, cap: float = 3.0) -> S
                     windows=[(w.steps, w.seconds) for w in run.windows if w.steps],
                     checks_skipped=run.state.checks_skipped, checks=measured,
                     crossing_steps=found.steps if found else None, settled=settled, cap_steps=course.cap_steps,
-                    val_examples=len(ctx.splits.val_y))
+                    val_examples=ctx.splits.n_val)
 
 
 def _settled(run: CellRun, target: float) -> tuple[crossing.Crossing | None, bool]:
@@ -92,7 +92,7 @@ def _run(cell: Cell, ctx: RunContext, course: Course, name: str) -> CellRun:
 
 def _noise(run: CellRun) -> float | None:
     probe, engine, splits = diagnostics.NOISE_IMAGES, run.engine, run.ctx.splits
-    return diagnostics.noise_scale(engine.eval_model, splits.train_x[:probe], splits.train_y[:probe],
+    return diagnostics.noise_scale(engine.eval_model, *splits.train_prefix(probe),
                                    engine.workload.summed_loss)["noise_scale"]
 
 
@@ -223,7 +223,7 @@ def _announced_timing(cell: Cell, runs: list[ShortRun], ctx: RunContext) -> dict
     """A batch size's seconds per step: from its short runs' windows where it had any, else a timing pass."""
     ran = [r for r in runs if r.batch_size == cell.batch_size]
     timing = timing_from_runs(ran) if ran else time_steps(cell, ctx)
-    timing["budget_steps"] = cell.settings.sized(len(ctx.splits.train_y)).total_steps
+    timing["budget_steps"] = cell.settings.sized(ctx.splits.n_train).total_steps
     ctx.progress.message(f"timing batch {cell.batch_size}: {timing['seconds_per_step'] * 1e3:.3f} ms per step "
                      f"({timing['steps']} steps, {timing['source']})")
     return timing

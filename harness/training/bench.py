@@ -182,7 +182,7 @@ class Engines:
 
 def calibrate(engines: Engines, loop: str) -> float:
     """Seconds per step of one engine loop, from CHECK_STEPS steps after its warm-up."""
-    stream = IndexStream(len(engines.splits.train_y), "shuffle", seed=0)
+    stream = IndexStream(engines.splits.n_train, "shuffle", seed=0)
     order = stream.next((WARMUP_STEPS + CHECK_STEPS) * engines.batch)
     run, _ = engine_loop(engines.accelerator, engines.splits, order, settings_for(engines.batch, LOOPS[loop][0]), False,
                          engine=engines.fresh(loop), name=loop)
@@ -194,7 +194,7 @@ def bench_batch(accelerator, dataset, splits, batch: int, loops: list[str], repe
     engines = Engines(accelerator, splits, batch, threads)
     steps = WARMUP_STEPS + timed_steps_for(calibrate(engines, loops[0]))
     val_size = settings_for(batch, "eager").data.val_size
-    order = IndexStream(len(splits.train_y), "shuffle", seed=0).next(steps * batch)
+    order = IndexStream(splits.n_train, "shuffle", seed=0).next(steps * batch)
     runs: list[Run] = []
     everyone = (["reference"] if with_reference else []) + loops
     for rep in range(repeats):
@@ -262,7 +262,7 @@ def run_bench(mnist_folder: Path, batches: list[int], loops: list[str] | None, r
     env = measure.environment(accelerator.device, 1, str(accelerator.distributed_type), "no") | threads_record
     peak = peak_flops(env["device_name"], compute_precision("no")) if cuda else None
     model = build_mlp(settings_for(1, "eager").model).to(accelerator.device)
-    flops = count_flops(model, splits.train_x[:64], splits.train_y[:64], F.cross_entropy)
+    flops = count_flops(model, *splits.train_prefix(64), F.cross_entropy)
     rows = []
     for batch in batches:
         with_reference = skip_reference_above is None or batch <= skip_reference_above

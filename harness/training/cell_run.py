@@ -85,12 +85,12 @@ class CellRun:
 
     def __init__(self, cell: Cell, ctx: RunContext, course: Course, cell_dir: Path | None = None):
         self.cell, self.ctx, self.course, self.cell_dir = cell, ctx, course, cell_dir
-        self.settings = cell.settings.sized(len(ctx.splits.train_y))
+        self.settings = cell.settings.sized(ctx.splits.n_train)
         self.accelerator = ctx.accelerator
         self.engine = build_engine(self.settings, self.accelerator, ctx.splits, workloads.resolve(cell))
         self.engine.step = faults.wrap(self.engine.step, cell.id)
         train = self.settings.train
-        self.stream = IndexStream(len(ctx.splits.train_y), train.sampling, train.seed)
+        self.stream = IndexStream(ctx.splits.n_train, train.sampling, train.seed)
         self.local = rank_slice(train.batch_size, self.accelerator.process_index, self.accelerator.num_processes)
         self.monitor = NvmlMonitor(self.accelerator.device) if course.records else None
         resumed = self._resume() if course.records else None
@@ -222,7 +222,7 @@ class CellRun:
         with measure.SyncedTimer(self.accelerator.device) as clock:
             correct, loss = validate(self.engine.eval_model, self.ctx.splits, self.accelerator, self.engine.workload)
         check_seconds = measure.over_ranks(self.accelerator, {"check_seconds": clock.seconds})["check_seconds"]
-        n = len(self.ctx.splits.val_y)
+        n = self.ctx.splits.n_val
         step = state.global_step
         state.evals.append({"step": step, "epoch": state.epoch, "images_seen": step * self.settings.train.batch_size,
                             "train_seconds": state.trained_seconds, **state.window.columns(),
@@ -314,7 +314,7 @@ class CellRun:
             engine.scheduler.load_state_dict(scheduler)
 
     def _flops(self) -> int | None:
-        x, y = self.ctx.splits.train_x[:64], self.ctx.splits.train_y[:64]
+        x, y = self.ctx.splits.train_prefix(64)
         return count_flops(self.engine.eval_model, x, y, self.engine.workload.train_loss)
 
     def _resume(self) -> LoopState | None:
@@ -355,9 +355,9 @@ def epoch_row(state: LoopState, settings, accelerator: Accelerator, correct: lis
     return {
         "epoch": state.epoch,
         "train_loss": across["train_loss"],
-        "train_accuracy": correct[0] / min(settings.data.train_eval_size, len(splits.train_y)),
-        "val_accuracy": correct[1] / len(splits.val_y),
-        "test_accuracy": correct[2] / len(splits.test_y),
+        "train_accuracy": correct[0] / min(settings.data.train_eval_size, splits.n_train),
+        "val_accuracy": correct[1] / splits.n_val,
+        "test_accuracy": correct[2] / splits.n_test,
         "images_seen": state.steps_done * batch,
         "optimizer_steps": state.steps_done,
         "timed_steps": timed_steps,

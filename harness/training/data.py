@@ -10,41 +10,66 @@ import numpy as np
 import torch
 
 from harness.errors import DataError
+from harness.training import batches
+from harness.training.batches import Tree
 from harness.training.images import MnistArrays
 
 
 @dataclass(frozen=True)
 class Splits:
-    """Flattened images scaled to [0, 1] and int64 labels, all on one device."""
+    """Inputs and targets of each split, all on one device: flattened images scaled to [0, 1] and
+    int64 labels for the built-ins; a tensor or a pytree of tensors (training/batches.py) each for
+    a workload's own."""
 
-    train_x: torch.Tensor
-    train_y: torch.Tensor
-    val_x: torch.Tensor
-    val_y: torch.Tensor
-    test_x: torch.Tensor
-    test_y: torch.Tensor
+    train_x: Tree
+    train_y: Tree
+    val_x: Tree
+    val_y: Tree
+    test_x: Tree
+    test_y: Tree
+
+    def train_prefix(self, n: int) -> tuple[Tree, Tree]:
+        """(inputs, targets) of the first `n` training examples (views)."""
+        head = slice(None, n)
+        return batches.take(self.train_x, head), batches.take(self.train_y, head)
+
+    @property
+    def n_train(self) -> int:
+        return batches.count(self.train_y)
+
+    @property
+    def n_val(self) -> int:
+        return batches.count(self.val_y)
+
+    @property
+    def n_test(self) -> int:
+        return batches.count(self.test_y)
 
     @property
     def nbytes(self) -> int:
         """Device bytes held (each storage once: the built-in images' train and validation share one)."""
-        tensors = (self.train_x, self.train_y, self.val_x, self.val_y, self.test_x, self.test_y)
+        tensors = batches.leaves((self.train_x, self.train_y, self.val_x, self.val_y, self.test_x, self.test_y))
         storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}
         return sum(storages.values())
 
 
-def hold_out(x: torch.Tensor, y: torch.Tensor, val_size: int, how: str = "first",
-             seed: int | None = None) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+def hold_out(x: Tree, y: Tree, val_size: int, how: str = "first",
+             seed: int | None = None) -> tuple[tuple[Tree, Tree], tuple[Tree, Tree]]:
     """((val_x, val_y), (train_x, train_y)): `val_size` examples held out of the training ones,
     by `data.val_split`: the first (TF's read_data_sets; views, no copy), the last, or a random
     set drawn with `data.split_seed` (the training rest keeps its original order)."""
+    take = batches.take
     if how == "first":
-        return (x[:val_size], y[:val_size]), (x[val_size:], y[val_size:])
+        return (take(x, slice(None, val_size)), take(y, slice(None, val_size))), \
+            (take(x, slice(val_size, None)), take(y, slice(val_size, None)))
     if how == "last":
-        return (x[-val_size:], y[-val_size:]), (x[:-val_size], y[:-val_size])
-    order = np.random.default_rng(seed or 0).permutation(len(x))
-    val = torch.from_numpy(np.sort(order[:val_size])).to(x.device)
-    train = torch.from_numpy(np.sort(order[val_size:])).to(x.device)
-    return (x[val], y[val]), (x[train], y[train])
+        return (take(x, slice(-val_size, None)), take(y, slice(-val_size, None))), \
+            (take(x, slice(None, -val_size)), take(y, slice(None, -val_size)))
+    order = np.random.default_rng(seed or 0).permutation(batches.count(x))
+    device = batches.leaves(x)[0].device
+    val = torch.from_numpy(np.sort(order[:val_size])).to(device)
+    train = torch.from_numpy(np.sort(order[val_size:])).to(device)
+    return (take(x, val), take(y, val)), (take(x, train), take(y, train))
 
 
 def to_device(arrays: MnistArrays, val_size: int, device: torch.device, how: str = "first",
@@ -74,41 +99,68 @@ def own_splits(raw: Any, val_size: int, device: torch.device, where: str, how: s
     if unknown:
         raise DataError(f"{where} returned the key(s) {', '.join(unknown)}; only 'train', 'val' and 'test' are read")
     pairs = {key: _pair(raw[key], f"{where} returned {key!r}") for key in ("train", "val", "test") if key in raw}
+    _same_structure(pairs, where)
     if "val" not in pairs:  # held out of the training examples, as for the images
         x, y = pairs["train"]
-        if val_size >= len(x):
-            raise DataError(f"data.val_size={val_size} leaves none of the workload's {len(x):,} training examples; "
-                            f"lower data.val_size or return a 'val' split from load()")
+        if val_size >= batches.count(x):
+            raise DataError(f"data.val_size={val_size} leaves none of the workload's {batches.count(x):,} training "
+                            f"examples; lower data.val_size or return a 'val' split from load()")
         pairs["val"], pairs["train"] = hold_out(x, y, val_size, how, seed)
-    size = sum(t.element_size() * t.nelement() for pair in pairs.values() for t in pair)
+    size = sum(batches.nbytes(pair) for pair in pairs.values())
     free = free_bytes(device)
     if free is not None and size > free:
         raise DataError(f"{where}: the data takes {size / 2**30:.2f} GiB and {device} has {free / 2**30:.2f} GiB free; "
                         f"the harness holds the whole dataset on the device: load fewer or smaller examples")
-    return Splits(*(t.to(device) for key in ("train", "val", "test") for t in pairs[key]))
+    return Splits(*(batches.move(t, lambda leaf: leaf.to(device)) for key in ("train", "val", "test")
+                    for t in pairs[key]))
 
 
-def _pair(value: Any, where: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _same_structure(pairs: dict[str, tuple[Tree, Tree]], where: str) -> None:
+    """Every split's inputs (and targets) have the training split's structure: the model is called
+    one way on all of them."""
+    for i, role in enumerate(("inputs", "targets")):
+        train = pairs["train"][i]
+        for key, pair in pairs.items():
+            if batches.structure(pair[i]) != batches.structure(train):
+                raise DataError(f"{where} returned {key!r} {role} as {batches.describe(pair[i])} but 'train' {role} "
+                                f"as {batches.describe(train)}; give every split the same structure (keys, nesting)")
+
+
+def _pair(value: Any, where: str) -> tuple[Tree, Tree]:
     if not (isinstance(value, (tuple, list)) and len(value) == 2):
         raise DataError(f"{where} as a {type(value).__name__}; each split is a pair (inputs, targets)")
-    x, y = (_tensor(v, f"{where}[{i}]") for i, v in enumerate(value))
-    if len(x) != len(y) or not len(x):
-        raise DataError(f"{where} with {len(x)} inputs and {len(y)} targets; give as many of each, at least one")
+    x, y = (_tree(v, f"{where}[{i}]") for i, v in enumerate(value))
+    if batches.count(x) != batches.count(y) or not batches.count(x):
+        raise DataError(f"{where} with {batches.count(x)} inputs and {batches.count(y)} targets; give as many of "
+                        f"each, at least one")
     return x, y
 
 
-def _tensor(value: Any, where: str) -> torch.Tensor:
+def _tree(value: Any, where: str) -> Tree:
+    """A tensor, a numpy array, or a dict/tuple/list of them (nested) sharing the leading example
+    dimension: every leaf a detached tensor."""
     if isinstance(value, np.ndarray):
-        value = torch.from_numpy(value)
-    if isinstance(value, (dict, tuple, list)):
-        raise DataError(f"{where} is a {type(value).__name__} of {len(value)}; the harness takes one tensor per "
-                        f"split for the inputs and one for the targets (one row per example): concatenate them "
-                        f"along the last dimension (torch.cat) and split them again in the model's forward")
-    if not isinstance(value, torch.Tensor):
-        raise DataError(f"{where} is a {type(value).__name__}; give a torch.Tensor or a numpy array")
-    if value.dim() == 0:
-        raise DataError(f"{where} is a single number; give one row per example")
-    return value.detach()
+        return _tree(torch.from_numpy(value), where)
+    if isinstance(value, torch.Tensor):
+        if value.dim() == 0:
+            raise DataError(f"{where} is a single number; give one row per example")
+        return value.detach()
+    if isinstance(value, dict):
+        if not value or not all(isinstance(k, str) and k.isidentifier() for k in value):
+            raise DataError(f"{where} is a dict with keys {sorted(map(repr, value))[:6]}; a dict of inputs is passed "
+                            f"as model(**x): give it one or more keys that are Python names")
+        tree: Tree = {k: _tree(v, f"{where}[{k!r}]") for k, v in value.items()}
+    elif isinstance(value, (tuple, list)) and value:
+        tree = type(value)(_tree(v, f"{where}[{i}]") for i, v in enumerate(value))
+    else:
+        raise DataError(f"{where} is {'an empty ' if isinstance(value, (dict, tuple, list)) else 'a '}"
+                        f"{type(value).__name__}; give a torch.Tensor or numpy array (one row per example), or a "
+                        f"dict, tuple or list of them")
+    sizes = {len(leaf) for leaf in batches.leaves(tree)}
+    if len(sizes) > 1:
+        raise DataError(f"{where} holds tensors of {', '.join(map(str, sorted(sizes)))} rows ({batches.describe(tree)})"
+                        f"; every tensor of a split holds one row per example: give them the same first dimension")
+    return tree
 
 
 def free_bytes(device: torch.device) -> int | None:

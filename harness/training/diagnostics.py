@@ -17,14 +17,18 @@ records them as unknown, which the report calls "not available for this model".
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from harness.training import batches
+from harness.training.batches import Tree
 
 PROBE_IMAGES = 1000  # dead units, logits, softmax
 NOISE_IMAGES = 2048  # B_big for B_simple: |G|^2 is estimated within ~B_simple / NOISE_IMAGES
@@ -106,14 +110,14 @@ class StepNorms:
 
 
 @torch.no_grad()
-def probe_stats(model: nn.Module, x: torch.Tensor) -> dict[str, float | None]:
+def probe_stats(model: nn.Module, x: Tree) -> dict[str, float | None]:
     """Dead fraction per activation module (a unit is dead when its slope is below DEAD_SLOPE for
     every probe example), the largest |logit|, the fraction of saturated softmaxes."""
     inputs: list[torch.Tensor] = []
     activations = [m for m in model.modules() if isinstance(m, (nn.ReLU, nn.Softplus))][:ACTIVATIONS]
     hooks = [m.register_forward_hook(lambda m, inp, out: inputs.append(inp[0])) for m in activations]
     try:
-        h = model(x)
+        h = batches.logits(batches.call(model, x))
     finally:
         for hook in hooks:
             hook.remove()
@@ -122,8 +126,9 @@ def probe_stats(model: nn.Module, x: torch.Tensor) -> dict[str, float | None]:
         slope = (pre > 0).float() if isinstance(module, nn.ReLU) else torch.sigmoid(pre * module.beta)
         dead.append((slope < DEAD_SLOPE).flatten(1).all(dim=0).float().mean().item())
     out = _per_layer_keys("dead_fraction", dead, ACTIVATIONS)
-    if not (isinstance(h, torch.Tensor) and h.dim() == 2 and h.is_floating_point()):  # not class logits
+    if not (isinstance(h, torch.Tensor) and h.dim() in (2, 3) and h.is_floating_point()):  # not class logits
         return out | {"max_abs_logit": None, "softmax_saturated_fraction": None}
+    h = h.flatten(0, -2)  # (examples, tokens, classes): one softmax per token
     probs = torch.softmax(h.float(), dim=1)
     out["max_abs_logit"] = h.abs().max().item()
     # saturated: the top class's float32 probability is exactly 1, so a correct image has no gradient
@@ -157,7 +162,7 @@ def b_simple(small_sq: float, big_sq: float, b_small: int, b_big: int) -> dict[s
     return {"noise_scale": scale, "noise_trace": trace, "true_grad_sq": true_sq}
 
 
-def noise_scale(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+def noise_scale(model: nn.Module, x: Tree, y: Tree,
                 summed_loss: Callable | None = None) -> dict[str, float | None]:
     """B_simple with B_small = 1 (the mean squared norm of per-sample gradients) and B_big = len(x)
     (the squared norm of their mean); `summed_loss(outputs, targets)` is the loss summed over the
@@ -172,10 +177,10 @@ def noise_scale(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                 found = _per_sample_squares(model, x, y, summed_loss)
         except Exception:  # noqa: BLE001 - an op torch.func cannot batch, a model that needs a whole batch: not available
             return {"noise_scale": None, "noise_trace": None, "true_grad_sq": None}
-    return b_simple(*found, 1, len(x))
+    return b_simple(*found, 1, batches.count(x))
 
 
-def _linear_squares(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+def _linear_squares(model: nn.Module, x: Tree, y: Tree,
                     summed_loss: Callable) -> tuple[float, float] | None:
     """Where every parameter sits in an nn.Linear applied to (examples, features): a sample's
     gradient is the outer product delta (x) a, so its squared norm is |delta|^2 (|a|^2 + 1 for the
@@ -187,14 +192,14 @@ def _linear_squares(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     hooks = [layer.register_forward_hook(lambda m, inp, out: seen.__setitem__(m, (inp[0].detach(), out)))
              for layer in layers]
     try:
-        loss = summed_loss(model(x), y)  # per-sample losses, so delta is per sample
+        loss = summed_loss(batches.call(model, x), y)  # per-sample losses, so delta is per sample
     finally:
         for hook in hooks:
             hook.remove()
     if len(seen) != len(layers) or any(a.dim() != 2 for a, _ in seen.values()):
         return None  # a layer used twice, or over a sequence: the outer product does not hold
     deltas = torch.autograd.grad(loss, [seen[layer][1] for layer in layers])
-    n, small_sq, big_sq = len(x), 0.0, 0.0
+    n, small_sq, big_sq = batches.count(x), 0.0, 0.0
     for layer, delta in zip(layers, deltas):
         a, d = seen[layer][0].double(), delta.detach().double()
         has_bias = layer.bias is not None
@@ -203,20 +208,31 @@ def _linear_squares(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     return small_sq, big_sq
 
 
-def _per_sample_squares(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+def _per_sample_squares(model: nn.Module, x: Tree, y: Tree,
                         summed_loss: Callable) -> tuple[float, float]:
-    """Any other model: per-sample gradients with torch.func, a chunk of examples at a time."""
+    """Any other model: per-sample gradients with torch.func, a chunk of examples at a time. A
+    model with batch normalisation runs as a copy in eval mode (its running statistics: a batch of
+    one has none of its own, and the in-place update cannot be batched); dropout draws per example."""
     from torch.func import functional_call, grad, vmap
 
+    if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        model = copy.deepcopy(model).eval()
     params = {k: v.detach() for k, v in model.named_parameters() if v.requires_grad}
     buffers = dict(model.named_buffers())
-    one = lambda p, xi, yi: summed_loss(functional_call(model, (p, buffers), (xi[None],)), yi[None])  # noqa: E731
-    per_sample = vmap(grad(one), in_dims=(None, 0, 0))
+
+    def one(p: dict, xi: Tree, yi: Tree) -> torch.Tensor:
+        xs, ys = (batches.move(t, lambda leaf: leaf[None]) for t in (xi, yi))
+        outputs = functional_call(model, (p, buffers), (), xs) if isinstance(xs, Mapping) \
+            else functional_call(model, (p, buffers), (xs,))
+        return summed_loss(outputs, ys)
+
+    per_sample = vmap(grad(one), in_dims=(None, 0, 0), randomness="different")
     chunk = max(1, min(256, 2**26 // max(1, sum(v.numel() for v in params.values()))))
-    n, small_sq = len(x), 0.0
+    n, small_sq = batches.count(x), 0.0
     total = {k: torch.zeros_like(v, dtype=torch.float64) for k, v in params.items()}
     for start in range(0, n, chunk):
-        grads = per_sample(params, x[start:start + chunk], y[start:start + chunk])
+        part = slice(start, start + chunk)
+        grads = per_sample(params, batches.take(x, part), batches.take(y, part))
         small_sq += sum(g.flatten(1).double().square().sum() for g in grads.values()).item()
         for k, g in grads.items():
             total[k] += g.double().sum(0)
@@ -227,13 +243,15 @@ def weights_finite(model: nn.Module) -> bool:
     return bool(torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all())
 
 
-def epoch_diagnostics(model: nn.Module, optimizer: torch.optim.Optimizer, train_x: torch.Tensor,
-                      train_y: torch.Tensor, summed_loss: Callable | None = None,
+def epoch_diagnostics(model: nn.Module, optimizer: torch.optim.Optimizer, train_x: Tree,
+                      train_y: Tree, summed_loss: Callable | None = None,
                       b_simple: bool = True) -> dict[str, float | None]:
     """Everything measured on the weights at the end of an epoch (the model in train mode); B_simple
     only with `b_simple` (train.diagnostics: full)."""
-    out = probe_stats(model, train_x[:PROBE_IMAGES])
+    out = probe_stats(model, batches.take(train_x, slice(None, PROBE_IMAGES)))
     out |= adam_state(optimizer, model)
-    found = noise_scale(model, train_x[:NOISE_IMAGES], train_y[:NOISE_IMAGES], summed_loss) if b_simple else {}
+    probe = slice(None, NOISE_IMAGES)
+    found = noise_scale(model, batches.take(train_x, probe), batches.take(train_y, probe), summed_loss) \
+        if b_simple else {}
     out["noise_scale"] = found.get("noise_scale")
     return out

@@ -15,6 +15,7 @@ from accelerate import Accelerator
 
 from harness.config import CUDA_GRAPH_EAGER_STEPS, CellSettings
 from harness.errors import ConfigError
+from harness.training import batches
 from harness.training.data import Splits
 from harness.training.diagnostics import StepNorms
 from harness.training.threads import apply as apply_threads
@@ -123,7 +124,8 @@ def build_engine(settings: CellSettings, accelerator: Accelerator, splits: Split
     clear_grads = fused.clear_grads if fused else lambda: raw.zero_grad(set_to_none=True)
 
     def step(idx: torch.Tensor) -> torch.Tensor:
-        loss = workload.train_loss(forward(splits.train_x[idx]), splits.train_y[idx])
+        outputs = batches.call(forward, batches.take(splits.train_x, idx))
+        loss = workload.train_loss(outputs, batches.take(splits.train_y, idx))
         backward(loss)  # Accelerate's path: DDP gradient sync, mixed-precision scaling
         if norms is not None:
             norms.after_backward()  # the synced gradient, before clipping

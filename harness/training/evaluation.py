@@ -8,18 +8,21 @@ import torch
 from accelerate import Accelerator
 from torch import nn
 
+from harness.training import batches
+from harness.training.batches import Tree
 from harness.training.data import Splits
 from harness.training.workloads import Workload
 
 
 @torch.no_grad()
-def score(model: nn.Module, x: torch.Tensor, y: torch.Tensor, workload: Workload, chunk: int = 10_000) -> torch.Tensor:
+def score(model: nn.Module, x: Tree, y: Tree, workload: Workload, chunk: int = 10_000) -> torch.Tensor:
     """[summed metric (correct predictions by default), summed loss] as a float64 device tensor, so
     the caller decides when to sync (and can sum it over ranks in one reduction)."""
-    total = torch.zeros(2, dtype=torch.float64, device=x.device)
-    for start in range(0, len(x), chunk):
-        outputs = model(x[start : start + chunk])
-        targets = y[start : start + chunk]
+    total = torch.zeros(2, dtype=torch.float64, device=batches.leaves(x)[0].device)
+    for start in range(0, batches.count(x), chunk):
+        part = slice(start, start + chunk)
+        outputs = batches.call(model, batches.take(x, part))
+        targets = batches.take(y, part)
         total[0] += workload.scores(outputs, targets).sum()
         total[1] += workload.summed_loss(outputs, targets)
     return total
@@ -29,7 +32,8 @@ def evaluate(model: nn.Module, splits: Splits, train_eval_size: int, accelerator
              workload: Workload) -> list[float]:
     """Summed metric on (train prefix, validation, test): an epoch's accuracies, once divided by
     the sizes (the train prefix: min(train_eval_size, the training split))."""
-    sets = [(splits.train_x[:train_eval_size], splits.train_y[:train_eval_size]),
+    prefix = slice(None, train_eval_size)
+    sets = [(batches.take(splits.train_x, prefix), batches.take(splits.train_y, prefix)),
             (splits.val_x, splits.val_y), (splits.test_x, splits.test_y)]
     return [correct for correct, _ in _scores(model, sets, accelerator, workload)]
 
@@ -40,11 +44,11 @@ def validate(model: nn.Module, splits: Splits, accelerator: Accelerator, workloa
     return correct, loss
 
 
-def _scores(model: nn.Module, sets: list[tuple[torch.Tensor, torch.Tensor]], accelerator: Accelerator,
+def _scores(model: nn.Module, sets: list[tuple[Tree, Tree]], accelerator: Accelerator,
             workload: Workload) -> list[list[float]]:
     model.eval()
     rank, world = accelerator.process_index, accelerator.num_processes
-    totals = torch.stack([score(model, x.tensor_split(world)[rank], y.tensor_split(world)[rank], workload)
+    totals = torch.stack([score(model, batches.part(x, rank, world), batches.part(y, rank, world), workload)
                           for x, y in sets])
     model.train()
     return accelerator.reduce(totals, "sum").tolist()

@@ -93,7 +93,7 @@ def load_data(accelerator: Accelerator, folders: dict[str, Path] | None,
     for cell in cells:
         splits = device_data.for_cell(cell)
         try:
-            cell.settings.sized(len(splits.train_y)).check_fits()
+            cell.settings.sized(splits.n_train).check_fits()
         except ValueError as exc:
             raise ConfigError(f"{cell.id}: {exc}") from None
         if cell.settings.workload.builtin is None and _data_key(cell) not in tried:

@@ -54,7 +54,7 @@ def run_sweep(config: SweepConfig, cells: list[plan.Cell], sweep_dir: Path, fold
         accelerator.init_trackers(config.name, config={k: v if isinstance(v, (int, float, str, bool)) else str(v)
                                                        for k, v in flatten(config.model_dump(mode="json")).items()})
     stop = StopRequest().install()
-    progress.start_sweep([c.settings.sized(len(device_data.for_cell(c).train_y)).total_steps for c in todo])
+    progress.start_sweep([c.settings.sized(device_data.for_cell(c).n_train).total_steps for c in todo])
     statuses, held = {}, []
     for cell in todo:
         ctx = RunContext(accelerator=accelerator, splits=device_data.for_cell(cell), progress=progress, stop=stop,

@@ -14,6 +14,9 @@ from typing import Any
 
 import torch
 
+from harness.training import batches
+from harness.training.batches import Tree
+
 SAMPLE_INTERVAL_S = 0.05
 
 # Dense (no sparsity) peak FLOP/s from the vendors' datasheets, by device-name fragment and
@@ -48,7 +51,7 @@ def _sdpa_on_cpu() -> dict:
             aten._scaled_dot_product_flash_attention_for_cpu_backward: backward}
 
 
-def count_flops(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss: Callable) -> int | None:
+def count_flops(model: torch.nn.Module, x: Tree, y: Tree, loss: Callable) -> int | None:
     """FLOPs to train on one example: torch's FlopCounterMode over one forward and backward of
     `len(x)` examples (every matrix product: mm, addmm, bmm, baddbmm, attention, and convolutions;
     the optimizer and elementwise ops are not counted). The model is left as it was: eval mode for
@@ -60,8 +63,8 @@ def count_flops(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss: 
     model.eval()
     try:
         with FlopCounterMode(display=False, custom_mapping=_sdpa_on_cpu()) as counter:
-            loss(model(x), y).backward()
-        return int(counter.get_total_flops()) // len(x)
+            loss(batches.call(model, x), y).backward()
+        return int(counter.get_total_flops()) // batches.count(x)
     except Exception:  # noqa: BLE001 - a model FlopCounterMode cannot count: FLOPs unknown, the cell trains
         return None
     finally:

@@ -31,7 +31,7 @@ def run_cell(cell: Cell, ctx: RunContext, sweep_dir: Path) -> str:
         results.write_result(cell_dir, record)
     error = None
     try:
-        course = Course.of_cell(cell, ctx.checks, len(ctx.splits.train_y))
+        course = Course.of_cell(cell, ctx.checks, ctx.splits.n_train)
         status, summary = CellRun(cell, ctx, course, cell_dir).run()
     except HarnessError:
         raise  # the results folder itself failed (disk full...): stop the sweep with one line

@@ -9,6 +9,10 @@ The interface, for the user's own:
     loss(outputs, targets) -> a scalar tensor, the mean over the examples (default: cross-entropy
         on integer class labels)
     metric(outputs, targets) -> one score in [0, 1] per example, higher is better (default: accuracy)
+Inputs and targets may be pytrees (training/batches.py); the defaults read the outputs' `logits`
+and take (examples, classes) logits against (examples,) labels, or (examples, T, classes) against
+(examples, T) token labels: per example the mean over its tokens, labels of IGNORE_INDEX left out
+(Hugging Face's padding convention).
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ from harness.builtins import REGISTRY
 from harness.config import CellSettings
 from harness.errors import ConfigError
 from harness.plan import Cell
+from harness.training import batches
+from harness.training.batches import Tree
 from harness.workload import IN_PROCESS, REGISTERED, split
 
 
@@ -59,20 +65,43 @@ class Workload:
         except Exception as exc:  # noqa: BLE001 - the user's code may raise anything: one line naming it
             raise failure(f"workload.{role}: {self.specs.get(role, self.label)}", exc) from None
 
-    def train_loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(outputs, targets) if self.loss is None else self.loss(outputs, targets)
+    def train_loss(self, outputs: Any, targets: Tree) -> torch.Tensor:
+        if self.loss is not None:
+            return self.loss(outputs, targets)
+        logits = batches.logits(outputs)
+        return F.cross_entropy(logits, targets) if logits.dim() == 2 else token_losses(logits, targets).mean()
 
-    def summed_loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def summed_loss(self, outputs: Any, targets: Tree) -> torch.Tensor:
         """The loss summed over the examples (per-example losses behind a mean: mean x count)."""
-        if self.loss is None:
-            return F.cross_entropy(outputs.float(), targets, reduction="sum")
-        return self.loss(outputs, targets).float() * len(targets)
+        if self.loss is not None:
+            return self.loss(outputs, targets).float() * batches.count(targets)
+        logits = batches.logits(outputs).float()
+        if logits.dim() == 2:
+            return F.cross_entropy(logits, targets, reduction="sum")
+        return token_losses(logits, targets).sum()
 
-    def scores(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def scores(self, outputs: Any, targets: Tree) -> torch.Tensor:
         """One score per example: the metric the target and the accuracies are read on."""
-        if self.metric is None:
-            return (outputs.argmax(dim=1) == targets).to(torch.float64)
-        return self.metric(outputs, targets).to(torch.float64)
+        if self.metric is not None:
+            return self.metric(outputs, targets).to(torch.float64)
+        logits = batches.logits(outputs)
+        hits = (logits.argmax(dim=-1) == targets).to(torch.float64)
+        return hits if logits.dim() == 2 else _token_mean(hits, targets)
+
+
+IGNORE_INDEX = -100  # a token label the default loss and metric leave out
+
+
+def token_losses(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per example, the mean cross-entropy over its tokens: (examples, *T, classes) logits against
+    (examples, *T) labels, IGNORE_INDEX left out."""
+    flat = F.cross_entropy(logits.flatten(0, -2), targets.flatten(), reduction="none", ignore_index=IGNORE_INDEX)
+    return _token_mean(flat.view(targets.shape), targets)
+
+
+def _token_mean(values: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    kept = (targets != IGNORE_INDEX).flatten(1)
+    return (values.flatten(1) * kept).sum(1) / kept.sum(1).clamp_min(1)
 
 
 def failure(where: str, exc: BaseException) -> WorkloadError:
@@ -181,68 +210,89 @@ def try_on(workload: Workload, splits, device: torch.device) -> list[str]:
     examples with their real shapes, before any cell trains: what the user's code answers wrong is
     one line here, not a failed cell later. Returns warnings: what may train but looks wrong."""
     model = build_model(workload).to(device)
-    x, y = splits.train_x[:TRY_EXAMPLES], splits.train_y[:TRY_EXAMPLES]
+    x, y = splits.train_prefix(TRY_EXAMPLES)
     with torch.no_grad():
-        outputs = workload.call("model", model, x)
+        outputs = workload.call("model", batches.call, model, x)
         if workload.loss is None:
             _check_classes(outputs, splits, workload)
         loss = workload.call("loss", workload.train_loss, outputs, y)
         if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
-            got = f"shape {tuple(loss.shape)}" if isinstance(loss, torch.Tensor) else f"a {type(loss).__name__}"
-            raise WorkloadError(f"workload.loss: {workload.specs.get('loss')} returned {got}; return one number, "
-                                f"the mean over the examples (e.g. .mean())")
+            raise WorkloadError(f"workload.loss: {workload.specs.get('loss')} returned {_got(loss)}; return one "
+                                f"number, the mean over the examples (e.g. .mean())")
         _check_scores(workload, outputs, y)
         return _loss_warnings(workload, outputs, y, loss)
 
 
-def _check_scores(workload: Workload, outputs: Any, y: torch.Tensor) -> None:
+def _class_logits(outputs: Any, targets: Tree) -> bool:
+    """Whether the defaults apply: (examples, *T, classes) float logits against (examples, *T) labels."""
+    logits = batches.logits(outputs)
+    return (isinstance(logits, torch.Tensor) and isinstance(targets, torch.Tensor) and logits.is_floating_point()
+            and logits.dim() == targets.dim() + 1 and logits.shape[:-1] == targets.shape)
+
+
+def _got(value: Any) -> str:
+    return batches.describe(batches.logits(value))
+
+
+def _check_scores(workload: Workload, outputs: Any, y: Tree) -> None:
     """The metric, default or the user's, gives one finite score in [0, 1] per example."""
-    if workload.metric is None and not (isinstance(outputs, torch.Tensor) and outputs.dim() == 2 and y.dim() == 1):
-        got = f"shape {tuple(outputs.shape)}" if isinstance(outputs, torch.Tensor) else f"a {type(outputs).__name__}"
+    n = batches.count(y)
+    if workload.metric is None and not _class_logits(outputs, y):
         raise WorkloadError(f"workload.metric: the default metric (accuracy, argmax over classes == label) needs "
-                            f"(examples, classes) outputs and one label per example; the model gives {got} for "
-                            f"targets of shape {tuple(y.shape)}: name a metric of your own as workload.metric")
+                            f"(examples, classes) logits against one label per example, or (examples, T, classes) "
+                            f"against (examples, T) token labels; the model gives {_got(outputs)} for targets of "
+                            f"{batches.describe(y)}: name a metric of your own as workload.metric")
     where = workload.specs.get("metric", "the default metric")
-    scores = workload.call("metric", workload.metric or workload.scores, outputs, y)
-    if not isinstance(scores, torch.Tensor) or tuple(scores.shape) != (len(y),):
-        got = f"shape {tuple(scores.shape)}" if isinstance(scores, torch.Tensor) else f"a {type(scores).__name__}"
-        raise WorkloadError(f"workload.metric: {where} returned {got} for {len(y)} examples; return one score per "
-                            f"example, shape ({len(y)},), higher is better")
+    scores = workload.call("metric", workload.scores, outputs, y)
+    if not isinstance(scores, torch.Tensor) or tuple(scores.shape) != (n,):
+        raise WorkloadError(f"workload.metric: {where} returned {_got(scores)} for {n} examples; return one score "
+                            f"per example, shape ({n},), higher is better")
     if not torch.isfinite(scores).all():
-        raise WorkloadError(f"workload.metric: {where} gave a score that is not finite on the {len(y)} trial "
+        raise WorkloadError(f"workload.metric: {where} gave a score that is not finite on the {n} trial "
                             f"examples ({scores.tolist()}); return a finite score per example")
     if scores.min() < 0 or scores.max() > 1:
         raise WorkloadError(f"workload.metric: {where} gave scores from {scores.min():.4g} to {scores.max():.4g} on "
-                            f"the {len(y)} trial examples; the target and the report read a score in [0, 1], higher "
+                            f"the {n} trial examples; the target and the report read a score in [0, 1], higher "
                             f"is better (an accuracy): rescale it to [0, 1]")
 
 
-def _loss_warnings(workload: Workload, outputs: Any, y: torch.Tensor, loss: torch.Tensor) -> list[str]:
+def _loss_warnings(workload: Workload, outputs: Any, y: Tree, loss: torch.Tensor) -> list[str]:
     """A loss that does not move when the model's outputs do cannot train the model."""
     if not isinstance(outputs, torch.Tensor) or not outputs.is_floating_point():
         return []
     moved = workload.call("loss", workload.train_loss, outputs * 1.5 + 0.25, y)
     if isinstance(moved, torch.Tensor) and moved.numel() == 1 and bool(moved == loss):
         where = workload.specs.get("loss", "the default loss (cross-entropy)")
-        return [f"workload.loss: {where} gave exactly {float(loss):.6g} on the {len(y)} trial examples both for the "
-                f"model's outputs and for those outputs changed; a loss that does not depend on the outputs "
-                f"trains nothing: check workload.loss against the targets' shape"]
+        return [f"workload.loss: {where} gave exactly {float(loss):.6g} on the {batches.count(y)} trial examples "
+                f"both for the model's outputs and for those outputs changed; a loss that does not depend on the "
+                f"outputs trains nothing: check workload.loss against the targets' shape"]
     return []
 
 
 def _check_classes(outputs: Any, splits, workload: Workload) -> None:
-    """The default loss is cross-entropy over class logits: integer labels in 0..classes-1."""
-    if not (isinstance(outputs, torch.Tensor) and outputs.dim() == 2 and outputs.is_floating_point()):
-        got = f"shape {tuple(outputs.shape)}" if isinstance(outputs, torch.Tensor) else f"a {type(outputs).__name__}"
-        raise WorkloadError(f"workload.model: {workload.label} gives {got}; the default loss (cross-entropy) needs "
-                            f"(examples, classes) logits: name a loss of your own as workload.loss")
-    classes = outputs.shape[1]
+    """The default loss is cross-entropy over class logits: integer labels in 0..classes-1, or
+    IGNORE_INDEX (left out)."""
     for name, y in (("train", splits.train_y), ("val", splits.val_y), ("test", splits.test_y)):
-        if y.is_floating_point():
-            raise WorkloadError(f"workload.loss: the {name} targets are floating point ({y.dtype}, shape "
-                                f"{tuple(y.shape)}), but the default loss (cross-entropy) takes integer class "
-                                f"labels; name a loss of your own as workload.loss (e.g. mean squared error)")
-        low, high = int(y.min()), int(y.max())
+        if not isinstance(y, torch.Tensor) or y.is_floating_point():
+            raise WorkloadError(f"workload.loss: the {name} targets are {_targets(y)}, but the default loss "
+                                f"(cross-entropy) takes one tensor of integer class labels; name a loss of your own "
+                                f"as workload.loss (e.g. mean squared error)")
+    y = splits.train_prefix(TRY_EXAMPLES)[1]
+    if not _class_logits(outputs, y):
+        raise WorkloadError(f"workload.model: {workload.label} gives {_got(outputs)} for targets of "
+                            f"{batches.describe(y)}; the default loss (cross-entropy) needs (examples, classes) "
+                            f"logits against (examples,) labels, or (examples, T, classes) against (examples, T): "
+                            f"name a loss of your own as workload.loss")
+    classes = batches.logits(outputs).shape[-1]
+    for name, y in (("train", splits.train_y), ("val", splits.val_y), ("test", splits.test_y)):
+        labels = y[y != IGNORE_INDEX]
+        low, high = (int(labels.min()), int(labels.max())) if labels.numel() else (0, 0)
         if low < 0 or high >= classes:
             raise WorkloadError(f"workload.data: the {name} labels run from {low} to {high}, but the model gives "
                                 f"{classes} classes (0..{classes - 1}); fix the labels or the model's last layer")
+
+
+def _targets(y: Tree) -> str:
+    if isinstance(y, torch.Tensor):
+        return f"floating point ({y.dtype}, shape {tuple(y.shape)})"
+    return batches.describe(y)
