@@ -187,9 +187,10 @@ class CellSettings(_Frozen):
 
 class ReportSettings(_Frozen):
     # the target on the workload's metric (accuracy by default); `report.target` says the same
-    target_accuracy: Real = Field(0.97, gt=0, le=1, validation_alias=AliasChoices("target_accuracy", "target"),
+    # any finite number in the metric's units; in (0, 1] for an accuracy (SweepConfig checks it)
+    target_accuracy: Real = Field(0.97, validation_alias=AliasChoices("target_accuracy", "target"),
                                   description="validation score to reach")
-    tolerance: Real = Field(0.005, ge=0, lt=1, description="accuracy within this of the best counts")
+    tolerance: Real = Field(0.005, ge=0, description="a score within this of the best counts")
     flat_threshold: Real = Field(0.05, gt=0, lt=1, description="'time per image stops improving'")
     collapse_drop: Real = Field(0.05, gt=0, lt=1, description="peak-to-final test accuracy drop flagged")
 
@@ -245,6 +246,16 @@ class SweepConfig(CellSettings):
             if not values:
                 raise ValueError(f"'{key}' lists no values; give at least one, or remove it from the sweep")
         return sweep
+
+    @model_validator(mode="after")
+    def _target_on_the_metrics_scale(self) -> SweepConfig:
+        metric = self.workload.quality
+        target, tolerance = self.report.target_accuracy, self.report.tolerance
+        if metric.bounded and not (0 < target <= 1 and tolerance < 1):
+            raise ValueError(f"report.target={target} with tolerance {tolerance}: the metric ({metric.name}) is a "
+                             f"score in [0, 1]; give a target in (0, 1] and a tolerance below 1, or name the metric "
+                             f"(workload.metric_name) and its direction (workload.metric_mode: max | min)")
+        return self
 
     @model_validator(mode="after")
     def _variants_are_settings(self) -> SweepConfig:

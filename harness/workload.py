@@ -18,9 +18,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from harness import builtins
+from harness import builtins, quality
 from harness.errors import ConfigError
 
 ROLES = ("model", "data", "loss", "metric")
@@ -48,6 +48,10 @@ def _json_options(options: dict[str, Any]) -> dict[str, Any]:
 Spec = Annotated[str, AfterValidator(_a_spec)]
 
 
+def _a_metric(value: str) -> str:
+    return value if value == quality.LOSS else _a_spec(value)
+
+
 class WorkloadSettings(BaseModel):
     """`workload: mnist_conv`, or `workload: {model: FILE.py:build, data: FILE.py:load, ...}`."""
 
@@ -57,7 +61,10 @@ class WorkloadSettings(BaseModel):
     model: Spec | None = None  # build(options) -> torch.nn.Module
     data: Spec | None = None  # load(options) -> {"train": (x, y), "test": (x, y)[, "val": (x, y)]}
     loss: Spec | None = None  # loss(outputs, targets) -> scalar; default cross-entropy
-    metric: Spec | None = None  # metric(outputs, targets) -> one score per example, higher better; default accuracy
+    # metric(outputs, targets) -> one score per example; default accuracy; `loss`: the per-example loss
+    metric: Annotated[str, AfterValidator(_a_metric)] | None = None
+    metric_name: Annotated[str, Field(min_length=1, max_length=60)] | None = None  # how the report names it
+    metric_mode: Literal["max", "min"] | None = None  # higher or lower is better; default max (loss: min)
     options: Annotated[dict[str, Any], AfterValidator(_json_options)] = {}
 
     @model_validator(mode="before")
@@ -78,6 +85,8 @@ class WorkloadSettings(BaseModel):
             raise ValueError(f"give a built-in name ({self.name}) or model and data of your own, not both")
         if (self.model is None) != (self.data is None):
             raise ValueError("model and data go together: name both, or neither for a built-in workload")
+        if self.metric == quality.LOSS and self.metric_mode == "max":
+            raise ValueError("metric: loss is lower-is-better; leave metric_mode out or set it to min")
         if self.builtin is not None:
             takes = builtins.REGISTRY[self.builtin].defaults
             unknown = sorted(set(self.options) - set(takes))
@@ -94,7 +103,18 @@ class WorkloadSettings(BaseModel):
         return None if self.model else self.name or builtins.DEFAULT
 
     def specs(self) -> dict[str, str]:
-        return {role: getattr(self, role) for role in ROLES if getattr(self, role)}
+        """Each role's FILE.py:NAME or MODULE:NAME (not the built-in metric `loss`)."""
+        return {role: getattr(self, role) for role in ROLES if getattr(self, role) not in (None, quality.LOSS)}
+
+    @property
+    def quality(self) -> quality.Quality:
+        return quality.Quality.of_workload(self)
+
+    def quality_identity(self) -> dict[str, str]:
+        """What a cell id covers of the metric beyond its code: the built-in loss metric, a name and
+        a direction where given (nothing for accuracy, so the ids planned before them hold)."""
+        given = {"metric": self.metric} if self.metric == quality.LOSS else {}
+        return given | {k: getattr(self, k) for k in ("metric_name", "metric_mode") if getattr(self, k)}
 
 
 def split(spec: str) -> tuple[str, str]:
@@ -157,13 +177,14 @@ def identity(workload: WorkloadSettings, base_dir: Path) -> dict[str, Any] | Non
     if workload.builtin is not None:
         entry = builtins.REGISTRY[workload.builtin]
         code = builtins.source_sha256(entry)
-        if code == entry.ran_sha256 and not workload.specs():
+        if code == entry.ran_sha256 and not workload.specs() and not workload.quality_identity():
             return None
         out = {"name": entry.name} | ({} if code == entry.ran_sha256 else {"source_sha256": code})
     for role, spec in workload.specs().items():
         located = locate(spec, base_dir, role)
         out[role] = {"callable": split(spec)[1], "source_sha256": source_sha256(located, role), "located": located}
-    return out | {"options": workload.options}
+    given = workload.quality_identity()
+    return out | {"options": workload.options} | ({"quality": given} if given else {})
 
 
 def hashed(identity: dict[str, Any] | None) -> dict[str, Any] | None:

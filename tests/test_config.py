@@ -68,6 +68,8 @@ BAD_INPUTS = [
     (["optim.betas=[0.9, 1.5]"], "optim.betas"),
     (["bogus"], "expected KEY=VALUE"),
     (["colour=blue"], "unknown key 'colour'"),
+    (["report.target=1.5"], "report.target=1.5 with tolerance 0.005: the metric (accuracy) is a score in [0, 1]"),
+    (["workload.metric=loss", "workload.metric_mode=max"], "metric: loss is lower-is-better"),
 ]
 
 

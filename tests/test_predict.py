@@ -106,7 +106,7 @@ def test_a_run_that_stopped_improving_before_its_crossing_settled_is_a_near_ceil
     near = predict.doubts(runs, fitted, 0.97)
     assert [d["kind"] for d in near] == ["near_ceiling"]
     assert "1 of 6 stopped improving at or near it" in near[0]["text"]
-    assert "best validation accuracy of those runs 0.9712, no better in the second half" in near[0]["text"]
+    assert "best validation accuracy 0.9712 of those runs, no better in the second half" in near[0]["text"]
 
 
 def test_a_run_its_cap_ended_while_it_still_improved_names_the_cap_and_its_option():

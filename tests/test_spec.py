@@ -3,11 +3,14 @@ from; harness.sweep and harness.predict take it (or its keywords, as before)."""
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
-from conftest import REPO
+from conftest import REPO, write_config
 
 import harness
 from harness.errors import ConfigError
+from harness.quality import Quality
 from harness.spec import SweepSpec
 
 
@@ -34,3 +37,22 @@ def test_a_spec_goes_alone(tmp_path):
     with pytest.raises(TypeError, match="SweepSpec, or a model"):
         harness.predict(batch_sizes=[64])
     assert not (tmp_path / spec.config.name).exists()  # nothing trained, nothing written
+
+
+def test_the_keywords_take_the_metric_its_direction_the_optimizer_and_the_schedule(tmp_path):
+    """The same cells as the config that says the same: regression.yaml's settings by keywords."""
+    shutil.copy(REPO / "examples" / "regression.py", tmp_path / "regression.py")
+    spec = SweepSpec.from_keywords(str(tmp_path / "regression.py") + ":build", str(tmp_path / "regression.py") + ":load",
+                                   batch_sizes=[16, 64], target=0.1, lr=1e-2, epochs=6,
+                                   loss=str(tmp_path / "regression.py") + ":loss",
+                                   metric=str(tmp_path / "regression.py") + ":mse", metric_name="MSE",
+                                   metric_mode="min", optimizer="adamw", schedule="cosine",
+                                   options={"features": 16, "width": 64, "noise": 0.1, "train": 8000, "val": 1000,
+                                            "test": 1000}, name="regression", results_dir=tmp_path)
+    assert spec.config.workload.quality == Quality("MSE", "min", bounded=False)
+    assert (spec.config.optim.name, spec.config.optim.schedule) == ("adamw", "cosine")
+    written = write_config(tmp_path, {**spec.config.model_dump(mode="json", exclude={"sweep"}),
+                                      "sweep": {"train.batch_size": [16, 64], "train.seed": [0]}})
+    assert [c.id for c in SweepSpec.from_config(written, results_dir=tmp_path).cells] == [c.id for c in spec.cells]
+    lm = SweepSpec.from_keywords("mnist_mlp", batch_sizes=[32], metric="loss", target=0.2, results_dir=tmp_path)
+    assert lm.config.workload.quality.mode == "min" and lm.cells[0].workload["quality"] == {"metric": "loss"}

@@ -247,7 +247,8 @@ BAD = [  # (what the config names or the file says, the one line it must give)
     ({"model": "mine.py:build", "data": "mine.py:load", "metric": "mine.py:nan_metric"}, MORE,
      "mine.py:nan_metric gave a score that is not finite on the 4 trial examples"),
     ({"model": "mine.py:build", "data": "mine.py:load", "metric": "mine.py:percent"}, MORE,
-     "the target and the report read a score in [0, 1], higher is better (an accuracy): rescale it to [0, 1]"),
+     "an unnamed metric is read as an accuracy in [0, 1], higher is better: rescale it, or name it "
+     "(workload.metric_name) and its direction (workload.metric_mode: max | min)"),
     ({"model": "mine.py:build", "data": "mine.py:load_mixed"}, MORE,
      "returned 'test' inputs as shape (50, 8) but 'train' inputs as {'input_ids': shape (150, 8), 'attention_mask': "
      "shape (150, 8)}; give every split the same structure (keys, nesting)"),

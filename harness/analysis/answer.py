@@ -11,14 +11,16 @@ from functools import partial
 import pandas as pd
 
 from harness.analysis import per_batch, recommend
-from harness.analysis.collect import Collected
+from harness.analysis.collect import Collected, oriented, quality_of
 from harness.config import ReportSettings
 from harness.paths import DEFAULT_CONFIG
+from harness.quality import Quality
 
 
 @dataclass(frozen=True)
 class Answer:
     rules: ReportSettings
+    quality: Quality  # the metric the target and the sweet spot are read on, its name and direction
     plan: dict  # plan.json, or {} for a folder without one
     records: list[dict]  # its result.json documents
     cells: pd.DataFrame  # one row per cell, with its time to target
@@ -35,19 +37,22 @@ def answer(found: Collected, key: tuple[str, str], overrides: dict[str, float] |
     records = [r for r in found.records if r["source"] == source and r["sweep"] == sweep]
     plan = found.plans.get(key, {})
     rules = report_rules(plan, records).model_copy(update=overrides or {})
-    cells = of(found.cells, key)
-    epochs, checks = of(found.epochs, key), of(found.checks, key)
-    cells = per_batch.add_time_to_target(cells, checks, epochs, rules.target_accuracy)
+    quality = quality_of(records)
+    # computed where higher is better (a min metric negated), then shown back in the metric's units
+    cells, epochs, checks = (oriented(of(frame, key), quality) for frame in (found.cells, found.epochs, found.checks))
+    judged = rules.model_copy(update={"target_accuracy": quality.oriented(rules.target_accuracy)})
+    cells = per_batch.add_time_to_target(cells, checks, epochs, judged.target_accuracy)
     per_rate = per_batch.by_rate(cells)
     planned = sorted({c["swept"].get("train.batch_size") for c in plan.get("cells", [])} - {None})
-    verdicts, by_batch = _verdicts(cells, per_rate, per_batch.timing_windows(checks, epochs), rules, lr_rule(plan),
-                                   planned)
-    return Answer(rules=rules, plan=plan, records=records, cells=cells, epochs=epochs, checks=checks, per_rate=per_rate,
-                  per_batch=by_batch, verdicts=verdicts)
+    verdicts, by_batch = _verdicts(cells, per_rate, per_batch.timing_windows(checks, epochs), judged, lr_rule(plan),
+                                   planned, quality)
+    back = partial(oriented, quality=quality)
+    return Answer(rules=rules, quality=quality, plan=plan, records=records, cells=back(cells), epochs=back(epochs),
+                  checks=back(checks), per_rate=back(per_rate), per_batch=back(by_batch), verdicts=verdicts)
 
 
 def _verdicts(cells: pd.DataFrame, per_rate: pd.DataFrame, windows: pd.DataFrame, rules: ReportSettings, lr_rule: str,
-              planned: list[int]) -> tuple[list[recommend.Recommendation], pd.DataFrame]:
+              planned: list[int], quality: Quality) -> tuple[list[recommend.Recommendation], pd.DataFrame]:
     """One recommendation per variant, and the per-batch table (picked rates, intervals)."""
     by_batch = per_batch.pick_rates(per_rate, rules.tolerance)
     if by_batch.empty:
@@ -58,7 +63,7 @@ def _verdicts(cells: pd.DataFrame, per_rate: pd.DataFrame, windows: pd.DataFrame
     verdicts, tables = [], []
     for variant, group in by_batch.groupby("variant", sort=True):
         verdict, with_intervals = recommend.recommend(variant, group, tuned[tuned["variant"] == variant], windows,
-                                                      rules, lr_rule, planned)
+                                                      rules, lr_rule, planned, quality)
         verdicts.append(verdict)
         tables.append(with_intervals)
     return verdicts, pd.concat(tables, ignore_index=True).sort_values(per_batch.GROUP, ignore_index=True)
@@ -98,7 +103,8 @@ def headlines(got: Answer) -> list[dict]:
         number = partial(_number, best)
         out.append({"variant": verdict.variant or None, "sweet_spot": verdict.batch_size, "tied_with": verdict.ties,
                     "batch_sizes": sorted(int(b) for b in rows["batch_size"]) if not rows.empty else [],
-                    "target": got.rules.target_accuracy, "time_to_target_s": number("time_to_target_s"),
+                    "target": got.rules.target_accuracy, "metric": got.quality.name, "metric_mode": got.quality.mode,
+                    "time_to_target_s": number("time_to_target_s"),
                     "interval_s": [number("time_to_target_low_s"), number("time_to_target_high_s")],
                     "steps_to_target": number("steps_to_target"),
                     "seeds": int(rows["n"].max()) if not rows.empty else 0,
@@ -117,10 +123,10 @@ def _failures(cells: pd.DataFrame, variant: str) -> dict:
     return {"cells": len(mine), "cells_failed": len(failed), "first_error": first}
 
 
-
 def _number(row: pd.Series | None, key: str) -> float | None:
     """A per-batch number of the sweet spot's row; None where there is no row or no value."""
     return None if row is None or pd.isna(row[key]) else float(row[key])
+
 
 def line(headline: dict, report: str | None = None) -> str:
     """One line: `sweet spot: batch 128 (tied with 64): 0.97 val in 1.8 s [1.7-1.9] | 1 seed, lr not
@@ -131,8 +137,9 @@ def line(headline: dict, report: str | None = None) -> str:
     if h["sweet_spot"] is None and h.get("cells") and h.get("cells_failed") == h["cells"]:
         text = f"no sweet spot: every cell failed ({h['cells']} of {h['cells']}); the first: {h['first_error']}"
     elif h["sweet_spot"] is None:
-        text = (f"no sweet spot: no batch size reached {h['target']:g} validation accuracy in every seed; raise "
-                f"train.epochs or lower report.target_accuracy")
+        easier = "raise report.target" if h.get("metric_mode") == "min" else "lower report.target_accuracy"
+        text = (f"no sweet spot: no batch size reached {h['target']:g} validation {h.get('metric', 'accuracy')} in "
+                f"every seed; raise train.epochs or {easier}")
     elif len(h["batch_sizes"]) == 1:  # nothing to choose between: say what the one batch size did
         text = f"one batch size ({h['sweet_spot']}): {h['target']:g} val in {h['time_to_target_s']:.3g} s{spread}"
     else:

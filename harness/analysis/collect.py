@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness.config import flatten
+from harness.quality import Quality
 from harness.record import documents, files
 from harness.record.metrics import CELL_KEYS, CHECK_COLUMNS, EPOCH_COLUMNS, energy_resolved
 from harness.record.schema import Invalid, read_record, read_table, record_digest, settings_digest
@@ -155,7 +156,7 @@ def _table(path: Path, record: dict, warnings: list[str]) -> pd.DataFrame | None
     if not os.path.lexists(path):  # absent; anything else there is read, or refused with a warning
         return None
     try:
-        frame = pd.DataFrame(read_table(path))
+        frame = pd.DataFrame(read_table(path, bounded=quality_of([record]).bounded))
     except Invalid as exc:
         warnings.append(f"skipped {exc}")
         return None
@@ -212,3 +213,23 @@ def cell_row(record: dict) -> dict:
         # records that predate the one-window rule, read with the older one (2 s of timed training in all)
         row["energy_j"] = row["joules_per_image"] = None
     return row
+
+
+# the columns that hold the workload's metric (named for accuracy, the results format's names)
+QUALITY_COLUMNS = ("train_accuracy", "val_accuracy", "test_accuracy", "best_val_accuracy", "test_accuracy_at_best_val",
+                   "final_val_accuracy", "final_test_accuracy")
+
+
+def quality_of(records: list[dict]) -> Quality:
+    """The sweep's metric, from its first record's settings (accuracy for records without one)."""
+    workload = ((records[0].get("settings") or {}).get("workload") or {}) if records else {}
+    return Quality.of_workload(workload if isinstance(workload, dict) else {})
+
+
+def oriented(frame: pd.DataFrame, quality: Quality) -> pd.DataFrame:
+    """The frame with its metric columns where higher is better: negated for a min metric (negating
+    twice gives the values back)."""
+    if quality.higher_is_better or frame.empty:
+        return frame
+    present = [c for c in QUALITY_COLUMNS if c in frame.columns]
+    return frame.assign(**{c: -pd.to_numeric(frame[c], errors="coerce") for c in present})

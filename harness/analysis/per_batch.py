@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from harness.analysis.collect import Collected
+from harness.analysis.collect import Collected, oriented, quality_of
 from harness.analysis.crossing import crossing
 from harness.analysis.stats import near_best
 from harness.config import ReportSettings
@@ -226,7 +226,9 @@ def picked_rates(found: Collected, rules: ReportSettings) -> dict[int, float]:
     folder, for batch sizes that reached the target; `harness predict` predicts at these rates."""
     if found.cells.empty:
         return {}
-    cells = add_time_to_target(found.cells, found.checks, found.epochs, rules.target_accuracy)
+    quality = quality_of(found.records)
+    cells, checks, epochs = (oriented(f, quality) for f in (found.cells, found.checks, found.epochs))
+    cells = add_time_to_target(cells, checks, epochs, quality.oriented(rules.target_accuracy))
     picked = by_batch_size(cells, rules.tolerance)
     reached = picked[picked["reached_target"] > 0]
     return {int(r.batch_size): float(r.learning_rate) for r in reached.itertuples()}

@@ -18,6 +18,8 @@ import pandas as pd
 from harness.analysis import conditions, stats
 from harness.analysis.per_batch import ACCURACY, KEY, flat_point
 from harness.config import ReportSettings
+from harness.quality import DEFAULT as DEFAULT_QUALITY
+from harness.quality import Quality
 
 
 @dataclass(frozen=True)
@@ -96,11 +98,18 @@ def add_intervals(per_batch: pd.DataFrame, boot: stats.Bootstrap | None) -> pd.D
 
 
 def recommend(variant: str, per_batch: pd.DataFrame, cells: pd.DataFrame, windows: pd.DataFrame,
-              rules: ReportSettings, lr_rule: str, planned: list[int] = ()) -> tuple[Recommendation, pd.DataFrame]:
+              rules: ReportSettings, lr_rule: str, planned: list[int] = (),
+              quality: Quality = DEFAULT_QUALITY) -> tuple[Recommendation, pd.DataFrame]:
     """One variant's verdict, and its per-batch table with intervals and win shares added.
     `planned`: the batch sizes of the sweep's plan (plan.json), so an edge of what has run so far
-    is not mistaken for an edge of the grid."""
+    is not mistaken for an edge of the grid. The metric's values (the target too) come oriented,
+    higher is better (analysis/answer.py); the words show them in the metric's units."""
     target, tolerance, flat_threshold = rules.target_accuracy, rules.tolerance, rules.flat_threshold
+    def shown(value: float, digits: int = 4) -> str:
+        return quality.show(quality.oriented(value), digits)  # negating twice gives it back
+
+    name, within = quality.name, f"{tolerance:.3f}" if quality.bounded else f"{tolerance:.3g}"
+    ease = "lower" if quality.higher_is_better else "raise"
     if per_batch.empty:
         return Recommendation(variant=variant, batch_size=None,
                               explanation="No cell finished, so there is no sweet spot."), per_batch
@@ -118,20 +127,20 @@ def recommend(variant: str, per_batch: pd.DataFrame, cells: pd.DataFrame, window
     eligible = per_batch[kept & (per_batch["reached_target"] == per_batch["n"]) & per_batch["time_to_target_s"].notna()]
     if eligible.empty:
         return Recommendation(variant=variant, batch_size=None, explanation=(
-            f"No batch size within {tolerance:.3f} of the best test accuracy ({best:.4f}) reached the target "
-            f"validation accuracy {target:.3f} in every seed; train longer or lower the target."),
+            f"No batch size within {within} of the best test {name} ({shown(best)}) reached the target "
+            f"validation {name} {shown(target, 3)} in every seed; train longer or {ease} the target."),
             flat=flat, caveats=_ranked(caveats), details=details,
             secondary=_flat_notes(per_batch, flat, flat_threshold, planned, None)), per_batch
     pick = eligible.sort_values(["time_to_target_s", "batch_size"]).iloc[0]
     winner = int(pick["batch_size"])
     ties = stats.tied_with(boot, winner, [int(b) for b in eligible["batch_size"]])
     explanation = (
-        f"It reaches {target:.3f} validation accuracy in {pick['time_to_target_s']:.3g} s of training "
+        f"It reaches {shown(target, 3)} validation {name} in {pick['time_to_target_s']:.3g} s of training "
         f"(90% interval {pick['time_to_target_low_s']:.3g}-{pick['time_to_target_high_s']:.3g} s; "
         f"{int(pick['steps_to_target']):,} steps{_fit_error(pick)}, resolution "
         f"{int(pick['target_resolution_steps']):,} steps), "
-        f"the fastest of the {len(eligible)} batch size(s) whose test accuracy is within {tolerance:.3f} of the best "
-        f"({best:.4f}); it wins in {boot.share[winner]:.0%} of {stats.RESAMPLES:,} bootstrap resamples.")
+        f"the fastest of the {len(eligible)} batch size(s) whose test {name} is within {within} of the best "
+        f"({shown(best)}); it wins in {boot.share[winner]:.0%} of {stats.RESAMPLES:,} bootstrap resamples.")
     caveats = [*_edge_caveats(per_batch, winner, planned), *caveats]
     power, more_seeds = _seeds_for_power(cells, eligible, winner)
     explanation += f" {power}" if power else ""

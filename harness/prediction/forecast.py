@@ -67,18 +67,39 @@ class ShortRun:
     settled: bool = False  # its checks reached WIDTH x the crossing, so the grid would read the same
     cap_steps: int | None = None  # the most steps it could train (predict.short_run_cap x its cell's epochs)
     val_examples: int | None = None  # the validation set its checks were read on
+    metric_mode: str = "max"  # the workload's metric: higher (max) or lower (min) is better
+    metric_bounded: bool = True  # an accuracy in [0, 1], whose checks' standard error is known
+
+    def oriented_checks(self) -> list[tuple[int, float]]:
+        """(step, value) with the value where higher is better (negated for a min metric)."""
+        return self.checks if self.metric_mode == "max" else [(step, -value) for step, value in self.checks]
+
+    def oriented(self, value: float) -> float:
+        return value if self.metric_mode == "max" else -value
+
+    def check_se(self, value: float) -> float:
+        """One check's standard error at an accuracy `value` (binomial over the validation set); 0
+        for a metric of another kind, whose noise the harness does not know."""
+        if not self.metric_bounded or not self.val_examples:
+            return 0.0
+        return float(np.sqrt(value * (1 - value) / self.val_examples))
 
 
 def still_improving(run: ShortRun) -> bool:
     """Whether the run's validation accuracy still rose when it stopped: the best check in the
     second half of its steps beats the best before it by more than PLATEAU_SE standard errors of
     one check. Without checks on both sides it counts as improving (nothing says it stopped)."""
-    early = [a for step, a in run.checks if step <= run.steps_done / 2]
-    late = [a for step, a in run.checks if step > run.steps_done / 2]
+    checks = run.oriented_checks()
+    early = [a for step, a in checks if step <= run.steps_done / 2]
+    late = [a for step, a in checks if step > run.steps_done / 2]
     if not early or not late or not run.val_examples:
         return True
     best = max(early)
-    return max(late) > best + PLATEAU_SE * np.sqrt(best * (1 - best) / run.val_examples)
+    return max(late) > best + PLATEAU_SE * run.check_se(best)
+
+
+def shown(run: ShortRun, value: float) -> str:
+    return f"accuracy {value:.4f}" if run.metric_bounded else f"score {value:.4g}"
 
 
 def at_ceiling(run: ShortRun, target: float) -> bool:
@@ -86,8 +107,8 @@ def at_ceiling(run: ShortRun, target: float) -> bool:
     PLATEAU_SE standard errors above it: more steps would not make its crossing any sharper."""
     if still_improving(run):
         return False
-    best = max(a for _, a in run.checks)
-    return best <= target + PLATEAU_SE * np.sqrt(target * (1 - target) / run.val_examples)
+    best = max(a for _, a in run.oriented_checks())
+    return best <= run.oriented(target) + PLATEAU_SE * run.check_se(target)
 
 
 def timed_windows(windows: list[tuple[int, float]]) -> list[tuple[int, float]]:
@@ -178,15 +199,17 @@ def doubts(runs: list[ShortRun], fitted: dict[str, Any] | None, target: float,
     found = []
     if flat:
         worst = max(flat, key=lambda r: r.batch_size)
-        best = max((a for r in flat for _, a in r.checks), default=float("nan"))
+        best = worst.oriented(max((a for r in flat for _, a in r.oriented_checks()), default=float("nan")))
+        easier = "lower report.target_accuracy" if worst.metric_mode == "max" else "raise report.target"
         found.append({"kind": "near_ceiling", "text": (
             f"{target} is near what the short runs reach: {len(flat)} of {len(runs)} stopped improving at or "
-            f"near it ({_where(worst)}; best validation accuracy of those runs {best:.4f}, no better in the second "
-            f"half of their steps); lower report.target_accuracy")})
+            f"near it ({_where(worst)}; best validation {shown(worst, best)} of those runs, no better in the second "
+            f"half of their steps); {easier}")})
     if capped:
         worst = max(capped, key=lambda r: (r.batch_size, r.seed))
         needed = max(WIDTH * (r.crossing_steps or r.steps_done) / r.steps_done for r in capped)
-        rising = ", its accuracy still rising" if still_improving(worst) else ""
+        rising = (", its accuracy still rising" if worst.metric_bounded else ", still improving") \
+            if still_improving(worst) else ""
         found.append({"kind": "cap", "text": (
             f"the short run's cap ended at {worst.steps_done:,} steps before its crossing settled{rising} "
             f"({len(capped)} of {len(runs)}; {_where(worst)}): raise predict's cap with --set "

@@ -57,7 +57,8 @@ def short_run(cell: Cell, ctx: RunContext, target: float, cap: float = 3.0) -> S
                     cap_steps=longer.total_steps, records=False, done=lambda run: _settled(run, target)[1])
     run = _run(cell, ctx, course, f"short run batch {cell.batch_size} seed {settings.train.seed}")
     measured = [(e["step"], e["val_accuracy"]) for e in run.state.evals]
-    first = next((step for step, accuracy in measured if accuracy >= target), None)
+    metric = settings.workload.quality
+    first = next((step for step, value in measured if metric.reached(value, target)), None)
     found, settled = _settled(run, target)
     return ShortRun(batch_size=settings.train.batch_size, seed=settings.train.seed,
                     learning_rate=settings.optim.lr_for(settings.train.batch_size), reached=first is not None,
@@ -68,16 +69,17 @@ def short_run(cell: Cell, ctx: RunContext, target: float, cap: float = 3.0) -> S
                     windows=[(w.steps, w.seconds) for w in run.windows if w.steps],
                     checks_skipped=run.state.checks_skipped, checks=measured,
                     crossing_steps=found.steps if found else None, settled=settled, cap_steps=course.cap_steps,
-                    val_examples=ctx.splits.n_val)
+                    val_examples=ctx.splits.n_val, metric_mode=metric.mode, metric_bounded=metric.bounded)
 
 
 def _settled(run: CellRun, target: float) -> tuple[crossing.Crossing | None, bool]:
     """The fitted crossing of `target` by the run's checks so far, and whether the checks reach far
-    enough past it for the grid to read the same (analysis/crossing.py)."""
-    measured = [(e["step"], e["val_accuracy"]) for e in run.state.evals]
-    if not any(accuracy >= target for _, accuracy in measured):
+    enough past it for the grid to read the same (analysis/crossing.py), read where higher is better."""
+    oriented = run.settings.workload.quality.oriented
+    measured = [(e["step"], oriented(e["val_accuracy"])) for e in run.state.evals]
+    if not any(value >= oriented(target) for _, value in measured):
         return None, False
-    return crossing.settled(*np.array(measured).T, target)
+    return crossing.settled(*np.array(measured).T, oriented(target))
 
 
 def _run(cell: Cell, ctx: RunContext, course: Course, name: str) -> CellRun:
@@ -185,7 +187,8 @@ def predict_sweep(config: SweepConfig, cells: list[Cell], sweep_dir: Path, folde
     reason = None if fitted else why_no_fit(runs, target, cap)
     if fitted and sweet_spot(fitted) is None:
         reason = (f"no batch size of the grid is predicted to reach {target} within its train.epochs "
-                  f"(S_min {fitted['s_min']:,.0f} steps); raise train.epochs or lower report.target_accuracy")
+                  f"(S_min {fitted['s_min']:,.0f} steps); raise train.epochs or "
+                  f"{'lower' if config.workload.quality.higher_is_better else 'raise'} report.target")
     inputs = {"grid": grid, "grid_cells": [c.id for c in cells], "short_run_batch_sizes": short_run_batches(grid),
               "seeds": seeds, "target": target, "chosen_rates": {str(b): lr for b, lr in chosen.items()},
               "tolerance": config.report.tolerance, "learning_rate_source": source,
@@ -212,8 +215,9 @@ def predict_sweep(config: SweepConfig, cells: list[Cell], sweep_dir: Path, folde
 
 def _announced_short_run(cell: Cell, ctx: RunContext, target: float, cap: float) -> ShortRun:
     run = short_run(cell, ctx, target, cap)
+    side = "above" if run.metric_mode == "max" else "below"
     ctx.progress.message(f"short run batch {run.batch_size} seed {run.seed}: " + (
-        f"{target} crossed at ~{run.crossing_steps:,.0f} steps (first check above: {run.steps_to_target:,})"
+        f"{target} crossed at ~{run.crossing_steps:,.0f} steps (first check {side}: {run.steps_to_target:,})"
         + ("" if run.settled else f", not settled within its {run.steps_done:,} steps") if run.reached
         else f"not at {target} within its {run.steps_done:,} steps") + f", {run.train_seconds:.1f} s")
     return run

@@ -197,9 +197,11 @@ REQUIRED = {"epochs.csv": ("epoch", "val_accuracy", "test_accuracy", "optimizer_
 COLUMNS = {"epochs.csv": EPOCH_COLUMNS, "evals.csv": CHECK_COLUMNS}
 
 
-def read_table(path: Path) -> list[dict[str, float | None]]:
+def read_table(path: Path, bounded: bool = True) -> list[dict[str, float | None]]:
     """A cell's epochs.csv or evals.csv as rows of numbers (None where empty); Invalid when a
-    required column is missing, a value is not a number, or there is no row."""
+    required column is missing, a value is not a number, or there is no row. `bounded`: the
+    workload's metric (the *_accuracy columns) is an accuracy in [0, 1] (harness/quality.py);
+    otherwise it is any finite number."""
     try:
         rows = list(csv.DictReader(io.StringIO(files.read_text(path), newline="")))
     except (OSError, ValueError, csv.Error) as exc:  # UnicodeDecodeError and files.Refused are ValueErrors
@@ -223,7 +225,7 @@ def read_table(path: Path) -> list[dict[str, float | None]]:
             raise Invalid(f"{path}: line {number}: {', '.join(c for c in REQUIRED[path.name] if parsed[c] is None)} "
                           f"empty")
         for column, value in parsed.items():
-            problem = _out_of_range(column, value)
+            problem = _out_of_range(column, value, bounded)
             if problem:
                 raise Invalid(f"{path}: line {number}, column {column}: {value} {problem}")
         out.append(parsed)
@@ -233,13 +235,16 @@ def read_table(path: Path) -> list[dict[str, float | None]]:
 COUNT_COLUMNS = {"step", "epoch", "optimizer_steps", "images_seen", "window_steps", "window_warmup_steps"}
 
 
-def _out_of_range(column: str, value: float | None) -> str | None:
+def _out_of_range(column: str, value: float | None, bounded: bool = True) -> str | None:
     """Why a CSV value cannot be what its column says: an accuracy outside [0, 1] (nan included:
-    an evaluation always counts), a count or a duration that is negative or not finite."""
+    an evaluation always counts) or another metric's score not finite, a count or a duration that
+    is negative or not finite."""
     if value is None:
         return None
-    if "accuracy" in column and not 0 <= value <= 1:
+    if "accuracy" in column and bounded and not 0 <= value <= 1:
         return "is not an accuracy in [0, 1]"
+    if "accuracy" in column and not math.isfinite(value):
+        return "is not a finite score"
     if (column in COUNT_COLUMNS or column.endswith("_seconds")) and not (math.isfinite(value) and value >= 0):
         return "is not a finite count or duration >= 0"
     return None

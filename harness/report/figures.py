@@ -25,6 +25,8 @@ from matplotlib.ticker import MaxNLocator
 
 from harness.analysis.fit import fit_steps
 from harness.analysis.per_batch import ACCURACY
+from harness.quality import DEFAULT as DEFAULT_QUALITY
+from harness.quality import Quality
 from harness.report.axes import ACCURACY_SPAN, accuracy_limits, batch_axis, plain_log
 
 MAX_PANELS = 8
@@ -50,6 +52,18 @@ class FigureData:
     target: float
     prediction: dict | None = None  # predict.json, where the folder has one
     ties: dict[str, list[int]] = field(default_factory=dict)  # variant -> batch sizes tied with its sweet spot
+    quality: Quality = DEFAULT_QUALITY  # the workload's metric: its name on the axes, its direction
+
+    def words(self, text: str) -> str:
+        """Text written for accuracy, in the metric's name."""
+        if self.quality.bounded:
+            return text
+        name = self.quality.name
+        return text.replace("accuracy", name).replace("Accuracy", name[:1].upper() + name[1:])
+
+    def span_note(self, text: str) -> str:
+        """The sentence on the accuracy axis's span: only where the axis is an accuracy's."""
+        return f" {text}" if self.quality.bounded else ""
 
 
 def split(frame: pd.DataFrame) -> str | None:
@@ -104,14 +118,16 @@ def accuracy_vs_epoch(d: FigureData) -> Figure | None:
         return None
 
     def decorate(ax, variant: str) -> None:
-        ax.set(ylabel="test accuracy", title=variant or "Test accuracy per epoch")
+        ax.set(ylabel=d.words("test accuracy"), title=variant or d.words("Test accuracy per epoch"))
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        accuracy_limits(ax, d.epochs["test_accuracy"])
+        if d.quality.bounded:
+            accuracy_limits(ax, d.epochs["test_accuracy"])
 
     fig, data = _curves(d.epochs, "epoch", "test_accuracy", {"marker": "o"}, decorate)
-    return Figure("Accuracy vs epoch", "Mean over seeds, band min..max; one panel per variant. Look for curves that "
-                  "peak and then fall (collapse), and for large batches that need many more epochs. The accuracy axis "
-                  f"spans at least {ACCURACY_SPAN * 100:.0f} points.", _encode(fig), data)
+    return Figure(d.words("Accuracy vs epoch"), "Mean over seeds, band min..max; one panel per variant. Look for "
+                  "curves that peak and then fall (collapse), and for large batches that need many more epochs."
+                  + d.span_note(f"The accuracy axis spans at least {ACCURACY_SPAN * 100:.0f} points."),
+                  _encode(fig), data)
 
 
 def validation_vs_steps(d: FigureData) -> Figure | None:
@@ -120,12 +136,15 @@ def validation_vs_steps(d: FigureData) -> Figure | None:
 
     def decorate(ax, variant: str) -> None:
         ax.axhline(d.target, color="red", linewidth=1, linestyle="--", label=f"target {d.target:g}")
-        ax.set(xscale="log", ylabel="validation accuracy", xlabel="optimizer steps (log)",
-               ylim=(max(0.0, d.target - 0.1), 1.0), title=variant or "Validation accuracy at each check")
+        ax.set(xscale="log", ylabel=d.words("validation accuracy"), xlabel="optimizer steps (log)",
+               title=variant or d.words("Validation accuracy at each check"))
+        if d.quality.bounded:
+            ax.set_ylim(max(0.0, d.target - 0.1), 1.0)
 
     fig, data = _curves(d.checks, "step", "val_accuracy", {}, decorate)
-    return Figure("Validation accuracy at each check", "The checks behind steps to target (log-spaced in steps, so "
-                  "each crossing is read to within about 10%); the dashed line is the target.", _encode(fig), data)
+    return Figure(d.words("Validation accuracy at each check"), "The checks behind steps to target (log-spaced in "
+                  "steps, so each crossing is read to within about 10%); the dashed line is the target.",
+                  _encode(fig), data)
 
 
 def _mark(ax, d: FigureData, rows: pd.DataFrame, column: str) -> None:
@@ -196,7 +215,7 @@ def time_to_target(d: FigureData) -> Figure | None:
                    "time_to_target_s", "time_to_target_low_s", "time_to_target_high_s", variant or "time to target")
     _predicted(ax, d, "time_to_target_s", "time_interval_s")
     ax.set(yscale="log", ylabel="training seconds to the target",
-           title=f"Time to {d.target:g} validation accuracy (bars: 90% interval)")
+           title=d.words(f"Time to {d.target:g} validation accuracy (bars: 90% interval)"))
     plain_log(ax.yaxis)
     missed = table[table["time_to_target_s"].isna()]
     if not missed.empty:  # at the top of the axis, so they do not silently vanish
@@ -261,22 +280,24 @@ def pareto(d: FigureData) -> Figure | None:
     sns.scatterplot(data=data, x="time_to_target_s", y=ACCURACY, hue="batch_size", style=split(data),
                     palette=_palette(data), s=80, ax=ax)
     for variant, rows in data.sort_values("time_to_target_s").groupby("variant", sort=True):
-        front = rows[rows[ACCURACY] >= rows[ACCURACY].cummax()]
+        better = d.quality.oriented(rows[ACCURACY])
+        front = rows[better >= better.cummax()]
         ax.step(front["time_to_target_s"], front[ACCURACY], where="post", linewidth=1,
                 label=f"Pareto front {variant}".strip())
     spots = data[[d.sweet_spots.get(v) == b for v, b in zip(data["variant"], data["batch_size"])]]
     ax.scatter(spots["time_to_target_s"], spots[ACCURACY], s=220, facecolors="none", edgecolors="red",
                linewidths=2.5, zorder=6, label="sweet spot")
-    ax.set(xscale="log", xlabel="seconds to the target (steps x time per step)", ylabel="test accuracy (mean)",
-           title="Accuracy vs time to target")
+    ax.set(xscale="log", xlabel="seconds to the target (steps x time per step)",
+           ylabel=d.words("test accuracy (mean)"), title=d.words("Accuracy vs time to target"))
     plain_log(ax.xaxis)
-    accuracy_limits(ax, data[ACCURACY])
+    if d.quality.bounded:
+        accuracy_limits(ax, data[ACCURACY])
     ax.legend(fontsize="small")
     fig.tight_layout()
-    return Figure("Accuracy vs time to target", "Points on a front are not beaten on both speed and accuracy by any "
-                  f"other batch size of their variant; choose among them. The accuracy axis spans at least "
-                  f"{ACCURACY_SPAN * 100:.0f} points, so a difference of a tenth of a point stays small.",
-                  _encode(fig), data)
+    return Figure(d.words("Accuracy vs time to target"), d.words(
+        "Points on a front are not beaten on both speed and accuracy by any other batch size of their variant; "
+        "choose among them.") + d.span_note(f"The accuracy axis spans at least {ACCURACY_SPAN * 100:.0f} points, so "
+                                            f"a difference of a tenth of a point stays small."), _encode(fig), data)
 
 
 def peak_memory(d: FigureData) -> Figure | None:

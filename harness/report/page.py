@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,9 +16,10 @@ import yaml
 from harness import checks
 from harness.analysis import collapse, conditions, per_batch, recommend, stats
 from harness.analysis.answer import answer, headlines, next_step
-from harness.analysis.collect import Collected, collect
+from harness.analysis.collect import Collected, collect, oriented, quality_of
 from harness.config import CheckSettings
 from harness.errors import ConfigError, ResultsError
+from harness.quality import Quality
 from harness.record.metrics import Column, columns
 from harness.record.results import write_atomic
 from harness.report import figures
@@ -59,11 +61,13 @@ def _has_values(series: pd.Series) -> bool:
     return any(not _is_missing(v) and v != "" for v in series)
 
 
-def rendered_table(frame: pd.DataFrame, spec: list[Column]) -> dict:
-    """Rows for the template; a column with nothing recorded in any row (no GPU: no NVML) is left out."""
+def rendered_table(frame: pd.DataFrame, spec: list[Column], quality: Quality | None = None) -> dict:
+    """Rows for the template; a column with nothing recorded in any row (no GPU: no NVML) is left out.
+    `quality`: the workload's metric, named in the headers written for accuracy ("acc")."""
     present = [c for c in spec if c.key in frame.columns and _has_values(frame[c.key])]
+    rename = quality is not None and not quality.bounded
     return {
-        "headers": [c.header for c in present],
+        "headers": [re.sub(r"\bacc\b", quality.name, c.header) if rename else c.header for c in present],
         "columns": [c.key for c in present],
         "rows": [[table_entry(row[c.key], c.fmt) for c in present] for _, row in frame.iterrows()],
     }
@@ -120,12 +124,22 @@ def build_report(folders: list[Path], out: Path, target: float | None = None, to
 
 def _check_reachable(found: Collected, target: float) -> None:
     """A --target no cell reached makes every time to target unknown: say so before writing."""
-    readings = per_batch.readings(found.checks, found.epochs)
+    quality = quality_of(found.records)
+    readings = per_batch.readings(*(oriented(f, quality) for f in (found.checks, found.epochs)))
     best = readings["val_accuracy"].max() if not readings.empty else None
-    if best is None or not best >= target:
+    if best is None or not best >= quality.oriented(target):
         recorded = best is not None and best == best  # not None, not NaN
-        seen = f"the best validation accuracy recorded is {best:.4f}" if recorded else "none recorded"
-        raise ConfigError(f"--target {target}: no cell reached it ({seen}); lower --target")
+        seen = f"the best validation {quality.name} recorded is {quality.show(quality.oriented(best))}" if recorded \
+            else "none recorded"
+        easier = "lower" if quality.higher_is_better else "raise"
+        raise ConfigError(f"--target {target}: no cell reached it ({seen}); {easier} --target")
+
+
+def _collapse_not_judged(quality: Quality) -> dict:
+    return {"judged": False, "verdict": f"Not judged: a collapse is a fall in test accuracy of more than "
+                                        f"report.collapse_drop from its peak, and this sweep's metric is "
+                                        f"{quality.name} ({quality.direction}). Each cell's curves are in its "
+                                        f"epochs.csv; diverged cells are listed below."}
 
 
 def _collapse_section(cells: pd.DataFrame, epochs: pd.DataFrame, drop: float, plan_config: dict | None) -> dict:
@@ -135,6 +149,7 @@ def _collapse_section(cells: pd.DataFrame, epochs: pd.DataFrame, drop: float, pl
     found = collapse.collapses(per_cell, epochs) if not per_cell.empty else []
     ablation = (by_variant["variant"] == collapse.BASELINE).any() and len(by_variant) > 1
     return {
+        "judged": True,
         "verdict": collapse.verdict(per_cell, by_variant, collapse.switches(plan_config), drop),
         "evidence": collapse.evidence(found),
         "cells": rendered_table(per_cell[per_cell["collapsed"]], columns("collapse")),
@@ -160,7 +175,7 @@ def _section(found: Collected, key: tuple[str, str], overrides: dict[str, float]
     prediction = found.predictions.get(key)
     drawn = figures.FigureData(epochs=_only(epochs, tuned), checks=_only(checks, tuned), table=by_batch,
                                sweet_spots=spots, target=rules.target_accuracy,
-                               prediction=prediction, ties={r.variant: r.ties for r in verdicts})
+                               prediction=prediction, ties={r.variant: r.ties for r in verdicts}, quality=got.quality)
     return {
         "title": f"{source} / {sweep}" if source != sweep else sweep,
         "device": records[0].get("environment", {}).get("device_name"),
@@ -173,13 +188,15 @@ def _section(found: Collected, key: tuple[str, str], overrides: dict[str, float]
         "memory_limit": per_batch.memory_limit(cells),
         "target": rules.target_accuracy, "tolerance": rules.tolerance, "flat_threshold": rules.flat_threshold,
         "check_spacing": _check_spacing(plan),
-        "per_batch": rendered_table(by_batch, columns("batch")),
-        "per_rate": rendered_table(per_rate.sort_values(GROUP_RATE), columns("rates"))
+        "per_batch": rendered_table(by_batch, columns("batch"), got.quality),
+        "per_rate": rendered_table(per_rate.sort_values(GROUP_RATE), columns("rates"), got.quality)
         if (by_batch["rates_tried"] > 1).any() else None,
         "cells": rendered_table(cells.sort_values(["variant", "batch_size", "learning_rate", "seed", "cell_id"]),
-                                columns("cells") + unregistered),
+                                columns("cells") + unregistered, got.quality),
         "collapse_drop": rules.collapse_drop,
-        "collapse": _collapse_section(cells, epochs, rules.collapse_drop, plan.get("config")),
+        "collapse": _collapse_section(cells, epochs, rules.collapse_drop, plan.get("config")) if got.quality.bounded
+        else _collapse_not_judged(got.quality),
+        "metric": got.quality.name, "direction": got.quality.direction, "reaching": got.quality.reaching,
         "unfinished": cells[cells["status"] != "done"][["cell_id", "status", "error"]].to_dict("records"),
         "missing": missing,
         "prediction": _prediction(prediction, by_batch, cells, verdicts) if prediction else None,

@@ -16,8 +16,10 @@ from harness.training.telemetry import mfu, peak_flops
 def summarize(rows: list[dict[str, Any]], settings: CellSettings, first_losses: list[float], warmup_seconds: float,
               world: int, gpu: dict[str, Any], env: dict[str, Any], precision: str, flops: int | None,
               evals: list[dict[str, Any]] = (), energy_window: list[float] | None = None) -> dict[str, Any]:
-    """Per-cell numbers; accuracy is the test accuracy at the best-validation epoch (first best)."""
-    best = max(rows, key=lambda r: r["val_accuracy"])  # max keeps the earliest of equals
+    """Per-cell numbers; the cell's quality is the test score at the best-validation epoch (first
+    best, in the metric's direction: workload.metric_mode)."""
+    oriented = settings.workload.quality.oriented
+    best = max(rows, key=lambda r: oriented(r["val_accuracy"]))  # max keeps the earliest of equals
     last = rows[-1]
     timing = _timing(rows, settings.train.batch_size)
     peak = peak_flops(env.get("device_name"), precision) if env.get("device_type") == "cuda" else None

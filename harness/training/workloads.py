@@ -35,6 +35,8 @@ from harness.builtins import REGISTRY
 from harness.config import CellSettings
 from harness.errors import ConfigError
 from harness.plan import Cell
+from harness.quality import DEFAULT as DEFAULT_QUALITY
+from harness.quality import LOSS, Quality
 from harness.training import batches
 from harness.training.batches import Tree
 from harness.workload import IN_PROCESS, REGISTERED, split
@@ -55,7 +57,9 @@ class Workload:
     options: dict[str, Any] = field(default_factory=dict)
     load: Callable[[dict], Any] | None = None  # None: the built-in images (training/data.py)
     loss: Callable | None = None  # None: cross-entropy
-    metric: Callable | None = None  # None: accuracy, argmax == label
+    metric: Callable | None = None  # None: accuracy, argmax == label (or the loss, with metric_is_loss)
+    metric_is_loss: bool = False  # workload.metric: loss, the per-example loss
+    quality: Quality = DEFAULT_QUALITY  # the metric's name and direction
     specs: dict[str, str] = field(default_factory=dict)  # role -> where its code was found
 
     def call(self, role: str, fn: Callable, *args: Any) -> Any:
@@ -84,9 +88,22 @@ class Workload:
         """One score per example: the metric the target and the accuracies are read on."""
         if self.metric is not None:
             return self.metric(outputs, targets).to(torch.float64)
+        if self.metric_is_loss:
+            return self.example_losses(outputs, targets).to(torch.float64)
         logits = batches.logits(outputs)
         hits = (logits.argmax(dim=-1) == targets).to(torch.float64)
         return hits if logits.dim() == 2 else _token_mean(hits, targets)
+
+
+    def example_losses(self, outputs: Any, targets: Tree) -> torch.Tensor:
+        """Each example's loss: the default's own, or a loss of the user's (a mean over the batch)
+        spread evenly, which sums to the same."""
+        if self.loss is not None:
+            return self.loss(outputs, targets).float().expand(batches.count(targets))
+        logits = batches.logits(outputs).float()
+        if logits.dim() == 2:
+            return F.cross_entropy(logits, targets, reduction="none")
+        return token_losses(logits, targets)
 
 
 IGNORE_INDEX = -100  # a token label the default loss and metric leave out
@@ -122,8 +139,8 @@ def builtin(settings: CellSettings, loss: Callable | None = None, metric: Callab
     name = settings.workload.builtin
     build = load_callable(REGISTRY[name].builder, "model")
     return Workload(label=name, build=lambda _: build(settings), options=dict(settings.workload.options), loss=loss,
-                    metric=metric,
-                    specs=specs or {})
+                    metric=metric, metric_is_loss=settings.workload.metric == LOSS,
+                    quality=settings.workload.quality, specs=specs or {})
 
 
 def resolve(cell: Cell) -> Workload:
@@ -131,12 +148,15 @@ def resolve(cell: Cell) -> Workload:
     settings = cell.settings
     if settings.workload.builtin is not None:
         return builtin(settings, _optional(cell, "loss"), _optional(cell, "metric"), _located(cell))
-    key = repr(sorted(_located(cell).items())) + repr(settings.workload.options)
+    key = repr(sorted(_located(cell).items())) + repr(settings.workload.options) + repr(settings.workload.quality) \
+        + repr(settings.workload.metric)
     if key not in _resolved:
         located = _located(cell)
         _resolved[key] = Workload(label=located["model"], build=load_callable(located["model"], "model"),
                                   options=dict(settings.workload.options), load=load_callable(located["data"], "data"),
-                                  loss=_optional(cell, "loss"), metric=_optional(cell, "metric"), specs=located)
+                                  loss=_optional(cell, "loss"), metric=_optional(cell, "metric"),
+                                  metric_is_loss=settings.workload.metric == LOSS,
+                                  quality=settings.workload.quality, specs=located)
     return _resolved[key]
 
 
@@ -237,7 +257,7 @@ def _got(value: Any) -> str:
 def _check_scores(workload: Workload, outputs: Any, y: Tree) -> None:
     """The metric, default or the user's, gives one finite score in [0, 1] per example."""
     n = batches.count(y)
-    if workload.metric is None and not _class_logits(outputs, y):
+    if workload.metric is None and not workload.metric_is_loss and not _class_logits(outputs, y):
         raise WorkloadError(f"workload.metric: the default metric (accuracy, argmax over classes == label) needs "
                             f"(examples, classes) logits against one label per example, or (examples, T, classes) "
                             f"against (examples, T) token labels; the model gives {_got(outputs)} for targets of "
@@ -250,10 +270,11 @@ def _check_scores(workload: Workload, outputs: Any, y: Tree) -> None:
     if not torch.isfinite(scores).all():
         raise WorkloadError(f"workload.metric: {where} gave a score that is not finite on the {n} trial "
                             f"examples ({scores.tolist()}); return a finite score per example")
-    if scores.min() < 0 or scores.max() > 1:
+    if workload.quality.bounded and (scores.min() < 0 or scores.max() > 1):
         raise WorkloadError(f"workload.metric: {where} gave scores from {scores.min():.4g} to {scores.max():.4g} on "
-                            f"the {n} trial examples; the target and the report read a score in [0, 1], higher "
-                            f"is better (an accuracy): rescale it to [0, 1]")
+                            f"the {n} trial examples; an unnamed metric is read as an accuracy in [0, 1], higher "
+                            f"is better: rescale it, or name it (workload.metric_name) and its direction "
+                            f"(workload.metric_mode: max | min)")
 
 
 def _loss_warnings(workload: Workload, outputs: Any, y: Tree, loss: torch.Tensor) -> list[str]:
