@@ -60,3 +60,10 @@ class Quality:
 
 
 DEFAULT = Quality()  # accuracy: the metric unless the workload names one
+
+
+def unit_of(workload: Any) -> str:
+    """What one example is called, in the report's and the progress line's words: the workload's
+    `unit`, else "image" for a built-in (the images) and "example" for a workload of one's own."""
+    get = workload.get if isinstance(workload, dict) else lambda key: getattr(workload, key, None)
+    return get("unit") or ("example" if get("model") else "image")

@@ -65,6 +65,9 @@ class WorkloadSettings(BaseModel):
     metric: Annotated[str, AfterValidator(_a_metric)] | None = None
     metric_name: Annotated[str, Field(min_length=1, max_length=60)] | None = None  # how the report names it
     metric_mode: Literal["max", "min"] | None = None  # higher or lower is better; default max (loss: min)
+    # what one example is called in the report (image, sequence, token...); default: image for a
+    # built-in, example for one's own (harness/quality.py unit_of)
+    unit: Annotated[str, Field(pattern=r"^[a-z][a-z -]{0,23}$")] | None = None
     options: Annotated[dict[str, Any], AfterValidator(_json_options)] = {}
 
     @model_validator(mode="before")

@@ -136,6 +136,9 @@ def test_the_hf_style_example_runs_predicts_and_reports(tmp_path):
         assert record["summary"]["final_noise_scale"] is not None  # per-sample gradients through model(**x)
     html = (tmp_path / "r" / "hf_style" / "report.html").read_text()
     assert "Sweet spot: batch size" in html
+    # the report in the workload's words: its own validation split, "example" as the unit
+    assert "validation: the workload&#39;s own &#39;val&#39; split (500 examples)" in html
+    assert "time/example" in html and "time/image" not in html
 
 
 @pytest.mark.slow

@@ -35,6 +35,16 @@ def test_a_target_outside_0_1_is_taken_for_a_named_metric_only(tmp_path):
     assert load_config(write_config(tmp_path, base)).report.target_accuracy == 2.5
 
 
+def test_a_sweep_run_from_python_gets_its_next_step_in_python():
+    from harness.analysis.answer import _base_command, _in_python
+
+    assert _base_command({"command": "my_script.py"}) is None
+    assert _base_command({"command": "harness run --config x.yaml --set train.epochs=2"}) == \
+        "harness run --config x.yaml --set train.epochs=2"
+    assert _in_python("sweep.train.seed=[0,1,2]") == \
+        'the same harness.sweep(...) call with settings={"sweep": {"train.seed": [0,1,2]}}'
+
+
 def copied(tmp_path, name: str):
     """An example's files in a folder of their own: its config path."""
     for suffix in (".py", ".yaml"):
@@ -102,4 +112,4 @@ def test_a_language_model_is_judged_on_validation_loss_with_the_built_in_loss_me
     assert all(float(c["val_accuracy"]) == pytest.approx(float(c["val_loss"]), rel=1e-6) for c in checks)
     assert answer.startswith("sweet spot: batch ") and "2.4 val" in answer, answer
     assert "reaches 2.4 validation loss (nats per token)" in html and "(lower is better)" in html
-    assert "test loss (nats per token) @ best val" in html
+    assert "test loss (nats per token) @ best val" in html and "time/sequence" in html

@@ -42,10 +42,9 @@ def test_a_spec_goes_alone(tmp_path):
 def test_the_keywords_take_the_metric_its_direction_the_optimizer_and_the_schedule(tmp_path):
     """The same cells as the config that says the same: regression.yaml's settings by keywords."""
     shutil.copy(REPO / "examples" / "regression.py", tmp_path / "regression.py")
-    spec = SweepSpec.from_keywords(str(tmp_path / "regression.py") + ":build", str(tmp_path / "regression.py") + ":load",
-                                   batch_sizes=[16, 64], target=0.1, lr=1e-2, epochs=6,
-                                   loss=str(tmp_path / "regression.py") + ":loss",
-                                   metric=str(tmp_path / "regression.py") + ":mse", metric_name="MSE",
+    file = str(tmp_path / "regression.py")
+    spec = SweepSpec.from_keywords(f"{file}:build", f"{file}:load", batch_sizes=[16, 64], target=0.1, lr=1e-2,
+                                   epochs=6, loss=f"{file}:loss", metric=f"{file}:mse", metric_name="MSE",
                                    metric_mode="min", optimizer="adamw", schedule="cosine",
                                    options={"features": 16, "width": 64, "noise": 0.1, "train": 8000, "val": 1000,
                                             "test": 1000}, name="regression", results_dir=tmp_path)

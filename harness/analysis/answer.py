@@ -11,7 +11,7 @@ from functools import partial
 import pandas as pd
 
 from harness.analysis import per_batch, recommend
-from harness.analysis.collect import Collected, oriented, quality_of
+from harness.analysis.collect import Collected, oriented, quality_of, unit_of_records
 from harness.config import ReportSettings
 from harness.paths import DEFAULT_CONFIG
 from harness.quality import Quality
@@ -21,6 +21,7 @@ from harness.quality import Quality
 class Answer:
     rules: ReportSettings
     quality: Quality  # the metric the target and the sweet spot are read on, its name and direction
+    unit: str  # what one example is called (image, example, sequence, token...)
     plan: dict  # plan.json, or {} for a folder without one
     records: list[dict]  # its result.json documents
     cells: pd.DataFrame  # one row per cell, with its time to target
@@ -45,14 +46,16 @@ def answer(found: Collected, key: tuple[str, str], overrides: dict[str, float] |
     per_rate = per_batch.by_rate(cells)
     planned = sorted({c["swept"].get("train.batch_size") for c in plan.get("cells", [])} - {None})
     verdicts, by_batch = _verdicts(cells, per_rate, per_batch.timing_windows(checks, epochs), judged, lr_rule(plan),
-                                   planned, quality)
+                                   planned, quality, unit_of_records(records))
     back = partial(oriented, quality=quality)
-    return Answer(rules=rules, quality=quality, plan=plan, records=records, cells=back(cells), epochs=back(epochs),
+    return Answer(rules=rules, quality=quality, unit=unit_of_records(records), plan=plan, records=records,
+                  cells=back(cells), epochs=back(epochs),
                   checks=back(checks), per_rate=back(per_rate), per_batch=back(by_batch), verdicts=verdicts)
 
 
 def _verdicts(cells: pd.DataFrame, per_rate: pd.DataFrame, windows: pd.DataFrame, rules: ReportSettings, lr_rule: str,
-              planned: list[int], quality: Quality) -> tuple[list[recommend.Recommendation], pd.DataFrame]:
+              planned: list[int], quality: Quality,
+              unit: str = "image") -> tuple[list[recommend.Recommendation], pd.DataFrame]:
     """One recommendation per variant, and the per-batch table (picked rates, intervals)."""
     by_batch = per_batch.pick_rates(per_rate, rules.tolerance)
     if by_batch.empty:
@@ -63,7 +66,7 @@ def _verdicts(cells: pd.DataFrame, per_rate: pd.DataFrame, windows: pd.DataFrame
     verdicts, tables = [], []
     for variant, group in by_batch.groupby("variant", sort=True):
         verdict, with_intervals = recommend.recommend(variant, group, tuned[tuned["variant"] == variant], windows,
-                                                      rules, lr_rule, planned, quality)
+                                                      rules, lr_rule, planned, quality, unit)
         verdicts.append(verdict)
         tables.append(with_intervals)
     return verdicts, pd.concat(tables, ignore_index=True).sort_values(per_batch.GROUP, ignore_index=True)
@@ -159,8 +162,16 @@ def next_step(verdict: recommend.Recommendation, plan: dict, caveats: int = 3) -
     for caveat in verdict.caveats[:caveats]:
         change = _set_for(caveat.next_step, config)
         if change:
-            return f"{_base_command(plan)} --set '{change}'"
+            base = _base_command(plan)
+            return f"{base} --set '{change}'" if base else _in_python(change)
     return None
+
+
+def _in_python(change: str) -> str:
+    """The change for a sweep run from Python (harness.sweep): the same call, with it in `settings`."""
+    key, value = change.split("=", 1)
+    section, rest = key.split(".", 1)
+    return f'the same harness.sweep(...) call with settings={{"{section}": {{"{rest}": {value}}}}}'
 
 
 def _set_for(follow: recommend.FollowUp | None, config: dict) -> str | None:
@@ -178,12 +189,15 @@ def _set_for(follow: recommend.FollowUp | None, config: dict) -> str | None:
     return f"sweep.optim.lr=[{','.join(f'{r:g}' for r in rates)}]"
 
 
-def _base_command(plan: dict) -> str:
-    """`harness run --config X` with the --set options the sweep was planned with."""
+def _base_command(plan: dict) -> str | None:
+    """`harness run --config X` with the --set options the sweep was planned with; None for a
+    sweep planned from Python (harness.sweep), which has no config file to name."""
     try:
         words = shlex.split(plan.get("command") or "")
     except ValueError:
         words = []
     config = next((words[i + 1] for i, w in enumerate(words[:-1]) if w == "--config"), None)
+    if config is None and words and words[:2] != ["harness", "run"]:
+        return None
     sets = [f"--set {shlex.quote(words[i + 1])}" for i, w in enumerate(words[:-1]) if w == "--set"]
     return " ".join(["harness run", f"--config {shlex.quote(config or DEFAULT_CONFIG)}", *sets])

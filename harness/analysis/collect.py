@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness.config import flatten
-from harness.quality import Quality
+from harness.quality import Quality, unit_of
 from harness.record import documents, files
 from harness.record.metrics import CELL_KEYS, CHECK_COLUMNS, EPOCH_COLUMNS, energy_resolved
 from harness.record.schema import Invalid, read_record, read_table, record_digest, settings_digest
@@ -233,3 +233,9 @@ def oriented(frame: pd.DataFrame, quality: Quality) -> pd.DataFrame:
         return frame
     present = [c for c in QUALITY_COLUMNS if c in frame.columns]
     return frame.assign(**{c: -pd.to_numeric(frame[c], errors="coerce") for c in present})
+
+
+def unit_of_records(records: list[dict]) -> str:
+    """What one example of the sweep is called, from its first record's settings."""
+    workload = ((records[0].get("settings") or {}).get("workload") or {}) if records else {}
+    return unit_of(workload if isinstance(workload, dict) else {})

@@ -99,7 +99,7 @@ def add_intervals(per_batch: pd.DataFrame, boot: stats.Bootstrap | None) -> pd.D
 
 def recommend(variant: str, per_batch: pd.DataFrame, cells: pd.DataFrame, windows: pd.DataFrame,
               rules: ReportSettings, lr_rule: str, planned: list[int] = (),
-              quality: Quality = DEFAULT_QUALITY) -> tuple[Recommendation, pd.DataFrame]:
+              quality: Quality = DEFAULT_QUALITY, unit: str = "image") -> tuple[Recommendation, pd.DataFrame]:
     """One variant's verdict, and its per-batch table with intervals and win shares added.
     `planned`: the batch sizes of the sweep's plan (plan.json), so an edge of what has run so far
     is not mistaken for an edge of the grid. The metric's values (the target too) come oriented,
@@ -130,7 +130,7 @@ def recommend(variant: str, per_batch: pd.DataFrame, cells: pd.DataFrame, window
             f"No batch size within {within} of the best test {name} ({shown(best)}) reached the target "
             f"validation {name} {shown(target, 3)} in every seed; train longer or {ease} the target."),
             flat=flat, caveats=_ranked(caveats), details=details,
-            secondary=_flat_notes(per_batch, flat, flat_threshold, planned, None)), per_batch
+            secondary=_flat_notes(per_batch, flat, flat_threshold, planned, None, unit)), per_batch
     pick = eligible.sort_values(["time_to_target_s", "batch_size"]).iloc[0]
     winner = int(pick["batch_size"])
     ties = stats.tied_with(boot, winner, [int(b) for b in eligible["batch_size"]])
@@ -148,7 +148,7 @@ def recommend(variant: str, per_batch: pd.DataFrame, cells: pd.DataFrame, window
     return Recommendation(variant=variant, batch_size=winner, explanation=explanation, ties=ties, flat=flat,
                           tie_note=_tie_sentence(winner, ties, boot),
                           caveats=_ranked(caveats), details=details,
-                          secondary=_flat_notes(per_batch, flat, flat_threshold, planned, winner)), per_batch
+                          secondary=_flat_notes(per_batch, flat, flat_threshold, planned, winner, unit)), per_batch
 
 
 def _ranked(caveats: list[Caveat]) -> list[Caveat]:
@@ -266,22 +266,22 @@ def _edge_caveats(per_batch: pd.DataFrame, batch: int, planned: list[int] = (), 
 
 
 def _flat_notes(per_batch: pd.DataFrame, flat: int | None, threshold: float, planned: list[int],
-                winner: int | None) -> list[str]:
+                winner: int | None, unit: str = "image") -> list[str]:
     """The simpler rule of the motivating case, and when it is the one to follow."""
     if flat is None:
         return []
-    sentence = (f"Simpler rule: time per image stops improving by more than {threshold:.0%} beyond batch size "
+    sentence = (f"Simpler rule: time per {unit} stops improving by more than {threshold:.0%} beyond batch size "
                 f"{flat}. It is the answer when the number of epochs is fixed (a schedule, not a target).")
     edge = [c.text for c in _edge_caveats(per_batch, flat, planned, "flat point")]
-    return [sentence, *edge, *_disagreement(winner, flat)]
+    return [sentence, *edge, *_disagreement(winner, flat, unit)]
 
 
-def _disagreement(winner: int | None, flat: int | None) -> list[str]:
+def _disagreement(winner: int | None, flat: int | None, unit: str = "image") -> list[str]:
     """Why the two rules name different batch sizes, in one sentence."""
     if winner is None or flat is None or winner == flat:
         return []
     if flat > winner:
-        return [f"The rules disagree: batch {flat} still trains faster per image, but batch {winner} reaches the "
-                f"target sooner, because larger batches need more images (epochs) to get there."]
-    return [f"The rules disagree: time per image stops improving at batch {flat}, but batch {winner} reaches the "
-            f"target sooner, because it needs fewer steps to get there at nearly the same speed per image."]
+        return [f"The rules disagree: batch {flat} still trains faster per {unit}, but batch {winner} reaches the "
+                f"target sooner, because larger batches need more {unit}s (epochs) to get there."]
+    return [f"The rules disagree: time per {unit} stops improving at batch {flat}, but batch {winner} reaches the "
+            f"target sooner, because it needs fewer steps to get there at nearly the same speed per {unit}."]

@@ -238,6 +238,10 @@ METRICS: tuple[Metric, ...] = (
     Metric("step_path", "cell", "text",
            doc="lean (torch's backward and optimizer) or accelerate (Accelerate's wrappers: DDP, fp16)"),
     Metric("final_noise_scale", "cell", "images", doc="noise_scale at the last epoch"),
+    Metric("val_examples", "cell", "examples", integer=True, doc="examples in the validation split"),
+    Metric("validation_split", "cell", "text",
+           doc="where they came from: held_out (data.val_size of the training examples, by data.val_split) or "
+               "workload (the 'val' split the workload's load() returned)"),
     Metric("preemptions", "cell", "count", integer=True, doc="times the cell was stopped and resumed"),
     Metric("diverged_at_step", "cell", "steps", integer=True,
            doc="the first step whose loss was not finite (diverged cells only)"),

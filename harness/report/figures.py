@@ -53,9 +53,12 @@ class FigureData:
     prediction: dict | None = None  # predict.json, where the folder has one
     ties: dict[str, list[int]] = field(default_factory=dict)  # variant -> batch sizes tied with its sweet spot
     quality: Quality = DEFAULT_QUALITY  # the workload's metric: its name on the axes, its direction
+    unit: str = "image"  # what one example is called
 
     def words(self, text: str) -> str:
-        """Text written for accuracy, in the metric's name."""
+        """Text written for accuracy and images, in the metric's name and the workload's unit."""
+        if self.unit != "image":
+            text = text.replace("image", self.unit).replace("Image", self.unit[:1].upper() + self.unit[1:])
         if self.quality.bounded:
             return text
         name = self.quality.name
@@ -167,8 +170,9 @@ def time_per_image(d: FigureData) -> Figure | None:
     if data.empty:
         return None
     fig, (left, right) = plt.subplots(1, 2, figsize=(WIDE, 4.2))
-    for ax, column, label, title in ((left, "time_per_image_s", "µs per image (training steps only)", "Time per image"),
-                                     (right, "images_per_second", "images per second", "Throughput")):
+    for ax, column, label, title in ((left, "time_per_image_s", d.words("µs per image (training steps only)"),
+                                      d.words("Time per image")),
+                                     (right, "images_per_second", d.words("images per second"), "Throughput")):
         shown = data.assign(**{column: data[column] * (1e6 if column == "time_per_image_s" else 1)})
         sns.lineplot(data=shown, x="batch_size", y=column, hue=split(shown), marker="o", ax=ax)
         ax.set(yscale="log", ylabel=label, title=title)
@@ -176,10 +180,10 @@ def time_per_image(d: FigureData) -> Figure | None:
         batch_axis(ax, data["batch_size"])
         _mark(ax, d, shown, column)
     fig.tight_layout()
-    return Figure("Time per image and throughput vs batch size", "A slope of -1 means per-step overhead dominates "
-                  "(doubling the batch halves the time per image); where the line flattens the hardware is busy "
-                  "and bigger batches stop paying. Red ring: the sweet spot; orange: batch sizes tied with it.",
-                  _encode(fig), data)
+    return Figure(d.words("Time per image and throughput vs batch size"), d.words(
+        "A slope of -1 means per-step overhead dominates (doubling the batch halves the time per image); where the "
+        "line flattens the hardware is busy and bigger batches stop paying. Red ring: the sweet spot; orange: batch "
+        "sizes tied with it."), _encode(fig), data)
 
 
 def _with_bars(ax, rows: pd.DataFrame, y: str, low: str, high: str, label: str) -> None:

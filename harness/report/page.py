@@ -61,13 +61,20 @@ def _has_values(series: pd.Series) -> bool:
     return any(not _is_missing(v) and v != "" for v in series)
 
 
-def rendered_table(frame: pd.DataFrame, spec: list[Column], quality: Quality | None = None) -> dict:
+def rendered_table(frame: pd.DataFrame, spec: list[Column], quality: Quality | None = None,
+                   unit: str = "image") -> dict:
     """Rows for the template; a column with nothing recorded in any row (no GPU: no NVML) is left out.
-    `quality`: the workload's metric, named in the headers written for accuracy ("acc")."""
+    `quality`: the workload's metric, named in the headers written for accuracy ("acc"); `unit`:
+    what one example is called, in the headers written for images."""
     present = [c for c in spec if c.key in frame.columns and _has_values(frame[c.key])]
     rename = quality is not None and not quality.bounded
+
+    def header(text: str) -> str:
+        text = re.sub(r"\bacc\b", quality.name, text) if rename else text
+        return re.sub(r"\bimage(s?)\b", rf"{unit}\1", text) if unit != "image" else text
+
     return {
-        "headers": [re.sub(r"\bacc\b", quality.name, c.header) if rename else c.header for c in present],
+        "headers": [header(c.header) for c in present],
         "columns": [c.key for c in present],
         "rows": [[table_entry(row[c.key], c.fmt) for c in present] for _, row in frame.iterrows()],
     }
@@ -89,6 +96,7 @@ def build_report(folders: list[Path], out: Path, target: float | None = None, to
     if found.cells.empty:
         raise ResultsError(f"no result.json under {', '.join(map(str, folders))}; run a sweep first or check the path")
     if target is not None:
+        _check_on_the_scale(found, target)
         _check_reachable(found, target)
     keys = list(found.cells[["source", "sweep"]].drop_duplicates().itertuples(index=False, name=None))
     overrides = {k: v for k, v in (("target_accuracy", target), ("tolerance", tolerance)) if v is not None}
@@ -120,6 +128,14 @@ def build_report(folders: list[Path], out: Path, target: float | None = None, to
     for warning in found.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     return Built(found.warnings, {key: section["headlines"] for key, section in zip(keys, sections)})
+
+
+def _check_on_the_scale(found: Collected, target: float) -> None:
+    """--target in (0, 1] for an accuracy; any finite number for a named metric."""
+    quality = quality_of(found.records)
+    if quality.bounded and not 0 < target <= 1:
+        raise ConfigError(f"--target {target}: the metric ({quality.name}) is a score in [0, 1]: give a target "
+                          f"greater than 0 and at most 1; pass e.g. --target 0.97")
 
 
 def _check_reachable(found: Collected, target: float) -> None:
@@ -175,7 +191,8 @@ def _section(found: Collected, key: tuple[str, str], overrides: dict[str, float]
     prediction = found.predictions.get(key)
     drawn = figures.FigureData(epochs=_only(epochs, tuned), checks=_only(checks, tuned), table=by_batch,
                                sweet_spots=spots, target=rules.target_accuracy,
-                               prediction=prediction, ties={r.variant: r.ties for r in verdicts}, quality=got.quality)
+                               prediction=prediction, ties={r.variant: r.ties for r in verdicts}, quality=got.quality,
+                               unit=got.unit)
     return {
         "title": f"{source} / {sweep}" if source != sweep else sweep,
         "device": records[0].get("environment", {}).get("device_name"),
@@ -188,15 +205,16 @@ def _section(found: Collected, key: tuple[str, str], overrides: dict[str, float]
         "memory_limit": per_batch.memory_limit(cells),
         "target": rules.target_accuracy, "tolerance": rules.tolerance, "flat_threshold": rules.flat_threshold,
         "check_spacing": _check_spacing(plan),
-        "per_batch": rendered_table(by_batch, columns("batch"), got.quality),
-        "per_rate": rendered_table(per_rate.sort_values(GROUP_RATE), columns("rates"), got.quality)
+        "per_batch": rendered_table(by_batch, columns("batch"), got.quality, got.unit),
+        "per_rate": rendered_table(per_rate.sort_values(GROUP_RATE), columns("rates"), got.quality, got.unit)
         if (by_batch["rates_tried"] > 1).any() else None,
         "cells": rendered_table(cells.sort_values(["variant", "batch_size", "learning_rate", "seed", "cell_id"]),
-                                columns("cells") + unregistered, got.quality),
+                                columns("cells") + unregistered, got.quality, got.unit),
         "collapse_drop": rules.collapse_drop,
         "collapse": _collapse_section(cells, epochs, rules.collapse_drop, plan.get("config")) if got.quality.bounded
         else _collapse_not_judged(got.quality),
         "metric": got.quality.name, "direction": got.quality.direction, "reaching": got.quality.reaching,
+        "unit": got.unit,
         "unfinished": cells[cells["status"] != "done"][["cell_id", "status", "error"]].to_dict("records"),
         "missing": missing,
         "prediction": _prediction(prediction, by_batch, cells, verdicts) if prediction else None,
@@ -238,14 +256,22 @@ def _only(frame: pd.DataFrame, ids: pd.Series) -> pd.DataFrame:
 
 
 def _validation(records: list[dict]) -> str:
-    """Which training examples were held out for validation (data.val_split), in words."""
+    """The validation split the cells were read on, in words: the workload's own, or which
+    training examples were held out (data.val_split)."""
+    own = sorted({s.get("val_examples") for r in records for s in [r.get("summary") or {}]
+                  if s.get("validation_split") == "workload"}, key=str)
     held = sorted({(d.get("val_size"), d.get("val_split", "first"), d.get("split_seed"))
-                   for r in records for d in [(r.get("settings") or {}).get("data") or {}]}, key=str)
+                   for r in records for d in [(r.get("settings") or {}).get("data") or {}]
+                   if (r.get("summary") or {}).get("validation_split") != "workload"}, key=str)
     words = []
     for size, how, seed in held:
         count = f"{size:,}" if isinstance(size, int) else "?"
         words.append(f"a random {count} (data.split_seed={seed or 0})" if how == "random" else f"the {how} {count}")
-    return f"validation: {' and '.join(words)} of the training examples"
+    parts = [f"{' and '.join(words)} of the training examples"] if words else []
+    if own:
+        sizes = " and ".join(f"{n:,}" if isinstance(n, int) else "?" for n in own)
+        parts.append(f"the workload's own 'val' split ({sizes} examples)")
+    return f"validation: {'; '.join(parts)}"
 
 
 def _check_spacing(plan: dict) -> str:

@@ -23,6 +23,7 @@ from accelerate import Accelerator
 from harness import checks
 from harness.config import CheckSettings
 from harness.plan import Cell
+from harness.quality import unit_of
 from harness.record import faults, results
 from harness.record.metrics import DIAGNOSTIC_COLUMNS, STEP_NORM_COLUMNS
 from harness.training import checkpoint, diagnostics, measure, workloads
@@ -265,7 +266,7 @@ class CellRun:
             results.write_evals(self.cell_dir, state.evals)
         accelerator.log({f"{self.cell.id}/{k}": v for k, v in row.items() if v is not None and k != "epoch"},
                         step=row["epoch"])
-        self.ctx.progress.epoch_line(self.cell.id, row, self.settings.train.epochs)
+        self.ctx.progress.epoch_line(self.cell.id, row, self.settings.train.epochs, unit_of(self.settings.workload))
 
     def diagnose(self) -> dict[str, Any]:
         return diagnose(self.engine, self.ctx.splits, self.settings.train.diagnostics)
@@ -298,7 +299,7 @@ class CellRun:
                             self.accelerator.num_processes, gpu, self.ctx.environment,
                             compute_precision(self.settings.train.mixed_precision), flops, state.evals,
                             state.energy_window) if state.rows else {"epochs_completed": 0}
-        summary |= {"preemptions": state.preemptions, "checks_skipped": state.checks_skipped}
+        summary |= {"preemptions": state.preemptions, "checks_skipped": state.checks_skipped} | self.ctx.splits.record()
         summary |= self.engine.mode_record()
         if status == "diverged":
             summary |= {"diverged_at_step": state.diverged_at_step, "last_finite_loss": state.last_finite_loss}

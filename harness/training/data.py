@@ -27,11 +27,16 @@ class Splits:
     val_y: Tree
     test_x: Tree
     test_y: Tree
+    validation: str = "held_out"  # or "workload": load() returned its own "val" split
 
     def train_prefix(self, n: int) -> tuple[Tree, Tree]:
         """(inputs, targets) of the first `n` training examples (views)."""
         head = slice(None, n)
         return batches.take(self.train_x, head), batches.take(self.train_y, head)
+
+    def record(self) -> dict[str, Any]:
+        """What a cell's summary says of its validation split."""
+        return {"val_examples": self.n_val, "validation_split": self.validation}
 
     @property
     def n_train(self) -> int:
@@ -112,7 +117,7 @@ def own_splits(raw: Any, val_size: int, device: torch.device, where: str, how: s
         raise DataError(f"{where}: the data takes {size / 2**30:.2f} GiB and {device} has {free / 2**30:.2f} GiB free; "
                         f"the harness holds the whole dataset on the device: load fewer or smaller examples")
     return Splits(*(batches.move(t, lambda leaf: leaf.to(device)) for key in ("train", "val", "test")
-                    for t in pairs[key]))
+                    for t in pairs[key]), validation="workload" if "val" in raw else "held_out")
 
 
 def _same_structure(pairs: dict[str, tuple[Tree, Tree]], where: str) -> None:

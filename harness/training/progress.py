@@ -66,9 +66,10 @@ class Progress:
         """One line on stderr, from every process that meets the problem (each has its own files)."""
         tqdm.write(f"warning: {text}", file=sys.stderr)
 
-    def epoch_line(self, cell_id: str, row: dict, epochs: int) -> None:
+    def epoch_line(self, cell_id: str, row: dict, epochs: int, unit: str = "image") -> None:
         tpi = row["time_per_image_s"]
-        speed = f"{tpi * 1e6:.2f} us/img" if tpi is not None else "warm-up only"
+        per = "img" if unit == "image" else unit
+        speed = f"{tpi * 1e6:.2f} us/{per}" if tpi is not None else "warm-up only"
         self.message(
             f"{cell_id} epoch {row['epoch']}/{epochs}: loss {row['train_loss']:.4f} "
             f"train {row['train_accuracy']:.4f} val {row['val_accuracy']:.4f} "
