@@ -205,7 +205,7 @@ def load_float(options):
 def nan_metric(outputs, targets):
     return torch.full((len(targets),), float("nan"))
 def percent(outputs, targets):
-    return (outputs.argmax(1) == targets).float() * 100 + 1
+    return (outputs.argmax(1) == targets).float() * 100 + 2  # above 1 whatever the model predicts
 def constant_loss(outputs, targets):
     return outputs.sum() * 0 + 1.0
 def build_flaky(options):
