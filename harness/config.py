@@ -146,8 +146,11 @@ class CellSettings(_Frozen):
         if self.train.step_diagnostics:
             return ("train.step_diagnostics needs train.mode=eager or compile (it is not captured in "
                     "the CUDA graph); set one of them to false/eager")
-        if self.optim.name != "adam":
-            return "train.mode=cuda_graphs needs optim.name=adam (capturable fused Adam)"
+        if self.optim.name != "adam" or self.workload.optimizer:
+            return "train.mode=cuda_graphs needs optim.name=adam (capturable fused Adam), not workload.optimizer"
+        if self.workload.augment:
+            return ("train.mode=cuda_graphs cannot capture workload.augment (its generator is seeded at every step); "
+                    "use train.mode=eager or compile")
         if self.optim.varies_lr:
             return ("train.mode=cuda_graphs holds the learning rate fixed in the captured step; a schedule or a "
                     "warm-up (optim.schedule, optim.lr_warmup_*) needs train.mode=eager or compile")

@@ -11,6 +11,7 @@ A step past the budget (predict's short runs may train longer) keeps the final r
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -63,6 +64,14 @@ class OptimSettings(BaseModel):
         """Whether the rate changes from step to step (a warm-up or a decay)."""
         return self.schedule != "constant" or bool(self.lr_warmup_steps or self.lr_warmup_fraction)
 
+    def describe_schedule(self, total_steps: int) -> str:
+        """The rate over the cell in words, e.g. 'cosine to 0.1x, warm-up 50 steps' or 'constant'."""
+        schedule = self.schedule_for(total_steps)
+        final = f"{self.lr_final_fraction:g} of the peak" if self.lr_final_fraction else "zero"
+        words = self.schedule if self.schedule == "constant" else f"{self.schedule} to {final}"
+        steps = f"{schedule.warmup} step{'s' if schedule.warmup > 1 else ''}"
+        return words + (f", warm-up {steps}" if schedule.warmup else "")
+
     def schedule_for(self, total_steps: int) -> Schedule:
         warmup = self.lr_warmup_steps or math.ceil(self.lr_warmup_fraction * total_steps)
         return Schedule(self.schedule, min(warmup, total_steps), total_steps, self.lr_final_fraction)
@@ -84,3 +93,14 @@ class Schedule:
         if self.shape == "cosine":
             return self.final + (1 - self.final) * (1 + math.cos(math.pi * progress)) / 2
         return 1 - (1 - self.final) * progress
+
+
+@dataclass(frozen=True)
+class Hyperparameters:
+    """What `workload.optimizer`'s make(parameters, options, hyper) is told about the cell."""
+
+    lr: float  # optim.lr after optim.lr_scaling at this batch size
+    batch_size: int  # the global batch
+    total_steps: int  # the cell's step budget, train.epochs x steps per epoch: what a schedule runs over
+    steps_per_epoch: int
+    seed: int

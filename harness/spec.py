@@ -31,21 +31,28 @@ class SweepSpec:
                       seeds: Sequence[int] = (0,), target: float = 0.97, lr: float = 1e-3, epochs: int = 5,
                       loss: Callable | str | None = None, metric: Callable | str | None = None,
                       metric_name: str | None = None, metric_mode: str | None = None,
-                      optimizer: str | None = None, schedule: str | None = None,
-                      options: dict | None = None, name: str = "sweep", results_dir: str | Path = "results",
+                      optimizer: Callable | str | None = None, schedule: str | None = None,
+                      augment: Callable | str | None = None, unit: str | None = None, options: dict | None = None,
+                      name: str = "sweep", results_dir: str | Path = "results",
                       data_dir: str | Path | None = None, settings: dict[str, Any] | None = None) -> SweepSpec:
         """A grid of batch sizes x seeds. `model` and `data` are callables or FILE.py:NAME strings, or
         `model` names a built-in workload ("mnist_conv") with `data` left out; `metric` may be "loss"
         (the built-in loss metric), named and directed by `metric_name` and `metric_mode` (max | min);
-        `optimizer` and `schedule` are optim.name and optim.schedule; `settings` holds any other config
-        section ({"optim": {"lr_warmup_fraction": 0.05}, "train": {"mode": "compile"}})."""
-        roles = {"model": model, "data": data, "loss": loss, "metric": metric}
+        `optimizer` is optim.name ("adamw") or your own make(parameters, options, hyper) (a callable
+        or FILE.py:NAME: workload.optimizer); `schedule` is optim.schedule; `augment` a callable,
+        FILE.py:NAME or "crop_flip"; `unit` workload.unit; `settings` holds any other config section
+        ({"optim": {"lr_warmup_fraction": 0.05}, "train": {"mode": "compile"}})."""
+        own_optimizer = optimizer is not None and not (isinstance(optimizer, str) and ":" not in optimizer)
+        roles = {"model": model, "data": data, "loss": loss, "metric": metric, "augment": augment,
+                 "optimizer": optimizer if own_optimizer else None}
         builtin = isinstance(model, str) and model in builtins.NAMES and data is None
         chosen: dict[str, Any] = {"name": model} if builtin else {}
         chosen |= {role: fn if isinstance(fn, str) else workload.register(fn) for role, fn in roles.items()
                    if fn is not None and not (builtin and role == "model")}
-        chosen |= {k: v for k, v in (("metric_name", metric_name), ("metric_mode", metric_mode)) if v is not None}
-        optim = {"lr": lr} | {k: v for k, v in (("name", optimizer), ("schedule", schedule)) if v is not None}
+        chosen |= {k: v for k, v in (("metric_name", metric_name), ("metric_mode", metric_mode), ("unit", unit))
+                   if v is not None}
+        named = None if own_optimizer else optimizer
+        optim = {"lr": lr} | {k: v for k, v in (("name", named), ("schedule", schedule)) if v is not None}
         raw: dict[str, Any] = {"name": name, "workload": chosen | ({"options": options} if options else {}),
                                "optim": optim, "train": {"epochs": epochs},
                                "report": {"target_accuracy": target},

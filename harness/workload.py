@@ -23,7 +23,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 from harness import builtins, quality
 from harness.errors import ConfigError
 
-ROLES = ("model", "data", "loss", "metric")
+ROLES = ("model", "data", "loss", "metric", "augment", "optimizer")
+CROP_FLIP = "crop_flip"  # the built-in augmentation (training/augment.py)
 IN_PROCESS = "<python-"  # a callable handed over in this Python process (harness.sweep), not from a file
 SPEC = re.compile(r"(?P<where>[^:\s]+):(?P<name>[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)")
 # callables handed to harness.sweep / harness.predict that live in no importable file: spec -> callable
@@ -52,6 +53,13 @@ def _a_metric(value: str) -> str:
     return value if value == quality.LOSS else _a_spec(value)
 
 
+def _an_augment(value: str) -> str:
+    return value if value == CROP_FLIP else _a_spec(value)
+
+
+BUILT_IN = {"metric": quality.LOSS, "augment": CROP_FLIP}  # a role's built-in, named in place of FILE.py:NAME
+
+
 class WorkloadSettings(BaseModel):
     """`workload: mnist_conv`, or `workload: {model: FILE.py:build, data: FILE.py:load, ...}`."""
 
@@ -63,6 +71,10 @@ class WorkloadSettings(BaseModel):
     loss: Spec | None = None  # loss(outputs, targets) -> scalar; default cross-entropy
     # metric(outputs, targets) -> one score per example; default accuracy; `loss`: the per-example loss
     metric: Annotated[str, AfterValidator(_a_metric)] | None = None
+    # augment(inputs, generator) -> inputs, each training batch inside the timed step; or crop_flip
+    augment: Annotated[str, AfterValidator(_an_augment)] | None = None
+    # make(parameters, options, hyper) -> optimizer or (optimizer, scheduler); default: optim.name
+    optimizer: Spec | None = None
     metric_name: Annotated[str, Field(min_length=1, max_length=60)] | None = None  # how the report names it
     metric_mode: Literal["max", "min"] | None = None  # higher or lower is better; default max (loss: min)
     # what one example is called in the report (image, sequence, token...); default: image for a
@@ -106,8 +118,9 @@ class WorkloadSettings(BaseModel):
         return None if self.model else self.name or builtins.DEFAULT
 
     def specs(self) -> dict[str, str]:
-        """Each role's FILE.py:NAME or MODULE:NAME (not the built-in metric `loss`)."""
-        return {role: getattr(self, role) for role in ROLES if getattr(self, role) not in (None, quality.LOSS)}
+        """Each role's FILE.py:NAME or MODULE:NAME (not a built-in: the metric `loss`, crop_flip)."""
+        return {role: getattr(self, role) for role in ROLES
+                if getattr(self, role) is not None and getattr(self, role) != BUILT_IN.get(role)}
 
     @property
     def quality(self) -> quality.Quality:
@@ -118,6 +131,10 @@ class WorkloadSettings(BaseModel):
         a direction where given (nothing for accuracy, so the ids planned before them hold)."""
         given = {"metric": self.metric} if self.metric == quality.LOSS else {}
         return given | {k: getattr(self, k) for k in ("metric_name", "metric_mode") if getattr(self, k)}
+
+
+def _augment_module() -> str:
+    return f"{Path(__file__).parent / 'training' / 'augment.py'}:{CROP_FLIP}"
 
 
 def split(spec: str) -> tuple[str, str]:
@@ -180,12 +197,15 @@ def identity(workload: WorkloadSettings, base_dir: Path) -> dict[str, Any] | Non
     if workload.builtin is not None:
         entry = builtins.REGISTRY[workload.builtin]
         code = builtins.source_sha256(entry)
-        if code == entry.ran_sha256 and not workload.specs() and not workload.quality_identity():
+        if code == entry.ran_sha256 and not workload.specs() and not workload.quality_identity() \
+                and workload.augment is None:
             return None
         out = {"name": entry.name} | ({} if code == entry.ran_sha256 else {"source_sha256": code})
     for role, spec in workload.specs().items():
         located = locate(spec, base_dir, role)
         out[role] = {"callable": split(spec)[1], "source_sha256": source_sha256(located, role), "located": located}
+    if workload.augment == CROP_FLIP:  # the built-in's code, as a file of the user's would be
+        out["augment"] = {"callable": CROP_FLIP, "source_sha256": source_sha256(_augment_module(), "augment")}
     given = workload.quality_identity()
     return out | {"options": workload.options} | ({"quality": given} if given else {})
 

@@ -55,3 +55,28 @@ def test_the_keywords_take_the_metric_its_direction_the_optimizer_and_the_schedu
     assert [c.id for c in SweepSpec.from_config(written, results_dir=tmp_path).cells] == [c.id for c in spec.cells]
     lm = SweepSpec.from_keywords("mnist_mlp", batch_sizes=[32], metric="loss", target=0.2, results_dir=tmp_path)
     assert lm.config.workload.quality.mode == "min" and lm.cells[0].workload["quality"] == {"metric": "loss"}
+
+
+def test_the_keywords_take_an_optimizer_of_ones_own_an_augmentation_and_a_unit(tmp_path):
+    """A make() callable is workload.optimizer (its code in the cell id), a name is optim.name;
+    augment and unit are workload.augment and workload.unit, the same cells as the config's."""
+    shutil.copy(REPO / "examples" / "cifar_resnet.py", tmp_path / "cifar_resnet.py")
+    (tmp_path / "opt.py").write_text("import torch\n\ndef make(parameters, options, hyper):\n"
+                                     "    return torch.optim.SGD(parameters, lr=hyper.lr)\n")
+    file = str(tmp_path / "cifar_resnet.py")
+    keywords = {"batch_sizes": [16, 64], "augment": "crop_flip", "unit": "image", "results_dir": tmp_path,
+                    "options": {"width": 4, "blocks": 1, "classes": 10, "size": 8, "noise": 1.0, "train": 320,
+                             "val": 64, "test": 64}, "name": "own"}
+    spec = SweepSpec.from_keywords(f"{file}:build", f"{file}:load", optimizer=f"{tmp_path / 'opt.py'}:make",
+                                   **keywords)
+    w = spec.config.workload
+    assert (w.augment, w.unit, w.optimizer.endswith("opt.py:make"), spec.config.optim.name) == \
+        ("crop_flip", "image", True, "adam")
+    assert spec.cells[0].workload["optimizer"]["callable"] == "make"
+    assert spec.cells[0].workload["augment"]["callable"] == "crop_flip"
+    named = SweepSpec.from_keywords(f"{file}:build", f"{file}:load", optimizer="sgd", **keywords)
+    assert named.config.optim.name == "sgd" and named.config.workload.optimizer is None
+    assert {c.id for c in named.cells}.isdisjoint(c.id for c in spec.cells)
+    written = write_config(tmp_path, {**spec.config.model_dump(mode="json", exclude={"sweep"}),
+                                      "sweep": {"train.batch_size": [16, 64], "train.seed": [0]}})
+    assert [c.id for c in SweepSpec.from_config(written, results_dir=tmp_path).cells] == [c.id for c in spec.cells]

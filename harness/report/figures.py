@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import io
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -200,8 +201,9 @@ def _predicted(ax, d: FigureData, column: str, interval: str) -> None:
         return
     frame = pd.DataFrame(rows)
     ax.plot(frame["batch_size"], frame[column], color="purple", linestyle="-.", label="predicted (harness predict)")
-    bounds = [r[interval] or [None, None] for r in rows]
-    ax.fill_between(frame["batch_size"], [b[0] for b in bounds], [b[1] for b in bounds], color="purple", alpha=0.12)
+    bounds = [r[interval] or [None, None] for r in rows]  # a bound predict could not give: no band there
+    low, high = ([math.nan if b[i] is None else b[i] for b in bounds] for i in (0, 1))
+    ax.fill_between(frame["batch_size"], low, high, color="purple", alpha=0.12)
 
 
 def time_to_target(d: FigureData) -> Figure | None:

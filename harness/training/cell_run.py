@@ -87,10 +87,9 @@ class CellRun:
     def __init__(self, cell: Cell, ctx: RunContext, course: Course, cell_dir: Path | None = None):
         self.cell, self.ctx, self.course, self.cell_dir = cell, ctx, course, cell_dir
         self.settings = cell.settings.sized(ctx.splits.n_train)
-        self.accelerator = ctx.accelerator
+        self.accelerator, train = ctx.accelerator, self.settings.train
         self.engine = build_engine(self.settings, self.accelerator, ctx.splits, workloads.resolve(cell))
         self.engine.step = faults.wrap(self.engine.step, cell.id)
-        train = self.settings.train
         self.stream = IndexStream(ctx.splits.n_train, train.sampling, train.seed)
         self.local = rank_slice(train.batch_size, self.accelerator.process_index, self.accelerator.num_processes)
         self.monitor = NvmlMonitor(self.accelerator.device) if course.records else None
@@ -120,6 +119,7 @@ class CellRun:
                     self.start_epoch()
                 course_end = self.course.next_end(self.state.global_step)
                 end = min(course_end - self.state.steps_done, self.settings.steps_per_epoch)  # within this epoch
+                self.engine.seek(self.state.global_step)  # the augmentation draws by the cell's step
                 self.warm_up(end)
                 self.timed_window(end)
                 if self.state.step < end:  # asked to stop: keep everything, leave
@@ -300,7 +300,7 @@ class CellRun:
                             compute_precision(self.settings.train.mixed_precision), flops, state.evals,
                             state.energy_window) if state.rows else {"epochs_completed": 0}
         summary |= {"preemptions": state.preemptions, "checks_skipped": state.checks_skipped} | self.ctx.splits.record()
-        summary |= self.engine.mode_record()
+        summary |= self.engine.mode_record() | self.engine.optimizer_record()
         if status == "diverged":
             summary |= {"diverged_at_step": state.diverged_at_step, "last_finite_loss": state.last_finite_loss}
         return status, summary

@@ -15,11 +15,13 @@ from accelerate import Accelerator
 
 from harness.config import CUDA_GRAPH_EAGER_STEPS, CellSettings
 from harness.errors import ConfigError
+from harness.optim import Hyperparameters
 from harness.training import batches
+from harness.training.augment import Augmenter
 from harness.training.data import Splits
 from harness.training.diagnostics import StepNorms
 from harness.training.threads import apply as apply_threads
-from harness.training.workloads import Workload, build_model
+from harness.training.workloads import Workload, WorkloadError, build_model
 
 Step = Callable[[torch.Tensor], torch.Tensor]
 
@@ -37,17 +39,54 @@ class Engine:
     mode_reason: str | None = None  # why auto did not run cuda_graphs
     path: str = "lean"  # the eager step's path: lean (torch's own calls) or accelerate (Accelerate's wrappers)
     graph: CudaGraphStep | None = None
-    scheduler: torch.optim.lr_scheduler.LambdaLR | None = None  # optim.schedule and warm-up; None: a constant rate
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None  # optim.schedule or the user's; None: constant
+    augmenter: Augmenter | None = None  # workload.augment, applied to each training batch
+    schedule_ran: str = "constant"  # the learning-rate schedule, in words (optim.describe_schedule, or the user's)
 
     def learning_rate(self) -> float:
         """The rate the next step will use."""
         return float(self.optimizer.param_groups[0]["lr"])
+
+    def seek(self, step: int) -> None:
+        """The next step is step `step` of the cell (0-based): the augmentation draws by it."""
+        if self.augmenter is not None:
+            self.augmenter.seek(step)
+
+    def optimizer_record(self) -> dict[str, str]:
+        """What a cell's summary records of the optimizer and schedule that ran."""
+        raw = getattr(self.optimizer, "optimizer", self.optimizer)
+        return {"optimizer_ran": type(raw).__name__, "schedule_ran": self.schedule_ran}
 
     def mode_record(self) -> dict[str, str | None]:
         """The fields a cell's summary records about its engine: a graph that fell back ran eager."""
         refused = self.graph.refused if self.graph is not None else None
         return {"engine_mode": "eager" if refused else self.mode, "engine_mode_reason": refused or self.mode_reason,
                 "step_path": self.path}
+
+
+def hyperparameters(settings: CellSettings) -> Hyperparameters:
+    return Hyperparameters(lr=settings.optim.lr_for(settings.train.batch_size), batch_size=settings.train.batch_size,
+                           total_steps=settings.total_steps, steps_per_epoch=settings.steps_per_epoch,
+                           seed=settings.train.seed)
+
+
+def own_optimizer(settings: CellSettings, workload: Workload, params) -> tuple[torch.optim.Optimizer, object | None]:
+    """workload.optimizer's make(parameters, options, hyper): an optimizer, or (optimizer, scheduler);
+    a scheduler of its own and optim.schedule together would both move the rate: refused."""
+    where = f"workload.optimizer: {workload.specs.get('optimizer', 'make')}"
+    made = workload.call("optimizer", workload.optimizer, list(params), dict(workload.options),
+                         hyperparameters(settings))
+    optimizer, scheduler = made if isinstance(made, tuple) and len(made) == 2 else (made, None)
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise WorkloadError(f"{where} returned {type(made).__name__}; return a torch.optim.Optimizer over the "
+                            f"parameters it was given, or (optimizer, scheduler)")
+    if scheduler is not None and not all(hasattr(scheduler, a) for a in ("step", "state_dict", "load_state_dict")):
+        raise WorkloadError(f"{where}: its scheduler is a {type(scheduler).__name__}, without step/state_dict; "
+                            f"return a torch.optim.lr_scheduler one (it is stepped after every optimizer step)")
+    if scheduler is not None and settings.optim.varies_lr:
+        raise ConfigError(f"{where} returned a scheduler, and optim.schedule / optim.lr_warmup_* set one too; "
+                          f"keep one of them")
+    return optimizer, scheduler
 
 
 def build_optimizer(settings: CellSettings, params, capturable: bool = False) -> torch.optim.Optimizer:
@@ -107,7 +146,8 @@ def build_engine(settings: CellSettings, accelerator: Accelerator, splits: Split
     # Same seed on every rank: identical initial weights (DDP also broadcasts rank 0's).
     torch.manual_seed(settings.train.seed)
     model = build_model(workload).to(accelerator.device)
-    optimizer = build_optimizer(settings, model.parameters(), capturable=mode == "cuda_graphs")
+    optimizer, own_scheduler = own_optimizer(settings, workload, model.parameters()) if workload.optimizer else \
+        (build_optimizer(settings, model.parameters(), capturable=mode == "cuda_graphs"), None)
     model, optimizer = accelerator.prepare(model, optimizer)
     forward = torch.compile(model) if mode == "compile" else model
     clip = settings.optim.grad_clip_norm
@@ -119,12 +159,15 @@ def build_engine(settings: CellSettings, accelerator: Accelerator, splits: Split
     raw = optimizer.optimizer if lean else optimizer  # under AcceleratedOptimizer: torch's fused Adam
     fused = FusedAdamUpdate(raw) if lean and FusedAdamUpdate.applies(raw) else None
     schedule = settings.optim.schedule_for(settings.total_steps) if settings.optim.varies_lr else None
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer.optimizer, schedule) if schedule else None
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer.optimizer, schedule) if schedule else own_scheduler
     update = _then(fused or raw.step, scheduler.step) if scheduler else (fused or raw.step)
     clear_grads = fused.clear_grads if fused else lambda: raw.zero_grad(set_to_none=True)
+    augmenter = Augmenter(workload.augment, settings.train.seed, accelerator.process_index, accelerator.device,
+                          workload.call) if workload.augment else None
 
     def step(idx: torch.Tensor) -> torch.Tensor:
-        outputs = batches.call(forward, batches.take(splits.train_x, idx))
+        inputs = batches.take(splits.train_x, idx)
+        outputs = batches.call(forward, augmenter(inputs) if augmenter else inputs)
         loss = workload.train_loss(outputs, batches.take(splits.train_y, idx))
         backward(loss)  # Accelerate's path: DDP gradient sync, mixed-precision scaling
         if norms is not None:
@@ -141,7 +184,9 @@ def build_engine(settings: CellSettings, accelerator: Accelerator, splits: Split
         if mode == "cuda_graphs" else None
     return Engine(accelerator=accelerator, model=model, eval_model=accelerator.unwrap_model(model), optimizer=optimizer,
                   step=graph or step, workload=workload, norms=norms, mode=mode, mode_reason=reason,
-                  path="lean" if lean else "accelerate", graph=graph, scheduler=scheduler)
+                  path="lean" if lean else "accelerate", graph=graph, scheduler=scheduler, augmenter=augmenter,
+                  schedule_ran=f"{type(own_scheduler).__name__} (workload.optimizer)" if own_scheduler else
+                  settings.optim.describe_schedule(settings.total_steps))
 
 
 def _then(first: Callable[[], object], second: Callable[[], object]) -> Callable[[], None]:

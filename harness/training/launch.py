@@ -16,7 +16,7 @@ from harness import plan
 from harness.config import SweepConfig
 from harness.errors import ConfigError
 from harness.training import data, images, measure, threads, workloads
-from harness.training.engine import check_launch
+from harness.training.engine import check_launch, own_optimizer
 
 
 def make_accelerator(config: SweepConfig, cells: list[plan.Cell], sweep_dir: Path) -> Accelerator:
@@ -75,9 +75,15 @@ class DeviceData:
 
 
 def _data_key(cell: plan.Cell) -> str:
-    """The user's data is the same wherever the same load() runs with the same options."""
-    found = cell.workload or {}
-    return json.dumps([found.get("data"), found.get("options")], sort_keys=True, default=str)
+    """The user's code answers alike wherever the same callables run with the same options."""
+    return json.dumps(cell.workload or {}, sort_keys=True, default=str)
+
+
+def _try_optimizer(cell: plan.Cell, splits) -> None:
+    """workload.optimizer's make, called as a cell will call it, answers an optimizer (and a scheduler)."""
+    workload = workloads.resolve(cell)
+    if workload.optimizer is not None:
+        own_optimizer(cell.settings.sized(splits.n_train), workload, workloads.build_model(workload).parameters())
 
 
 def load_data(accelerator: Accelerator, folders: dict[str, Path] | None,
@@ -96,11 +102,12 @@ def load_data(accelerator: Accelerator, folders: dict[str, Path] | None,
             cell.settings.sized(splits.n_train).check_fits()
         except ValueError as exc:
             raise ConfigError(f"{cell.id}: {exc}") from None
-        if cell.settings.workload.builtin is None and _data_key(cell) not in tried:
+        if (cell.settings.workload.builtin is None or cell.workload) and _data_key(cell) not in tried:
             tried.add(_data_key(cell))
             for warning in workloads.try_on(workloads.resolve(cell), splits, accelerator.device):
                 if accelerator.is_main_process:
                     print(f"warning: {warning}", file=sys.stderr)
+            _try_optimizer(cell, splits)
     measure.synchronize(accelerator.device)
     environment = measure.environment(accelerator.device, accelerator.num_processes,
                                       str(accelerator.distributed_type), accelerator.mixed_precision)

@@ -8,7 +8,10 @@ The interface, for the user's own:
     load(options) -> {"train": (x, y), "test": (x, y)} and optionally "val": (x, y)
     loss(outputs, targets) -> a scalar tensor, the mean over the examples (default: cross-entropy
         on integer class labels)
-    metric(outputs, targets) -> one score in [0, 1] per example, higher is better (default: accuracy)
+    metric(outputs, targets) -> one score per example (default: accuracy, in [0, 1], higher is better)
+    augment(inputs, generator) -> inputs, each training batch (training/augment.py; or crop_flip)
+    make(parameters, options, hyper) -> an optimizer, or (optimizer, scheduler) stepped every step
+        (training/engine.py; default: optim.name)
 Inputs and targets may be pytrees (training/batches.py); the defaults read the outputs' `logits`
 and take (examples, classes) logits against (examples,) labels, or (examples, T, classes) against
 (examples, T) token labels: per example the mean over its tokens, labels of IGNORE_INDEX left out
@@ -38,8 +41,9 @@ from harness.plan import Cell
 from harness.quality import DEFAULT as DEFAULT_QUALITY
 from harness.quality import LOSS, Quality
 from harness.training import batches
+from harness.training.augment import crop_flip
 from harness.training.batches import Tree
-from harness.workload import IN_PROCESS, REGISTERED, split
+from harness.workload import CROP_FLIP, IN_PROCESS, REGISTERED, split
 
 
 class WorkloadError(ConfigError):
@@ -61,6 +65,8 @@ class Workload:
     metric_is_loss: bool = False  # workload.metric: loss, the per-example loss
     quality: Quality = DEFAULT_QUALITY  # the metric's name and direction
     specs: dict[str, str] = field(default_factory=dict)  # role -> where its code was found
+    augment: Callable | None = None  # each training batch's inputs: augment(inputs, generator) -> inputs
+    optimizer: Callable | None = None  # make(parameters, options, hyper); None: optim.name
 
     def call(self, role: str, fn: Callable, *args: Any) -> Any:
         """Run the user's code; any exception becomes one line naming the role and where it broke."""
@@ -133,31 +139,35 @@ def failure(where: str, exc: BaseException) -> WorkloadError:
 _resolved: dict[str, Workload] = {}
 
 
-def builtin(settings: CellSettings, loss: Callable | None = None, metric: Callable | None = None,
-            specs: dict[str, str] | None = None) -> Workload:
-    """A built-in workload (harness/builtins.py), on the built-in images."""
+def builtin(settings: CellSettings, cell: Cell | None = None) -> Workload:
+    """A built-in workload (harness/builtins.py), on the built-in images; the user's loss, metric,
+    augmentation or optimizer with it where the cell names them."""
     name = settings.workload.builtin
     build = load_callable(REGISTRY[name].builder, "model")
-    return Workload(label=name, build=lambda _: build(settings), options=dict(settings.workload.options), loss=loss,
-                    metric=metric, metric_is_loss=settings.workload.metric == LOSS,
-                    quality=settings.workload.quality, specs=specs or {})
+    return Workload(label=name, build=lambda _: build(settings), **_common(settings, cell))
 
 
 def resolve(cell: Cell) -> Workload:
     """The cell's workload as callables, imported once per process."""
     settings = cell.settings
     if settings.workload.builtin is not None:
-        return builtin(settings, _optional(cell, "loss"), _optional(cell, "metric"), _located(cell))
+        return builtin(settings, cell)
     key = repr(sorted(_located(cell).items())) + repr(settings.workload.options) + repr(settings.workload.quality) \
-        + repr(settings.workload.metric)
+        + repr(settings.workload.metric) + repr(settings.workload.augment)
     if key not in _resolved:
         located = _located(cell)
         _resolved[key] = Workload(label=located["model"], build=load_callable(located["model"], "model"),
-                                  options=dict(settings.workload.options), load=load_callable(located["data"], "data"),
-                                  loss=_optional(cell, "loss"), metric=_optional(cell, "metric"),
-                                  metric_is_loss=settings.workload.metric == LOSS,
-                                  quality=settings.workload.quality, specs=located)
+                                  load=load_callable(located["data"], "data"), **_common(settings, cell))
     return _resolved[key]
+
+
+def _common(settings: CellSettings, cell: Cell | None) -> dict[str, Any]:
+    """A Workload's fields other than the model and the data."""
+    own = {role: _optional(cell, role) if cell else None for role in ("loss", "metric", "augment", "optimizer")}
+    if settings.workload.augment == CROP_FLIP:
+        own["augment"] = crop_flip
+    return own | {"options": dict(settings.workload.options), "metric_is_loss": settings.workload.metric == LOSS,
+                  "quality": settings.workload.quality, "specs": _located(cell) if cell else {}}
 
 
 def _located(cell: Cell) -> dict[str, str]:
@@ -231,6 +241,8 @@ def try_on(workload: Workload, splits, device: torch.device) -> list[str]:
     one line here, not a failed cell later. Returns warnings: what may train but looks wrong."""
     model = build_model(workload).to(device)
     x, y = splits.train_prefix(TRY_EXAMPLES)
+    if workload.augment is not None:
+        _check_augment(workload, model, x, device)
     with torch.no_grad():
         outputs = workload.call("model", batches.call, model, x)
         if workload.loss is None:
@@ -241,6 +253,18 @@ def try_on(workload: Workload, splits, device: torch.device) -> list[str]:
                                 f"number, the mean over the examples (e.g. .mean())")
         _check_scores(workload, outputs, y)
         return _loss_warnings(workload, outputs, y, loss)
+
+
+def _check_augment(workload: Workload, model: nn.Module, x: Tree, device: torch.device) -> None:
+    """The augmentation gives back inputs of the same structure and example count, which the model takes."""
+    where = workload.specs.get("augment", "crop_flip")
+    generator = torch.Generator(device=device).manual_seed(0)
+    augmented = workload.call("augment", workload.augment, x, generator)
+    if batches.structure(augmented) != batches.structure(x) or batches.count(augmented) != batches.count(x):
+        raise WorkloadError(f"workload.augment: {where} returned {batches.describe(augmented)} for inputs of "
+                            f"{batches.describe(x)}; return the inputs' structure with the same examples, augmented")
+    with torch.no_grad():
+        workload.call("model", batches.call, model, augmented)
 
 
 def _class_logits(outputs: Any, targets: Tree) -> bool:
