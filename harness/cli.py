@@ -276,6 +276,7 @@ def check_one_config(sweep_dir: Path, config: SweepConfig, force: bool) -> None:
         old = documents.read_plan(sweep_dir / "plan.json")["config"]
     except Invalid:
         return  # none yet, or not believable: this run writes it
+    old = _as_read_now(old)
     new = json.loads(json.dumps(config.model_dump(mode="json")))
     flat_old, flat_new = ({k: json.dumps(v, sort_keys=True) for k, v in flatten(c).items()} for c in (old, new))
     swept = set(old.get("sweep") or {}) | set(new.get("sweep") or {})  # swept in either, or pinned: the grid
@@ -287,6 +288,15 @@ def check_one_config(sweep_dir: Path, config: SweepConfig, force: bool) -> None:
         raise ConfigError(f"{sweep_dir} holds sweep {config.name} planned with another config ({shown}"
                           f"{', ...' if len(differing) > 4 else ''}); use another --results-dir, or --force to replace "
                           f"its plan.json (its cells stay)")
+
+
+def _as_read_now(planned: dict) -> dict:
+    """A plan's config as this harness reads it: a setting added since has its default, a renamed
+    one its new name, so that only what the user changed differs."""
+    try:
+        return json.loads(json.dumps(SweepConfig.model_validate(planned).model_dump(mode="json")))
+    except (ValueError, TypeError):  # pydantic's ValidationError is a ValueError: compare it as written
+        return planned
 
 
 def check_against_plan(sweep_dir: Path, index: int, cell: plan.Cell) -> None:

@@ -26,6 +26,7 @@ from harness import builtins, yamlsafe
 from harness.errors import ConfigError
 from harness.numbers import Count, Real
 from harness.optim import OptimSettings
+from harness.renamed import rename_old_keys
 from harness.workload import WorkloadSettings
 from harness.yamlsafe import apply_override, short
 
@@ -72,7 +73,10 @@ class TrainSettings(_Frozen):
     images_per_epoch: Count | None = Field(None, ge=1, description="default: the whole training split")
     sampling: Literal["shuffle", "with_replacement"] = "shuffle"
     seed: Count = Field(0, ge=0, le=MAX_SEED)
-    warmup_steps: Count = Field(WARMUP_STEPS, ge=0, description="first steps of the cell, excluded from timing")
+    # the cell's first steps, run outside the clock of time per example (allocations, kernel choice);
+    # not a learning-rate warm-up (that is optim.lr_warmup_steps). Formerly train.warmup_steps (harness/renamed.py)
+    untimed_steps: Count = Field(WARMUP_STEPS, ge=0, validation_alias=AliasChoices("untimed_steps", "warmup_steps"),
+                                 description="first steps of the cell, excluded from timing")
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     # eager | compile (torch.compile) | cuda_graphs (whole step captured once, replayed; CUDA only) |
     # auto: cuda_graphs on a CUDA device where the step can be captured, else eager; the cell records
@@ -154,8 +158,8 @@ class CellSettings(_Frozen):
         if self.optim.varies_lr:
             return ("train.mode=cuda_graphs holds the learning rate fixed in the captured step; a schedule or a "
                     "warm-up (optim.schedule, optim.lr_warmup_*) needs train.mode=eager or compile")
-        if self.train.warmup_steps <= CUDA_GRAPH_EAGER_STEPS:
-            return (f"train.mode=cuda_graphs needs train.warmup_steps >= {CUDA_GRAPH_EAGER_STEPS + 1}, "
+        if self.train.untimed_steps <= CUDA_GRAPH_EAGER_STEPS:
+            return (f"train.mode=cuda_graphs needs train.untimed_steps >= {CUDA_GRAPH_EAGER_STEPS + 1}, "
                     f"so that the graph capture happens outside the timed window")
         return None
 
@@ -333,6 +337,7 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> SweepConfig:
     raw.setdefault("name", path.stem)
     for override in overrides:
         apply_override(raw, override)
+    rename_old_keys(raw, str(path))
     try:
         config = SweepConfig.model_validate(raw)
     except ValidationError as exc:  # blamed on the --set that gave the field, else on the file

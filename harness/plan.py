@@ -19,9 +19,11 @@ from pydantic import ValidationError
 from harness import workload
 from harness.config import CellSettings, SweepConfig, describe
 from harness.errors import ConfigError
+from harness.renamed import RENAMED
 
 # readable slug prefixes for the keys users sweep most; other keys use their last name part
-SLUG_NAMES = {"train.batch_size": "bs", "train.seed": "seed", "train.mode": ""}
+# (a renamed setting keeps its old slug: config.RENAMED)
+SLUG_NAMES = {"train.batch_size": "bs", "train.seed": "seed", "train.mode": "", "train.untimed_steps": "warmup_steps"}
 
 MAX_CELLS = 10_000  # a sweep trains a model per cell: more is a mistake, or several sweeps
 
@@ -63,6 +65,9 @@ def cell_id(settings: CellSettings, swept_keys: list[str], variant: str | None =
             del dumped[group][field]
     for (group, field), same in HASHED_AS.items():
         dumped[group][field] = same.get(dumped[group][field], dumped[group][field])
+    for old_key, new_key in RENAMED.items():  # a renamed setting hashes under its old name: ids stay
+        (group, old_field), new_field = old_key.split("."), new_key.split(".")[1]
+        dumped[group][old_field] = dumped[group].pop(new_field)
     del dumped["workload"]
     if workload_identity is not None:
         dumped["workload"] = workload.hashed(workload_identity)

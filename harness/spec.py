@@ -12,6 +12,7 @@ from typing import Any
 
 from harness import builtins, plan, workload
 from harness.config import SweepConfig, load_config, parse
+from harness.renamed import rename_old_keys
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class SweepSpec:
                                "sweep": {"train.batch_size": list(batch_sizes), "train.seed": list(seeds)}}
         for section, values in (settings or {}).items():
             raw[section] = {**raw.get(section, {}), **values} if isinstance(values, dict) else values
+        rename_old_keys(raw, "harness.sweep")
         config = parse(SweepConfig, raw, source="harness.sweep")
         return cls(config, Path(results_dir), Path(data_dir) if data_dir else None)
 

@@ -22,7 +22,7 @@ HARNESS = BIN / "harness" if (BIN / "harness").exists() else Path(shutil.which("
 # A sweep small enough for CI yet real: MNIST, two batch sizes, 2 epochs of 12,800 images.
 SMALL = {
     "name": "small",
-    "train": {"epochs": 2, "images_per_epoch": 12_800, "warmup_steps": 3},
+    "train": {"epochs": 2, "images_per_epoch": 12_800, "untimed_steps": 3},
     "data": {"val_size": 5000, "train_eval_size": 2000},
     "sweep": {"train.batch_size": [64, 256], "train.seed": [0]},
 }

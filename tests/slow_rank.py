@@ -40,7 +40,7 @@ def slowed(build):
 if __name__ == "__main__":
     accelerator = Accelerator(cpu=True)
     splits = to_device(load_mnist(find_mnist(Path(sys.argv[1]))), 5000, accelerator.device)
-    settings = CellSettings(train=TrainSettings(batch_size=64, epochs=1, images_per_epoch=1280, warmup_steps=2),
+    settings = CellSettings(train=TrainSettings(batch_size=64, epochs=1, images_per_epoch=1280, untimed_steps=2),
                             data=DataSettings(train_eval_size=1000))
     cell = Cell(index=0, id="bs64", settings=settings, swept={})
     cell_run.build_engine = slowed(cell_run.build_engine)

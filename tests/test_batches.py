@@ -157,7 +157,7 @@ def test_a_dict_batch_cell_resumes_exactly_after_a_stop(tmp_path):
 
 @pytest.mark.slow
 def test_a_dict_batch_cell_on_two_processes_matches_one(tmp_path):
-    config = small_config(tmp_path, warmup_steps=6, epochs=1)
+    config = small_config(tmp_path, untimed_steps=6, epochs=1)
     env = {**os.environ, "HARNESS_DATA_DIR": str(DATA_DIR), "OMP_NUM_THREADS": "1"}
     records = []
     for n in ("1", "2"):

@@ -155,3 +155,19 @@ def test_every_command_explains_itself(command, expected):
     assert proc.returncode == 0
     text = " ".join(proc.stdout.split())
     assert all(word in text for word in expected), text
+
+
+def test_the_old_name_of_untimed_steps_is_read_with_one_warning_and_the_same_cells(tmp_path, capsys):
+    """train.warmup_steps (untimed steps, easily taken for a learning-rate warm-up) is now
+    train.untimed_steps: the old name, in a section, a --set or a sweep key, gives the same cells."""
+    new = load_config(write_config(tmp_path, {"name": "n", "train": {"untimed_steps": 7}}, "new.yaml"))
+    assert capsys.readouterr().err == ""
+    old = load_config(write_config(tmp_path, {"name": "n", "train": {"warmup_steps": 7}}, "old.yaml"))
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "train.warmup_steps is now train.untimed_steps" in err
+    assert old.train.untimed_steps == 7 and [c.id for c in expand(old)] == [c.id for c in expand(new)]
+    swept = load_config(write_config(tmp_path, {"name": "n", "sweep": {"train.warmup_steps": [3, 7]}}, "sw.yaml"),
+                        ["train.epochs=2"])
+    assert "train.untimed_steps" in swept.sweep and "is now" in capsys.readouterr().err
+    assert load_config(tmp_path / "new.yaml", ["train.warmup_steps=9"]).train.untimed_steps == 9
+    assert [c.id.split("-")[2] for c in expand(swept)] == ["warmup_steps3", "warmup_steps7"]  # the slug as before

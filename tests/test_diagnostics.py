@@ -24,7 +24,7 @@ from harness.training.models.mlp import build_mlp
 TINY = {
     "name": "diag",
     "model": {"init": "normal"},
-    "train": {"epochs": 2, "images_per_epoch": 1600, "warmup_steps": 2, "batch_size": 16},
+    "train": {"epochs": 2, "images_per_epoch": 1600, "untimed_steps": 2, "batch_size": 16},
     "data": {"train_eval_size": 500},
     "sweep": {"train.step_diagnostics": [False, True]},
 }
@@ -213,7 +213,7 @@ def test_a_bad_variant_is_one_line_and_exit_2(tmp_path, variants, message):
 def make_cell(sweep: Path, variant: str, seed: int, test: list[float], train: list[float], **per_epoch) -> None:
     """A finished cell in the real schema (tests/records.py); `per_epoch` gives diagnostic columns as lists."""
     settings = {"train": {"batch_size": 1, "seed": seed, "images_per_epoch": 100, "epochs": len(test),
-                          "warmup_steps": 0}}
+                          "untimed_steps": 0}}
     write_cell(sweep, settings, epoch_rows(1, 100, 0.01, test, test, train, **per_epoch), variant=variant)
 
 

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 ONE_CELL = {
     "name": "dist",
-    "train": {"batch_size": 64, "epochs": 1, "images_per_epoch": 3200, "warmup_steps": 6},
+    "train": {"batch_size": 64, "epochs": 1, "images_per_epoch": 3200, "untimed_steps": 6},
     "data": {"train_eval_size": 1000},
     "checks": {"budget": None},  # every scheduled check, so 1 and 2 processes check at the same steps
 }

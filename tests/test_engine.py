@@ -56,7 +56,7 @@ def test_engine_and_reference_take_the_same_steps(both_loops, batch):
     assert ref.losses[0] != pytest.approx(ref.losses[-1], abs=100 * LOSS_TOLERANCE)  # it did train
 
 
-SMALL_CELL = {"name": "modes", "train": {"batch_size": 64, "epochs": 1, "images_per_epoch": 6400, "warmup_steps": 3},
+SMALL_CELL = {"name": "modes", "train": {"batch_size": 64, "epochs": 1, "images_per_epoch": 6400, "untimed_steps": 3},
               "data": {"train_eval_size": 1000}}
 
 
@@ -81,7 +81,7 @@ def test_cuda_graphs_off_cuda_is_a_clear_error(tmp_path):
     config = write_config(tmp_path, SMALL_CELL)
     proc = harness("run", "--config", str(config), "--results-dir", str(tmp_path / "r"), "--set",
                    "train.mode=cuda_graphs",
-                   "--set", "train.warmup_steps=5")
+                   "--set", "train.untimed_steps=5")
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "train.mode=cuda_graphs needs a CUDA device" in proc.stderr
     assert not (tmp_path / "r").exists()
@@ -319,10 +319,10 @@ def test_lean_step_computes_what_the_accelerate_step_does(both_loops, batch):
 
 
 def test_cuda_graphs_needs_the_capture_outside_the_clock(tmp_path):
-    config = write_config(tmp_path, SMALL_CELL)  # warmup_steps: 3
+    config = write_config(tmp_path, SMALL_CELL)  # untimed_steps: 3
     proc = harness("run", "--config", str(config), "--results-dir", str(tmp_path / "r"), "--set",
                    "train.mode=cuda_graphs")
-    assert proc.returncode == 2 and "train.warmup_steps >= 4" in proc.stderr
+    assert proc.returncode == 2 and "train.untimed_steps >= 4" in proc.stderr
 
 
 
@@ -337,15 +337,15 @@ def test_auto_mode_is_cuda_graphs_only_where_it_applies():
     def launch(device: str, processes: int = 1):
         return SimpleNamespace(device=torch.device(device), num_processes=processes)
 
-    auto = CellSettings(train={"mode": "auto", "warmup_steps": 5})
+    auto = CellSettings(train={"mode": "auto", "untimed_steps": 5})
     assert resolve_mode(auto, launch("cuda")) == ("cuda_graphs", None)
     mode, why = resolve_mode(auto, launch("cpu"))
     assert mode == "eager" and "needs a CUDA device" in why
     mode, why = resolve_mode(auto, launch("cuda", 2))
     assert mode == "eager" and "one process" in why
-    for change, words in (({"mixed_precision": "fp16"}, "fp16"), ({"warmup_steps": 3}, "warmup_steps >= 4"),
+    for change, words in (({"mixed_precision": "fp16"}, "fp16"), ({"untimed_steps": 3}, "untimed_steps >= 4"),
                           ({"step_diagnostics": True}, "step_diagnostics")):
-        settings = CellSettings(train={"mode": "auto", "warmup_steps": 5} | change)
+        settings = CellSettings(train={"mode": "auto", "untimed_steps": 5} | change)
         mode, why = resolve_mode(settings, launch("cuda"))
         assert mode == "eager" and words in why, change
     assert resolve_mode(CellSettings(train={"mode": "eager"}), launch("cuda")) == ("eager", None)

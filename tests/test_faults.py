@@ -25,7 +25,7 @@ from harness.record.results import STATUSES
 
 FOUR = {
     "name": "faults",
-    "train": {"epochs": 2, "images_per_epoch": 2048, "warmup_steps": 2},
+    "train": {"epochs": 2, "images_per_epoch": 2048, "untimed_steps": 2},
     "data": {"train_eval_size": 500},
     "sweep": {"train.batch_size": [32, 64, 128, 256]},
 }
@@ -63,7 +63,7 @@ def test_fail_fast_stops_at_the_first_failure(tmp_path):
 
 KILLED = {
     "name": "killed",
-    "train": {"epochs": 3, "images_per_epoch": 1600, "warmup_steps": 2},
+    "train": {"epochs": 3, "images_per_epoch": 1600, "untimed_steps": 2},
     "data": {"train_eval_size": 500},
     "sweep": {"train.batch_size": [16, 64]},
     "checks": {"budget": None},  # every scheduled check: a resumed run's evals.csv equals an uninterrupted one's

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 TINY = {
     "name": "tiny",
-    "train": {"batch_size": 128, "epochs": 2, "images_per_epoch": 6400, "warmup_steps": 2},
+    "train": {"batch_size": 128, "epochs": 2, "images_per_epoch": 6400, "untimed_steps": 2},
     "data": {"train_eval_size": 1000},
 }
 

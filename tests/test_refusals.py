@@ -184,9 +184,9 @@ def test_a_second_config_into_one_folder_is_refused_and_forced_cells_are_kept_ap
     results = tmp_path / "r"
     assert harness("run", "--config", str(config), "--results-dir", str(results), "--no-report").returncode == 0
     plan_before = (results / "small" / "plan.json").read_bytes()
-    other = ["--set", "train.warmup_steps=2", "--set", "model.activation=softplus"]
+    other = ["--set", "train.untimed_steps=2", "--set", "model.activation=softplus"]
     line = one_line_error(harness("run", "--config", str(config), "--results-dir", str(results), *other))
-    assert "planned with another config (model.activation: \"relu\" -> \"softplus\", train.warmup_steps: 3 -> 2)" \
+    assert "planned with another config (model.activation: \"relu\" -> \"softplus\", train.untimed_steps: 3 -> 2)" \
         in line and "--force" in line
     assert (results / "small" / "plan.json").read_bytes() == plan_before
     # extending the grid is the same config
@@ -197,7 +197,7 @@ def test_a_second_config_into_one_folder_is_refused_and_forced_cells_are_kept_ap
     assert forced.returncode == 0, forced.stderr
     found = collect([results / "small"])
     assert len(found.cells) == 3 and found.cells["variant"].nunique() == 2  # never two seeds of one cell
-    assert any("differ in model.activation, train.warmup_steps" in w for w in found.warnings), found.warnings
+    assert any("differ in model.activation, train.untimed_steps" in w for w in found.warnings), found.warnings
 
 
 @pytest.mark.parametrize("flag,value,expected", [("--tolerance", "nan", "input should be a finite number"),

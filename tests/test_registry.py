@@ -39,7 +39,7 @@ def tiny(data_dir):
 
 
 def settings(step_diagnostics: bool = False) -> CellSettings:
-    return CellSettings(train=TrainSettings(batch_size=64, epochs=1, images_per_epoch=640, warmup_steps=2,
+    return CellSettings(train=TrainSettings(batch_size=64, epochs=1, images_per_epoch=640, untimed_steps=2,
                                             step_diagnostics=step_diagnostics),
                         data=DataSettings(train_eval_size=1000))
 

@@ -17,7 +17,7 @@ from harness.cluster.slurm_task import RUN_PY, launch_argv
 
 FOUR = {
     "name": "four",
-    "train": {"epochs": 1, "images_per_epoch": 4096, "warmup_steps": 2},
+    "train": {"epochs": 1, "images_per_epoch": 4096, "untimed_steps": 2},
     "data": {"train_eval_size": 1000},
     "sweep": {"train.batch_size": [64, 128, 256, 512]},
 }
@@ -140,7 +140,7 @@ def test_array_sweep_with_a_failing_cell_then_resubmit(slurm, tmp_path):
 
 LONG = {
     "name": "preempt",
-    "train": {"batch_size": 16, "epochs": 3, "images_per_epoch": 16000, "warmup_steps": 5},
+    "train": {"batch_size": 16, "epochs": 3, "images_per_epoch": 16000, "untimed_steps": 5},
     "data": {"train_eval_size": 1000},
     "checks": {"budget": None},  # every scheduled check: a resumed cell's evals.csv equals an uninterrupted one's
 }

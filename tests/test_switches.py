@@ -56,7 +56,7 @@ def test_learning_rate_scaling():
 
 QUICK = {
     "name": "quick",
-    "train": {"batch_size": 100, "epochs": 1, "images_per_epoch": 3000, "warmup_steps": 2},
+    "train": {"batch_size": 100, "epochs": 1, "images_per_epoch": 3000, "untimed_steps": 2},
     "data": {"train_eval_size": 500},
 }
 

@@ -47,13 +47,13 @@ def short_run(cell: Cell, ctx: RunContext, target: float, cap: float = 3.0) -> S
     steps to target from the checks up to WIDTH x the crossing (analysis/crossing.py), so the short
     run trains that far, or to its cap (`cap` x the cell's epochs). It is a grid cell's loop
     (CellRun) on the cell's check schedule carried on past its epochs, writing nothing: the first
-    warmup_steps are untimed and every stretch between checks is one synced window, so these
+    untimed_steps are untimed and every stretch between checks is one synced window, so these
     windows time the batch size too."""
     settings = cell.settings.sized(ctx.splits.n_train)
     epochs = math.ceil(cap * settings.train.epochs)
     longer = settings.model_copy(update={"train": settings.train.model_copy(update={"epochs": epochs})})
     longer = longer.sized(ctx.splits.n_train)
-    course = Course(ends=tuple(checks.for_cell(longer, ctx.checks)), warmup_steps=settings.train.warmup_steps,
+    course = Course(ends=tuple(checks.for_cell(longer, ctx.checks)), warmup_steps=settings.train.untimed_steps,
                     cap_steps=longer.total_steps, records=False, done=lambda run: _settled(run, target)[1])
     run = _run(cell, ctx, course, f"short run batch {cell.batch_size} seed {settings.train.seed}")
     measured = [(e["step"], e["val_accuracy"]) for e in run.state.evals]
@@ -104,7 +104,7 @@ def time_steps(cell: Cell, ctx: RunContext) -> dict[str, Any]:
     hold at least TIMING_MIN_STEPS steps and TIMING_MIN_SECONDS seconds: a grid cell's loop
     (CellRun) that checks nothing and writes nothing."""
     settings = cell.settings
-    warm = max(settings.train.warmup_steps, WARMUP_STEPS)
+    warm = max(settings.train.untimed_steps, WARMUP_STEPS)
     course = Course(ends=(warm,), warmup_steps=warm, cap_steps=None, validates=False, records=False,
                     every=TIMING_WINDOW, done=lambda run: _timed_enough(run.windows))
     run = _run(cell, ctx, course, f"timing pass at batch {cell.batch_size}")

@@ -144,7 +144,7 @@ def engine_loop(accelerator: Accelerator, splits: data.Splits, order: torch.Tens
 
 def settings_for(batch: int, mode: str, threads: int | None = None) -> CellSettings:
     """`threads`: bench's --threads; an engine sets torch's count from its settings when built."""
-    return CellSettings(train=TrainSettings(batch_size=batch, seed=0, mode=mode, warmup_steps=WARMUP_STEPS,
+    return CellSettings(train=TrainSettings(batch_size=batch, seed=0, mode=mode, untimed_steps=WARMUP_STEPS,
                                             threads=threads))
 
 

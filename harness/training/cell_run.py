@@ -66,7 +66,7 @@ class Course:
     def of_cell(cls, cell: Cell, cfg: CheckSettings, train_examples: int) -> Course:
         """A grid cell: its epochs, checked at checks.for_cell's schedule."""
         settings = cell.settings.sized(train_examples)
-        return cls(tuple(checks.for_cell(settings, cfg)), settings.train.warmup_steps, settings.total_steps)
+        return cls(tuple(checks.for_cell(settings, cfg)), settings.train.untimed_steps, settings.total_steps)
 
     def next_end(self, step: int) -> int:
         """The first window end after global step `step`."""
@@ -157,7 +157,7 @@ class CellRun:
         return lambda step: self.ctx.stop.should_stop(self.accelerator, self.state.steps_done + step)
 
     def warm_up(self, end: int) -> None:
-        """The run's first warmup_steps steps: outside the clock of time per image; their losses are
+        """The run's first untimed_steps steps: outside the clock of time per image; their losses are
         read per step (a sync we can afford here), so first_step_losses compare across process counts."""
         state = self.state
 
@@ -379,9 +379,9 @@ def diagnose(engine: Engine, splits: Splits, level: str = "full") -> dict[str, A
 
 
 def _warm_steps_in(state: LoopState, settings) -> int:
-    """How many of this epoch's steps were warm-up: the cell's first warmup_steps steps."""
-    before = min(settings.train.warmup_steps, (state.epoch - 1) * settings.steps_per_epoch)
-    return min(settings.train.warmup_steps - before, settings.steps_per_epoch)
+    """How many of this epoch's steps were warm-up: the cell's first untimed_steps steps."""
+    before = min(settings.train.untimed_steps, (state.epoch - 1) * settings.steps_per_epoch)
+    return min(settings.train.untimed_steps - before, settings.steps_per_epoch)
 
 
 def _first_nonfinite(accelerator: Accelerator, losses: torch.Tensor) -> int | None:

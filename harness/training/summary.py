@@ -37,7 +37,7 @@ def summarize(rows: list[dict[str, Any]], settings: CellSettings, first_losses: 
         "final_val_accuracy": last["val_accuracy"],
         "final_test_accuracy": last["test_accuracy"],
         "final_train_loss": _finite(last["train_loss"]),
-        "warmup_steps": min(settings.train.warmup_steps, settings.total_steps),
+        "warmup_steps": min(settings.train.untimed_steps, settings.total_steps),
         "warmup_seconds": warmup_seconds,
         "first_step_losses": first_losses,
         **timing,

@@ -63,7 +63,7 @@ if [[ -n "$DRY" ]]; then  # every step, tiny: proves the commands and their opti
   HOST=(8 4 16); LEAN=(--batch-sizes 4 --repeats 1); MFU=(--batch-sizes 256 --repeats 1)
   LOOPS=eager,eager_accelerate; BIG_LOOPS=eager; COMPILE=(--batch-sizes 16 --repeats 1)
   ENGINE_TESTS=(tests/test_engine.py::test_cuda_graphs_needs_the_capture_outside_the_clock)
-  FULL=(--set train.mode=eager --set train.epochs=1 --set train.images_per_epoch=512 --set train.warmup_steps=5
+  FULL=(--set train.mode=eager --set train.epochs=1 --set train.images_per_epoch=512 --set train.untimed_steps=5
         --set 'sweep.train.batch_size=[16,64]')
 else
   HOST=(200 16 4096); LEAN=(--batch-sizes 1,16,4096); MFU=(--batch-sizes 8192,16384)

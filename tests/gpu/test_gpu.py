@@ -55,7 +55,7 @@ def test_nvml_fields_are_plausible_and_memory_grows_with_batch(tmp_path):
 def test_cuda_graphs_cell_runs_end_to_end(tmp_path):
     config = write_config(tmp_path, {**SMALL, "sweep": {"train.batch_size": [256]}})
     proc = harness("run", "--config", str(config), "--results-dir", str(tmp_path / "r"), "--no-report",
-                   "--set", "train.mode=cuda_graphs", "--set", "train.warmup_steps=5")
+                   "--set", "train.mode=cuda_graphs", "--set", "train.untimed_steps=5")
     assert proc.returncode == 0, proc.stderr
     (path,) = (tmp_path / "r").rglob("result.json")
     assert read_json(path)["summary"]["test_accuracy_at_best_val"] > 0.9
@@ -83,7 +83,7 @@ def test_a_cell_reads_its_energy_from_one_contiguous_window(tmp_path):
 def test_auto_mode_runs_cuda_graphs_on_a_gpu(tmp_path):
     config = write_config(tmp_path, {**SMALL, "sweep": {"train.batch_size": [256]}})
     proc = harness("run", "--config", str(config), "--results-dir", str(tmp_path / "r"), "--no-report",
-                   "--set", "train.warmup_steps=5")
+                   "--set", "train.untimed_steps=5")
     assert proc.returncode == 0, proc.stderr
     (path,) = (tmp_path / "r").rglob("result.json")
     record = read_json(path)
