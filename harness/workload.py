@@ -80,6 +80,8 @@ class WorkloadSettings(BaseModel):
     # what one example is called in the report (image, sequence, token...); default: image for a
     # built-in, example for one's own (harness/quality.py unit_of)
     unit: Annotated[str, Field(pattern=r"^[a-z][a-z -]{0,23}$")] | None = None
+    # tokens in one example (a sequence's length): the report adds a tokens/s column; reading only
+    tokens_per_example: int | None = Field(None, ge=1, le=10**9, strict=True)
     options: Annotated[dict[str, Any], AfterValidator(_json_options)] = {}
 
     @model_validator(mode="before")

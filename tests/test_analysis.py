@@ -367,3 +367,15 @@ def test_the_shape_known_bound_is_the_spread_of_the_best_shift_estimator():
     # one run's bound carries the noise of its own noise estimate: compare the median over runs
     assert np.median([bound(c, 2.0) for c in curves[:40]]) == pytest.approx(spread, rel=0.1)
     assert bound(curves[0], 1e9) < bound(curves[0], 2.0)  # every check of the run: sharper
+
+
+def test_a_crossing_with_a_huge_standard_error_gives_a_finite_interval():
+    """One seed whose crossing was read from a few scattered checks (log_se 400): the bootstrap's
+    draws stay finite (at most 10x the crossing either way) instead of overflowing to infinity."""
+    from harness.analysis.stats import CellSample, _times
+
+    cell = CellSample(accuracy=0.98, reached=True, steps_low=90.0, steps_high=100.0, log_se=400.0,
+                      rates=np.array([0.01]), weights=np.array([1.0]))
+    times = _times(cell, 2000, np.random.default_rng(0), fit_noise=True)
+    assert np.isfinite(times).all() and times.min() >= 0.09 - 1e-9 and times.max() <= 10.0 + 1e-9
+    assert times.max() > 5 * times.min()  # still wide: the error is kept, only bounded

@@ -97,6 +97,7 @@ def test_a_language_model_is_judged_on_validation_loss_with_the_built_in_loss_me
     text = config.read_text()
     text = text[:text.index("  options:")] + f"  options: {SMALL_LM}\n" + text[text.index("\ndata:") + 1:]
     config.write_text(text.replace("epochs: 3", "epochs: 2").replace("target: 1.6 ", "target: 2.4 ")
+                      .replace("tokens_per_example: 32", "tokens_per_example: 16")
                       .replace("[16, 64, 256]", "[8, 32, 128]") + "predict:\n  short_run_cap: 6\n")
     records, html, answer = end_to_end(config, tmp_path / "r")
     width, length, heads, vocab = 32, 16, 2, 32
@@ -107,9 +108,11 @@ def test_a_language_model_is_judged_on_validation_loss_with_the_built_in_loss_me
         assert record["summary"]["flops_per_example"] == by_hand
         assert record["settings"]["optim"]["name"] == "adamw" and record["settings"]["optim"]["schedule"] == "cosine"
         assert record["summary"]["final_noise_scale"] is not None
+        summary = record["summary"]
+        assert summary["tokens_per_second"] == pytest.approx(16 * summary["images_per_second"], rel=1e-12)
     with open(next((tmp_path / "r" / "tiny_lm").glob("*/evals.csv"))) as fh:
         checks = list(csv.DictReader(fh))
     assert all(float(c["val_accuracy"]) == pytest.approx(float(c["val_loss"]), rel=1e-6) for c in checks)
     assert answer.startswith("sweet spot: batch ") and "2.4 val" in answer, answer
     assert "reaches 2.4 validation loss (nats per token)" in html and "(lower is better)" in html
-    assert "test loss (nats per token) @ best val" in html and "time/sequence" in html
+    assert "test loss (nats per token) @ best val" in html and "time/sequence" in html and "tokens/s" in html

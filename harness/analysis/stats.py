@@ -71,6 +71,9 @@ def resample(by_batch: dict[int, list[CellSample]], tolerance: float, resamples:
     return Bootstrap(batches=batches, times=times, accuracies=accuracies, winners=winners, share=share)
 
 
+LOG_TEN = float(np.log(10.0))
+
+
 def _times(cell: CellSample, resamples: int, rng: np.random.Generator, fit_noise: bool) -> np.ndarray:
     """`resamples` draws of the cell's time to target (nan if it never reached the target)."""
     if not cell.reached or not len(cell.rates):
@@ -78,7 +81,9 @@ def _times(cell: CellSample, resamples: int, rng: np.random.Generator, fit_noise
     steps = rng.uniform(cell.steps_low, cell.steps_high, resamples) if cell.steps_high > cell.steps_low \
         else np.full(resamples, cell.steps_high)
     if fit_noise and cell.log_se > 0:
-        steps = steps * np.exp(rng.normal(0.0, cell.log_se, resamples))
+        # a crossing read from a few scattered checks may carry a huge error: at most 10x either way,
+        # so that no draw overflows to an infinite time (a finite, wide interval says the same)
+        steps = steps * np.exp(np.clip(rng.normal(0.0, cell.log_se, resamples), -LOG_TEN, LOG_TEN))
     rates = rng.choice(cell.rates, size=resamples, p=cell.weights / cell.weights.sum())
     return steps * rates
 

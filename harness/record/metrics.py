@@ -162,6 +162,8 @@ METRICS: tuple[Metric, ...] = (
            tables=("cells", "batch", "compare"), doc="train_seconds / timed_images"),
     Metric("images_per_second", "cell", "images/s", header="images/s", fmt=",.0f", tables=("cells", "batch"),
            doc="timed_images / train_seconds"),
+    Metric("tokens_per_second", "cell", "tokens/s", header="tokens/s", fmt=",.0f", seeds=("mean",),
+           tables=("cells", "batch"), doc="images_per_second x workload.tokens_per_example, where given"),
     # derived by the analysis (harness/analysis/per_batch.py, recommend.py), listed here so tables show them
     # next to speed
     Metric("rates_tried", "derived", "rates", integer=True,

@@ -41,6 +41,7 @@ def summarize(rows: list[dict[str, Any]], settings: CellSettings, first_losses: 
         "warmup_seconds": warmup_seconds,
         "first_step_losses": first_losses,
         **timing,
+        "tokens_per_second": _tokens_per_second(timing["images_per_second"], settings.workload.tokens_per_example),
         "eval_seconds": sum(r["eval_seconds"] for r in rows),
         "checks": len(evals),
         "check_seconds": sum(r["check_seconds"] for r in evals),
@@ -55,6 +56,10 @@ def summarize(rows: list[dict[str, Any]], settings: CellSettings, first_losses: 
         "mfu": mfu(flops, timing["time_per_image_s"], peak, world),
         "final_noise_scale": last.get("noise_scale"),
     }
+
+
+def _tokens_per_second(examples_per_second: float | None, tokens: int | None) -> float | None:
+    return examples_per_second * tokens if examples_per_second is not None and tokens else None
 
 
 def _timing(rows: list[dict[str, Any]], batch: int) -> dict[str, Any]:
