@@ -87,6 +87,9 @@ class TrainSettings(_Frozen):
     threads: Count | None = Field(None, ge=1, le=4096)
     # epoch-end diagnostics (training/diagnostics.py): full, light (no B_simple, the costly part), off
     diagnostics: Literal["full", "light", "off"] = "full"
+    # the share of training time B_simple may cost (as checks.budget): measured at the first and last
+    # epoch always, between them only while within it; null: every epoch
+    diagnostics_budget: Real | None = Field(0.05, gt=0, le=10)
     step_diagnostics: bool = False  # norms at every step: costs time per image (results/diagnostics-overhead-cpu/)
 
 

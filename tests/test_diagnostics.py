@@ -80,6 +80,30 @@ def test_the_epoch_diagnostics_are_a_switch_that_changes_no_training_number(tmp_
 
 
 @pytest.mark.slow
+def test_b_simple_keeps_within_its_budget_of_the_training_time(tmp_path):
+    """Ten steps of batch 16 per epoch train in milliseconds while B_simple on 2,048 probe images
+    takes far longer: within the default 5% it is measured at the first and last epoch only (the
+    two between counted as skipped); with no budget at every epoch; the training is the same."""
+    config = {**TINY, "name": "budget", "train": {**TINY["train"], "epochs": 4, "images_per_epoch": 160},
+              "sweep": {"train.diagnostics_budget": [0.05, None]}}
+    proc = harness("run", "--config", str(write_config(tmp_path, config)), "--results-dir", str(tmp_path / "r"),
+                   "--no-report")
+    assert proc.returncode == 0, proc.stderr
+    found = {r["settings"]["train"]["diagnostics_budget"]: (r["summary"], epochs_csv(p.parent))
+             for p in (tmp_path / "r" / "budget").glob("*/result.json") for r in [read_json(p)]}
+    (bounded, bounded_rows), (unbounded, unbounded_rows) = found[0.05], found[None]
+    assert [r["noise_scale"] != "" for r in bounded_rows] == [True, False, False, True]
+    assert bounded["b_simple_skipped"] == 2 and unbounded["b_simple_skipped"] == 0
+    assert all(r["noise_scale"] != "" and r["dead_fraction_l1"] != "" for r in unbounded_rows)
+    assert all(r["dead_fraction_l1"] != "" for r in bounded_rows)  # the light diagnostics at every epoch
+    compared = ("train_loss", "val_accuracy", "noise_scale")
+    assert [[r[k] for k in compared] for r in bounded_rows if r["noise_scale"]] == \
+        [[r[k] for k in compared] for i, r in enumerate(unbounded_rows) if i in (0, 3)]
+    seconds = [float(r["diagnostics_seconds"]) for r in bounded_rows]
+    assert seconds[1] < seconds[0] / 2 and seconds[2] < seconds[3] / 2  # B_simple is the costly part
+
+
+@pytest.mark.slow
 def test_a_huge_learning_rate_is_diverged_within_a_few_steps(tmp_path):
     config = {**TINY, "optim": {"lr": 1e30}, "sweep": {}}
     proc = harness("run", "--config", str(write_config(tmp_path, config)), "--results-dir", str(tmp_path / "r"))

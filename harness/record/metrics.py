@@ -244,6 +244,8 @@ METRICS: tuple[Metric, ...] = (
     Metric("step_path", "cell", "text",
            doc="lean (torch's backward and optimizer) or accelerate (Accelerate's wrappers: DDP, fp16)"),
     Metric("final_noise_scale", "cell", "images", doc="noise_scale at the last epoch"),
+    Metric("b_simple_skipped", "cell", "epochs", integer=True,
+           doc="epochs whose noise_scale was skipped to keep it within train.diagnostics_budget"),
     Metric("val_examples", "cell", "examples", integer=True, doc="examples in the validation split"),
     Metric("validation_split", "cell", "text",
            doc="where they came from: held_out (data.val_size of the training examples, by data.val_split) or "

@@ -369,10 +369,12 @@ def collapse_curves(cell: pd.DataFrame, title: str, peak_epoch: int) -> Figure:
             panels.append((name, prefix, recorded, yscale))
     fig, axes = _grid(len(panels))
     for ax, (name, prefix, columns, yscale) in zip(axes, panels):
-        for column in columns:
-            line, = ax.plot(cell["epoch"], cell[column], marker=".", label=column.removeprefix(prefix + "_"))
+        for column in columns:  # epochs not measured (B_simple beyond its budget) are skipped, not gaps
+            measured = cell[cell[column].notna()]
+            line, = ax.plot(measured["epoch"], measured[column], marker=".", label=column.removeprefix(prefix + "_"))
             if prefix in PARTNER:
-                ax.plot(cell["epoch"], cell[column.replace(prefix, PARTNER[prefix])], "--", color=line.get_color())
+                ax.plot(measured["epoch"], measured[column.replace(prefix, PARTNER[prefix])], "--",
+                        color=line.get_color())
         ax.axvline(peak_epoch, color="red", linewidth=1, alpha=0.6)
         ax.set(title=name, xlabel="epoch", yscale=yscale)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))

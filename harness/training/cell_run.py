@@ -186,7 +186,7 @@ class CellRun:
                          stop=self._stopper(), on_loss=keep)
         state.step += span.steps
         state.epoch_seconds += span.seconds
-        state.epoch_joules = _add(state.epoch_joules, span.joules, span.steps == 0)
+        state.epoch_joules = measure.add_energy(state.epoch_joules, span.joules, span.steps == 0)
         state.window.steps += span.steps
         state.window.seconds += span.seconds
         if span.joules is not None and span.seconds > (state.energy_window or [0.0])[0]:
@@ -234,7 +234,7 @@ class CellRun:
     def end_epoch(self) -> None:
         """Diverged or not; a grid cell's epoch is then evaluated, diagnosed, written and checkpointed."""
         settings, state = self.settings, self.state
-        bad = _first_nonfinite(self.accelerator, self.losses)
+        bad = diagnostics.first_nonfinite(self.accelerator, self.losses)
         if bad is None and not diagnostics.weights_finite(self.engine.eval_model):
             bad = settings.steps_per_epoch  # the epoch's last update broke the weights: its loss was still finite
         if bad is not None:  # diverged: say where it broke; the finite epochs are kept
@@ -269,7 +269,21 @@ class CellRun:
         self.ctx.progress.epoch_line(self.cell.id, row, self.settings.train.epochs, unit_of(self.settings.workload))
 
     def diagnose(self) -> dict[str, Any]:
-        return diagnose(self.engine, self.ctx.splits, self.settings.train.diagnostics)
+        """The epoch's diagnostics; at `full`, B_simple only within train.diagnostics_budget."""
+        level = self.settings.train.diagnostics
+        if level == "full" and not self.b_simple_affordable():
+            level, self.state.b_simple_skipped = "light", self.state.b_simple_skipped + 1
+        return diagnose(self.engine, self.ctx.splits, level)
+
+    def b_simple_affordable(self) -> bool:
+        """checks.within_budget's rule for B_simple: the first and the last epoch always; any other
+        only if it and the last one keep the epoch diagnostics within train.diagnostics_budget of
+        the training time so far."""
+        rows, state = self.state.rows, self.state
+        measured = [row["diagnostics_seconds"] for row in rows if row["noise_scale"] is not None]
+        return checks.within_budget(sum(row["diagnostics_seconds"] for row in rows), state.trained_seconds,
+                                    measured[-1] if measured else None, self.settings.train.diagnostics_budget,
+                                    final=state.epoch == self.settings.train.epochs)
 
     def checkpoint(self) -> None:
         """Everything needed to resume at this step (training/checkpoint.py), one file per rank."""
@@ -299,7 +313,8 @@ class CellRun:
                             self.accelerator.num_processes, gpu, self.ctx.environment,
                             compute_precision(self.settings.train.mixed_precision), flops, state.evals,
                             state.energy_window) if state.rows else {"epochs_completed": 0}
-        summary |= {"preemptions": state.preemptions, "checks_skipped": state.checks_skipped} | self.ctx.splits.record()
+        summary |= {"preemptions": state.preemptions, "checks_skipped": state.checks_skipped,
+                    "b_simple_skipped": state.b_simple_skipped} | self.ctx.splits.record()
         summary |= self.engine.mode_record() | self.engine.optimizer_record()
         if status == "diverged":
             summary |= {"diverged_at_step": state.diverged_at_step, "last_finite_loss": state.last_finite_loss}
@@ -382,19 +397,3 @@ def _warm_steps_in(state: LoopState, settings) -> int:
     """How many of this epoch's steps were warm-up: the cell's first untimed_steps steps."""
     before = min(settings.train.untimed_steps, (state.epoch - 1) * settings.steps_per_epoch)
     return min(settings.train.untimed_steps - before, settings.steps_per_epoch)
-
-
-def _first_nonfinite(accelerator: Accelerator, losses: torch.Tensor) -> int | None:
-    """The first step of the epoch whose loss was not finite on any rank, or None."""
-    bad = (~torch.isfinite(losses)).to(torch.float64)
-    bad = accelerator.reduce(bad, "sum") if accelerator.num_processes > 1 else bad
-    nonzero = torch.nonzero(bad).flatten()
-    return int(nonzero[0]) if len(nonzero) else None
-
-
-def _add(total: float | None, joules: float | None, empty_window: bool) -> float | None:
-    """Energy adds up across the windows of an epoch (and the runs of a resumed one); unknown
-    anywhere is unknown."""
-    if empty_window or joules is None:
-        return total if empty_window else None
-    return joules if total is None else total + joules

@@ -62,6 +62,7 @@ class LoopState:
     step_norms: dict[str, Any] | None = None  # the epoch's StepNorms so far, when switched on
     evals: list[dict[str, Any]] = field(default_factory=list)  # validation checks within the training
     checks_skipped: int = 0  # scheduled checks skipped to keep checks within their budget
+    b_simple_skipped: int = 0  # epochs whose B_simple was skipped to keep it within train.diagnostics_budget
     window: Window = field(default_factory=Window)  # the steps since the last check
     # [seconds, joules, images] of the longest timed window that has an energy reading: a cell's
     # energy per image comes from this one contiguous stretch, never from a sum of short ones

@@ -255,3 +255,11 @@ def epoch_diagnostics(model: nn.Module, optimizer: torch.optim.Optimizer, train_
         if b_simple else {}
     out["noise_scale"] = found.get("noise_scale")
     return out
+
+
+def first_nonfinite(accelerator, losses: torch.Tensor) -> int | None:
+    """The first step of the epoch whose loss was not finite on any rank, or None."""
+    bad = (~torch.isfinite(losses)).to(torch.float64)
+    bad = accelerator.reduce(bad, "sum") if accelerator.num_processes > 1 else bad
+    nonzero = torch.nonzero(bad).flatten()
+    return int(nonzero[0]) if len(nonzero) else None

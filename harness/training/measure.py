@@ -173,3 +173,10 @@ def seconds_since_process_start() -> float | None:
     except Exception:  # noqa: BLE001 - the process's age unknown: not an error
         return None
 
+
+def add_energy(total: float | None, joules: float | None, empty_window: bool) -> float | None:
+    """Energy adds up across the windows of an epoch (and the runs of a resumed one); unknown
+    anywhere is unknown."""
+    if empty_window or joules is None:
+        return total if empty_window else None
+    return joules if total is None else total + joules
