@@ -101,8 +101,6 @@ def test_b_simple_keeps_within_its_budget_of_the_training_time(tmp_path):
         [[r[k] for k in compared] for i, r in enumerate(unbounded_rows) if i in (0, 3)]
     seconds = [float(r["diagnostics_seconds"]) for r in bounded_rows]
     assert seconds[1] < seconds[0] / 2 and seconds[2] < seconds[3] / 2  # B_simple is the costly part
-    # said once, for the bounded cell only: its first B_simple alone is over the budget
-    assert proc.stderr.count("(train.diagnostics_budget 0.05); B_simple runs at the first and last epoch only") == 1
 
 
 @pytest.mark.slow

@@ -4,7 +4,7 @@ One entry per number says where it lives, its unit, how ranks and seeds combine 
 report shows it. The CSV columns (results), the summary keys `collect` guarantees, the per-batch
 aggregates (analysis), the rank reductions (measure.over_ranks) and the report's tables are all
 read from here. To add a per-cell number that the report shows: add a Metric here and compute it
-(harness/training/summary.py for a cell's summary, summary.epoch_row for an epoch row).
+(harness/training/summary.py for a cell's summary, cell_run.epoch_row for an epoch row).
 
 level:  epoch   a column of epochs.csv, one row per epoch
         check   a column of evals.csv, one row per validation check within the training

@@ -34,7 +34,7 @@ from harness.training.evaluation import evaluate, validate
 from harness.training.preemption import StopRequest
 from harness.training.progress import Progress
 from harness.training.steps import run_steps
-from harness.training.summary import epoch_row, summarize
+from harness.training.summary import summarize
 from harness.training.telemetry import NvmlMonitor, compute_precision, count_flops
 
 
@@ -258,8 +258,6 @@ class CellRun:
                                self.engine.workload)
         with measure.SyncedTimer(accelerator.device) as diagnosis:
             found = self.diagnose()
-        if state.epoch == 1 and found["noise_scale"] is not None:
-            self.say_if_costly(diagnosis.seconds)
         row = epoch_row(state, self.settings, accelerator, correct, evaluation.seconds, diagnosis.seconds,
                         self.losses.sum(), splits) | found
         state.rows.append(row)
@@ -276,16 +274,6 @@ class CellRun:
         if level == "full" and not self.b_simple_affordable():
             level, self.state.b_simple_skipped = "light", self.state.b_simple_skipped + 1
         return diagnose(self.engine, self.ctx.splits, level)
-
-    def say_if_costly(self, seconds: float) -> None:
-        """One line when the first epoch's diagnostics alone exceed their budget (a short cell of a
-        costly model): B_simple then runs at the first and last epoch only, still over it."""
-        budget, trained = self.settings.train.diagnostics_budget, self.state.trained_seconds
-        if budget is not None and seconds > budget * trained and self.accelerator.is_main_process:
-            self.ctx.progress.warning(
-                f"{self.cell.id}: the epoch diagnostics took {seconds:.2f} s, {seconds / trained:.0%} of the "
-                f"{trained:.2f} s trained so far (train.diagnostics_budget {budget:g}); B_simple runs at the first "
-                "and last epoch only; train.diagnostics: light leaves it out")
 
     def b_simple_affordable(self) -> bool:
         """checks.within_budget's rule for B_simple: the first and the last epoch always; any other
@@ -370,6 +358,32 @@ class CellRun:
         return state
 
 
+def epoch_row(state: LoopState, settings, accelerator: Accelerator, correct: list[int], eval_seconds: float,
+              diagnostics_seconds: float, loss_sum: torch.Tensor, splits: Splits) -> dict[str, Any]:
+    """One epochs.csv row (record/metrics.py, level epoch) once `state.steps_done` counts the epoch;
+    `loss_sum` is this rank's summed step losses. The epoch's seconds and joules come from its
+    spans, already combined over ranks."""
+    steps_per_epoch, batch = settings.steps_per_epoch, settings.train.batch_size
+    timed_steps = steps_per_epoch - _warm_steps_in(state, settings)
+    across = measure.over_ranks(accelerator, {"train_loss": loss_sum.item() / steps_per_epoch,
+                                              "eval_seconds": eval_seconds, **measure.memory_peaks(accelerator.device),
+                                              "diagnostics_seconds": diagnostics_seconds})
+    return {
+        "epoch": state.epoch,
+        "train_loss": across["train_loss"],
+        "train_accuracy": correct[0] / min(settings.data.train_eval_size, splits.n_train),
+        "val_accuracy": correct[1] / splits.n_val,
+        "test_accuracy": correct[2] / splits.n_test,
+        "images_seen": state.steps_done * batch,
+        "optimizer_steps": state.steps_done,
+        "timed_steps": timed_steps,
+        **across,
+        "train_seconds": state.epoch_seconds if timed_steps else None,
+        "time_per_image_s": state.epoch_seconds / (timed_steps * batch) if timed_steps else None,
+        "energy_j": state.epoch_joules if timed_steps else None,
+    }
+
+
 def diagnose(engine: Engine, splits: Splits, level: str = "full") -> dict[str, Any]:
     """The epoch's diagnostics at train.diagnostics' `level` (unknown where not measured);
     identical on every rank (same weights, same probe), no reduction."""
@@ -377,3 +391,9 @@ def diagnose(engine: Engine, splits: Splits, level: str = "full") -> dict[str, A
         engine.eval_model, engine.optimizer, splits.train_x, splits.train_y, engine.workload.summed_loss,
         b_simple=level == "full")
     return found | (engine.norms.read_and_reset() if engine.norms is not None else dict.fromkeys(STEP_NORM_COLUMNS))
+
+
+def _warm_steps_in(state: LoopState, settings) -> int:
+    """How many of this epoch's steps were warm-up: the cell's first untimed_steps steps."""
+    before = min(settings.train.untimed_steps, (state.epoch - 1) * settings.steps_per_epoch)
+    return min(settings.train.untimed_steps - before, settings.steps_per_epoch)
