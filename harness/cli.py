@@ -253,6 +253,7 @@ def run_command(args) -> Outcome:
     config, all_cells, sweep_dir = load_plan(args)
     ids = [i.strip() for i in args.cells.split(",") if i.strip()] if args.cells else None
     cells = plan.select(all_cells, ids, args.array_index)
+    retrain = _retrain_ids(args.retrain, cells)
     if args.array_index is not None:
         check_against_plan(sweep_dir, args.array_index, cells[0])
     else:  # a Slurm task trains what was submitted, checked above
@@ -261,7 +262,18 @@ def run_command(args) -> Outcome:
     results.check_writable(sweep_dir)
     folders = images.data_folders({c.settings.dataset for c in cells}, args.data_dir)
 
-    return train_and_report(config, cells, all_cells, sweep_dir, folders, args)
+    return train_and_report(config, cells, all_cells, sweep_dir, folders, args, retrain)
+
+
+def _retrain_ids(text: str | None, cells: list[plan.Cell]) -> frozenset[str]:
+    """--retrain's cell ids, each one this run trains."""
+    wanted = [i.strip() for i in (text or "").split(",") if i.strip()]
+    known = {c.id for c in cells}
+    unknown = [i for i in wanted if i not in known]
+    if unknown:
+        raise ConfigError(f"--retrain: cell {unknown[0]} is not among the cells this run trains; list ids from "
+                          f"`harness plan` (and --cells, where given)")
+    return frozenset(wanted)
 
 
 # what may change between runs into one folder: the grid's values (extending it), how the report
@@ -310,11 +322,11 @@ def check_against_plan(sweep_dir: Path, index: int, cell: plan.Cell) -> None:
 
 
 def train_and_report(config: SweepConfig, cells: list[plan.Cell], all_cells: list[plan.Cell], sweep_dir: Path,
-                     folders: dict[str, Path] | None, args) -> Outcome:
+                     folders: dict[str, Path] | None, args, retrain: frozenset[str] = frozenset()) -> Outcome:
     from harness.training.sweep import run_sweep  # torch and accelerate load only when training
 
     outcome = run_sweep(config, cells, sweep_dir, folders, quiet=args.quiet, all_cells=all_cells,
-                        fail_fast=getattr(args, "fail_fast", False))
+                        fail_fast=getattr(args, "fail_fast", False), retrain=retrain)
     # the pipeline's order lives here: train, then report (one process writes it); a preempted
     # run leaves at once, its grace period is for the checkpoint
     if outcome.main_process and not args.no_report and outcome.exit_code != EXIT_PREEMPTED and sweep_dir.is_dir():

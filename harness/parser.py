@@ -68,6 +68,8 @@ def _run(sub) -> None:
     add_config_args(run)
     run.add_argument("--data-dir", help=DATA_DIR_HELP)
     run.add_argument("--cells", help="comma-separated cell ids to run (see `harness plan`)")
+    run.add_argument("--retrain", metavar="IDS", help="comma-separated ids of done cells to train again, e.g. those "
+                     "the report says were timed on a busy machine (their records are kept as result.json.retrained-*)")
     run.add_argument("--array-index", type=int, help="run only the cell at this index of the plan (Slurm arrays)")
     run.add_argument("--quiet", action="store_true", help="no progress bars (per-epoch lines still print)")
     run.add_argument("--no-report", action="store_true", help="do not write RESULTS_DIR/<sweep>/report.html at the end")

@@ -26,14 +26,18 @@ from harness.errors import ConfigError
 ROLES = ("model", "data", "loss", "metric", "augment", "optimizer")
 CROP_FLIP = "crop_flip"  # the built-in augmentation (training/augment.py)
 IN_PROCESS = "<python-"  # a callable handed over in this Python process (harness.sweep), not from a file
-SPEC = re.compile(r"(?P<where>[^:\s]+):(?P<name>[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)")
+# FILE.py:NAME with the file's path as it is (a folder may have spaces, or a colon: the name ends
+# at the last one), or MODULE:NAME
+SPEC = re.compile(r"(?P<where>\S(?:.*\S)?):(?P<name>[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)")
 # callables handed to harness.sweep / harness.predict that live in no importable file: spec -> callable
 REGISTERED: dict[str, Callable] = {}
 
 
 def _a_spec(value: str) -> str:
     if not SPEC.fullmatch(value):
-        raise ValueError(f"expected FILE.py:NAME or MODULE:NAME, e.g. my_models.py:build (got {value[:60]!r})")
+        spaced = " (no space around the ':')" if re.search(r"\s:|:\s", value) else ""
+        raise ValueError(f"expected FILE.py:NAME or MODULE:NAME, e.g. my_models.py:build{spaced} "
+                         f"(got {value[:60]!r})")
     return value
 
 

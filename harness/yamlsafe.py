@@ -9,7 +9,9 @@ and put into the raw config here (apply_override), before the config is validate
 
 from __future__ import annotations
 
+import re
 import reprlib
+import unicodedata
 from typing import Any
 
 import yaml
@@ -21,11 +23,20 @@ MAX_VALUES = 100_000  # scalars, lists and mappings, counted as if every alias w
 MAX_DEPTH = 64  # nesting: a config goes 3 deep; the parser and everything after it recurse
 
 
+INT, FLOAT = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
+
+
 class TooDeep(ConfigError):
     """Nested beyond MAX_DEPTH: said as it is, also for a `--set` value."""
 
 
 class _NoDuplicates(yaml.SafeLoader):
+    """YAML's safe types, with no key twice, and no base-60 numbers: YAML 1.1 reads
+    `train.epochs: 12:30` as 750; here it is the text it looks like (and then refused as a number)."""
+
+    yaml_implicit_resolvers = {first: [(tag, rx) for tag, rx in resolvers if tag not in (INT, FLOAT)]
+                               for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+
     def construct_mapping(self, node, deep=False):
         seen = set()
         for key_node, _ in node.value:
@@ -40,6 +51,16 @@ class _NoDuplicates(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
+_NoDuplicates.add_implicit_resolver(INT, re.compile(r"""^(?:[-+]?0b[0-1_]+
+    |[-+]?0[0-7_]+
+    |[-+]?(?:0|[1-9][0-9_]*)
+    |[-+]?0x[0-9a-fA-F_]+)$""", re.X), list("-+0123456789"))
+_NoDuplicates.add_implicit_resolver(FLOAT, re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?
+    |\.[0-9][0-9_]*(?:[eE][-+][0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""", re.X), list("-+0123456789."))
+
+
 def load(text: str, source: str) -> Any:
     """The YAML document in `text`; ConfigError (one line) if it is too big, expands too far,
     repeats a key or is not YAML."""
@@ -47,7 +68,10 @@ def load(text: str, source: str) -> Any:
     if size > MAX_BYTES:
         raise ConfigError(f"{source}: {size:,} bytes; a config may have at most {MAX_BYTES:,} (1 MiB): it lists a "
                           f"sweep, not data")
-    loader = _NoDuplicates(text)
+    try:
+        loader = _NoDuplicates(text)  # its reader refuses control characters here
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not readable YAML ({_first_line(exc)}); remove the control character") from None
     try:
         node = loader.get_single_node()
         if node is None:
@@ -61,11 +85,14 @@ def load(text: str, source: str) -> Any:
     except RecursionError:  # the composer recursed through hundreds of nested brackets
         raise TooDeep(f"{source}: nested more than {MAX_DEPTH} deep; a config is a few sections of values") from None
     except yaml.YAMLError as exc:
-        first = str(exc).strip().splitlines()
-        raise ConfigError(f"{source}: not readable YAML ({' '.join(first[-2:]) if first else type(exc).__name__}); "
-                          f"fix the file") from None
+        raise ConfigError(f"{source}: not readable YAML ({_first_line(exc)}); fix the file") from None
     finally:
         loader.dispose()
+
+
+def _first_line(exc: yaml.YAMLError) -> str:
+    lines = str(exc).strip().splitlines()
+    return " ".join(lines[-2:]) if lines else type(exc).__name__
 
 
 def _depth(root: yaml.Node) -> int:
@@ -111,12 +138,14 @@ def apply_override(raw: dict, override: str) -> None:
     if not sep or not key.strip():
         raise ConfigError(f"--set {override!r}: expected KEY=VALUE, e.g. --set train.epochs=3")
     key = key.strip()
+    if any(unicodedata.category(ch) == "Cc" and ch not in "\t\n" for ch in text):
+        raise ConfigError(f"--set {key}: value {short(text)} holds a control character; type the value as plain text")
     try:
         value = load(text, f"--set {key}")
     except TooDeep:
         raise
     except ConfigError:
-        raise ConfigError(f"--set {key}: value {short(text)!r} is not valid YAML; quote strings, write lists as "
+        raise ConfigError(f"--set {key}: value {short(text)} is not valid YAML; quote strings, write lists as "
                           f"[a,b]") from None
     if key.startswith("sweep."):
         sweep = raw.setdefault("sweep", {})

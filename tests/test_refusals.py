@@ -29,6 +29,8 @@ BAD_CONFIGS = {
     "a boolean learning rate": (["--set", "optim.lr=true"], "optim.lr: a boolean is not a number"),
     "seed 1e23": (["--set", "train.seed=1e23"], "train.seed: Input should be a valid integer"),
     "unknown tracker": (["--set", "log_with=[bogus]"], "log_with.0: Input should be"),
+    "a control character": (["--set", "train.epochs=\x01"], "--set train.epochs: value '\\x01' holds a control"),
+    "base-60 epochs (YAML 1.1)": (["--set", "train.epochs=12:30"], "train.epochs: Input should be a valid integer"),
 }
 
 
@@ -40,6 +42,13 @@ def test_a_bad_value_is_one_line_before_anything_is_written(tmp_path, case, comm
     proc = harness(*command.split(), "--config", str(config), "--results-dir", str(tmp_path / "r"), *args,
                    *(["--dry-run"] if command == "slurm submit" else []))
     assert expected in one_line_error(proc) and not (tmp_path / "r").exists()
+
+
+def test_a_control_character_in_a_config_file_is_one_line(tmp_path):
+    config = tmp_path / "bell.yaml"
+    config.write_text("name: bell\ntrain:\n  epochs: 3\x07\n")
+    line = one_line_error(harness("plan", "--config", str(config)))
+    assert "not readable YAML (unacceptable character #x0007" in line
 
 
 def test_a_section_given_twice_is_refused(tmp_path):

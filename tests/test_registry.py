@@ -11,12 +11,13 @@ from harness.config import CellSettings, CheckSettings, DataSettings, TrainSetti
 from harness.plan import Cell
 from harness.record.metrics import CELL_KEYS, CHECK_COLUMNS, EPOCH_COLUMNS, at
 from harness.record.results import write_epochs
-from harness.training.cell_run import CellRun, Course, RunContext, epoch_row
+from harness.training.cell_run import CellRun, Course, RunContext
 from harness.training.checkpoint import LoopState
 from harness.training.data import to_device
 from harness.training.images import find_mnist, load_mnist
 from harness.training.preemption import StopRequest
 from harness.training.progress import Progress
+from harness.training.summary import epoch_row
 
 ONLY_WHEN_DIVERGED = {"diverged_at_step", "last_finite_loss"}
 WRITTEN = {m.key for m in at("cell") if not m.legacy}  # the rest is read in records of earlier versions

@@ -20,9 +20,11 @@ from hypothesis import strategies as st
 from records import epoch_rows, write_cell
 
 from harness.analysis.collect import collect
+from harness.cli import main
 from harness.config import SweepConfig
 from harness.prediction import output
 from harness.record import documents, files, schema
+from harness.report.page import build_report
 
 
 def edit_record(change):
@@ -110,9 +112,29 @@ def test_any_mutated_record_is_read_or_refused_with_its_file_and_field(tmp_path_
         assert str(exc).startswith(str(path)) and "\n" not in str(exc)
     found = collect([root / "s"])
     # a believed record may still carry summary keys the registry does not know: named, not dropped
-    refusals = [w for w in found.warnings if "registry does not know" not in w]
+    refusals = [w for w in found.warnings if "registry does not know" not in w and "left out as failed" not in w]
     assert len(found.cells) == int(believed) and len(refusals) == int(not believed)
     assert len(found.warnings) - len(refusals) == int(bool(found.unregistered))
+
+
+NUMBERS_READ = ["test_accuracy_at_best_val", "best_val_accuracy", "time_per_image_s", "train_seconds",
+                "images_per_second", "final_val_accuracy", "steps_per_epoch", "learning_rate"]
+
+
+@pytest.mark.parametrize("key", NUMBERS_READ)
+def test_a_null_number_in_a_done_record_never_stops_the_report_or_status(tmp_path, key, capsys):
+    """A metric that was NaN is written as null; a planted null reads the same. The folder stays
+    reportable: the cell is left out (as failed, one warning) where the comparison needs it."""
+    cell = golden_folder(tmp_path)
+    record = read_json(cell / "result.json")
+    record["summary"][key] = None
+    (cell / "result.json").write_text(json.dumps(record))
+    built = build_report([tmp_path / "golden"], tmp_path / "r.html")
+    assert (tmp_path / "r.html").exists() and built.answers
+    if key in ("test_accuracy_at_best_val", "best_val_accuracy"):
+        assert collect([tmp_path / "golden"]).cells.set_index("cell_id").loc[record["cell_id"], "status"] == "failed"
+    assert main(["status", str(tmp_path / "golden")]) == 0
+    assert record["cell_id"] in capsys.readouterr().out
 
 
 @pytest.mark.slow

@@ -104,6 +104,36 @@ print(json.dumps({{"spot": result.sweet_spot, "report": str(result.report),
     assert answer["report"] == str(tmp_path / "seq_conv" / "report.html")
 
 
+SHADOWS = ("html", "profile", "getpass", "xml")  # names the workload's folder may hold; installed modules use them
+
+
+def test_the_workload_s_folder_comes_after_every_installed_module_on_the_import_path(tmp_path):
+    """A profile.py or html.py beside the model stays the user's own: torch, jinja2 and the
+    standard library import theirs (the folder is appended to sys.path, never first)."""
+    (tmp_path / "mine.py").write_text("import helper\n\ndef build(options):\n    return helper.model()\n")
+    (tmp_path / "helper.py").write_text("import torch\n\ndef model():\n    return torch.nn.Linear(2, 2)\n")
+    for name in SHADOWS:
+        (tmp_path / f"{name}.py").write_text(f"raise ImportError('the workload folder\\'s own {name}.py')\n")
+    probe = (f"from harness.training.workloads import _import\n"
+             f"model = _import({str(tmp_path / 'mine.py')!r}, 'model').build({{}})\n"
+             f"import importlib\nfor name in {SHADOWS!r}:\n    importlib.import_module(name)\n"
+             "import jinja2, pandas\nprint(type(model).__name__)\n")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300,
+                          cwd=REPO.parent)
+    assert proc.returncode == 0 and proc.stdout.strip() == "Linear", proc.stderr[-2000:]
+
+
+def test_a_workload_in_a_folder_with_a_space_is_planned_and_a_spaced_spec_says_how_to_fix_it(tmp_path):
+    folder = tmp_path / "my models"
+    folder.mkdir()
+    for name in ("seq_conv.py", "seq_conv.yaml"):
+        shutil.copy(REPO / "examples" / name, folder / name)
+    planned = harness("plan", "--config", str(folder / "seq_conv.yaml"))
+    assert planned.returncode == 0 and planned.stdout.count("pending") == 3, planned.stderr[-2000:]
+    spaced = harness("plan", "--config", str(folder / "seq_conv.yaml"), "--set", "workload.model='seq_conv.py :build'")
+    assert spaced.returncode == 2 and "(no space around the ':')" in spaced.stderr and spaced.stderr.count("\n") == 1
+
+
 def test_a_callable_from_a_notebook_runs_here_and_is_refused_elsewhere(tmp_path):
     """A function with no file (a notebook cell) is registered in-process; another process cannot load it."""
     namespace: dict = {}

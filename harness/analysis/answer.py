@@ -157,14 +157,28 @@ def line(headline: dict, report: str | None = None) -> str:
 
 def next_step(verdict: recommend.Recommendation, plan: dict, caveats: int = 3) -> str | None:
     """A command to copy for what the heaviest caveats on the first screen call for: more seeds, a
-    learning-rate grid, a wider batch grid; None where none of them says what to run."""
+    learning-rate grid, a wider batch grid, the disturbed cells trained again (into the folder they
+    are in); None where none of them says what to run."""
     config = plan.get("config") or {}
     for caveat in verdict.caveats[:caveats]:
+        options, base = caveat.next_step and caveat.next_step.options, _base_command(plan)
+        if options and base:
+            return f"{base}{_results_dir(plan)} {options}"
         change = _set_for(caveat.next_step, config)
         if change:
-            base = _base_command(plan)
             return f"{base} --set '{change}'" if base else _in_python(change)
     return None
+
+
+def _results_dir(plan: dict) -> str:
+    """` --results-dir X` where the planning command named one."""
+    try:
+        words = shlex.split(plan.get("command") or "")
+    except ValueError:
+        return ""
+    found = next((words[i + 1] for i, w in enumerate(words[:-1]) if w == "--results-dir"), None) or next(
+        (w.split("=", 1)[1] for w in words if w.startswith("--results-dir=")), None)
+    return f" --results-dir {shlex.quote(found)}" if found else ""
 
 
 def _in_python(change: str) -> str:

@@ -6,6 +6,7 @@ Unreadable or newer-schema files are skipped with a warning, never a crash.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +55,7 @@ def collect(folders: list[Path]) -> Collected:
             epoch_frames.append(_table(path.parent / "epochs.csv", record, found.warnings))
             check_frames.append(_table(path.parent / "evals.csv", record, found.warnings))
     found.cells = pd.DataFrame(rows)
+    _unmeasured_quality(found)
     _apart_by_settings(found)
     _note_unregistered(found)
     found.epochs = _frame(epoch_frames, EPOCH_COLUMNS, found.cells)
@@ -73,6 +75,24 @@ def _own_copies_first(folder: Path, warnings: list[str]) -> list[tuple[Path, dic
             warnings.append(f"skipped {exc}")
     return sorted(readable, key=lambda found: (found[0].parent.name != found[1]["cell_id"], len(found[0].parts),
                                                str(found[0])))
+
+
+QUALITY = ("best_val_accuracy", "test_accuracy_at_best_val")  # what every comparison of done cells reads
+
+
+def _unmeasured_quality(found: Collected) -> None:
+    """A done cell whose validation or test metric is unknown (null: not finite when it was
+    written, or planted) cannot be compared: it counts as failed, with one warning naming it."""
+    if found.cells.empty:
+        return
+    values = found.cells[list(QUALITY)].apply(pd.to_numeric, errors="coerce")
+    bad = (found.cells["status"] == "done") & ~values.apply(lambda c: c.map(math.isfinite)).all(axis=1)
+    for index in found.cells.index[bad]:
+        cell = found.cells.loc[index, "cell_id"]
+        found.warnings.append(f"{cell}: done, but its summary.best_val_accuracy or test_accuracy_at_best_val is "
+                              "null or not finite (a metric that was NaN); left out as failed")
+    found.cells.loc[bad, "status"] = "failed"
+    found.cells.loc[bad, "error"] = "its validation or test metric is not finite"
 
 
 # set per launch or derived, not what a cell trains: never a reason to keep cells apart

@@ -29,6 +29,7 @@ class FollowUp:
     step beyond the highest or the lowest tried)."""
 
     setting: str | None = None  # e.g. "sweep.train.seed=[0,1,2]"
+    options: str | None = None  # harness run options to add as they are, e.g. "--retrain ID,ID"
     lr_grid: Literal["around", "upwards", "downwards"] | None = None
 
 
@@ -116,6 +117,7 @@ def recommend(variant: str, per_batch: pd.DataFrame, cells: pd.DataFrame, window
     boot = stats.resample(samples(cells, windows), tolerance)
     per_batch = add_intervals(per_batch, boot)
     flat = flat_point(per_batch, flat_threshold) if len(per_batch) > 1 else None
+    disturbed = _disturbed_caveat(cells)
     caveats = [*_conditions_caveat(cells), *_seed_caveat(per_batch), *_epoch_caveat(cells),
                *_rate_caveats(per_batch, lr_rule)]
     details = _rate_details(per_batch)
@@ -129,7 +131,7 @@ def recommend(variant: str, per_batch: pd.DataFrame, cells: pd.DataFrame, window
         return Recommendation(variant=variant, batch_size=None, explanation=(
             f"No batch size within {within} of the best test {name} ({shown(best)}) reached the target "
             f"validation {name} {shown(target, 3)} in every seed; train longer or {ease} the target."),
-            flat=flat, caveats=_ranked(caveats), details=details,
+            flat=flat, caveats=_ranked([*disturbed, *caveats]), details=details,
             secondary=_flat_notes(per_batch, flat, flat_threshold, planned, None, unit)), per_batch
     pick = eligible.sort_values(["time_to_target_s", "batch_size"]).iloc[0]
     winner = int(pick["batch_size"])
@@ -147,7 +149,7 @@ def recommend(variant: str, per_batch: pd.DataFrame, cells: pd.DataFrame, window
     caveats += [more_seeds] if more_seeds else []
     return Recommendation(variant=variant, batch_size=winner, explanation=explanation, ties=ties, flat=flat,
                           tie_note=_tie_sentence(winner, ties, boot),
-                          caveats=_ranked(caveats), details=details,
+                          caveats=_ranked([*disturbed, *caveats]), details=details,
                           secondary=_flat_notes(per_batch, flat, flat_threshold, planned, winner, unit)), per_batch
 
 
@@ -163,6 +165,23 @@ def _tie_sentence(winner: int, ties: list[int], boot: stats.Bootstrap) -> str:
         return f"No other batch size is statistically tied with it ({test})."
     named = ", ".join(f"{b} (wins {boot.share[b]:.0%})" for b in ties)
     return f"Statistically tied with it: batch size {named} ({test})."
+
+
+def _disturbed_caveat(cells: pd.DataFrame) -> list[Caveat]:
+    """Cells whose timing competed with other work (harness/timing.py): their times may be off,
+    and the sweet spot with them; the follow-up trains them again, their records kept."""
+    if "timing_disturbed" not in cells:
+        return []
+    hit = cells[(cells["status"] == "done") & (cells["timing_disturbed"] == True)]  # noqa: E712 (None stays out)
+    if hit.empty:
+        return []
+    named = "; ".join(f"batch {int(r.batch_size)} seed {r.seed}: {r.timing_disturbed_reason}"
+                      for r in hit.head(3).itertuples())
+    more = f"; and {len(hit) - 3} more" if len(hit) > 3 else ""
+    return [Caveat(3, f"The machine was busy while {len(hit)} of {len(cells)} cells were timed ({named}{more}): "
+                      "their times, and so the sweet spot, may be off; train them again alone (the command below "
+                      "keeps their records as result.json.retrained-*).",
+                   FollowUp(options=f"--retrain {','.join(hit['cell_id'])}"))]
 
 
 def _conditions_caveat(cells: pd.DataFrame) -> list[Caveat]:

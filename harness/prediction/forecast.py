@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from harness import timing
 from harness.analysis.crossing import WIDTH, checks_around
 from harness.analysis.fit import StepsFit, fit_steps, left_out_misses
 from harness.analysis.stats import LEVEL
@@ -111,6 +112,9 @@ def at_ceiling(run: ShortRun, target: float) -> bool:
     return best <= run.oriented(target) + PLATEAU_SE * run.check_se(target)
 
 
+UNORDERED = 1.5  # a larger batch's step this many times faster than a smaller one's: disturbed
+
+
 def timed_windows(windows: list[tuple[int, float]]) -> list[tuple[int, float]]:
     """The (steps, seconds) windows a batch size's seconds per step are read from: those of at
     least TIMING_WINDOW steps, where there are any (a one-step window is mostly its two syncs)."""
@@ -121,9 +125,11 @@ def timing_from_runs(runs: list[ShortRun]) -> dict[str, Any]:
     """Seconds per step of a batch size from its short runs' timed windows (`timed_windows`)."""
     windows = [w for r in runs for w in r.windows]
     rates = [seconds / steps for steps, seconds in timed_windows(windows)]
+    spread, _ = timing.spread_of(rates)
     return {"batch_size": runs[0].batch_size, "learning_rate": runs[0].learning_rate, "source": "short runs",
             "warmup_seconds": 0.0, "steps": sum(w[0] for w in windows), "seconds": 0.0,  # counted in the runs
-            "seconds_per_step": float(np.median(rates)), "window_seconds_per_step": rates}
+            "seconds_per_step": float(np.median(rates)), "window_seconds_per_step": rates, "time_spread": spread,
+            "timing_disturbed_reason": "; ".join(timing.reasons(None, None, spread, "cpu")) or None}
 
 
 def fit_and_predict(runs: list[ShortRun], timings: list[dict], seed: int = 0,
@@ -191,9 +197,10 @@ def _draws(point: StepsFit, grid: np.ndarray, rng: np.random.Generator) -> dict[
 
 
 def doubts(runs: list[ShortRun], fitted: dict[str, Any] | None, target: float,
-           cap: float = 3.0) -> list[dict[str, str]]:
+           cap: float = 3.0, timings: list[dict[str, Any]] = ()) -> list[dict[str, str]]:
     """Why the prediction may not hold, each with what was measured; empty when none applies.
-    Without a fit (`fitted` None), what the short runs alone say. `cap`: predict.short_run_cap."""
+    Without a fit (`fitted` None), what the short runs alone say. `cap`: predict.short_run_cap;
+    `timings`: the seconds per step of each batch size (a disturbed one is a doubt)."""
     flat = [r for r in runs if at_ceiling(r, target)]
     capped = [r for r in runs if not r.settled and r not in flat]
     found = []
@@ -214,7 +221,7 @@ def doubts(runs: list[ShortRun], fitted: dict[str, Any] | None, target: float,
             f"the short run's cap ended at {worst.steps_done:,} steps before its crossing settled{rising} "
             f"({len(capped)} of {len(runs)}; {_where(worst)}): raise predict's cap with --set "
             f"predict.short_run_cap={max(2.0, np.ceil(cap * needed)):g}")})
-    found += _coarse(runs)
+    found += _coarse(runs) + disturbed_timings(timings)
     if fitted is None:
         return found
     for miss in fitted.get("left_out_misses", []):
@@ -233,6 +240,24 @@ def doubts(runs: list[ShortRun], fitted: dict[str, Any] | None, target: float,
             f"{fitted['points']} short runs fix the 2 parameters exactly: no spread is left to size an interval; "
             f"run 2 seeds (sweep.train.seed: [0, 1])")})
     return found
+
+
+def disturbed_timings(timings: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """Timing passes that competed with other work (harness/timing.py), and seconds per step that
+    fall by more than UNORDERED from a batch size to a larger one (more work per step in less
+    time: one of them was disturbed)."""
+    found = [f"batch {t['batch_size']}: {t['timing_disturbed_reason']}" for t in timings
+             if t.get("timing_disturbed_reason")]
+    ordered = sorted(timings, key=lambda t: t["batch_size"])
+    found += [f"{small['seconds_per_step'] * 1e3:.3g} ms per step at batch {small['batch_size']} but "
+              f"{large['seconds_per_step'] * 1e3:.3g} ms at batch {large['batch_size']}"
+              for small, large in zip(ordered, ordered[1:])
+              if large["seconds_per_step"] * UNORDERED < small["seconds_per_step"]]
+    if not found:
+        return []
+    return [{"kind": "disturbed_timing", "text": (
+        f"the seconds per step were measured while the machine was busy ({'; '.join(found)}): the predicted "
+        "times, and so the sweet spot, may be off; predict again with the machine to itself")}]
 
 
 def _where(run: ShortRun) -> str:

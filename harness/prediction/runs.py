@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
-from harness import checks
+from harness import checks, timing
 from harness.analysis import crossing, per_batch
 from harness.analysis.collect import collect
 from harness.config import WARMUP_STEPS, SweepConfig
@@ -113,7 +114,19 @@ def time_steps(cell: Cell, ctx: RunContext) -> dict[str, Any]:
     return {"batch_size": settings.train.batch_size, "learning_rate": settings.optim.lr_for(settings.train.batch_size),
             "source": "timing pass", "warmup_seconds": run.state.warmup_seconds, "steps": sum(w[0] for w in windows),
             "seconds": sum(w[1] for w in windows), "seconds_per_step": float(np.median(per_step)),
-            "window_seconds_per_step": per_step}
+            "window_seconds_per_step": per_step, **pass_conditions(run.windows, per_step, ctx.accelerator.device.type)}
+
+
+def pass_conditions(windows: list[Window], per_step: list[float], device_type: str) -> dict[str, Any]:
+    """What a timing pass competed with (harness/timing.py): its CPU share, load, windows' spread."""
+    seconds = sum(w.seconds for w in windows)
+    share = sum(w.cpu_seconds for w in windows) / (seconds * torch.get_num_threads()) if seconds > 0 else None
+    loads = [x for w in windows for x in (w.load_start, w.load_end) if x is not None]
+    load = float(np.median(loads)) if loads else None
+    spread, _ = timing.spread_of(per_step)
+    found = timing.reasons(share, load, spread, device_type)
+    return {"cpu_share": share, "load_average": load, "time_spread": spread,
+            "timing_disturbed_reason": "; ".join(found) or None}
 
 
 def _timed_enough(windows: list[Window]) -> bool:
@@ -175,6 +188,8 @@ def predict_sweep(config: SweepConfig, cells: list[Cell], sweep_dir: Path, folde
     device_data, environment = load_data(accelerator, folders, short + timed)
     target = config.report.target_accuracy
     stop = StopRequest().install()
+    if accelerator.is_main_process and (busy := timing.busy_now()) is not None:
+        progress.message(f"warning: {busy}")
 
     def context(cell: Cell) -> RunContext:
         return RunContext(accelerator=accelerator, splits=device_data.for_cell(cell), progress=progress, stop=stop,
@@ -196,7 +211,7 @@ def predict_sweep(config: SweepConfig, cells: list[Cell], sweep_dir: Path, folde
               "checks": config.checks.model_dump(),
               "timing": {"min_steps": TIMING_MIN_STEPS, "min_seconds": TIMING_MIN_SECONDS, "window": TIMING_WINDOW},
               "short_run_cap": cap}
-    found = doubts(runs, fitted if not reason else None, target, cap)
+    found = doubts(runs, fitted if not reason else None, target, cap, timings)
     ceiling = next((d for d in found if d["kind"] == "near_ceiling"), None)
     if reason and fitted and ceiling:  # a fit from crossings near the ceiling: that is the cause
         reason = f"{ceiling['text']} ({reason})"

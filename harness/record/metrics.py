@@ -4,7 +4,7 @@ One entry per number says where it lives, its unit, how ranks and seeds combine 
 report shows it. The CSV columns (results), the summary keys `collect` guarantees, the per-batch
 aggregates (analysis), the rank reductions (measure.over_ranks) and the report's tables are all
 read from here. To add a per-cell number that the report shows: add a Metric here and compute it
-(harness/training/summary.py for a cell's summary, cell_run.epoch_row for an epoch row).
+(harness/training/summary.py for a cell's summary, summary.epoch_row for an epoch row).
 
 level:  epoch   a column of epochs.csv, one row per epoch
         check   a column of evals.csv, one row per validation check within the training
@@ -111,6 +111,9 @@ METRICS: tuple[Metric, ...] = (
     Metric("peak_rss_bytes", "epoch", "bytes", ranks="max", integer=True,
            doc="the process's peak resident memory (Linux VmHWM) since the cell began"),
     Metric("diagnostics_seconds", "epoch", "s", ranks="max", doc="the epoch-end diagnostics, on their own clock"),
+    Metric("cpu_share", "epoch", "1", doc="CPU time of the timed steps / (their wall time x intra-op threads), "
+                                          "the least-served rank's (harness/timing.py)"),
+    Metric("load_at_end", "epoch", "threads", doc="the machine's 1-minute load average at the epoch's end"),
     *DIAGNOSTICS,
 
     # per validation check within training (evals.csv; harness/checks.py says when)
@@ -125,6 +128,10 @@ METRICS: tuple[Metric, ...] = (
            doc="their seconds, the slowest rank's: one sample of time per step"),
     Metric("window_warmup_steps", "check", "steps", integer=True, doc="warm-up steps since the previous check"),
     Metric("window_warmup_seconds", "check", "s", ranks="max", doc="their seconds"),
+    Metric("window_cpu_share", "check", "1", ranks="min", doc="the timed steps' CPU time / (wall time x threads)"),
+    Metric("window_load_start", "check", "threads", ranks="max",
+           doc="the machine's 1-minute load average where they began"),
+    Metric("window_load_end", "check", "threads", ranks="max", doc="and where they ended"),
     Metric("val_accuracy", "check", doc="validation accuracy at the check"),
     Metric("val_loss", "check", doc="validation loss at the check"),
     Metric("lr_at_check", "check", doc="the learning rate the next step uses (optim.schedule; constant without one)"),
@@ -244,6 +251,18 @@ METRICS: tuple[Metric, ...] = (
     Metric("step_path", "cell", "text",
            doc="lean (torch's backward and optimizer) or accelerate (Accelerate's wrappers: DDP, fp16)"),
     Metric("final_noise_scale", "cell", "images", doc="noise_scale at the last epoch"),
+    Metric("cpu_share", "cell", "1", header="CPU share", fmt=".0%", seeds=("min",), tables=("cells",),
+           doc="the timed steps' CPU time / (wall time x threads), over the cell (harness/timing.py)"),
+    Metric("load_average", "cell", "threads",
+           doc="median 1-minute load average at the edges of its checked windows (else at its epochs' ends)"),
+    Metric("cores_owned", "cell", "cores", integer=True, doc="the cores the process could run on"),
+    Metric("machine_cores", "cell", "cores", integer=True,
+           doc="the machine's cores (what the load average is read against)"),
+    Metric("time_spread", "cell", "1", doc="slowest / fastest epoch's time per example, from the second epoch on"),
+    Metric("time_cv", "cell", "1", doc="robust CV of the epochs' time per example (1.4826 MAD / median)"),
+    Metric("timing_disturbed", "cell", "bool",
+           doc="the cell's times were measured while it competed for the machine (harness/timing.py)"),
+    Metric("timing_disturbed_reason", "cell", "text", doc="why, in words"),
     Metric("b_simple_skipped", "cell", "epochs", integer=True,
            doc="epochs whose noise_scale was skipped to keep it within train.diagnostics_budget"),
     Metric("val_examples", "cell", "examples", integer=True, doc="examples in the validation split"),

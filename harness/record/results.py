@@ -167,11 +167,16 @@ def record_state(cell_dir: Path) -> tuple[dict[str, Any] | None, str | None]:
         return None, str(exc)
 
 
-def set_aside(cell_dir: Path) -> Path:
-    """Keep a result.json that cannot be read (or is foreign) under another name before the cell
-    is trained again: nothing is overwritten that has not been kept."""
-    kept = cell_dir / f"result.json.unreadable-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+def set_aside(cell_dir: Path, why: str = "unreadable") -> Path:
+    """Keep a result.json that cannot be read (or is foreign), or one to train again (`why`
+    "retrained", with its epochs.csv and evals.csv), under another name before the cell is
+    trained again: nothing is overwritten that has not been kept."""
+    suffix = f"{why}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+    kept = cell_dir / f"result.json.{suffix}"
     try:
+        for name in ("epochs.csv", "evals.csv") if why == "retrained" else ():
+            if (cell_dir / name).exists():
+                os.replace(cell_dir / name, cell_dir / f"{name}.{suffix}")
         os.replace(cell_dir / "result.json", kept)
     except OSError as exc:
         raise ResultsError(f"cannot keep {cell_dir / 'result.json'} aside ({exc.strerror or exc}); make {cell_dir} "

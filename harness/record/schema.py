@@ -115,7 +115,8 @@ class Environment(_Open):
 
 def _summary_field(key: str) -> tuple[Any, Any]:
     metric = next(m for m in METRICS if m.key == key and m.level == "cell")
-    kind = {"text": StrictStr, "list": list[Number | None]}.get(metric.unit, StrictInt if metric.integer else Number)
+    kind = {"text": StrictStr, "bool": StrictBool, "list": list[Number | None]}.get(
+        metric.unit, StrictInt if metric.integer else Number)
     return (kind | None, None)
 
 

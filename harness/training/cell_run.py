@@ -34,7 +34,7 @@ from harness.training.evaluation import evaluate, validate
 from harness.training.preemption import StopRequest
 from harness.training.progress import Progress
 from harness.training.steps import run_steps
-from harness.training.summary import summarize
+from harness.training.summary import epoch_row, summarize
 from harness.training.telemetry import NvmlMonitor, compute_precision, count_flops
 
 
@@ -147,7 +147,7 @@ class CellRun:
         state, steps = self.state, self.settings.steps_per_epoch
         if state.order is None:
             state.order = self.stream.next(steps * self.settings.train.batch_size).view(steps, -1)
-            state.step, state.epoch_seconds, state.epoch_joules = 0, 0.0, None
+            state.step, state.epoch_seconds, state.epoch_joules, state.epoch_cpu_seconds = 0, 0.0, None, 0.0
             state.losses = torch.zeros(steps)
         self.order = state.order[:, self.local].to(self.accelerator.device)
         self.losses = state.losses.to(self.accelerator.device)
@@ -187,8 +187,8 @@ class CellRun:
         state.step += span.steps
         state.epoch_seconds += span.seconds
         state.epoch_joules = measure.add_energy(state.epoch_joules, span.joules, span.steps == 0)
-        state.window.steps += span.steps
-        state.window.seconds += span.seconds
+        state.epoch_cpu_seconds += span.cpu_seconds or 0.0
+        state.window.add(span)
         if span.joules is not None and span.seconds > (state.energy_window or [0.0])[0]:
             state.energy_window = [span.seconds, span.joules, span.steps * self.settings.train.batch_size]
 
@@ -198,7 +198,9 @@ class CellRun:
         window, start = self.state.window, self._stretch_start
         self.windows.append(Window(steps=window.steps - start.steps, seconds=window.seconds - start.seconds,
                                    warmup_steps=window.warmup_steps - start.warmup_steps,
-                                   warmup_seconds=window.warmup_seconds - start.warmup_seconds))
+                                   warmup_seconds=window.warmup_seconds - start.warmup_seconds,
+                                   cpu_seconds=window.cpu_seconds - start.cpu_seconds,
+                                   load_start=start.load_end, load_end=window.load_end))
         if not self.course.validates:
             self.state.window = Window()
         elif self.check_affordable():
@@ -226,7 +228,7 @@ class CellRun:
         n = self.ctx.splits.n_val
         step = state.global_step
         state.evals.append({"step": step, "epoch": state.epoch, "images_seen": step * self.settings.train.batch_size,
-                            "train_seconds": state.trained_seconds, **state.window.columns(),
+                            "train_seconds": state.trained_seconds, **state.window.columns(torch.get_num_threads()),
                             "val_accuracy": correct / n, "val_loss": loss / n,
                             "lr_at_check": self.engine.learning_rate(), "check_seconds": check_seconds})
         self.state.window = Window()
@@ -358,32 +360,6 @@ class CellRun:
         return state
 
 
-def epoch_row(state: LoopState, settings, accelerator: Accelerator, correct: list[int], eval_seconds: float,
-              diagnostics_seconds: float, loss_sum: torch.Tensor, splits: Splits) -> dict[str, Any]:
-    """One epochs.csv row (record/metrics.py, level epoch) once `state.steps_done` counts the epoch;
-    `loss_sum` is this rank's summed step losses. The epoch's seconds and joules come from its
-    spans, already combined over ranks."""
-    steps_per_epoch, batch = settings.steps_per_epoch, settings.train.batch_size
-    timed_steps = steps_per_epoch - _warm_steps_in(state, settings)
-    across = measure.over_ranks(accelerator, {"train_loss": loss_sum.item() / steps_per_epoch,
-                                              "eval_seconds": eval_seconds, **measure.memory_peaks(accelerator.device),
-                                              "diagnostics_seconds": diagnostics_seconds})
-    return {
-        "epoch": state.epoch,
-        "train_loss": across["train_loss"],
-        "train_accuracy": correct[0] / min(settings.data.train_eval_size, splits.n_train),
-        "val_accuracy": correct[1] / splits.n_val,
-        "test_accuracy": correct[2] / splits.n_test,
-        "images_seen": state.steps_done * batch,
-        "optimizer_steps": state.steps_done,
-        "timed_steps": timed_steps,
-        **across,
-        "train_seconds": state.epoch_seconds if timed_steps else None,
-        "time_per_image_s": state.epoch_seconds / (timed_steps * batch) if timed_steps else None,
-        "energy_j": state.epoch_joules if timed_steps else None,
-    }
-
-
 def diagnose(engine: Engine, splits: Splits, level: str = "full") -> dict[str, Any]:
     """The epoch's diagnostics at train.diagnostics' `level` (unknown where not measured);
     identical on every rank (same weights, same probe), no reduction."""
@@ -391,9 +367,3 @@ def diagnose(engine: Engine, splits: Splits, level: str = "full") -> dict[str, A
         engine.eval_model, engine.optimizer, splits.train_x, splits.train_y, engine.workload.summed_loss,
         b_simple=level == "full")
     return found | (engine.norms.read_and_reset() if engine.norms is not None else dict.fromkeys(STEP_NORM_COLUMNS))
-
-
-def _warm_steps_in(state: LoopState, settings) -> int:
-    """How many of this epoch's steps were warm-up: the cell's first untimed_steps steps."""
-    before = min(settings.train.untimed_steps, (state.epoch - 1) * settings.steps_per_epoch)
-    return min(settings.train.untimed_steps - before, settings.steps_per_epoch)

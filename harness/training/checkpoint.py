@@ -29,15 +29,27 @@ class Window:
     seconds: float = 0.0
     warmup_steps: int = 0
     warmup_seconds: float = 0.0
+    cpu_seconds: float = 0.0  # the process's CPU time in the timed steps (harness/timing.py)
+    load_start: float | None = None  # the load average where the timed steps began and ended
+    load_end: float | None = None
 
     @property
     def trained_seconds(self) -> float:
         return self.seconds + self.warmup_seconds
 
-    def columns(self) -> dict[str, int | float]:
-        """Its evals.csv columns."""
+    def add(self, span) -> None:
+        """A timed span (training/steps.Span) joins the window."""
+        self.steps, self.seconds = self.steps + span.steps, self.seconds + span.seconds
+        self.cpu_seconds += span.cpu_seconds or 0.0
+        self.load_start = self.load_start if self.load_start is not None else span.loads[0]
+        self.load_end = span.loads[1] if span.loads[1] is not None else self.load_end
+
+    def columns(self, threads: int) -> dict[str, int | float | None]:
+        """Its evals.csv columns; `threads` the process's intra-op threads (its CPU share's denominator)."""
+        share = self.cpu_seconds / (self.seconds * threads) if self.seconds > 0 else None
         return {"window_steps": self.steps, "window_seconds": self.seconds, "window_warmup_steps": self.warmup_steps,
-                "window_warmup_seconds": self.warmup_seconds}
+                "window_warmup_seconds": self.warmup_seconds, "window_cpu_share": share,
+                "window_load_start": self.load_start, "window_load_end": self.load_end}
 
 
 @dataclass
@@ -51,6 +63,7 @@ class LoopState:
     warmup_seconds: float = 0.0
     epoch_seconds: float = 0.0  # timed seconds of this epoch so far (all runs of the task added)
     epoch_joules: float | None = None
+    epoch_cpu_seconds: float = 0.0  # the process's CPU time in this epoch's timed steps
     first_losses: list[float] = field(default_factory=list)
     rows: list[dict[str, Any]] = field(default_factory=list)
     order: torch.Tensor | None = None  # this epoch's GLOBAL order (steps x batch), CPU

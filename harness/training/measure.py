@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from harness import timing
 from harness.paths import REPO_ROOT
 from harness.record.metrics import RANK_OPS
 
@@ -33,24 +34,30 @@ class SyncedTimer:
 
     def __init__(self, device: torch.device, monitor=None):
         self.device, self.monitor = device, monitor
-        self.seconds = 0.0
+        self.seconds = self.cpu_seconds = 0.0
         self.joules: float | None = None
+        self.load_start = self.load_end = None  # the machine's 1-minute load average at the edges
 
     def __enter__(self) -> SyncedTimer:
         synchronize(self.device)
         self._energy = self.monitor.mark_window(True) if self.monitor else None
+        self.load_start = timing.load_average()
+        self._cpu = time.process_time()
         self._start = time.perf_counter()
         return self
 
     def __exit__(self, *exc) -> None:
         synchronize(self.device)
         self.seconds = time.perf_counter() - self._start
+        self.cpu_seconds = time.process_time() - self._cpu  # user + system, every thread of the process
+        self.load_end = timing.load_average()
         energy = self.monitor.mark_window(False) if self.monitor else None
         if self._energy is not None and energy is not None:
             self.joules = (energy - self._energy) / 1000.0
 
 
-REDUCE = {"max": lambda t: t.max(dim=0).values, "sum": lambda t: t.sum(dim=0), "mean": lambda t: t.mean(dim=0)}
+REDUCE = {"max": lambda t: t.max(dim=0).values, "min": lambda t: t.min(dim=0).values,
+          "sum": lambda t: t.sum(dim=0), "mean": lambda t: t.mean(dim=0)}
 
 
 def over_ranks(accelerator, values: dict[str, float | int | None]) -> dict[str, float | int | None]:

@@ -26,6 +26,8 @@ class Span:
     steps: int  # steps run: fewer than asked when `stop` said so
     seconds: float | None  # wall time between the two synced edges, the slowest rank's; None untimed
     joules: float | None  # GPU energy over the span, all ranks; None where unknown or untimed
+    cpu_seconds: float | None = None  # CPU time over the span: the least-served rank's share x seconds x threads
+    loads: tuple[float | None, float | None] = (None, None)  # the load average at its two edges
 
 
 def run_steps(engine: Engine, batch_at: Callable[[int], torch.Tensor], start: int, end: int, *, timed: bool = True,
@@ -48,5 +50,11 @@ def run_steps(engine: Engine, batch_at: Callable[[int], torch.Tensor], start: in
             step += 1
     if not timed:
         return Span(step - start, None, None)
-    across = over_ranks(accelerator, {"window_seconds": clock.seconds, "energy_j": clock.joules})
-    return Span(step - start, across["window_seconds"], across["energy_j"])
+    threads = torch.get_num_threads()
+    share = clock.cpu_seconds / (clock.seconds * threads) if clock.seconds > 0 else None
+    across = over_ranks(accelerator, {"window_seconds": clock.seconds, "energy_j": clock.joules,
+                                      "window_cpu_share": share, "window_load_start": clock.load_start,
+                                      "window_load_end": clock.load_end})
+    share, seconds = across["window_cpu_share"], across["window_seconds"]
+    return Span(step - start, seconds, across["energy_j"], share * seconds * threads if share is not None else None,
+                (across["window_load_start"], across["window_load_end"]))

@@ -8,9 +8,18 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import torch
+from accelerate import Accelerator
+
 from harness.config import CellSettings
 from harness.record.metrics import energy_resolved
+from harness.timing import conditions as timing_conditions
+from harness.timing import load_average
+from harness.training import measure
+from harness.training.checkpoint import LoopState
+from harness.training.data import Splits
 from harness.training.telemetry import mfu, peak_flops
+from harness.training.threads import cores_owned
 
 
 def summarize(rows: list[dict[str, Any]], settings: CellSettings, first_losses: list[float], warmup_seconds: float,
@@ -55,6 +64,7 @@ def summarize(rows: list[dict[str, Any]], settings: CellSettings, first_losses: 
         "peak_flops": peak,
         "mfu": mfu(flops, timing["time_per_image_s"], peak, world),
         "final_noise_scale": last.get("noise_scale"),
+        **timing_conditions(rows, evals, cores_owned(), env.get("device_type", "cpu")),
     }
 
 
@@ -89,3 +99,38 @@ def _energy(window: list[float] | None, timing: dict[str, Any]) -> dict[str, flo
 
 def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
+
+
+def epoch_row(state: LoopState, settings, accelerator: Accelerator, correct: list[int], eval_seconds: float,
+              diagnostics_seconds: float, loss_sum: torch.Tensor, splits: Splits) -> dict[str, Any]:
+    """One epochs.csv row (record/metrics.py, level epoch) once `state.steps_done` counts the epoch;
+    `loss_sum` is this rank's summed step losses. The epoch's seconds and joules come from its
+    spans, already combined over ranks."""
+    steps_per_epoch, batch = settings.steps_per_epoch, settings.train.batch_size
+    timed_steps = steps_per_epoch - _warm_steps_in(state, settings)
+    across = measure.over_ranks(accelerator, {"train_loss": loss_sum.item() / steps_per_epoch,
+                                              "eval_seconds": eval_seconds, **measure.memory_peaks(accelerator.device),
+                                              "diagnostics_seconds": diagnostics_seconds})
+    return {
+        "epoch": state.epoch,
+        "train_loss": across["train_loss"],
+        "train_accuracy": correct[0] / min(settings.data.train_eval_size, splits.n_train),
+        "val_accuracy": correct[1] / splits.n_val,
+        "test_accuracy": correct[2] / splits.n_test,
+        "images_seen": state.steps_done * batch,
+        "optimizer_steps": state.steps_done,
+        "timed_steps": timed_steps,
+        **across,
+        "train_seconds": state.epoch_seconds if timed_steps else None,
+        "time_per_image_s": state.epoch_seconds / (timed_steps * batch) if timed_steps else None,
+        "energy_j": state.epoch_joules if timed_steps else None,
+        "cpu_share": state.epoch_cpu_seconds / (state.epoch_seconds * torch.get_num_threads())
+        if timed_steps and state.epoch_seconds > 0 else None,
+        "load_at_end": load_average(),
+    }
+
+
+def _warm_steps_in(state: LoopState, settings) -> int:
+    """How many of this epoch's steps were warm-up: the cell's first untimed_steps steps."""
+    before = min(settings.train.untimed_steps, (state.epoch - 1) * settings.steps_per_epoch)
+    return min(settings.train.untimed_steps - before, settings.steps_per_epoch)

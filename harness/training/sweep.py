@@ -8,7 +8,7 @@ from pathlib import Path
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
 
-from harness import plan
+from harness import plan, timing
 from harness.config import SweepConfig, flatten
 from harness.errors import EXIT_PREEMPTED
 from harness.record import locks, results
@@ -27,11 +27,13 @@ class Outcome:
 
 
 def run_sweep(config: SweepConfig, cells: list[plan.Cell], sweep_dir: Path, folders: dict[str, Path] | None,
-              quiet: bool, all_cells: list[plan.Cell], fail_fast: bool = False) -> Outcome:
-    """Train this process's share of `cells`; the caller (the CLI) then builds the report."""
+              quiet: bool, all_cells: list[plan.Cell], fail_fast: bool = False,
+              retrain: frozenset[str] = frozenset()) -> Outcome:
+    """Train this process's share of `cells`, the done ones in `retrain` again; the caller (the
+    CLI) then builds the report."""
     accelerator = make_accelerator(config, cells, sweep_dir)
     # Decided once, before any rank writes, so every rank agrees on what to train.
-    todo = [c for c in cells if not results.is_done(sweep_dir / c.id)]
+    todo = [c for c in cells if c.id in retrain or not results.is_done(sweep_dir / c.id)]
     # the data of every cell to train, on the device and tried, before anything is written
     device_data, environment = load_data(accelerator, folders, todo) if todo else (None, None)
     if accelerator.is_main_process:
@@ -39,6 +41,11 @@ def run_sweep(config: SweepConfig, cells: list[plan.Cell], sweep_dir: Path, fold
     progress = Progress(accelerator.is_main_process, quiet)
     if accelerator.is_main_process:
         keep_unreadable(todo, sweep_dir, progress)
+        for cell in (c for c in todo if c.id in retrain and results.is_done(sweep_dir / c.id)):
+            kept = results.set_aside(sweep_dir / cell.id, "retrained")
+            progress.message(f"{cell.id}: training it again (--retrain); its record is kept as {kept.name}")
+        if todo and (busy := timing.busy_now()) is not None:
+            progress.message(f"warning: {busy}")
     accelerator.wait_for_everyone()
     progress.message(f"sweep {config.name}: {len(cells)} cells, {len(cells) - len(todo)} already done, "
                      f"{accelerator.num_processes} process(es) on {accelerator.device}")

@@ -210,7 +210,7 @@ def _import(where: str, role: str):
         if name not in sys.modules:
             folder = str(Path(where).parent)
             if folder not in sys.path:
-                sys.path.insert(0, folder)  # the user's file may import its neighbours
+                sys.path.append(folder)  # its neighbours, after every installed module (an html.py there stays its own)
             spec = importlib.util.spec_from_file_location(name, where)
             module = importlib.util.module_from_spec(spec)
             sys.modules[name] = module
