@@ -8,6 +8,7 @@ data, train); it is stored whole in each result.json and hashed into the cell id
 from __future__ import annotations
 
 import re
+import stat
 from pathlib import Path
 from typing import Any, Literal
 
@@ -41,6 +42,7 @@ UNSWEEPABLE = {"train.mixed_precision": "launch one run per precision instead"}
 
 
 MAX_SEED = 2**32 - 1
+MAX_BATCH, MAX_EPOCHS, MAX_EPOCH_EXAMPLES = 2**24, 10**6, 2**31 - 1
 
 
 class _Frozen(BaseModel):
@@ -68,9 +70,11 @@ class DataSettings(_Frozen):
 
 
 class TrainSettings(_Frozen):
-    batch_size: Count = Field(64, ge=1, description="GLOBAL batch: each of P processes takes B/P")
-    epochs: Count = Field(5, ge=1)
-    images_per_epoch: Count | None = Field(None, ge=1, description="default: the whole training split")
+    batch_size: Count = Field(64, ge=1, le=MAX_BATCH, description="GLOBAL batch: each of P processes takes B/P")
+    epochs: Count = Field(5, ge=1, le=MAX_EPOCHS)
+    # an epoch's order of example indices is drawn whole (8 bytes each): 2^31 of them are 16 GiB
+    images_per_epoch: Count | None = Field(None, ge=1, le=MAX_EPOCH_EXAMPLES,
+                                           description="default: the whole training split")
     sampling: Literal["shuffle", "with_replacement"] = "shuffle"
     seed: Count = Field(0, ge=0, le=MAX_SEED)
     # the cell's first steps, run outside the clock of time per example (allocations, kernel choice);
@@ -319,10 +323,20 @@ def is_setting(key: str) -> bool:
     return key in setting_keys() or bool(OPTION.fullmatch(key))
 
 
+def _kind_of(path: Path) -> str:
+    mode = path.stat().st_mode
+    kinds = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+    return next((name for test, name in kinds if test(mode)), "not a file")
+
+
 def load_config(path: str | Path, overrides: list[str] = ()) -> SweepConfig:
     """Read a YAML file, apply `key=value` overrides, validate; ConfigError names the bad field."""
     path = Path(path)
     try:
+        if path.exists() and not path.is_file():  # a FIFO blocks, a device reads without end or as nothing
+            raise ConfigError(f"config file {path} is not a regular file ({_kind_of(path)}); pass --config with a "
+                              f"YAML file")
         if path.stat().st_size > yamlsafe.MAX_BYTES:  # refused before it is read
             raise ConfigError(f"{path}: {path.stat().st_size:,} bytes; a config may have at most "
                               f"{yamlsafe.MAX_BYTES:,} (1 MiB): it lists a sweep, not data")

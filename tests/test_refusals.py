@@ -29,6 +29,9 @@ BAD_CONFIGS = {
     "a boolean learning rate": (["--set", "optim.lr=true"], "optim.lr: a boolean is not a number"),
     "seed 1e23": (["--set", "train.seed=1e23"], "train.seed: Input should be a valid integer"),
     "unknown tracker": (["--set", "log_with=[bogus]"], "log_with.0: Input should be"),
+    "2^64 images per epoch": (["--set", "train.images_per_epoch=18446744073709551616"],
+                              "train.images_per_epoch: Input should be less than or equal to 2147483647"),
+    "a count beyond 2^53": (["--set", "checks.first_step=100000000000000000"], "checks.first_step: Input should be"),
     "a control character": (["--set", "train.epochs=\x01"], "--set train.epochs: value '\\x01' holds a control"),
     "base-60 epochs (YAML 1.1)": (["--set", "train.epochs=12:30"], "train.epochs: Input should be a valid integer"),
 }
@@ -42,6 +45,18 @@ def test_a_bad_value_is_one_line_before_anything_is_written(tmp_path, case, comm
     proc = harness(*command.split(), "--config", str(config), "--results-dir", str(tmp_path / "r"), *args,
                    *(["--dry-run"] if command == "slurm submit" else []))
     assert expected in one_line_error(proc) and not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("kind", ["a FIFO", "a character device", "the null device", "a folder"])
+def test_a_config_that_is_not_a_regular_file_is_refused_without_reading_it(tmp_path, kind):
+    """A FIFO would block, /dev/zero read without end, /dev/null read as an empty config."""
+    where = {"a character device": "/dev/zero", "the null device": "/dev/null", "a folder": str(tmp_path)}.get(kind)
+    if where is None:
+        where = str(tmp_path / "fifo")
+        os.mkfifo(where)
+    for command in ("plan", "run"):
+        line = one_line_error(harness(command, "--config", where, "--results-dir", str(tmp_path / "r"), timeout=120))
+        assert f"config file {where} is not a regular file (" in line and not (tmp_path / "r").exists()
 
 
 def test_a_control_character_in_a_config_file_is_one_line(tmp_path):
