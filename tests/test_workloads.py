@@ -248,7 +248,21 @@ def build_flaky(options):
                     raise RuntimeError("size of tensor a (64) must match the size of tensor b (32)")
             return super().forward(x)
     return Flaky(8, 3)
+def build_quitting(options):
+    class Quitting(torch.nn.Linear):
+        calls = 0
+        def forward(self, x):
+            if torch.is_grad_enabled():
+                Quitting.calls += 1
+                if Quitting.calls > 3:
+                    import sys
+                    sys.exit(0)
+            return super().forward(x)
+    return Quitting(8, 3)
 '''
+LOSS = "def loss(outputs, targets):\n    return torch.nn.functional.cross_entropy(outputs, targets)\n"
+OWN = {"model": "mine.py:build", "data": "mine.py:load", "metric": "mine.py:metric", "loss": "mine.py:loss"}
+EXIT = "\n    import sys; sys.exit(0)"
 BAD = [  # (what the config names or the file says, the one line it must give)
     ({"model": "nowhere.py:build", "data": "nowhere.py:load"}, "", "nowhere.py does not exist"),
     ({"model": "mine.py:buidl", "data": "mine.py:load"}, GOOD,
@@ -282,6 +296,10 @@ BAD = [  # (what the config names or the file says, the one line it must give)
     ({"model": "mine.py:build", "data": "mine.py:load_mixed"}, MORE,
      "returned 'test' inputs as shape (50, 8) but 'train' inputs as {'input_ids': shape (150, 8), 'attention_mask': "
      "shape (150, 8)}; give every split the same structure (keys, nesting)"),
+    (OWN, "import sys; sys.exit(0)\n" + GOOD + LOSS, "workload.model: importing"),
+    *[(OWN, (GOOD + LOSS).replace(anchor, anchor + EXIT), f"mine.py:{role} called sys.exit(0)")
+      for role, anchor in (("build", "def build(options):"), ("load", "def load(options):"),
+                           ("metric", "def metric(outputs, targets):"), ("loss", "def loss(outputs, targets):"))],
 ]
 
 
@@ -289,7 +307,9 @@ BAD = [  # (what the config names or the file says, the one line it must give)
                                                              "not a pair", "labels", "scalar metric", "raises",
                                                              "token targets, default metric",
                                                              "float targets, default loss", "metric not finite",
-                                                             "metric out of [0, 1]", "dict and tensor inputs"])
+                                                             "metric out of [0, 1]", "dict and tensor inputs",
+                                                             "sys.exit(0) on import", "in build", "in load",
+                                                             "in metric", "in loss"])
 def test_a_workload_that_answers_wrong_is_one_line_and_writes_nothing(tmp_path, named, source, message):
     if source:
         (tmp_path / "mine.py").write_text(source)
@@ -320,11 +340,14 @@ def test_a_loss_that_ignores_the_outputs_is_a_warning_before_training(tmp_path):
     assert proc.returncode == 0, proc.stderr  # a warning: the user may mean it
 
 
-def test_when_every_cell_fails_the_answer_says_so_with_the_first_error(tmp_path):
-    """The model raises on its 4th training step in every cell: `run` and `status` exit 1, and the
-    answer line gives the first cell's error, not advice about epochs."""
+@pytest.mark.parametrize("builder, error", [
+    ("build_flaky", "size of tensor a (64) must match the size of tensor b (32)"),
+    ("build_quitting", "sys.exit(0) was called while the cell trained")], ids=["raises", "sys.exit(0)"])
+def test_when_every_cell_fails_the_answer_says_so_with_the_first_error(tmp_path, builder, error):
+    """The model raises (or calls sys.exit(0)) on its 4th training step in every cell: `run` and
+    `status` exit 1, and the answer line gives the first cell's error, not advice about epochs."""
     (tmp_path / "mine.py").write_text(MORE)
-    config = write_config(tmp_path, {"name": "broken", "workload": {"model": "mine.py:build_flaky",
+    config = write_config(tmp_path, {"name": "broken", "workload": {"model": f"mine.py:{builder}",
                                                                     "data": "mine.py:load"},
                                      "data": {"val_size": 20, "train_eval_size": 20},
                                      "sweep": {"train.batch_size": [8, 16]}, "train": {"epochs": 1}})
@@ -333,7 +356,7 @@ def test_when_every_cell_fails_the_answer_says_so_with_the_first_error(tmp_path)
     answer = run.stdout.strip().splitlines()[-1]
     assert run.returncode == 1, run.stderr
     assert answer.startswith("no sweet spot: every cell failed (2 of 2); the first: bs8-seed0-"), answer
-    assert "size of tensor a (64) must match the size of tensor b (32)" in answer and "train.epochs" not in answer
+    assert error in answer and "train.epochs" not in answer
     status = harness("status", str(results / "broken"))
     assert status.returncode == 1 and "2 of 2 cells failed; the first: bs8-seed0-" in status.stdout, status.stdout
 

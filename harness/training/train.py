@@ -35,11 +35,13 @@ def run_cell(cell: Cell, ctx: RunContext, sweep_dir: Path) -> str:
         status, summary = CellRun(cell, ctx, course, cell_dir).run()
     except HarnessError:
         raise  # the results folder itself failed (disk full...): stop the sweep with one line
-    except Exception as exc:  # noqa: BLE001 - the cell fails; the record says why; the sweep goes on
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - the cell fails; the record says why; the sweep goes on
         # Accelerate's test for an allocation failure (CUDA, XPU, MPS, the CPU allocator): recorded as
         # oom, never answered by shrinking the batch, which would change the cell
         status, summary = ("oom" if should_reduce_batch_size(exc) else "failed"), None
-        error = f"{type(exc).__name__}: {exc}"
+        error = f"{type(exc).__name__}: {exc}" if not isinstance(exc, SystemExit) else (
+            f"SystemExit: sys.exit({exc.code!r}) was called while the cell trained (the workload's code: its "
+            f"forward, loss or metric); a workload returns its answer or raises")
         if main:
             results.write_atomic(cell_dir / "traceback.txt", traceback.format_exc())
         exc.__traceback__ = None  # drop the frames that hold the model and optimizer

@@ -72,7 +72,7 @@ class Workload:
         """Run the user's code; any exception becomes one line naming the role and where it broke."""
         try:
             return fn(*args)
-        except Exception as exc:  # noqa: BLE001 - the user's code may raise anything: one line naming it
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - the user's code may raise anything: one line naming it
             raise failure(f"workload.{role}: {self.specs.get(role, self.label)}", exc) from None
 
     def train_loss(self, outputs: Any, targets: Tree) -> torch.Tensor:
@@ -130,8 +130,11 @@ def _token_mean(values: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 def failure(where: str, exc: BaseException) -> WorkloadError:
     frames = traceback.extract_tb(exc.__traceback__)
     last = f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno} in {frames[-1].name})" if frames else ""
-    text = " ".join(str(exc).split())[:200]
     details = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    if isinstance(exc, SystemExit):  # exit 0 would read as success: said, never obeyed
+        return WorkloadError(f"{where} called sys.exit({exc.code!r}){last}; a workload's function returns its "
+                             f"answer or raises, it does not end the process", details)
+    text = " ".join(str(exc).split())[:200]
     return WorkloadError(f"{where} raised {type(exc).__name__}: {text}{last}; --debug shows the whole traceback",
                          details)
 
@@ -220,7 +223,7 @@ def _import(where: str, role: str):
                 del sys.modules[name]
                 raise
         return sys.modules[name]
-    except Exception as exc:  # noqa: BLE001 - a module that is not there, or the user's file failing as it loads
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - not there, or the user's file failing as it loads
         raise failure(f"workload.{role}: importing {where}", exc) from None
 
 
