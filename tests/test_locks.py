@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import harness, read_json, write_config
+from conftest import DATA_DIR, HARNESS, harness, read_json, write_config
 from hostile import JSON_VALUES, ONE, golden_folder
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -93,6 +94,36 @@ def test_a_run_that_leaves_cells_to_a_live_holder_says_so(tmp_path):
         holder.kill()
     assert proc.returncode == 0
     assert f"1 cell(s) not trained here: another live process holds them ({cell_id})" in proc.stdout
+
+
+def test_a_trainer_paused_past_its_lease_stops_without_writing_once_another_run_took_its_cell(tmp_path):
+    """Run A is paused (SIGSTOP) mid-cell and its lock left unrenewed past the lease (its mtime
+    set back: what 300 s of pause does); run B takes the cell over and finishes it. A, resumed,
+    finds at its next epoch end that the lock is no longer its own and stops: B's record stands."""
+    config = write_config(tmp_path, {**ONE, "name": "paused", "train": {**ONE["train"], "epochs": 12,
+                                                                         "images_per_epoch": 2560}})
+    args = ("run", "--config", str(config), "--results-dir", str(tmp_path / "r"), "--no-report")
+    env = {**os.environ, "HARNESS_DATA_DIR": str(DATA_DIR)}
+    first = subprocess.Popen([str(HARNESS), *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 600
+        while not list((tmp_path / "r" / "paused").glob("*/epochs.csv")) and time.monotonic() < deadline:
+            assert first.poll() is None, first.communicate()
+            time.sleep(0.05)
+        first.send_signal(signal.SIGSTOP)
+        (cell,) = [p.parent for p in (tmp_path / "r" / "paused").glob("*/epochs.csv")]
+        long_ago = time.time() - locks.LEASE_S - 60
+        os.utime(cell / locks.NAME, (long_ago, long_ago))
+        second = harness(*args, timeout=900)
+        assert second.returncode == 0 and read_json(cell / "result.json")["status"] == "done", second.stderr[-2000:]
+        written = {name: (cell / name).read_bytes() for name in ("result.json", "epochs.csv", "evals.csv")}
+    finally:
+        first.send_signal(signal.SIGCONT)
+    out, err = first.communicate(timeout=600)
+    assert first.returncode == 0, err[-2000:]
+    assert f"{cell.name}: its lock was taken over at step" in out and "stopped without writing" in out, out[-2000:]
+    assert {name: (cell / name).read_bytes() for name in written} == written  # B's record, tables as B left them
+    assert not (cell / locks.NAME).exists()  # B released it; A took nothing back
 
 
 def test_a_lock_naming_a_live_pid_that_no_longer_renews_is_taken_over(tmp_path):

@@ -201,6 +201,23 @@ def renew(cell_dir: Path) -> None:
             pass
 
 
+class LockLost(Exception):
+    """This process no longer holds the cell it trains: another took the lock over (this one was
+    paused or stalled past LEASE_S without renewing). It must stop without writing there."""
+
+
+def lost(cell_dir: Path) -> bool:
+    """Whether this process took the cell's lock and the lock there is no longer its own (False
+    where it never took one: nothing to lose)."""
+    if cell_dir not in _held:
+        return False
+    try:
+        record, _ = _read(cell_dir / NAME)
+    except ResultsError:
+        return True
+    return not record or record.get("token") != _held[cell_dir]
+
+
 def release(cell_dir: Path) -> None:
     record, _ = _read(cell_dir / NAME)
     if record is not None and record.get("token") == _held.pop(cell_dir, None):

@@ -19,12 +19,13 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import broadcast_object_list
 
 from harness import checks
 from harness.config import CheckSettings
 from harness.plan import Cell
 from harness.quality import unit_of
-from harness.record import faults, results
+from harness.record import faults, locks, results
 from harness.record.metrics import DIAGNOSTIC_COLUMNS, STEP_NORM_COLUMNS
 from harness.training import checkpoint, diagnostics, measure, workloads
 from harness.training.checkpoint import LoopState, Window
@@ -246,6 +247,7 @@ class CellRun:
             return
         state.steps_done, state.step = state.steps_done + settings.steps_per_epoch, 0
         if self.course.records:
+            self.ensure_held()
             self.record_epoch()
         state.epoch, state.order, self.order = state.epoch + 1, None, None
         if self.course.records and not self.finished:  # a kill from here on resumes at this epoch's end
@@ -287,6 +289,17 @@ class CellRun:
                                     measured[-1] if measured else None, self.settings.train.diagnostics_budget,
                                     final=state.epoch == self.settings.train.epochs)
 
+    def ensure_held(self) -> None:
+        """Before the cell's folder is written: it is still this run's (record/locks.py), as the
+        main process finds it; every rank stops together where it is not."""
+        lost = [locks.lost(self.cell_dir) if self.accelerator.is_main_process else None]
+        if self.accelerator.num_processes > 1:
+            broadcast_object_list(lost, from_process=0)
+        if lost[0]:
+            raise locks.LockLost(f"{self.cell.id}: its lock was taken over at step {self.state.global_step:,} (this "
+                                 f"process did not renew it for {locks.LEASE_S:.0f} s: paused or stalled); stopped "
+                                 "without writing: the run that took it over records the cell")
+
     def checkpoint(self) -> None:
         """Everything needed to resume at this step (training/checkpoint.py), one file per rank."""
         state, engine = self.state, self.engine
@@ -301,6 +314,7 @@ class CellRun:
         """Asked to stop mid-epoch (USR1/TERM): a grid cell checkpoints to resume at this step."""
         self.state.preemptions += 1
         if self.course.records:
+            self.ensure_held()
             self.checkpoint()
         return "preempted", {"preemptions": self.state.preemptions, "checkpoint_step": self.state.global_step}
 

@@ -67,9 +67,9 @@ def run_sweep(config: SweepConfig, cells: list[plan.Cell], sweep_dir: Path, fold
         ctx = RunContext(accelerator=accelerator, splits=device_data.for_cell(cell), progress=progress, stop=stop,
                          checks=config.checks, environment=environment)
         status = train_if_free(cell, ctx, sweep_dir)
-        if status == "held":
+        if status in ("held", "lost"):  # lost: taken over while this run trained it (it said so)
             held.append(cell.id)
-        if status in (None, "held"):
+        if status in (None, "held", "lost"):
             continue
         statuses[cell.id] = status
         if status == "failed" and fail_fast:

@@ -13,7 +13,7 @@ from accelerate.utils.memory import release_memory, should_reduce_batch_size
 
 from harness.errors import HarnessError
 from harness.plan import Cell
-from harness.record import results
+from harness.record import locks, results
 from harness.training import threads
 from harness.training.cell_run import CellRun, Course, RunContext
 
@@ -35,6 +35,9 @@ def run_cell(cell: Cell, ctx: RunContext, sweep_dir: Path) -> str:
         status, summary = CellRun(cell, ctx, course, cell_dir).run()
     except HarnessError:
         raise  # the results folder itself failed (disk full...): stop the sweep with one line
+    except locks.LockLost as exc:  # another run took the cell over: its folder is not this run's to write
+        ctx.progress.message(str(exc))
+        return "lost"
     except (Exception, SystemExit) as exc:  # noqa: BLE001 - the cell fails; the record says why; the sweep goes on
         # Accelerate's test for an allocation failure (CUDA, XPU, MPS, the CPU allocator): recorded as
         # oom, never answered by shrinking the batch, which would change the cell
@@ -50,6 +53,10 @@ def run_cell(cell: Cell, ctx: RunContext, sweep_dir: Path) -> str:
         record.update(preempted_utc=results.utc_now(), **summary)
     else:
         record = results.finish_record(record, status, summary, results.utc_now(), error)
+    if main and locks.lost(cell_dir):
+        ctx.progress.message(f"{cell.id}: its lock was taken over while it trained; stopped without writing its "
+                             f"record: the run that took it over records the cell")
+        return "lost"
     if main:
         results.write_result(cell_dir, record)
     return status
