@@ -24,7 +24,7 @@ from typing import NamedTuple
 
 from harness import plan
 from harness.config import SweepConfig, flatten
-from harness.errors import EXIT_PREEMPTED, ConfigError, HarnessError, ResultsError, StopRequested
+from harness.errors import EXIT_PREEMPTED, ConfigError, HarnessError, Interrupted, ResultsError, StopRequested
 from harness.parser import build_parser
 from harness.paths import REPO_ROOT
 from harness.record import documents, files, locks, results
@@ -362,6 +362,10 @@ def main(argv: list[str] | None = None, prog: str = "harness") -> int:
             one_line = str(exc).replace("\n", " ")  # a value the user typed may hold a newline
             print(f"harness: {'stopped' if stopped else 'error'}: {one_line}", file=sys.stderr)
         return EXIT_PREEMPTED if stopped else 2
+    except Interrupted as exc:  # a second SIGTERM ended a hung step (training/preemption.py)
+        if os.environ.get("RANK", "0") == "0":
+            print(f"harness: stopped: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

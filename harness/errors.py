@@ -23,3 +23,9 @@ class ResultsError(HarnessError):
 class StopRequested(HarnessError):
     """Asked to stop (USR1/TERM) where nothing can be resumed (predict's short runs): the command
     leaves with EXIT_PREEMPTED and one line."""
+
+
+class Interrupted(BaseException):
+    """A second SIGTERM while a step had not returned (a hung loss, a sleep): the step is abandoned
+    and the cell recorded as failed, interrupted. A BaseException, so that the user's `except
+    Exception` around the code that hangs does not swallow it."""

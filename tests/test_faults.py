@@ -148,6 +148,56 @@ def test_four_array_tasks_running_the_same_plan_train_each_cell_once(slurm, tmp_
     assert len(list(sweep.glob("*/result.json"))) == 4
 
 
+HANGS = """
+import pathlib, time
+import torch
+def build(options):
+    return torch.nn.Linear(8, 3)
+def load(options):
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(400, 8, generator=g), torch.randint(3, (400,), generator=g)
+    return {"train": (x[:300], y[:300]), "test": (x[300:], y[300:])}
+calls = 0
+def loss(outputs, targets):
+    global calls
+    calls += 1 if torch.is_grad_enabled() else 0
+    if calls > 5:  # the 6th training step never returns, and its author swallows what it can
+        pathlib.Path(__file__).with_name("hung").touch()
+        while True:
+            try:
+                time.sleep(3600)
+            except Exception:
+                pass
+    return torch.nn.functional.cross_entropy(outputs, targets)
+"""
+
+
+def test_a_second_sigterm_ends_a_hung_step_and_records_the_cell_interrupted(tmp_path):
+    """The first SIGTERM asks for a stop at the next step, which never comes; the second ends the
+    step: the cell is recorded failed ("interrupted: ..."), the run exits 1 with one line."""
+    (tmp_path / "mine.py").write_text(HANGS)
+    config = write_config(tmp_path, {"name": "hangs", "workload": {"model": "mine.py:build", "data": "mine.py:load",
+                                                                   "loss": "mine.py:loss"},
+                                     "data": {"val_size": 50, "train_eval_size": 50}, "train": {"batch_size": 10}})
+    proc = subprocess.Popen([str(HARNESS), "run", "--config", str(config), "--results-dir", str(tmp_path / "r")],
+                            env={**os.environ, "HARNESS_DATA_DIR": str(DATA_DIR)}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not (tmp_path / "hung").exists() and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(3)
+    assert proc.poll() is None  # the first asks, and the step does not return
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1 and err.count("\n") == 1, (proc.returncode, err[-2000:])
+    assert err.startswith("harness: stopped: a second SIGTERM arrived before the step in progress returned")
+    (record,) = statuses(tmp_path / "r" / "hangs").values()
+    assert record["status"] == "failed" and record["error"].startswith("interrupted: a second SIGTERM"), record
+    assert not list((tmp_path / "r" / "hangs").glob("*/lock"))  # released on the way out
+
+
 def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
     from harness.record import locks
 

@@ -1,7 +1,12 @@
 """Stop requests: Slurm's warning signal (USR1) or SIGTERM ask a cell to checkpoint and exit.
 
-The handler only sets a flag; the step loop looks at it between steps, so the current step always
-finishes. With several processes the ranks must stop at the same step: they agree through one
+The handler only sets a flag; the step loop looks at it between steps, so the current step
+finishes. A step that never returns (a hung loss) is ended by a second SIGTERM: the handler then
+raises Interrupted inside it, the cell is recorded as failed ("interrupted: ...") and the run
+exits 1; from then on SIGTERM has its default action, so a third one ends the process where the
+user's code caught even that. A step stuck inside one C call that holds the interpreter runs no
+Python handler until it returns: SIGKILL ends it, and the next run takes the cell over (its
+holder is dead) from its last checkpoint. With several processes the ranks must stop at the same step: they agree through one
 all-reduce every AGREE_EVERY steps (and nowhere else), which keeps syncs out of the hot loop.
 """
 
@@ -11,6 +16,8 @@ import signal
 
 import torch
 from accelerate import Accelerator
+
+from harness.errors import Interrupted
 
 AGREE_EVERY = 100
 
@@ -26,6 +33,10 @@ class StopRequest:
         return self
 
     def _handle(self, signum, frame) -> None:
+        if self.flag and signum == signal.SIGTERM and self.signal_name == "SIGTERM":
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            raise Interrupted("a second SIGTERM arrived before the step in progress returned (it hung: a loss, "
+                              "forward or data call that does not return); the step was abandoned")
         self.flag = True
         self.signal_name = signal.Signals(signum).name
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from accelerate.utils.memory import release_memory, should_reduce_batch_size
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, Interrupted
 from harness.plan import Cell
 from harness.record import locks, results
 from harness.training import threads
@@ -35,6 +35,13 @@ def run_cell(cell: Cell, ctx: RunContext, sweep_dir: Path) -> str:
         status, summary = CellRun(cell, ctx, course, cell_dir).run()
     except HarnessError:
         raise  # the results folder itself failed (disk full...): stop the sweep with one line
+    except Interrupted as exc:  # a second SIGTERM ended a step that hung: recorded, then the run stops
+        status, summary, error = "failed", None, f"interrupted: {exc}"
+        ctx.progress.message(f"{cell.id}: {error}")
+        record = results.finish_record(record, status, summary, results.utc_now(), error)
+        if main:
+            results.write_result(cell_dir, record)
+        raise
     except locks.LockLost as exc:  # another run took the cell over: its folder is not this run's to write
         ctx.progress.message(str(exc))
         return "lost"
