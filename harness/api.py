@@ -24,7 +24,7 @@ from typing import Any
 
 import pandas as pd
 
-from harness.record import results
+from harness.record import documents, results
 from harness.spec import SweepSpec
 
 
@@ -40,13 +40,15 @@ class SweepResult:
 
 
 def sweep(spec: SweepSpec | Any = None, data: Any = None, *, quiet: bool = True, report: bool = True,
-          **keywords: Any) -> SweepResult:
+          force: bool = False, **keywords: Any) -> SweepResult:
     """Train every cell not yet done, write the report, return the answer. `spec` is a SweepSpec,
-    or the model of SweepSpec.from_keywords (with `data` and its other keywords)."""
+    or the model of SweepSpec.from_keywords (with `data` and its other keywords). A results folder
+    holds one config: another one is refused (ConfigError) unless `force` (as `harness run --force`)."""
     from harness.report.page import build_report
     from harness.training.sweep import run_sweep
 
     spec = _spec(spec, data, keywords)
+    documents.check_one_config(spec.sweep_dir, spec.config, force, "or force=True to replace its plan.json")
     results.check_writable(spec.sweep_dir)
     run_sweep(spec.config, spec.cells, spec.sweep_dir, _folders(spec), quiet=quiet, all_cells=spec.cells)
     page = spec.sweep_dir / "report.html" if report else None
@@ -64,6 +66,8 @@ def predict(spec: SweepSpec | Any = None, data: Any = None, *, force: bool = Fal
 
     spec = _spec(spec, data, keywords)
     runs.check_grid(spec.config, spec.cells)
+    documents.check_one_config(spec.sweep_dir, spec.config, False, "or harness.sweep(..., force=True) with this spec "
+                               "first to replace its plan.json")
     results.check_writable(spec.sweep_dir)
     return runs.predict_sweep(spec.config, spec.cells, spec.sweep_dir, _folders(spec), Progress(True, True), force)
 

@@ -23,12 +23,11 @@ from pathlib import Path
 from typing import NamedTuple
 
 from harness import plan
-from harness.config import SweepConfig, flatten
+from harness.config import SweepConfig
 from harness.errors import EXIT_PREEMPTED, ConfigError, HarnessError, Interrupted, ResultsError, StopRequested
 from harness.parser import build_parser
 from harness.paths import REPO_ROOT
 from harness.record import documents, files, locks, results
-from harness.record.schema import Invalid
 from harness.spec import SweepSpec
 from harness.training import images
 
@@ -55,7 +54,7 @@ def slurm_submit_command(args) -> Outcome:
     if min(args.gpus_per_task, args.nodes) < 1 or (args.max_parallel is not None and args.max_parallel < 1):
         raise ConfigError("--gpus-per-task, --nodes and --max-parallel must be >= 1")
     config, cells, sweep_dir = load_plan(args)
-    check_one_config(sweep_dir, config, args.force)
+    documents.check_one_config(sweep_dir, config, args.force)
     processes = args.gpus_per_task * args.nodes
     awkward = [c for c in cells if c.batch_size % processes]
     if awkward:  # every such task would fail at launch: refuse now, before submitting anything
@@ -229,6 +228,8 @@ def predict_command(args) -> Outcome:
 
     config, cells, sweep_dir = load_plan(args)
     runs.check_grid(config, cells)
+    documents.check_one_config(sweep_dir, config, False, "or `harness run --force` with this config first to replace "
+                               "its plan.json (predict's --force is for its doubts)")
     results.check_writable(sweep_dir)
     folders = images.data_folders({c.settings.dataset for c in cells}, args.data_dir)
     main_process = os.environ.get("RANK", "0") == "0"
@@ -257,7 +258,7 @@ def run_command(args) -> Outcome:
     if args.array_index is not None:
         check_against_plan(sweep_dir, args.array_index, cells[0])
     else:  # a Slurm task trains what was submitted, checked above
-        check_one_config(sweep_dir, config, getattr(args, "force", False))
+        documents.check_one_config(sweep_dir, config, getattr(args, "force", False))
     results.check_readable(sweep_dir, "--results-dir")
     results.check_writable(sweep_dir)
     folders = images.data_folders({c.settings.dataset for c in cells}, args.data_dir)
@@ -274,41 +275,6 @@ def _retrain_ids(text: str | None, cells: list[plan.Cell]) -> frozenset[str]:
         raise ConfigError(f"--retrain: cell {unknown[0]} is not among the cells this run trains; list ids from "
                           f"`harness plan` (and --cells, where given)")
     return frozenset(wanted)
-
-
-# what may change between runs into one folder: the grid's values (extending it), how the report
-# reads it, and the launch's threads; anything else trains other cells than the folder's
-MAY_CHANGE = ("sweep.", "report.", "train.threads", "checks.", "predict.", "log_with")
-
-
-def check_one_config(sweep_dir: Path, config: SweepConfig, force: bool) -> None:
-    """A folder holds one config: refused (one line) when its plan.json was made from another,
-    naming the keys that differ, unless `force`."""
-    try:
-        old = documents.read_plan(sweep_dir / "plan.json")["config"]
-    except Invalid:
-        return  # none yet, or not believable: this run writes it
-    old = _as_read_now(old)
-    new = json.loads(json.dumps(config.model_dump(mode="json")))
-    flat_old, flat_new = ({k: json.dumps(v, sort_keys=True) for k, v in flatten(c).items()} for c in (old, new))
-    swept = set(old.get("sweep") or {}) | set(new.get("sweep") or {})  # swept in either, or pinned: the grid
-    differing = [k for k in sorted(set(flat_old) | set(flat_new))
-                 if flat_old.get(k) != flat_new.get(k) and not k.startswith(MAY_CHANGE) and k not in swept]
-    if differing and not force:
-        shown = ", ".join(f"{k}: {flat_old.get(k, 'absent')[:40]} -> {flat_new.get(k, 'absent')[:40]}"
-                          for k in differing[:4])
-        raise ConfigError(f"{sweep_dir} holds sweep {config.name} planned with another config ({shown}"
-                          f"{', ...' if len(differing) > 4 else ''}); use another --results-dir, or --force to replace "
-                          f"its plan.json (its cells stay)")
-
-
-def _as_read_now(planned: dict) -> dict:
-    """A plan's config as this harness reads it: a setting added since has its default, a renamed
-    one its new name, so that only what the user changed differs."""
-    try:
-        return json.loads(json.dumps(SweepConfig.model_validate(planned).model_dump(mode="json")))
-    except (ValueError, TypeError):  # pydantic's ValidationError is a ValueError: compare it as written
-        return planned
 
 
 def check_against_plan(sweep_dir: Path, index: int, cell: plan.Cell) -> None:

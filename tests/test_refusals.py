@@ -14,7 +14,10 @@ from conftest import DATA_DIR, HARNESS, harness, snapshot, write_config
 from hostile import ONE, golden_folder, one_line_error
 from records import epoch_rows, write_cell
 
+import harness as harness_api
+from harness import SweepSpec
 from harness.analysis.collect import collect
+from harness.errors import ConfigError
 
 # Root reads anything; these drop that power so file permissions apply (the process stays root).
 NO_OVERRIDE = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-dac_override,-dac_read_search"]
@@ -213,6 +216,14 @@ def test_a_second_config_into_one_folder_is_refused_and_forced_cells_are_kept_ap
     assert "planned with another config (model.activation: \"relu\" -> \"softplus\", train.untimed_steps: 3 -> 2)" \
         in line and "--force" in line
     assert (results / "small" / "plan.json").read_bytes() == plan_before
+    # predict's --force vouches for its doubts, never for another config; nor does harness.sweep
+    lr = ["--set", "optim.lr=1e-2"]
+    line = one_line_error(harness("predict", "--config", str(config), "--results-dir", str(results), "--verify",
+                                  "--force", *lr, "--set", "sweep.train.batch_size=[64,128,256]"))
+    assert "planned with another config (optim.lr: 0.001 -> 0.01)" in line and "predict's --force" in line
+    with pytest.raises(ConfigError, match=r"planned with another config \(optim.lr: 0.001 -> 0.01\)"):
+        harness_api.sweep(SweepSpec.from_config(config, ["optim.lr=1e-2"], results_dir=results))
+    assert (results / "small" / "plan.json").read_bytes() == plan_before and len(collect([results]).cells) == 1
     # extending the grid is the same config
     wider = harness("run", "--config", str(config), "--results-dir", str(results), "--no-report",
                     "--set", "sweep.train.batch_size=[256,512]")

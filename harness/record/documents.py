@@ -11,12 +11,16 @@ that decides something must be finite and in its range: a batch size an integer 
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 from typing import Annotated, Any
 
 from annotated_types import Len
 from pydantic import BaseModel, Field, StrictBool, StrictInt, StrictStr
 
+from harness.config import SweepConfig, flatten
+from harness.errors import ConfigError
 from harness.plan import PLAN_SCHEMA_VERSION
 from harness.record.schema import Count, Finite, Invalid, Positive, Swept, _Open, read_document
 
@@ -136,3 +140,45 @@ def _read(path: Path, model: type[BaseModel], newest: int, notes: list[str] | No
         notes.append(f"{path} has keys this harness does not know ({', '.join(extra)[:120]}): a newer harness "
                      f"wrote it; read without them")
     return document
+
+
+# what may change between runs into one folder: the grid's values (extending it), how the report
+# reads it, and the launch's threads; anything else trains other cells than the folder's
+MAY_CHANGE = ("sweep.", "report.", "train.threads", "checks.", "predict.", "log_with")
+
+
+def check_one_config(sweep_dir: Path, config: SweepConfig, force: bool,
+                     fix: str = "or --force to replace its plan.json (its cells stay)") -> None:
+    """A folder holds one config: refused (one line) when its plan.json was made from another,
+    naming the keys that differ, unless `force`."""
+    try:
+        old = read_plan(sweep_dir / "plan.json")["config"]
+    except Invalid:
+        return  # none yet, or not believable: this run writes it
+    old = _as_read_now(old)
+    new = json.loads(json.dumps(config.model_dump(mode="json")))
+    flat_old, flat_new = ({k: _code_by_name(json.dumps(v, sort_keys=True)) for k, v in flatten(c).items()}
+                          for c in (old, new))
+    swept = set(old.get("sweep") or {}) | set(new.get("sweep") or {})  # swept in either, or pinned: the grid
+    differing = [k for k in sorted(set(flat_old) | set(flat_new))
+                 if flat_old.get(k) != flat_new.get(k) and not k.startswith(MAY_CHANGE) and k not in swept]
+    if differing and not force:
+        shown = ", ".join(f"{k}: {flat_old.get(k, 'absent')[:40]} -> {flat_new.get(k, 'absent')[:40]}"
+                          for k in differing[:4])
+        raise ConfigError(f"{sweep_dir} holds sweep {config.name} planned with another config ({shown}"
+                          f"{', ...' if len(differing) > 4 else ''}); use another --results-dir, {fix}")
+
+
+def _code_by_name(value: str) -> str:
+    """A callable handed to harness.sweep is named by its source's hash: edited, it is the same
+    setting (as an edited FILE.py:NAME is), the cells' ids tell the code apart."""
+    return re.sub(r"<python-[0-9a-f]+>:", "<python>:", value)
+
+
+def _as_read_now(planned: dict) -> dict:
+    """A plan's config as this harness reads it: a setting added since has its default, a renamed
+    one its new name, so that only what the user changed differs."""
+    try:
+        return json.loads(json.dumps(SweepConfig.model_validate(planned).model_dump(mode="json")))
+    except (ValueError, TypeError):  # pydantic's ValidationError is a ValueError: compare it as written
+        return planned

@@ -6,8 +6,10 @@ raises Interrupted inside it, the cell is recorded as failed ("interrupted: ..."
 exits 1; from then on SIGTERM has its default action, so a third one ends the process where the
 user's code caught even that. A step stuck inside one C call that holds the interpreter runs no
 Python handler until it returns: SIGKILL ends it, and the next run takes the cell over (its
-holder is dead) from its last checkpoint. With several processes the ranks must stop at the same step: they agree through one
-all-reduce every AGREE_EVERY steps (and nowhere else), which keeps syncs out of the hot loop.
+holder is dead) from its last checkpoint.
+
+With several processes the ranks must stop at the same step: they agree through one all-reduce
+every AGREE_EVERY steps (and nowhere else), which keeps syncs out of the hot loop.
 """
 
 from __future__ import annotations
