@@ -8,7 +8,6 @@ data, train); it is stored whole in each result.json and hashed into the cell id
 from __future__ import annotations
 
 import re
-import stat
 from pathlib import Path
 from typing import Any, Literal
 
@@ -323,20 +322,13 @@ def is_setting(key: str) -> bool:
     return key in setting_keys() or bool(OPTION.fullmatch(key))
 
 
-def _kind_of(path: Path) -> str:
-    mode = path.stat().st_mode
-    kinds = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
-             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
-    return next((name for test, name in kinds if test(mode)), "not a file")
-
-
 def load_config(path: str | Path, overrides: list[str] = ()) -> SweepConfig:
     """Read a YAML file, apply `key=value` overrides, validate; ConfigError names the bad field."""
     path = Path(path)
     try:
         if path.exists() and not path.is_file():  # a FIFO blocks, a device reads without end or as nothing
-            raise ConfigError(f"config file {path} is not a regular file ({_kind_of(path)}); pass --config with a "
-                              f"YAML file")
+            raise ConfigError(f"config file {path} is not a regular file ({yamlsafe.file_kind(path)}); pass "
+                              f"--config with a YAML file")
         if path.stat().st_size > yamlsafe.MAX_BYTES:  # refused before it is read
             raise ConfigError(f"{path}: {path.stat().st_size:,} bytes; a config may have at most "
                               f"{yamlsafe.MAX_BYTES:,} (1 MiB): it lists a sweep, not data")

@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from harness import builtins, quality
+from harness import builtins, code_identity, quality
 from harness.errors import ConfigError
 
 ROLES = ("model", "data", "loss", "metric", "augment", "optimizer")
@@ -167,14 +167,16 @@ def locate(spec: str, base_dir: Path, role: str) -> str:
 
 
 def source_sha256(located: str, role: str) -> str:
-    """A hash of the source a callable lives in: the file's bytes, the module's file, or, for an
-    in-process callable, its own source."""
+    """A hash of the source a callable lives in: the file with the neighbours it imports, the
+    module's file, or, for an in-process callable, its code, captured values and helpers
+    (harness/code_identity.py)."""
     where, name = split(located)
     try:
         if located.startswith(IN_PROCESS):
-            source = _own_source(REGISTERED[located]).encode()
+            fn = REGISTERED[located]
+            source = code_identity.callable_identity(fn, _own_source(fn)).encode()
         elif where.endswith(".py"):
-            source = Path(where).read_bytes()
+            return code_identity.file_sha256(Path(where))  # with the neighbours it imports
         else:
             found = importlib.util.find_spec(where)
             if found is None or not found.origin or not Path(found.origin).is_file():
@@ -235,6 +237,7 @@ def register(fn: Callable) -> str:
         name = re.sub(r"\W", "_", getattr(fn, "__name__", "")) or "fn"  # a lambda, a local function
     if file and module.__name__ != "__main__" and str(file).endswith(".py") and getattr(module, name, None) is fn:
         return f"{Path(file).resolve()}:{name}"
-    spec = f"{IN_PROCESS}{hashlib.sha256(_own_source(fn).encode()).hexdigest()[:12]}>:{name.lstrip('_') or 'fn'}"
+    described = code_identity.callable_identity(fn, _own_source(fn))  # code, captured values, helpers
+    spec = f"{IN_PROCESS}{hashlib.sha256(described.encode()).hexdigest()[:12]}>:{name.lstrip('_') or 'fn'}"
     REGISTERED[spec] = fn
     return spec

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import re
 import reprlib
+import stat
 import unicodedata
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -173,3 +175,11 @@ SHORT = reprlib.Repr()
 SHORT.maxstring = SHORT.maxother = 60
 SHORT.maxlist = SHORT.maxtuple = SHORT.maxdict = SHORT.maxset = 6
 SHORT.maxlevel = 3
+
+
+def file_kind(path: Path) -> str:
+    """What a path that is not a regular file is, in words."""
+    mode = path.stat().st_mode
+    kinds = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+    return next((name for test, name in kinds if test(mode)), "not a file")

@@ -170,6 +170,50 @@ def test_the_cell_id_covers_the_workload_code_and_options(tmp_path):
                                              ["workload=fashion_mlp", "data.dataset=mnist"]))] == fashion
 
 
+NEIGHBOURS = {  # a workload file that builds through its folder's modules
+    "mine.py": "import html\nimport helper\nfrom nets import layers\n\ndef build(options):\n"
+               "    return layers.net(helper.WIDTH)\n\ndef load(options):\n    return helper.data()\n",
+    "helper.py": "WIDTH = 4\n\ndef data():\n    return None\n",
+    "nets/__init__.py": "",
+    "nets/layers.py": "from . import blocks\n\ndef net(width):\n    return blocks.block(width)\n",
+    "nets/blocks.py": "import torch\n\ndef block(width):\n    return torch.nn.Linear(width, 2)\n",
+    "html.py": "# the standard library's html comes first on the import path: not the workload's\n",
+    "notes.py": "# imported by nothing\n",
+}
+
+
+@pytest.mark.parametrize("edited, counts", [("helper.py", True), ("nets/layers.py", True), ("nets/blocks.py", True),
+                                            ("nets/__init__.py", True), ("html.py", False), ("notes.py", False)])
+def test_the_cell_id_covers_the_modules_the_workload_imports_from_its_folder(tmp_path, edited, counts):
+    for name, text in NEIGHBOURS.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(text)
+    config = write_config(tmp_path, {"name": "mine", "workload": {"model": "mine.py:build", "data": "mine.py:load"}})
+    before = [c.id for c in expand(load_config(config))]
+    with open(tmp_path / edited, "a") as fh:
+        fh.write("# an edit\n")
+    assert ([c.id for c in expand(load_config(config))] != before) is counts
+
+
+def test_harness_sweep_s_callables_are_told_apart_by_captured_values_helpers_and_code():
+    """A closure over a loop variable, a helper of the notebook edited, two lambdas on one line:
+    each a different callable, each its own spec (and so its own cells)."""
+    def make(width):
+        def build(options):
+            return torch.nn.Linear(8, width)
+        return build
+
+    narrow, wide = (workload.register(make(w)) for w in (1, 256))
+    assert narrow != wide and workload.register(make(1)) == narrow  # stable for the same values
+    notebook = [{"__name__": "__main__"} for _ in range(2)]
+    for namespace, width in zip(notebook, (1, 256)):
+        exec(f"def helper():\n    return {width}\ndef build(options):\n    return helper()\n", namespace)
+    assert workload.register(notebook[0]["build"]) != workload.register(notebook[1]["build"])
+    model, data = lambda o: torch.nn.Linear(8, 3), lambda o: (torch.zeros(4, 8), torch.zeros(4))
+    specs = workload.register(model), workload.register(data)
+    assert specs[0] != specs[1] and workload.REGISTERED[specs[0]] is model and workload.REGISTERED[specs[1]] is data
+
+
 def test_b_simple_through_torch_func_matches_brute_force_on_a_conv_net():
     from test_diagnostics import brute_force_b_simple
 

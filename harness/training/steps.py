@@ -56,5 +56,6 @@ def run_steps(engine: Engine, batch_at: Callable[[int], torch.Tensor], start: in
                                       "window_cpu_share": share, "window_load_start": clock.load_start,
                                       "window_load_end": clock.load_end})
     share, seconds = across["window_cpu_share"], across["window_seconds"]
-    return Span(step - start, seconds, across["energy_j"], share * seconds * threads if share is not None else None,
-                (across["window_load_start"], across["window_load_end"]))
+    return Span(step - start, seconds, across["energy_j"],
+                cpu_seconds=share * seconds * threads if share is not None else None,
+                loads=(across["window_load_start"], across["window_load_end"]))
