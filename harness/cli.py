@@ -96,9 +96,11 @@ def status_command(args) -> Outcome:
         raise ResultsError(f"no result.json under {args.folder}; run or submit a sweep first")
     records.sort(key=lambda found: _cell_order(*found))
     print(f"{'cell':40s}  {'status':9s}  {'epochs':>6s}  {'checkpoint':10s}  {'slurm job_task':14s}  lock holder")
+    table = []  # what --json gives, a row per cell
     for cell_dir, record, problem in records:
         if record is None:
             print(f"{cell_dir.name:40s}  {'invalid':9s}  {problem}")
+            table.append({"cell_id": cell_dir.name, "status": "invalid", "problem": problem})
             continue
         env = record.get("environment") or {}
         slurm_id = f"{env.get('slurm_job_id')}_{env.get('slurm_array_task_id')}" if env.get("slurm_job_id") else "-"
@@ -107,11 +109,13 @@ def status_command(args) -> Outcome:
         holder = locks.describe(cell_dir) if record.get("status") == "running" else "-"
         print(f"{record.get('cell_id', cell_dir.name):40s}  {record.get('status', '?'):9s}  {epochs:>6}  "
               f"{waiting:10s}  {slurm_id:14s}  {holder}")
+        table.append({"cell_id": record.get("cell_id", cell_dir.name), "status": record.get("status"),
+                      "epochs": epochs, "checkpoint": waiting == "yes", "slurm": slurm_id, "lock_holder": holder})
     failed = [record for _, record, _ in records if record and record.get("status") == "failed"]
     if failed:  # a failure is not a state to wait out: say which, and exit 1 as `harness run` did
         print(f"{len(failed)} of {len(records)} cells failed; the first: {failed[0].get('cell_id')}: "
               f"{failed[0].get('error')}")
-        return Outcome(1)
+        return Outcome(1, {"cells": table, "failed": len(failed)})
     planned = set(results.planned_ids(args.folder) or [])
     done = {record["cell_id"] for _, record, _ in records if record and record.get("status") == "done"}
     if len(done) == len(records) and planned <= done:  # every cell done: the answer as well
@@ -121,9 +125,9 @@ def status_command(args) -> Outcome:
         found = collect([args.folder])
         keys = list(found.cells[["source", "sweep"]].drop_duplicates().itertuples(index=False, name=None))
         report = args.folder / "report.html"
-        return Outcome(0, answer_with(args, {key: headlines(answer(found, key)) for key in keys},
-                                      report if report.exists() else None))
-    return Outcome(0)
+        return Outcome(0, {"cells": table} | answer_with(args, {key: headlines(answer(found, key)) for key in keys},
+                                                         report if report.exists() else None))
+    return Outcome(0, {"cells": table, "done": len(done), "planned": len(planned | {r["cell_id"] for r in table})})
 
 
 def _cell_order(cell_dir: Path, record: dict | None, problem: str | None) -> tuple:
@@ -295,7 +299,8 @@ def train_and_report(config: SweepConfig, cells: list[plan.Cell], all_cells: lis
                         fail_fast=getattr(args, "fail_fast", False), retrain=retrain)
     # the pipeline's order lives here: train, then report (one process writes it); a preempted
     # run leaves at once, its grace period is for the checkpoint
-    if outcome.main_process and not args.no_report and outcome.exit_code != EXIT_PREEMPTED and sweep_dir.is_dir():
+    recorded = sweep_dir.is_dir() and next(iter(files.find(sweep_dir, "result.json")), None) is not None
+    if outcome.main_process and not args.no_report and outcome.exit_code != EXIT_PREEMPTED and recorded:
         from harness.report.page import build_report
 
         built = build_report([sweep_dir], sweep_dir / "report.html")
@@ -313,9 +318,9 @@ def main(argv: list[str] | None = None, prog: str = "harness") -> int:
     if getattr(args, "threads", None) and isinstance(getattr(args, "set", None), list):
         args.set.append(f"train.threads={args.threads}")  # a setting like any other: Slurm tasks get it too
     answers_only = getattr(args, "json", False)
+    first = os.environ.get("RANK", "0") == "0"  # one line per launch, not one per process
     try:
-        # with --json, stdout carries the answer alone: everything else the command prints goes to stderr
-        with contextlib.redirect_stdout(sys.stderr) if answers_only else contextlib.nullcontext():
+        with _answer_alone_on_stdout() if answers_only else contextlib.nullcontext():
             code, answer = COMMANDS[args.command](args)
         if answers_only and answer is not None:
             print(json.dumps(answer))
@@ -324,14 +329,36 @@ def main(argv: list[str] | None = None, prog: str = "harness") -> int:
         if getattr(args, "debug", False) and getattr(exc, "details", None):
             print(exc.details, file=sys.stderr, end="")
         stopped = isinstance(exc, StopRequested)
-        if os.environ.get("RANK", "0") == "0":  # one line per launch, not one per process
-            one_line = str(exc).replace("\n", " ")  # a value the user typed may hold a newline
-            print(f"harness: {'stopped' if stopped else 'error'}: {one_line}", file=sys.stderr)
-        return EXIT_PREEMPTED if stopped else 2
+        one_line = str(exc).replace("\n", " ")  # a value the user typed may hold a newline
+        return _said(f"harness: {'stopped' if stopped else 'error'}: {one_line}", EXIT_PREEMPTED if stopped else 2,
+                     answers_only and first, first)
     except Interrupted as exc:  # a second SIGTERM ended a hung step (training/preemption.py)
-        if os.environ.get("RANK", "0") == "0":
-            print(f"harness: stopped: {exc}", file=sys.stderr)
-        return 1
+        return _said(f"harness: stopped: {exc}", 1, answers_only and first, first)
+
+
+def _said(text: str, code: int, as_json: bool, first: bool) -> int:
+    """An error's one line on stderr; with --json, also as the object on stdout."""
+    if first:
+        print(text, file=sys.stderr)
+    if as_json:
+        print(json.dumps({"error": text.split(": ", 2)[-1], "exit_code": code}))
+    return code
+
+
+@contextlib.contextmanager
+def _answer_alone_on_stdout():
+    """With --json, stdout carries the answer alone: what the command prints, and what the user's
+    code or a C library writes to file descriptor 1, goes to stderr until the answer is printed."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 if __name__ == "__main__":

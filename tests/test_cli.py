@@ -63,6 +63,42 @@ def test_status_sorts_cells_by_batch_size_then_seed(tmp_path):
                                                              ("bs2048", "seed0")]
 
 
+RAW = """
+import os
+import torch
+def build(options):
+    os.write(1, b"raw bytes on file descriptor 1\\n")
+    print("a print of the user's")
+    return torch.nn.Linear(8, 3)
+def load(options):
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(200, 8, generator=g), torch.randint(3, (200,), generator=g)
+    return {"train": (x[:150], y[:150]), "test": (x[150:], y[150:])}
+"""
+
+
+def test_json_is_the_whole_of_stdout_for_an_answer_a_status_in_progress_and_an_error(tmp_path):
+    (tmp_path / "mine.py").write_text(RAW)
+    config = write_config(tmp_path, {"name": "raw", "workload": {"model": "mine.py:build", "data": "mine.py:load"},
+                                     "data": {"val_size": 20, "train_eval_size": 20}, "train": {"epochs": 1},
+                                     "sweep": {"train.batch_size": [8, 16]}})
+    run = harness("run", "--config", str(config), "--results-dir", str(tmp_path / "r"), "--json")
+    assert run.returncode == 0 and "raw bytes on file descriptor 1" in run.stderr, run.stderr[-2000:]
+    assert json.loads(run.stdout)["sweeps"][0]["sweep"] == "raw"  # the answer alone, the user's writes on stderr
+    sweep = tmp_path / "order"
+    write_cell(sweep, {"train": {"batch_size": 32}}, epoch_rows(32, 10, 1e-5, [0.98], [0.98]))
+    running = sweep / write_cell(sweep, {"train": {"batch_size": 64}}, epoch_rows(64, 10, 1e-5, [0.5], [0.5]))
+    record = json.loads((running / "result.json").read_text())
+    (running / "result.json").write_text(json.dumps({**record, "status": "running", "summary": None}))
+    status = harness("status", str(sweep), "--json")
+    found = json.loads(status.stdout)
+    assert status.returncode == 0 and found["done"] == 1, status.stdout[-2000:] + status.stderr[-2000:]
+    assert [c["status"] for c in found["cells"]] == ["done", "running"]
+    missing = harness("status", str(tmp_path / "nowhere"), "--json")
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1
+    assert json.loads(missing.stdout) == {"error": missing.stderr.strip().split(": ", 2)[-1], "exit_code": 2}
+
+
 def test_help_says_what_it_should(tmp_path):
     submit = harness("slurm", "submit", "--help").stdout
     assert "%A_%a.out" in submit and "%%" not in submit and "--data-dir" in submit
