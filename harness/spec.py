@@ -10,7 +10,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from harness import builtins, plan, workload
+from harness import builtins, paths, plan, workload
 from harness.config import SweepConfig, load_config, parse
 from harness.renamed import rename_old_keys
 
@@ -25,7 +25,9 @@ class SweepSpec:
     def from_config(cls, path: str | Path, overrides: Sequence[str] = (), *, results_dir: str | Path = "results",
                     data_dir: str | Path | None = None) -> SweepSpec:
         """A config file with `--set`-style overrides ("train.epochs=3")."""
-        return cls(load_config(Path(path), list(overrides)), Path(results_dir), Path(data_dir) if data_dir else None)
+        config = load_config(paths.checked(path, "config"), list(overrides))
+        return cls(config, paths.checked(results_dir, "results_dir"),
+                   paths.checked(data_dir, "data_dir") if data_dir else None)
 
     @classmethod
     def from_keywords(cls, model: Callable | str, data: Callable | str | None = None, *, batch_sizes: Sequence[int],
@@ -62,7 +64,8 @@ class SweepSpec:
             raw[section] = {**raw.get(section, {}), **values} if isinstance(values, dict) else values
         rename_old_keys(raw, "harness.sweep")
         config = parse(SweepConfig, raw, source="harness.sweep")
-        return cls(config, Path(results_dir), Path(data_dir) if data_dir else None)
+        return cls(config, paths.checked(results_dir, "results_dir"),
+                   paths.checked(data_dir, "data_dir") if data_dir else None)
 
     @cached_property
     def cells(self) -> list[plan.Cell]:

@@ -30,6 +30,17 @@ def test_a_bad_keyword_is_one_line_naming_it(tmp_path):
         SweepSpec.from_keywords("mnist_mlp", batch_sizes=[32], epochs=0, results_dir=tmp_path)
 
 
+@pytest.mark.parametrize("field", ["results_dir", "data_dir", "config"])
+def test_a_path_the_system_cannot_take_is_one_error_naming_it(tmp_path, field):
+    bad = {"results_dir": "results", "data_dir": None, "config": REPO / "configs" / "default.yaml"}
+    bad[field] = f"{tmp_path}/a\0b"
+    with pytest.raises(ConfigError, match=rf"^{field}: .* is not a usable path \(empty, bytes or a NUL character\)"):
+        SweepSpec.from_config(bad["config"], results_dir=bad["results_dir"], data_dir=bad["data_dir"])
+    if field != "config":
+        with pytest.raises(ConfigError, match=rf"^{field}: "):
+            SweepSpec.from_keywords("mnist_conv", batch_sizes=[8], **{field: bad[field]})
+
+
 def test_a_spec_goes_alone(tmp_path):
     spec = SweepSpec.from_keywords("mnist_mlp", batch_sizes=[32], results_dir=tmp_path)
     with pytest.raises(TypeError, match="pass it alone"):

@@ -340,6 +340,9 @@ BAD = [  # (what the config names or the file says, the one line it must give)
     ({"model": "mine.py:build", "data": "mine.py:load_mixed"}, MORE,
      "returned 'test' inputs as shape (50, 8) but 'train' inputs as {'input_ids': shape (150, 8), 'attention_mask': "
      "shape (150, 8)}; give every split the same structure (keys, nesting)"),
+    ({"model": "mine.py:build", "data": "mine.py:load"},
+     GOOD.replace('return {"train": (x[:150]', 'import numpy\n    return {"train": (numpy.array([None] * 150)'),
+     "returned 'train'[0] is a numpy array of dtype object, which torch cannot hold; give numbers"),
     (OWN, "import sys; sys.exit(0)\n" + GOOD + LOSS, "workload.model: importing"),
     *[(OWN, (GOOD + LOSS).replace(anchor, anchor + EXIT), f"mine.py:{role} called sys.exit(0)")
       for role, anchor in (("build", "def build(options):"), ("load", "def load(options):"),
@@ -352,8 +355,8 @@ BAD = [  # (what the config names or the file says, the one line it must give)
                                                              "token targets, default metric",
                                                              "float targets, default loss", "metric not finite",
                                                              "metric out of [0, 1]", "dict and tensor inputs",
-                                                             "sys.exit(0) on import", "in build", "in load",
-                                                             "in metric", "in loss"])
+                                                             "numpy object array", "sys.exit(0) on import",
+                                                             "in build", "in load", "in metric", "in loss"])
 def test_a_workload_that_answers_wrong_is_one_line_and_writes_nothing(tmp_path, named, source, message):
     if source:
         (tmp_path / "mine.py").write_text(source)

@@ -145,7 +145,11 @@ def _tree(value: Any, where: str) -> Tree:
     """A tensor, a numpy array, or a dict/tuple/list of them (nested) sharing the leading example
     dimension: every leaf a detached tensor."""
     if isinstance(value, np.ndarray):
-        return _tree(torch.from_numpy(value), where)
+        try:
+            return _tree(torch.from_numpy(value), where)
+        except TypeError:  # object arrays (ragged rows, strings), datetimes: nothing torch can hold
+            raise DataError(f"{where} is a numpy array of dtype {value.dtype}, which torch cannot hold; give numbers "
+                            f"(e.g. np.stack(rows).astype(np.float32)), or a dict/tuple/list of arrays") from None
     if isinstance(value, torch.Tensor):
         if value.dim() == 0:
             raise DataError(f"{where} is a single number; give one row per example")
