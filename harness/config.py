@@ -374,6 +374,11 @@ def describe(error: dict) -> str:
     if error["type"] == "extra_forbidden":
         section = ".".join(str(p) for p in error["loc"][:-1])
         return f"unknown key '{loc}'; valid keys: {', '.join(_valid_keys(section))}"
+    if error["loc"] and error["loc"][-1] == "[key]":  # a mapping's key YAML read as a number or a boolean
+        key, parent = error.get("input"), ".".join(_printable(part) for part in error["loc"][:-2])
+        typed = str(key).lower() if isinstance(key, bool) else short(key)
+        return (f"{parent}: the key {typed} is read as a {type(key).__name__}, not a name; quote it in the config "
+                f"('{typed}': VALUE)")
     message = error["msg"].removeprefix("Value error, ")
     got = error.get("input")
     shown = f" (got {short(got)})" if not isinstance(got, dict) and error["type"] != "value_error" else ""

@@ -14,6 +14,7 @@ import importlib.util
 import inspect
 import json
 import re
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -179,6 +180,8 @@ def source_sha256(located: str, role: str) -> str:
             return code_identity.file_sha256(Path(where))  # with the neighbours it imports
         else:
             found = importlib.util.find_spec(where)
+            if found is not None and found.origin in ("frozen", "built-in"):  # part of this interpreter
+                return hashlib.sha256(f"{where} of Python {sys.version}".encode()).hexdigest()[:16]
             if found is None or not found.origin or not Path(found.origin).is_file():
                 raise ConfigError(f"workload.{role}: no module {where!r} on the import path; install it, or give "
                                   f"FILE.py:{name} relative to the config file")

@@ -236,6 +236,10 @@ def test_predict_end_to_end_then_verify_trains_three_cells_that_a_run_skips(tmp_
                      "--force")
     assert verify.returncode == 0, verify.stderr
     assert read_json(results / "small" / "predict.json") == doc  # the same config: the prediction is reused
+    if doc["doubts"]:  # without --force it predicts again, doubts again, and keeps the forced one
+        again = harness("predict", "--config", str(config), "--results-dir", str(results), "--verify", "--quiet")
+        assert again.returncode == 2 and str(results / "small" / "predict.doubted.json") in again.stderr
+        assert read_json(results / "small" / "predict.json") == doc
     trained = sorted(read_json(p)["settings"]["train"]["batch_size"] for p in results.rglob("result.json"))
     grid = doc["inputs"]["grid"]
     i = grid.index(spot)

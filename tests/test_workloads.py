@@ -18,6 +18,7 @@ from harness import workload
 from harness.config import load_config
 from harness.plan import expand
 from harness.training import diagnostics
+from harness.training.workloads import Workload, WorkloadError
 
 # by hand, examples/seq_conv.py at channels 16, length 64, 4 classes: Conv1d 1->16 (k5) and
 # 16->16 (k5) over 64 samples, Linear 16->4; a backward computes every weight gradient and the
@@ -340,6 +341,8 @@ BAD = [  # (what the config names or the file says, the one line it must give)
     ({"model": "mine.py:build", "data": "mine.py:load_mixed"}, MORE,
      "returned 'test' inputs as shape (50, 8) but 'train' inputs as {'input_ids': shape (150, 8), 'attention_mask': "
      "shape (150, 8)}; give every split the same structure (keys, nesting)"),
+    ({"model": "mine.py:build", "data": "mine.py:load"}, GOOD.replace('(x[150:], y[150:])', '(x[150:, :6], y[150:])'),
+     "workload.data: the model fails on the test inputs (shape (4, 6); the train inputs are shape (4, 8))"),
     ({"model": "mine.py:build", "data": "mine.py:load"},
      GOOD.replace('return {"train": (x[:150]', 'import numpy\n    return {"train": (numpy.array([None] * 150)'),
      "returned 'train'[0] is a numpy array of dtype object, which torch cannot hold; give numbers"),
@@ -355,7 +358,8 @@ BAD = [  # (what the config names or the file says, the one line it must give)
                                                              "token targets, default metric",
                                                              "float targets, default loss", "metric not finite",
                                                              "metric out of [0, 1]", "dict and tensor inputs",
-                                                             "numpy object array", "sys.exit(0) on import",
+                                                             "test inputs of another width", "numpy object array",
+                                                             "sys.exit(0) on import",
                                                              "in build", "in load", "in metric", "in loss"])
 def test_a_workload_that_answers_wrong_is_one_line_and_writes_nothing(tmp_path, named, source, message):
     if source:
@@ -373,6 +377,41 @@ def test_a_workload_that_answers_wrong_is_one_line_and_writes_nothing(tmp_path, 
         assert "raised ValueError: no such file: data.bin (at mine.py:" in proc.stderr and "in load)" in proc.stderr
         debug = harness("run", "--config", str(config), "--results-dir", str(results), "--debug")
         assert debug.returncode == 2 and "Traceback (most recent call last)" in debug.stderr
+
+
+def test_a_failing_default_is_named_as_the_default_not_as_the_model():
+    own = Workload(label="mine.py:build", build=lambda o: torch.nn.Linear(8, 3), specs={"model": "mine.py:build"})
+    with pytest.raises(WorkloadError, match=r"^workload\.loss: the default loss \(cross-entropy\) raised"):
+        own.call("loss", own.train_loss, torch.zeros(4, 3), torch.zeros(4, 7))
+    with pytest.raises(WorkloadError, match=r"^workload\.metric: the default metric \(accuracy\) raised"):
+        own.call("metric", own.scores, torch.zeros(4, 3), torch.zeros(5, dtype=torch.long))
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int16, torch.uint8, torch.bool])
+def test_integer_and_boolean_labels_train_with_the_default_loss_and_metric(dtype):
+    logits, labels = torch.randn(6, 3, requires_grad=True), torch.tensor([0, 1, 1, 0, 1, 0])
+    own = Workload(label="mine.py:build", build=lambda o: torch.nn.Linear(8, 3))
+    expected = own.train_loss(logits, labels), own.scores(logits, labels), own.summed_loss(logits, labels)
+    typed = labels.to(dtype)
+    found = own.train_loss(logits, typed), own.scores(logits, typed), own.summed_loss(logits, typed)
+    assert all(torch.equal(a, b) for a, b in zip(found, expected))
+    found[0].backward()
+    assert logits.grad is not None
+
+
+def test_messages_name_what_to_fix(tmp_path):
+    stdlib = harness("plan", "--set", "workload.model=os:getcwd", "--set", "workload.data=os:getcwd")
+    assert stdlib.returncode == 0, stdlib.stderr  # a frozen module of the interpreter: hashed by its version
+    config = write_config(tmp_path, {"name": "k", "workload": {"name": "mnist_conv", "options": {True: 3}}})
+    line = harness("plan", "--config", str(config)).stderr
+    assert line.endswith("workload.options: the key true is read as a bool, not a name; quote it in the config "
+                         "('true': VALUE)\n"), line
+    corrupt = tmp_path / "corrupt" / "bs8-seed0-0123abcd"
+    corrupt.mkdir(parents=True)
+    (corrupt / "result.json").write_text('{"schema_version": 1, "cell_id": 7}')
+    said = harness("report", str(tmp_path / "corrupt"), "-o", str(tmp_path / "r.html"))
+    assert said.returncode == 2 and "no readable result.json under" in said.stderr and "(and 1 skipped: " in said.stderr
+    assert said.stderr.count("\n") == 1
 
 
 def test_a_loss_that_ignores_the_outputs_is_a_warning_before_training(tmp_path):

@@ -13,11 +13,23 @@ from harness.record import documents, results
 from harness.record.schema import Invalid
 
 
-def write(sweep_dir: Path, doc: dict[str, Any]) -> Path:
+def write(sweep_dir: Path, doc: dict[str, Any], vouched: bool = True) -> Path:
+    """predict.json; a prediction that doubts itself, made without --force, goes beside it as
+    predict.doubted.json where the folder already holds one with a sweet spot (a forced one, or a
+    trusted one of another config): what was measured is kept, and so is what --verify reuses."""
     sweep_dir.mkdir(parents=True, exist_ok=True)
     path = sweep_dir / "predict.json"
+    if not vouched and _has_sweet_spot(path):
+        path = sweep_dir / "predict.doubted.json"
     results.write_atomic(path, json.dumps(results.finite_or_null(doc), indent=2) + "\n")
     return path
+
+
+def _has_sweet_spot(path: Path) -> bool:
+    try:
+        return bool(documents.read_prediction(path).get("sweet_spot"))
+    except Invalid:
+        return False
 
 
 def reusable(config: SweepConfig, sweep_dir: Path, force: bool = False) -> dict[str, Any] | None:

@@ -217,14 +217,15 @@ def predict_sweep(config: SweepConfig, cells: list[Cell], sweep_dir: Path, folde
         reason = f"{ceiling['text']} ({reason})"
     doc = document(config.model_dump(mode="json"), inputs, runs, timings, fitted, started, reason, found)
     doc["environment"] = environment  # the device and threads its times were taken with
+    written = sweep_dir / "predict.json"
     if accelerator.is_main_process:
-        output.write(sweep_dir, doc)
+        written = output.write(sweep_dir, doc, vouched=force or not (reason or found))
     if reason:
-        raise ConfigError(f"{reason} (what was measured is in {sweep_dir / 'predict.json'})")
+        raise ConfigError(f"{reason} (what was measured is in {written})")
     if found and not force:
         more = f"; and {len(found) - 1} more doubt(s)" if len(found) > 1 else ""
         raise ConfigError(f"predict cannot vouch for batch {doc['sweet_spot']['batch_size']}: {found[0]['text']}{more} "
-                          f"(what was measured is in {sweep_dir / 'predict.json'}; --force predicts anyway)")
+                          f"(what was measured is in {written}; --force predicts anyway)")
     return doc
 
 

@@ -94,7 +94,9 @@ def build_report(folders: list[Path], out: Path, target: float | None = None, to
             raise ResultsError(f"{folder} is not a folder; pass a results folder such as results/default")
     found = collect(folders)
     if found.cells.empty:
-        raise ResultsError(f"no result.json under {', '.join(map(str, folders))}; run a sweep first or check the path")
+        skipped = f" (and {len(found.warnings)} skipped: {found.warnings[0]})" if found.warnings else ""
+        raise ResultsError(f"no readable result.json under {', '.join(map(str, folders))}{skipped}; run a sweep first "
+                           f"or check the path")
     if target is not None:
         _check_on_the_scale(found, target)
         _check_reachable(found, target)

@@ -31,8 +31,12 @@ class Splits:
 
     def train_prefix(self, n: int) -> tuple[Tree, Tree]:
         """(inputs, targets) of the first `n` training examples (views)."""
+        return self.prefix("train", n)
+
+    def prefix(self, split: str, n: int) -> tuple[Tree, Tree]:
+        """(inputs, targets) of the first `n` examples of the split: train, val or test (views)."""
         head = slice(None, n)
-        return batches.take(self.train_x, head), batches.take(self.train_y, head)
+        return batches.take(getattr(self, f"{split}_x"), head), batches.take(getattr(self, f"{split}_y"), head)
 
     def record(self) -> dict[str, Any]:
         """What a cell's summary says of its validation split."""

@@ -73,19 +73,20 @@ class Workload:
         try:
             return fn(*args)
         except (Exception, SystemExit) as exc:  # noqa: BLE001 - the user's code may raise anything: one line naming it
-            raise failure(f"workload.{role}: {self.specs.get(role, self.label)}", exc) from None
+            where = self.specs.get(role) or DEFAULTS.get(role) or self.label
+            raise failure(f"workload.{role}: {where}", exc) from None
 
     def train_loss(self, outputs: Any, targets: Tree) -> torch.Tensor:
         if self.loss is not None:
             return self.loss(outputs, targets)
-        logits = batches.logits(outputs)
+        logits, targets = batches.logits(outputs), _labels(targets)
         return F.cross_entropy(logits, targets) if logits.dim() == 2 else token_losses(logits, targets).mean()
 
     def summed_loss(self, outputs: Any, targets: Tree) -> torch.Tensor:
         """The loss summed over the examples (per-example losses behind a mean: mean x count)."""
         if self.loss is not None:
             return self.loss(outputs, targets).float() * batches.count(targets)
-        logits = batches.logits(outputs).float()
+        logits, targets = batches.logits(outputs).float(), _labels(targets)
         if logits.dim() == 2:
             return F.cross_entropy(logits, targets, reduction="sum")
         return token_losses(logits, targets).sum()
@@ -96,7 +97,7 @@ class Workload:
             return self.metric(outputs, targets).to(torch.float64)
         if self.metric_is_loss:
             return self.example_losses(outputs, targets).to(torch.float64)
-        logits = batches.logits(outputs)
+        logits, targets = batches.logits(outputs), _labels(targets)
         hits = (logits.argmax(dim=-1) == targets).to(torch.float64)
         return hits if logits.dim() == 2 else _token_mean(hits, targets)
 
@@ -106,7 +107,7 @@ class Workload:
         spread evenly, which sums to the same."""
         if self.loss is not None:
             return self.loss(outputs, targets).float().expand(batches.count(targets))
-        logits = batches.logits(outputs).float()
+        logits, targets = batches.logits(outputs).float(), _labels(targets)
         if logits.dim() == 2:
             return F.cross_entropy(logits, targets, reduction="none")
         return token_losses(logits, targets)
@@ -125,6 +126,14 @@ def token_losses(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 def _token_mean(values: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     kept = (targets != IGNORE_INDEX).flatten(1)
     return (values.flatten(1) * kept).sum(1) / kept.sum(1).clamp_min(1)
+
+
+DEFAULTS = {"loss": "the default loss (cross-entropy)", "metric": "the default metric (accuracy)"}
+
+
+def _labels(targets: torch.Tensor) -> torch.Tensor:
+    """Class labels as cross-entropy takes them: int32, uint8 or bool labels as int64 (no copy for int64)."""
+    return targets.long() if isinstance(targets, torch.Tensor) and not targets.is_floating_point() else targets
 
 
 def failure(where: str, exc: BaseException) -> WorkloadError:
@@ -247,6 +256,8 @@ def try_on(workload: Workload, splits, device: torch.device) -> list[str]:
     if workload.augment is not None:
         _check_augment(workload, model, x, device)
     with torch.no_grad():
+        for split in ("val", "test"):  # inputs of another width would fail only after an epoch of training
+            _check_split(workload, model, splits, split, batches.describe(x))
         outputs = workload.call("model", batches.call, model, x)
         if workload.loss is None:
             _check_classes(outputs, splits, workload)
@@ -256,6 +267,19 @@ def try_on(workload: Workload, splits, device: torch.device) -> list[str]:
                                 f"number, the mean over the examples (e.g. .mean())")
         _check_scores(workload, outputs, y)
         return _loss_warnings(workload, outputs, y, loss)
+
+
+def _check_split(workload: Workload, model: nn.Module, splits, split: str, train_inputs: str) -> None:
+    """The model takes the split's inputs, and gives what it gives for the training ones."""
+    x, y = splits.prefix(split, TRY_EXAMPLES)
+    try:
+        outputs = batches.call(model, x)
+    except Exception as exc:  # noqa: BLE001 - the user's model on the user's data: one line
+        said = " ".join(str(exc).split())[:160]
+        raise WorkloadError(f"workload.data: the model fails on the {split} inputs ({batches.describe(x)}; the "
+                            f"train inputs are {train_inputs}): {type(exc).__name__}: {said}; give every split "
+                            f"inputs of one shape") from None
+    _check_scores(workload, outputs, y)
 
 
 def _check_augment(workload: Workload, model: nn.Module, x: Tree, device: torch.device) -> None:
