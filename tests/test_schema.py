@@ -31,15 +31,19 @@ from harness.analysis.collect import collect
 from harness.record.metrics import CELL_KEYS, CHECK_COLUMNS, EPOCH_COLUMNS
 
 GOLDEN = REPO / "tests" / "golden"
+# what the machine was doing while the cell was timed (harness/timing.py)
+TIMING_CONDITIONS = ("cpu_share", "load_average", "cores_owned", "machine_cores", "time_spread", "time_cv",
+                     "timing_disturbed", "timing_disturbed_reason")
 # what changes from run to run or machine to machine
 VARIES = {"started_utc", "finished_utc", "summary.warmup_seconds", "summary.train_seconds", "summary.time_per_image_s",
           "summary.images_per_second", "summary.eval_seconds", "summary.check_seconds", "summary.peak_rss_bytes",
           "environment.device_name",
           "environment.cpu", "environment.cpu_threads", "environment.host", "environment.torch",
           "environment.accelerate", "environment.python", "environment.git_commit", "environment.command",
-          "environment.startup_s"}
+          "environment.startup_s", *(f"summary.{k}" for k in TIMING_CONDITIONS)}
 EPOCH_VARIES = {"train_seconds", "time_per_image_s", "eval_seconds", "diagnostics_seconds", "peak_rss_bytes",
-                "window_seconds", "window_warmup_seconds", "check_seconds"}
+                "window_seconds", "window_warmup_seconds", "check_seconds", "cpu_share", "load_at_end",
+                "window_cpu_share", "window_load_start", "window_load_end"}
 
 
 def flat(tree: dict, prefix: str = "") -> dict[str, Any]:

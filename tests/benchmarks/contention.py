@@ -1,6 +1,7 @@
 """Benchmark, not a test: one cell timed on a quiet machine and beside a competing process, in one run.
 
-    python tests/benchmarks/contention.py [--batch 128] [--epochs 2] [--images 6400] [--repeats 2] [--out FILE]
+    python tests/benchmarks/contention.py [--batch 128] [--epochs 2] [--images 6400] [--repeats 2]
+        [--ways default,PASSIVE,1 thread] [--out FILE]
 
 Each run is a real `harness run` of the MNIST MLP (its own results folder); the competitor is a
 second process of float32 matrix products with as many threads as this machine has cores (what a
@@ -56,12 +57,14 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--images", type=int, default=6400)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--ways", default=",".join(WAYS), help=f"comma-separated, of {', '.join(WAYS)}")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    ways = [w.strip() for w in args.ways.split(",")]
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in range(args.repeats):
-            for way in WAYS:
+            for way in ways:
                 for loaded in (False, True):
                     burner = subprocess.Popen([sys.executable, "-c", BURNER.format(threads=os.cpu_count())]) \
                         if loaded else None
@@ -76,13 +79,14 @@ def main() -> None:
                     runs.append({"way": way, "loaded": loaded, **found})
                     print(json.dumps(runs[-1]), flush=True)
                     time.sleep(20 if loaded else 0)  # the load average decays before the next quiet run
-    for way in WAYS:
+    for way in ways:
         tpi = {loaded: statistics.median(r["time_per_image_s"] for r in runs if r["way"] == way
                                          and r["loaded"] == loaded) for loaded in (False, True)}
         print(f"{way}: quiet {tpi[False] * 1e6:.1f} us/img, loaded {tpi[True] * 1e6:.1f} us/img, "
               f"loaded / quiet {tpi[True] / tpi[False]:.2f}x")
     if args.out:
-        args.out.write_text(json.dumps({"batch": args.batch, "cpus": os.cpu_count(), "runs": runs}, indent=2) + "\n")
+        args.out.write_text(json.dumps({"batch": args.batch, "epochs": args.epochs, "images": args.images,
+                                        "cpus": os.cpu_count(), "runs": runs}, indent=2) + "\n")
 
 
 if __name__ == "__main__":
