@@ -19,6 +19,7 @@ import json
 import os
 import shlex
 import sys
+import time
 from pathlib import Path
 from typing import NamedTuple
 
@@ -136,6 +137,37 @@ def _cell_order(cell_dir: Path, record: dict | None, problem: str | None) -> tup
     batch, seed = train.get("batch_size"), train.get("seed")
     numbers = isinstance(batch, int) and isinstance(seed, int)
     return (not numbers, batch if numbers else 0, seed if numbers else 0, cell_dir.name)
+
+
+def retime_command(args) -> Outcome:
+    if args.device == "cpu":  # before torch loads: no GPU is seen
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    from harness.prediction import retime  # torch and accelerate load only when timing
+    from harness.training.progress import Progress
+
+    if not args.folder.is_dir():
+        raise ResultsError(f"{args.folder} is not a folder; pass a sweep's results folder such as results/default")
+    if args.device == "cuda" and not _cuda_available():
+        raise ConfigError("--device cuda: no CUDA device is visible here; leave --device out to time on the CPU")
+    started = time.perf_counter()
+    _, cells = retime.cells_to_time(args.folder)
+    folders = images.data_folders({c.settings.dataset for c in cells}, args.data_dir)
+    main_process = os.environ.get("RANK", "0") == "0"
+    doc = retime.retime(args.folder, folders, Progress(main_process, True))
+    if main_process:
+        print(retime.summary_line(doc, started))
+    if args.no_report or not main_process:
+        return Outcome(0)
+    from harness.report.page import build_report
+
+    built = build_report([args.folder], args.folder / "report.html")
+    return Outcome(0, answer_with(args, built.answers, args.folder / "report.html"))
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def bench_command(args) -> Outcome:
@@ -309,7 +341,7 @@ def train_and_report(config: SweepConfig, cells: list[plan.Cell], all_cells: lis
 
 
 COMMANDS = {"run": run_command, "predict": predict_command, "plan": plan_command, "report": report_command,
-            "bench": bench_command,
+            "bench": bench_command, "retime": retime_command,
             "slurm": slurm_submit_command, "status": status_command}
 
 

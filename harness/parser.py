@@ -46,6 +46,7 @@ def build_parser(prog: str = "harness") -> argparse.ArgumentParser:
                                       "(done/running/failed/... from its result.json, or pending) and swept values.")
     add_config_args(plan)
     _report(sub)
+    _retime(sub)
     _bench(sub)
     _slurm(sub)
     status = sub.add_parser("status", help="status of every cell under a results folder",
@@ -115,6 +116,20 @@ def _report(sub) -> None:
     rep.add_argument("--target", type=float, help="target validation accuracy (default: from the results' config)")
     rep.add_argument("--tolerance", type=float, help="accuracy tolerance for the sweet spot (default: from config)")
     rep.add_argument("--json", action="store_true", help=JSON_HELP)
+
+
+def _retime(sub) -> None:
+    retime = sub.add_parser("retime", help="measure a finished folder's seconds per step again, without training",
+                            description="One timing pass per batch size of the folder's done cells (warm-up untimed), "
+                                        "written to retime.json; the report then reads time to target as each cell's "
+                                        "steps x the re-timed seconds per step. For cells timed on a busy machine, or "
+                                        "another machine's sweet spot from the same runs.")
+    retime.add_argument("folder", type=Path, metavar="RESULTS_DIR", help="a sweep's folder, e.g. results/default")
+    retime.add_argument("--device", choices=["cpu", "cuda"],
+                        help="time on this device (default: a GPU where there is one, else the CPU)")
+    retime.add_argument("--data-dir", help=DATA_DIR_HELP)
+    retime.add_argument("--no-report", action="store_true", help="do not rebuild RESULTS_DIR/report.html")
+    retime.add_argument("--json", action="store_true", help=JSON_HELP)
 
 
 def _bench(sub) -> None:

@@ -40,7 +40,7 @@ VARIES = {"started_utc", "finished_utc", "summary.warmup_seconds", "summary.trai
           "environment.device_name",
           "environment.cpu", "environment.cpu_threads", "environment.host", "environment.torch",
           "environment.accelerate", "environment.python", "environment.git_commit", "environment.command",
-          "environment.startup_s", *(f"summary.{k}" for k in TIMING_CONDITIONS)}
+          "environment.startup_s", "environment.omp_wait_policy", *(f"summary.{k}" for k in TIMING_CONDITIONS)}
 EPOCH_VARIES = {"train_seconds", "time_per_image_s", "eval_seconds", "diagnostics_seconds", "peak_rss_bytes",
                 "window_seconds", "window_warmup_seconds", "check_seconds", "cpu_share", "load_at_end",
                 "window_cpu_share", "window_load_start", "window_load_end"}

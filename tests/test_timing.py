@@ -55,7 +55,10 @@ def test_predict_doubts_a_timing_pass_out_of_order_or_disturbed():
     assert "batch 128: CPU share 31%" in disturbed_timings(starved)[0]["text"]
 
 
-def test_a_cell_timed_beside_a_busy_process_is_flagged_reported_and_trained_again_with_its_record_kept(tmp_path):
+def test_a_cell_timed_beside_a_busy_process_is_flagged_reported_retimed_and_trained_again(tmp_path):
+    """Two cells trained beside a busy process: flagged, named on the first screen with the command
+    that re-times them; `harness retime` (no training) brings their seconds per step back to what
+    the same cell, trained again alone (--retrain, its record kept), measures."""
     config = write_config(tmp_path, {"name": "busy", "train": {"epochs": 2, "images_per_epoch": 6400},
                                      "data": {"val_size": 2000, "train_eval_size": 1000},
                                      "sweep": {"train.batch_size": [64, 128]}, "report": {"target": 0.5}})
@@ -77,10 +80,26 @@ def test_a_cell_timed_beside_a_busy_process_is_flagged_reported_and_trained_agai
         summary = record["summary"]
         assert summary["timing_disturbed"] and "CPU share" in summary["timing_disturbed_reason"], summary
         assert summary["cpu_share"] < timing.MIN_CPU_SHARE and summary["cores_owned"] >= 1
-    page = (tmp_path / "r" / "busy" / "report.html").read_text()
+    sweep = tmp_path / "r" / "busy"
+    page = (sweep / "report.html").read_text()
     assert "The machine was busy while 2 of 2 cells were timed (batch 64 seed 0: CPU share" in page
-    retrain = f"--retrain {','.join(sorted(records, key=lambda i: records[i]['settings']['train']['batch_size']))}"
-    assert f"--results-dir {tmp_path / 'r'} {retrain}" in page  # the next step to copy
+    assert f"Next step: <code>harness retime {sweep}</code>" in page
+
+    retimed = harness("retime", str(sweep), timeout=1200)  # the machine to itself again: no training
+    assert retimed.returncode == 0, retimed.stderr[-2000:]
+    assert retimed.stdout.splitlines()[-2].startswith("re-timed 2 batch sizes on ")
+    doc = json.loads((sweep / "retime.json").read_text())
+    per_step = {t["batch_size"]: t for t in doc["timings"]}
+    assert sorted(per_step) == [64, 128] and all(t["steps"] >= 200 for t in per_step.values())
+    busy_per_step = {r["settings"]["train"]["batch_size"]: r["summary"]["time_per_image_s"] *
+                     r["settings"]["train"]["batch_size"] for r in records.values()}
+    for batch, found in per_step.items():
+        assert found["seconds_per_step"] < busy_per_step[batch] / 2, (found, busy_per_step)
+    page = (sweep / "report.html").read_text()
+    assert "seconds per step re-timed by harness retime on " in page  # said on the first screen
+    if not any(t["timing_disturbed_reason"] for t in doc["timings"]):  # as the re-timing itself found it
+        assert "The machine was busy while" not in page
+    assert len(list(sweep.glob("*/result.json"))) == 2  # nothing trained, nothing rewritten
 
     first = min(records, key=lambda i: records[i]["settings"]["train"]["batch_size"])
     again = harness(*args, "--retrain", first, "--no-report", timeout=1200)
@@ -92,6 +111,8 @@ def test_a_cell_timed_beside_a_busy_process_is_flagged_reported_and_trained_agai
     assert len(list(cell.glob("epochs.csv.retrained-*"))) == 1 and (cell / "epochs.csv").exists()
     assert json.loads((cell / "result.json").read_text())["finished_utc"] != records[first]["finished_utc"]
     assert "already done" in again.stdout  # the other cell stays as it is
+    quiet = json.loads((cell / "result.json").read_text())["summary"]["time_per_image_s"] * 64
+    assert 0.5 < per_step[64]["seconds_per_step"] / quiet < 2, (per_step[64], quiet)  # re-timed as it trains quiet
 
     wrong = harness(*args, "--retrain", "nosuchcell", timeout=300)
     assert wrong.returncode == 2 and wrong.stderr.count("\n") == 1 and "--retrain: cell nosuchcell" in wrong.stderr

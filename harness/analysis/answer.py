@@ -7,6 +7,7 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 import pandas as pd
 
@@ -42,11 +43,12 @@ def answer(found: Collected, key: tuple[str, str], overrides: dict[str, float] |
     # computed where higher is better (a min metric negated), then shown back in the metric's units
     cells, epochs, checks = (oriented(of(frame, key), quality) for frame in (found.cells, found.epochs, found.checks))
     judged = rules.model_copy(update={"target_accuracy": quality.oriented(rules.target_accuracy)})
+    cells, windows = per_batch.retimed(cells, per_batch.timing_windows(checks, epochs), found.retimes.get(key))
     cells = per_batch.add_time_to_target(cells, checks, epochs, judged.target_accuracy)
     per_rate = per_batch.by_rate(cells)
     planned = sorted({c["swept"].get("train.batch_size") for c in plan.get("cells", [])} - {None})
-    verdicts, by_batch = _verdicts(cells, per_rate, per_batch.timing_windows(checks, epochs), judged, lr_rule(plan),
-                                   planned, quality, unit_of_records(records))
+    verdicts, by_batch = _verdicts(cells, per_rate, windows, judged, lr_rule(plan), planned, quality,
+                                   unit_of_records(records))
     back = partial(oriented, quality=quality)
     return Answer(rules=rules, quality=quality, unit=unit_of_records(records), plan=plan, records=records,
                   cells=back(cells), epochs=back(epochs),
@@ -157,28 +159,27 @@ def line(headline: dict, report: str | None = None) -> str:
 
 def next_step(verdict: recommend.Recommendation, plan: dict, caveats: int = 3) -> str | None:
     """A command to copy for what the heaviest caveats on the first screen call for: more seeds, a
-    learning-rate grid, a wider batch grid, the disturbed cells trained again (into the folder they
-    are in); None where none of them says what to run."""
+    learning-rate grid, a wider batch grid, the folder re-timed (its cells timed on a busy machine);
+    None where none of them says what to run."""
     config = plan.get("config") or {}
+    base = _base_command(plan)
     for caveat in verdict.caveats[:caveats]:
-        options, base = caveat.next_step and caveat.next_step.options, _base_command(plan)
-        if options and base:
-            return f"{base}{_results_dir(plan)} {options}"
+        if caveat.next_step is not None and caveat.next_step.retime:
+            return f"harness retime {shlex.quote(str(Path(_results_dir(plan) or 'results') / plan.get('sweep', '')))}"
         change = _set_for(caveat.next_step, config)
         if change:
             return f"{base} --set '{change}'" if base else _in_python(change)
     return None
 
 
-def _results_dir(plan: dict) -> str:
-    """` --results-dir X` where the planning command named one."""
+def _results_dir(plan: dict) -> str | None:
+    """The --results-dir the planning command named, if it named one."""
     try:
         words = shlex.split(plan.get("command") or "")
     except ValueError:
-        return ""
-    found = next((words[i + 1] for i, w in enumerate(words[:-1]) if w == "--results-dir"), None) or next(
+        return None
+    return next((words[i + 1] for i, w in enumerate(words[:-1]) if w == "--results-dir"), None) or next(
         (w.split("=", 1)[1] for w in words if w.startswith("--results-dir=")), None)
-    return f" --results-dir {shlex.quote(found)}" if found else ""
 
 
 def _in_python(change: str) -> str:

@@ -31,6 +31,7 @@ class Collected:
     records: list[dict] = field(default_factory=list)  # the raw result.json documents
     plans: dict[tuple[str, str], dict] = field(default_factory=dict)  # (source, sweep) -> plan.json
     predictions: dict[tuple[str, str], dict] = field(default_factory=dict)  # (source, sweep) -> predict.json
+    retimes: dict[tuple[str, str], dict] = field(default_factory=dict)  # (source, sweep) -> retime.json
     unregistered: list[str] = field(default_factory=list)  # summary keys record/metrics.py does not know
 
 
@@ -156,11 +157,12 @@ def _seen_before(record: dict, label: str, path: Path, seen: dict, warnings: lis
 
 
 def _documents(folder: Path, label: str, found: Collected) -> None:
-    """plan.json and predict.json of each sweep under the folder, checked (record/documents.py);
+    """plan.json, predict.json and retime.json of each sweep under the folder, checked (record/documents.py);
     one that fails is a warning naming the file and the field, and is left out."""
     for name, held, read, sweep_of in (("plan.json", found.plans, documents.read_plan, lambda d: d["sweep"]),
                                        ("predict.json", found.predictions, documents.read_prediction,
-                                        lambda d: d["config"]["name"])):
+                                        lambda d: d["config"]["name"]),
+                                       ("retime.json", found.retimes, documents.read_retime, lambda d: d["sweep"])):
         for path in files.find(folder, name):  # the walk result.json is found by, dangling links included
             try:
                 document = read(path, found.warnings)

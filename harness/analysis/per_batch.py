@@ -103,6 +103,29 @@ def timing_windows(checks: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
     return windows[(windows["window_steps"] > 0) & windows["window_seconds"].notna()]
 
 
+def retimed(cells: pd.DataFrame, windows: pd.DataFrame, retime: dict | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """With a retime.json (`harness retime`): each done cell of a re-timed batch size takes its
+    seconds per step from there (time per image, and the windows the bootstrap draws), its steps
+    from its own run; whether its time was disturbed is then the re-timing's."""
+    if not retime or cells.empty:
+        return cells.assign(retimed=False), windows
+    per_step = {t["batch_size"]: t for t in retime["timings"]}
+    cells = cells.copy()
+    hit = (cells["status"] == "done") & cells["batch_size"].isin(list(per_step))
+    cells["retimed"] = hit
+    timing = [per_step[int(b)] for b in cells.loc[hit, "batch_size"]]
+    cells.loc[hit, "time_per_image_s"] = [t["seconds_per_step"] / t["batch_size"] for t in timing]
+    cells.loc[hit, "timing_disturbed"] = [bool(t.get("timing_disturbed_reason")) for t in timing]
+    cells.loc[hit, "timing_disturbed_reason"] = [t.get("timing_disturbed_reason") for t in timing]
+    keys = set(map(tuple, cells.loc[hit, KEY].itertuples(index=False, name=None)))
+    kept = windows[[k not in keys for k in windows[KEY].itertuples(index=False, name=None)]]
+    new = [{**dict(zip(KEY, key)), "window_steps": 1.0, "window_seconds": rate}
+           for key, t in zip(cells.loc[hit, KEY].itertuples(index=False, name=None), timing)
+           for rate in t["window_seconds_per_step"]]
+    return cells, pd.concat([kept, pd.DataFrame(new, columns=[*KEY, "window_steps", "window_seconds"])],
+                            ignore_index=True)
+
+
 def by_rate(cells: pd.DataFrame) -> pd.DataFrame:
     """Done cells combined over seeds per batch size AND learning rate (harness/record/metrics.py says how)."""
     done = cells[cells["status"] == "done"]

@@ -29,7 +29,7 @@ class FollowUp:
     step beyond the highest or the lowest tried)."""
 
     setting: str | None = None  # e.g. "sweep.train.seed=[0,1,2]"
-    options: str | None = None  # harness run options to add as they are, e.g. "--retrain ID,ID"
+    retime: bool = False  # `harness retime` the sweep's folder: its seconds per step measured again
     lr_grid: Literal["around", "upwards", "downwards"] | None = None
 
 
@@ -173,15 +173,17 @@ def _disturbed_caveat(cells: pd.DataFrame) -> list[Caveat]:
     if "timing_disturbed" not in cells:
         return []
     hit = cells[(cells["status"] == "done") & (cells["timing_disturbed"] == True)]  # noqa: E712 (None stays out)
+    hit = hit.sort_values(["batch_size", "seed", "cell_id"])
     if hit.empty:
         return []
     named = "; ".join(f"batch {int(r.batch_size)} seed {r.seed}: {r.timing_disturbed_reason}"
                       for r in hit.head(3).itertuples())
     more = f"; and {len(hit) - 3} more" if len(hit) > 3 else ""
-    return [Caveat(3, f"The machine was busy while {len(hit)} of {len(cells)} cells were timed ({named}{more}): "
-                      "their times, and so the sweet spot, may be off; train them again alone (the command below "
-                      "keeps their records as result.json.retrained-*).",
-                   FollowUp(options=f"--retrain {','.join(hit['cell_id'])}"))]
+    again = "re-timed" if hit["retimed"].any() else "timed"
+    return [Caveat(3, f"The machine was busy while {len(hit)} of {len(cells)} cells were {again} ({named}{more}): "
+                      "their times, and so the sweet spot, may be off; re-time them with the machine to itself (the "
+                      "command below: no training), or train them again: harness run ... --retrain "
+                      f"{','.join(hit['cell_id'])}.", FollowUp(retime=True))]
 
 
 def _conditions_caveat(cells: pd.DataFrame) -> list[Caveat]:

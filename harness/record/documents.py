@@ -119,6 +119,31 @@ class PredictDocument(_Open):
     environment: dict[str, Any] = {}
 
 
+RETIME_SCHEMA_VERSION = 1
+
+
+class Retiming(_Open):
+    batch_size: Positive
+    seconds_per_step: Annotated[Finite, Field(gt=0)]
+    window_seconds_per_step: Annotated[list[Annotated[Finite, Field(gt=0)]], Len(min_length=1)]
+    steps: Count
+    cell_id: StrictStr  # the done cell whose settings were timed
+    timing_disturbed_reason: StrictStr | None = None
+
+
+class RetimeDocument(_Open):
+    """retime.json (`harness retime`): seconds per step re-measured for a finished folder."""
+    schema_version: Annotated[StrictInt, Field(ge=1)]
+    sweep: StrictStr
+    created_utc: StrictStr
+    environment: dict[str, Any] = {}
+    timings: Annotated[list[Retiming], Len(min_length=1)]
+
+
+def read_retime(path: Path, notes: list[str] | None = None) -> dict[str, Any]:
+    return _read(path, RetimeDocument, RETIME_SCHEMA_VERSION, notes)
+
+
 def read_plan(path: Path, notes: list[str] | None = None) -> dict[str, Any]:
     return _read(path, PlanDocument, PLAN_SCHEMA_VERSION, notes)
 

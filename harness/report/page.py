@@ -178,6 +178,16 @@ def _collapse_section(cells: pd.DataFrame, epochs: pd.DataFrame, drop: float, pl
     }
 
 
+def _with_retime(summary: str | None, retime: dict | None) -> str | None:
+    """The first screen's timing line, saying where the seconds per step came from when re-timed."""
+    if not retime:
+        return summary
+    env = retime.get("environment") or {}
+    said = (f"seconds per step re-timed by harness retime on {env.get('device_name') or 'an unnamed device'}, "
+            f"{retime.get('created_utc', '')[:10]} (each cell's steps from its own run)")
+    return f"{summary}; {said}" if summary else said
+
+
 def _section(found: Collected, key: tuple[str, str], overrides: dict[str, float] | None = None) -> dict:
     """One results folder's sweep: its rules (plan.json's, with the command line's overrides), its
     verdicts, tables and figures."""
@@ -198,7 +208,7 @@ def _section(found: Collected, key: tuple[str, str], overrides: dict[str, float]
     return {
         "title": f"{source} / {sweep}" if source != sweep else sweep,
         "device": records[0].get("environment", {}).get("device_name"),
-        "conditions": conditions.summary(cells),
+        "conditions": _with_retime(conditions.summary(cells), found.retimes.get(key)),
         "validation": _validation(records),
         "engine_sentence": conditions.engine_sentence(spots),
         "verdicts": verdicts,
