@@ -14,9 +14,11 @@ from conftest import harness, read_json, write_config
 
 from harness.training import data, images, workloads
 from harness.training.bench import COLUMNS, WARMUP_STEPS, engine_loop, reference_loop, settings_for, torchvision_root
+from harness.training.checkpoint import Window
 from harness.training.data import IndexStream
 from harness.training.engine import build_engine
 from harness.training.measure import SyncedTimer
+from harness.training.steps import Span
 from harness.training.telemetry import NvmlMonitor, count_flops, mfu, peak_flops
 
 STEPS = 20
@@ -208,6 +210,12 @@ def test_monitor_aggregates_samples_and_energy_windows():
             torch.ones(1000).sum()
     monitor.stop()
     assert timed.joules == pytest.approx(250.0)  # one counter read at each edge
+    assert timed.gpu_util_pct == 90.0  # the window's own samples (evals.csv: window_gpu_util_pct)
+    window = Window()
+    window.add(Span(10, 2.0, None, loads=(1.0, 1.5), gpu_util_pct=90.0))
+    window.add(Span(10, 1.0, None, loads=(1.5, 2.0), gpu_util_pct=30.0))
+    assert window.columns(1)["window_gpu_util_pct"] == pytest.approx(70.0)  # weighted by seconds
+    assert (window.columns(1)["window_load_start"], window.columns(1)["window_load_end"]) == (1.0, 2.0)
     summary = monitor.summary()
     assert summary["power_mean_w"] == 300.0 and summary["gpu_util_mean_pct"] == 90.0
     assert summary["sm_clock_mean_mhz"] == 1980.0

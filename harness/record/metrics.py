@@ -132,6 +132,8 @@ METRICS: tuple[Metric, ...] = (
     Metric("window_load_start", "check", "threads", ranks="max",
            doc="the machine's 1-minute load average where they began"),
     Metric("window_load_end", "check", "threads", ranks="max", doc="and where they ended"),
+    Metric("window_gpu_util_pct", "check", "%", ranks="max",
+           doc="NVML's mean GPU utilisation over the timed steps (a GPU with NVML; else empty)"),
     Metric("val_accuracy", "check", doc="validation accuracy at the check"),
     Metric("val_loss", "check", doc="validation loss at the check"),
     Metric("lr_at_check", "check", doc="the learning rate the next step uses (optim.schedule; constant without one)"),

@@ -32,6 +32,8 @@ class Window:
     cpu_seconds: float = 0.0  # the process's CPU time in the timed steps (harness/timing.py)
     load_start: float | None = None  # the load average where the timed steps began and ended
     load_end: float | None = None
+    gpu_util_seconds: float = 0.0  # NVML utilisation (%) x seconds of the spans that had it
+    gpu_util_timed: float = 0.0  # and those spans' seconds
 
     @property
     def trained_seconds(self) -> float:
@@ -43,13 +45,17 @@ class Window:
         self.cpu_seconds += span.cpu_seconds or 0.0
         self.load_start = self.load_start if self.load_start is not None else span.loads[0]
         self.load_end = span.loads[1] if span.loads[1] is not None else self.load_end
+        if span.gpu_util_pct is not None and span.seconds:
+            self.gpu_util_seconds += span.gpu_util_pct * span.seconds
+            self.gpu_util_timed += span.seconds
 
     def columns(self, threads: int) -> dict[str, int | float | None]:
         """Its evals.csv columns; `threads` the process's intra-op threads (its CPU share's denominator)."""
         share = self.cpu_seconds / (self.seconds * threads) if self.seconds > 0 else None
         return {"window_steps": self.steps, "window_seconds": self.seconds, "window_warmup_steps": self.warmup_steps,
                 "window_warmup_seconds": self.warmup_seconds, "window_cpu_share": share,
-                "window_load_start": self.load_start, "window_load_end": self.load_end}
+                "window_load_start": self.load_start, "window_load_end": self.load_end,
+                "window_gpu_util_pct": self.gpu_util_seconds / self.gpu_util_timed if self.gpu_util_timed else None}
 
 
 @dataclass

@@ -37,6 +37,7 @@ class SyncedTimer:
         self.seconds = self.cpu_seconds = 0.0
         self.joules: float | None = None
         self.load_start = self.load_end = None  # the machine's 1-minute load average at the edges
+        self.gpu_util_pct: float | None = None  # NVML's mean utilisation over the span (a GPU with NVML)
 
     def __enter__(self) -> SyncedTimer:
         synchronize(self.device)
@@ -52,6 +53,7 @@ class SyncedTimer:
         self.cpu_seconds = time.process_time() - self._cpu  # user + system, every thread of the process
         self.load_end = timing.load_average()
         energy = self.monitor.mark_window(False) if self.monitor else None
+        self.gpu_util_pct = self.monitor.window_util_pct if self.monitor else None
         if self._energy is not None and energy is not None:
             self.joules = (energy - self._energy) / 1000.0
 

@@ -28,6 +28,7 @@ class Span:
     joules: float | None  # GPU energy over the span, all ranks; None where unknown or untimed
     cpu_seconds: float | None = None  # CPU time over the span: the least-served rank's share x seconds x threads
     loads: tuple[float | None, float | None] = (None, None)  # the load average at its two edges
+    gpu_util_pct: float | None = None  # NVML's mean GPU utilisation over the span, the busiest rank's
 
 
 def run_steps(engine: Engine, batch_at: Callable[[int], torch.Tensor], start: int, end: int, *, timed: bool = True,
@@ -54,8 +55,9 @@ def run_steps(engine: Engine, batch_at: Callable[[int], torch.Tensor], start: in
     share = clock.cpu_seconds / (clock.seconds * threads) if clock.seconds > 0 else None
     across = over_ranks(accelerator, {"window_seconds": clock.seconds, "energy_j": clock.joules,
                                       "window_cpu_share": share, "window_load_start": clock.load_start,
-                                      "window_load_end": clock.load_end})
+                                      "window_load_end": clock.load_end, "window_gpu_util_pct": clock.gpu_util_pct})
     share, seconds = across["window_cpu_share"], across["window_seconds"]
     return Span(step - start, seconds, across["energy_j"],
                 cpu_seconds=share * seconds * threads if share is not None else None,
-                loads=(across["window_load_start"], across["window_load_end"]))
+                loads=(across["window_load_start"], across["window_load_end"]),
+                gpu_util_pct=across["window_gpu_util_pct"])

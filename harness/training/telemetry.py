@@ -112,6 +112,7 @@ class NvmlMonitor:
         self.handle = self._handle(device) if self.nvml else None
         self.samples: list[tuple[bool, int, float, float, float]] = []
         self._in_window = False
+        self.window_util_pct: float | None = None  # the last closed window's mean GPU utilisation
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -156,8 +157,14 @@ class NvmlMonitor:
 
     def mark_window(self, opening: bool) -> float | None:
         """Call right after a device sync at each edge of a timed window; returns the energy
-        counter (mJ since the driver loaded), or None where the GPU does not report it."""
+        counter (mJ since the driver loaded), or None where the GPU does not report it. On
+        closing, `window_util_pct` is the mean NVML utilisation of the window's samples."""
         self._in_window = opening
+        if opening:
+            self._window_start = len(self.samples)
+        else:
+            inside = [s[3] for s in self.samples[getattr(self, "_window_start", 0):] if s[0]]
+            self.window_util_pct = statistics.fmean(inside) if inside else None
         if not self.available:
             return None
         try:
