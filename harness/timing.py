@@ -46,14 +46,16 @@ def wait_policy() -> str | None:
 
 
 def reasons(share: float | None, load: float | None, spread: float | None, device_type: str,
-            cores: int | None = None) -> list[str]:
-    """Why a time was disturbed, in words; empty where it was not (or nothing is known). Under
-    OMP_WAIT_POLICY=PASSIVE waiting threads sleep, so a quiet run's CPU share is low too (0.70
-    at batch 128 on 2 cores): the share rule is not applied there."""
+            cores: int | None = None, processes: int = 1) -> list[str]:
+    """Why a time was disturbed, in words; empty where it was not (or nothing is known). The
+    share rule is measured for one process with OpenMP's default wait: under
+    OMP_WAIT_POLICY=PASSIVE waiting threads sleep, so a quiet run's CPU share is low too (0.70 at
+    batch 128 on 2 cores), and with several processes the ranks wait for each other in the
+    gradient all-reduce, which is not CPU time either; it is not applied there."""
     cores = cores or machine_cores()
     found = []
     spins = (wait_policy() or "").upper() != "PASSIVE"
-    if device_type == "cpu" and spins and share is not None and share < MIN_CPU_SHARE:
+    if device_type == "cpu" and spins and processes == 1 and share is not None and share < MIN_CPU_SHARE:
         found.append(f"CPU share {share:.0%} (below {MIN_CPU_SHARE:.0%}: its threads waited for cores)")
     if load is not None and load > MAX_LOAD_PER_CORE * cores:
         found.append(f"load average {load:.1f} on {cores} core{'s' if cores > 1 else ''}")
@@ -63,7 +65,7 @@ def reasons(share: float | None, load: float | None, spread: float | None, devic
 
 
 def conditions(rows: Sequence[dict[str, Any]], evals: Sequence[dict[str, Any]], cores: int,
-               device_type: str) -> dict[str, Any]:
+               device_type: str, processes: int = 1) -> dict[str, Any]:
     """A cell's timing conditions (result.json summary keys) from its epochs.csv rows and
     evals.csv checks, and whether they disturbed it, with the reasons in words."""
     timed = [r for r in rows if r.get("train_seconds") and r.get("cpu_share") is not None]
@@ -73,7 +75,7 @@ def conditions(rows: Sequence[dict[str, Any]], evals: Sequence[dict[str, Any]], 
         or [r["load_at_end"] for r in rows if r.get("load_at_end") is not None]
     load = statistics.median(loads) if loads else None
     spread, cv = spread_of([r["time_per_image_s"] for r in rows[1:] if r.get("time_per_image_s")])
-    found = reasons(share, load, spread, device_type)
+    found = reasons(share, load, spread, device_type, processes=processes)
     return {"cpu_share": share, "load_average": load, "cores_owned": cores, "machine_cores": machine_cores(),
             "time_spread": spread, "time_cv": cv, "timing_disturbed": bool(found),
             "timing_disturbed_reason": "; ".join(found) or None}

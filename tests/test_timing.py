@@ -34,6 +34,7 @@ def test_each_rule_flags_its_own_disturbance_and_only_on_the_device_it_applies_t
     found = timing.conditions(starved, [], 2, "cpu")
     assert found["timing_disturbed"] and found["timing_disturbed_reason"].startswith("CPU share 55%")
     assert not timing.conditions(starved, [], 2, "cuda")["timing_disturbed"]  # a GPU's host thread waits
+    assert not timing.conditions(starved, [], 2, "cpu", processes=2)["timing_disturbed"]  # ranks wait in all-reduce
 
     jumped = [epoch(2.0, 0.97, 90e-6), epoch(2.0, 0.97, 30e-6), epoch(2.0, 0.97, 210e-6)]  # epoch 1 left out
     found = timing.conditions(jumped, [], 2, "cpu")

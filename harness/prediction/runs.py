@@ -114,17 +114,19 @@ def time_steps(cell: Cell, ctx: RunContext) -> dict[str, Any]:
     return {"batch_size": settings.train.batch_size, "learning_rate": settings.optim.lr_for(settings.train.batch_size),
             "source": "timing pass", "warmup_seconds": run.state.warmup_seconds, "steps": sum(w[0] for w in windows),
             "seconds": sum(w[1] for w in windows), "seconds_per_step": float(np.median(per_step)),
-            "window_seconds_per_step": per_step, **pass_conditions(run.windows, per_step, ctx.accelerator.device.type)}
+            "window_seconds_per_step": per_step,
+            **pass_conditions(run.windows, per_step, ctx.accelerator.device.type, ctx.accelerator.num_processes)}
 
 
-def pass_conditions(windows: list[Window], per_step: list[float], device_type: str) -> dict[str, Any]:
+def pass_conditions(windows: list[Window], per_step: list[float], device_type: str,
+                    processes: int = 1) -> dict[str, Any]:
     """What a timing pass competed with (harness/timing.py): its CPU share, load, windows' spread."""
     seconds = sum(w.seconds for w in windows)
     share = sum(w.cpu_seconds for w in windows) / (seconds * torch.get_num_threads()) if seconds > 0 else None
     loads = [x for w in windows for x in (w.load_start, w.load_end) if x is not None]
     load = float(np.median(loads)) if loads else None
     spread, _ = timing.spread_of(per_step)
-    found = timing.reasons(share, load, spread, device_type)
+    found = timing.reasons(share, load, spread, device_type, processes=processes)
     return {"cpu_share": share, "load_average": load, "time_spread": spread,
             "timing_disturbed_reason": "; ".join(found) or None}
 

@@ -64,7 +64,7 @@ def summarize(rows: list[dict[str, Any]], settings: CellSettings, first_losses: 
         "peak_flops": peak,
         "mfu": mfu(flops, timing["time_per_image_s"], peak, world),
         "final_noise_scale": last.get("noise_scale"),
-        **timing_conditions(rows, evals, cores_owned(), env.get("device_type", "cpu")),
+        **timing_conditions(rows, evals, cores_owned(), env.get("device_type", "cpu"), world),
     }
 
 
