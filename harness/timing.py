@@ -82,12 +82,17 @@ def conditions(rows: Sequence[dict[str, Any]], evals: Sequence[dict[str, Any]], 
 
 
 def spread_of(times: Sequence[float]) -> tuple[float | None, float | None]:
-    """(max / min, robust CV) of equal-work times; (None, None) with fewer than two."""
+    """(spread, robust CV) of equal-work times; (None, None) with fewer than two. The spread is
+    slowest / fastest for up to 9 (a cell's epochs), the 90th over the 10th percentile for more
+    (a timing pass's 20-step windows, where one window's garbage collection is not a busy machine)."""
     if len(times) < 2 or min(times) <= 0:
         return None, None
     median = statistics.median(times)
     mad = statistics.median(abs(t - median) for t in times)
-    return max(times) / min(times), 1.4826 * mad / median
+    if len(times) < 10:
+        return max(times) / min(times), 1.4826 * mad / median
+    deciles = statistics.quantiles(times, n=10)
+    return deciles[-1] / deciles[0], 1.4826 * mad / median
 
 
 def busy_now() -> str | None:

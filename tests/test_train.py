@@ -123,7 +123,7 @@ def test_checks_stay_outside_the_timed_windows_and_within_their_budget(tmp_path)
     assert proc.returncode == 0, proc.stderr
     (cell_dir,) = [p.parent for p in (tmp_path / "r").rglob("result.json")]
     with open(cell_dir / "evals.csv") as fh:
-        checks = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+        checks = [{k: float(v) if v != "" else None for k, v in row.items()} for row in csv.DictReader(fh)]
     (epoch,) = read_epochs(cell_dir)
     steps = [int(c["step"]) for c in checks]
     assert steps[0] == 1 and steps[-1] == 50 and steps == sorted(set(steps))  # 12,800 images / 256 = 50 steps

@@ -95,7 +95,7 @@ def build_report(folders: list[Path], out: Path, target: float | None = None, to
     found = collect(folders)
     if found.cells.empty:
         skipped = f" (and {len(found.warnings)} skipped: {found.warnings[0]})" if found.warnings else ""
-        raise ResultsError(f"no readable result.json under {', '.join(map(str, folders))}{skipped}; run a sweep first "
+        raise ResultsError(f"no result.json under {', '.join(map(str, folders))}{skipped}; run a sweep first "
                            f"or check the path")
     if target is not None:
         _check_on_the_scale(found, target)

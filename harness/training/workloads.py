@@ -256,8 +256,6 @@ def try_on(workload: Workload, splits, device: torch.device) -> list[str]:
     if workload.augment is not None:
         _check_augment(workload, model, x, device)
     with torch.no_grad():
-        for split in ("val", "test"):  # inputs of another width would fail only after an epoch of training
-            _check_split(workload, model, splits, split, batches.describe(x))
         outputs = workload.call("model", batches.call, model, x)
         if workload.loss is None:
             _check_classes(outputs, splits, workload)
@@ -266,6 +264,8 @@ def try_on(workload: Workload, splits, device: torch.device) -> list[str]:
             raise WorkloadError(f"workload.loss: {workload.specs.get('loss')} returned {_got(loss)}; return one "
                                 f"number, the mean over the examples (e.g. .mean())")
         _check_scores(workload, outputs, y)
+        for split in ("val", "test"):  # inputs of another width would fail only after an epoch of training
+            _check_split(workload, model, splits, split, batches.describe(x))
         return _loss_warnings(workload, outputs, y, loss)
 
 
