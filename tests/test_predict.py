@@ -236,11 +236,13 @@ def test_predict_end_to_end_then_verify_trains_three_cells_that_a_run_skips(tmp_
                      "--force")
     assert verify.returncode == 0, verify.stderr
     assert read_json(results / "small" / "predict.json") == doc  # the same config: the prediction is reused
-    if any(d["kind"] != "disturbed_timing" for d in doc["doubts"]):  # doubts of the runs, not of the machine:
-        # without --force it predicts again, doubts again, and keeps the forced one
+    if doc["doubts"]:  # without --force it predicts again; where it doubts again, the forced one stays
         again = harness("predict", "--config", str(config), "--results-dir", str(results), "--verify", "--quiet")
-        assert again.returncode == 2 and str(results / "small" / "predict.doubted.json") in again.stderr
-        assert read_json(results / "small" / "predict.json") == doc
+        if again.returncode == 2:  # (some doubts follow the timing: an extrapolated sweet spot, a busy pass)
+            assert str(results / "small" / "predict.doubted.json") in again.stderr
+            assert read_json(results / "small" / "predict.json") == doc
+        else:
+            assert again.returncode == 0, again.stderr
     trained = sorted(read_json(p)["settings"]["train"]["batch_size"] for p in results.rglob("result.json"))
     grid = doc["inputs"]["grid"]
     i = grid.index(spot)
@@ -251,6 +253,18 @@ def test_predict_end_to_end_then_verify_trains_three_cells_that_a_run_skips(tmp_
     report = (results / "small" / "report.html").read_text()
     assert "Prediction (harness predict) against the grid" in report and "Predicted without the grid" in report
     assert before.keys() <= snapshot(results / "small").keys()
+
+
+def test_a_doubted_prediction_without_force_never_replaces_one_with_a_sweet_spot(tmp_path):
+    committed = REPO / "results" / "fashion" / "predict.json"  # a prediction with a sweet spot
+    shutil.copy(committed, tmp_path / "predict.json")
+    doubted = {**read_json(committed), "doubts": [{"kind": "cap", "text": "the short run's cap ended"}]}
+    assert output.write(tmp_path, doubted, vouched=False) == tmp_path / "predict.doubted.json"
+    assert (tmp_path / "predict.json").read_bytes() == committed.read_bytes()
+    assert output.write(tmp_path, doubted, vouched=True) == tmp_path / "predict.json"  # --force: it replaces
+    assert read_json(tmp_path / "predict.json")["doubts"] == doubted["doubts"]
+    fresh = tmp_path / "fresh"
+    assert output.write(fresh, doubted, vouched=False) == fresh / "predict.json"  # nothing to keep: written there
 
 
 def test_too_small_a_grid_and_other_sweeps_are_refused_before_anything_runs(tmp_path):
