@@ -40,6 +40,13 @@ def load_average() -> float | None:
         return None
 
 
+def cpu_share(cpu_seconds: float | None, wall_seconds: float | None, threads: int) -> float | None:
+    """CPU time / (wall time x intra-op threads): near 1 where the threads had their cores."""
+    if cpu_seconds is None or not wall_seconds or wall_seconds <= 0:
+        return None
+    return cpu_seconds / (wall_seconds * threads)
+
+
 def wait_policy() -> str | None:
     """OMP_WAIT_POLICY as this process has it (None: OpenMP's default, which spins a while)."""
     return os.environ.get("OMP_WAIT_POLICY") or None

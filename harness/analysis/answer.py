@@ -172,12 +172,17 @@ def next_step(verdict: recommend.Recommendation, plan: dict, caveats: int = 3) -
     return None
 
 
+def _command_words(plan: dict) -> list[str]:
+    """The words of the command the sweep was planned with (none where they do not parse)."""
+    try:
+        return shlex.split(plan.get("command") or "")
+    except ValueError:
+        return []
+
+
 def _results_dir(plan: dict) -> str | None:
     """The --results-dir the planning command named, if it named one."""
-    try:
-        words = shlex.split(plan.get("command") or "")
-    except ValueError:
-        return None
+    words = _command_words(plan)
     return next((words[i + 1] for i, w in enumerate(words[:-1]) if w == "--results-dir"), None) or next(
         (w.split("=", 1)[1] for w in words if w.startswith("--results-dir=")), None)
 
@@ -207,10 +212,7 @@ def _set_for(follow: recommend.FollowUp | None, config: dict) -> str | None:
 def _base_command(plan: dict) -> str | None:
     """`harness run --config X` with the --set options the sweep was planned with; None for a
     sweep planned from Python (harness.sweep), which has no config file to name."""
-    try:
-        words = shlex.split(plan.get("command") or "")
-    except ValueError:
-        words = []
+    words = _command_words(plan)
     config = next((words[i + 1] for i, w in enumerate(words[:-1]) if w == "--config"), None)
     if config is None and words and words[:2] != ["harness", "run"]:
         return None

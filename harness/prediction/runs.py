@@ -122,7 +122,7 @@ def pass_conditions(windows: list[Window], per_step: list[float], device_type: s
                     processes: int = 1) -> dict[str, Any]:
     """What a timing pass competed with (harness/timing.py): its CPU share, load, windows' spread."""
     seconds = sum(w.seconds for w in windows)
-    share = sum(w.cpu_seconds for w in windows) / (seconds * torch.get_num_threads()) if seconds > 0 else None
+    share = timing.cpu_share(sum(w.cpu_seconds for w in windows), seconds, torch.get_num_threads())
     loads = [x for w in windows for x in (w.load_start, w.load_end) if x is not None]
     load = float(np.median(loads)) if loads else None
     spread, _ = timing.spread_of(per_step)

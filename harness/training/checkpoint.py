@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from harness.record.results import write_atomic
+from harness.timing import cpu_share
 
 
 @dataclass
@@ -51,7 +52,7 @@ class Window:
 
     def columns(self, threads: int) -> dict[str, int | float | None]:
         """Its evals.csv columns; `threads` the process's intra-op threads (its CPU share's denominator)."""
-        share = self.cpu_seconds / (self.seconds * threads) if self.seconds > 0 else None
+        share = cpu_share(self.cpu_seconds, self.seconds, threads)
         return {"window_steps": self.steps, "window_seconds": self.seconds, "window_warmup_steps": self.warmup_steps,
                 "window_warmup_seconds": self.warmup_seconds, "window_cpu_share": share,
                 "window_load_start": self.load_start, "window_load_end": self.load_end,

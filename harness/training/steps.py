@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from harness.timing import cpu_share
 from harness.training.engine import Engine
 from harness.training.measure import SyncedTimer, over_ranks
 from harness.training.telemetry import NvmlMonitor
@@ -52,7 +53,7 @@ def run_steps(engine: Engine, batch_at: Callable[[int], torch.Tensor], start: in
     if not timed:
         return Span(step - start, None, None)
     threads = torch.get_num_threads()
-    share = clock.cpu_seconds / (clock.seconds * threads) if clock.seconds > 0 else None
+    share = cpu_share(clock.cpu_seconds, clock.seconds, threads)
     across = over_ranks(accelerator, {"window_seconds": clock.seconds, "energy_j": clock.joules,
                                       "window_cpu_share": share, "window_load_start": clock.load_start,
                                       "window_load_end": clock.load_end, "window_gpu_util_pct": clock.gpu_util_pct})

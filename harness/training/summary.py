@@ -14,7 +14,7 @@ from accelerate import Accelerator
 from harness.config import CellSettings
 from harness.record.metrics import energy_resolved
 from harness.timing import conditions as timing_conditions
-from harness.timing import load_average
+from harness.timing import cpu_share, load_average
 from harness.training import measure
 from harness.training.checkpoint import LoopState
 from harness.training.data import Splits
@@ -124,8 +124,8 @@ def epoch_row(state: LoopState, settings, accelerator: Accelerator, correct: lis
         "train_seconds": state.epoch_seconds if timed_steps else None,
         "time_per_image_s": state.epoch_seconds / (timed_steps * batch) if timed_steps else None,
         "energy_j": state.epoch_joules if timed_steps else None,
-        "cpu_share": state.epoch_cpu_seconds / (state.epoch_seconds * torch.get_num_threads())
-        if timed_steps and state.epoch_seconds > 0 else None,
+        "cpu_share": cpu_share(state.epoch_cpu_seconds, state.epoch_seconds, torch.get_num_threads())
+        if timed_steps else None,
         "load_at_end": load_average(),
     }
 
