@@ -69,7 +69,9 @@ def crossing(steps: np.ndarray, accuracy: np.ndarray, target: float, fit: bool =
         if line is None:
             guess, log_se = first, None
             break
-        guess = float(np.clip(math.exp(line[0]), steps[window].min(), steps[window].max()))
+        # a nearly flat line reaches the target far away (exp of it may overflow): kept in the window
+        low, high = steps[window].min(), steps[window].max()
+        guess = float(np.clip(math.exp(min(line[0], math.log(high))), low, high))
         log_se = line[1]
     before, after = checks_around(steps, guess)
     return Crossing(steps=guess, before=before, after=after, first_check=first, log_se=log_se)

@@ -105,7 +105,7 @@ def timing_windows(checks: pd.DataFrame, epochs: pd.DataFrame) -> pd.DataFrame:
 
 def retimed(cells: pd.DataFrame, windows: pd.DataFrame, retime: dict | None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """With a retime.json (`harness retime`): each done cell of a re-timed batch size takes its
-    seconds per step from there (time per image, and the windows the bootstrap draws), its steps
+    seconds per step from there (time per image, and the windows the intervals read), its steps
     from its own run; whether its time was disturbed is then the re-timing's."""
     if not retime or cells.empty:
         return cells.assign(retimed=False), windows

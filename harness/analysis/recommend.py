@@ -2,9 +2,9 @@
 we are, and every caveat a careful reader needs (learning rate, seeds, edges of the grid).
 
 Rule: among batch sizes whose mean test accuracy is within `tolerance` of the best (with several
-seeds: in at least 5% of the bootstrap resamples, so seed noise alone drops none) and whose seeds
+seeds: in at least 5% of the draws, so seed noise alone drops none) and whose seeds
 all reached the target, the one with the shortest time to target; ties between equal times go to
-the smaller batch. harness/analysis/stats.py says what a resample draws and what counts as a tie.
+the smaller batch. harness/analysis/stats.py says how the draws are made and what counts as a tie.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ class Recommendation:
 
 
 def samples(cells: pd.DataFrame, windows: pd.DataFrame) -> dict[int, list[stats.CellSample]]:
-    """What the bootstrap may draw, per batch size, from the cells at their picked rate."""
+    """What the draws are made from, per batch size, from the cells at their picked rate."""
     by_cell = dict(iter(windows.groupby(KEY))) if not windows.empty else {}
     out: dict[int, list[stats.CellSample]] = {}
     for row in cells.itertuples(index=False):
@@ -71,12 +71,14 @@ def samples(cells: pd.DataFrame, windows: pd.DataFrame) -> dict[int, list[stats.
         steps = w["window_steps"].to_numpy(float) if w is not None else np.array([])
         rates = w["window_seconds"].to_numpy(float) / steps if w is not None else np.array([])
         reached = bool(row.reached_target)
+        fitted = reached and row.steps_to_target_se > 0
         out.setdefault(int(row.batch_size), []).append(stats.CellSample(
             accuracy=float(getattr(row, ACCURACY)), reached=reached,
+            time=float(row.time_to_target_s) if reached else np.nan,
             steps_low=float(row.steps_before_target) if reached else np.nan,
-            steps_high=float(row.steps_after_target) if reached else np.nan, rates=rates, weights=steps,
-            log_se=float(row.steps_to_target_se / row.steps_to_target) if reached and row.steps_to_target_se > 0
-            else 0.0))
+            steps_high=float(row.steps_after_target) if reached else np.nan,
+            log_se=float(row.steps_to_target_se / row.steps_to_target) if fitted else 0.0,
+            rates=rates, weights=steps))
     return out
 
 
@@ -121,12 +123,8 @@ def recommend(variant: str, per_batch: pd.DataFrame, cells: pd.DataFrame, window
     caveats = [*_conditions_caveat(cells), *_seed_caveat(per_batch), *_epoch_caveat(cells),
                *_rate_caveats(per_batch, lr_rule)]
     details = _rate_details(per_batch)
-    several_seeds = per_batch["n"].max() > 1
     best = per_batch[ACCURACY].max()
-    kept = np.array([stats.accuracy_noise_keeps(boot, b, tolerance) if several_seeds
-                     else stats.near_best(a, best, tolerance) for b, a in zip(per_batch["batch_size"],
-                                                                              per_batch[ACCURACY])])
-    eligible = per_batch[kept & (per_batch["reached_target"] == per_batch["n"]) & per_batch["time_to_target_s"].notna()]
+    eligible = per_batch[per_batch["batch_size"].isin(boot.eligible) & per_batch["time_to_target_s"].notna()]
     if eligible.empty:
         return Recommendation(variant=variant, batch_size=None, explanation=(
             f"No batch size within {within} of the best test {name} ({shown(best)}) reached the target "
@@ -142,7 +140,7 @@ def recommend(variant: str, per_batch: pd.DataFrame, cells: pd.DataFrame, window
         f"{int(pick['steps_to_target']):,} steps{_fit_error(pick)}, resolution "
         f"{int(pick['target_resolution_steps']):,} steps), "
         f"the fastest of the {len(eligible)} batch size(s) whose test {name} is within {within} of the best "
-        f"({shown(best)}); it wins in {boot.share[winner]:.0%} of {stats.RESAMPLES:,} bootstrap resamples.")
+        f"({shown(best)}); it is the fastest in {boot.share[winner]:.0%} of {stats.RESAMPLES:,} draws.")
     caveats = [*_edge_caveats(per_batch, winner, planned), *caveats]
     power, more_seeds = _seeds_for_power(cells, eligible, winner)
     explanation += f" {power}" if power else ""
@@ -159,8 +157,8 @@ def _ranked(caveats: list[Caveat]) -> list[Caveat]:
 
 
 def _tie_sentence(winner: int, ties: list[int], boot: stats.Bootstrap) -> str:
-    test = (f"paired bootstrap over seeds, timing windows and check resolution: in at least "
-            f"{stats.TIE_SHARE:.0%} of resamples it reached the target no later than batch {winner}")
+    test = (f"Student's t over seeds, with each crossing's error and timing: in at least "
+            f"{stats.TIE_SHARE:.0%} of draws it reaches the target no later than batch {winner}")
     if not ties:
         return f"No other batch size is statistically tied with it ({test})."
     named = ", ".join(f"{b} (wins {boot.share[b]:.0%})" for b in ties)

@@ -1,18 +1,27 @@
-"""How sure is the sweet spot? A bootstrap over seeds, timing windows and check resolution.
+"""How sure is the sweet spot? Intervals, win shares and ties from one set of draws per batch size.
 
-One resample redraws, for every batch size, its seeds with replacement (one seed: that seed), and
-for every drawn cell
-- where the target was crossed: uniformly between the two checks around the fitted crossing
-  (analysis/crossing.py), the resolution the checks allowed; with one seed also lognormally with
-  the crossing's standard error (its checks' scatter about the line), the one run-to-run noise
-  one seed shows (with several seeds their spread already holds it);
-- its time per step: the rate of one timed window of that cell, drawn with weights = the window's
-  steps (run-to-run and window-to-window speed, measured within the cell: load, clocks).
-Time to target = steps x time per step, averaged over the drawn seeds. Accuracy is the drawn seeds'
-mean. In each resample the rule picks a winner (shortest time among batch sizes within `tolerance`
-of the best accuracy, every drawn seed at the target): the share of resamples each batch size wins
-is its win share. Two batch sizes are tied when, paired resample by resample, the slower one is no
-slower in at least TIE_SHARE of the resamples: the 90% interval of their time ratio includes 1.
+What is estimated: a batch size's mean time to target over seeds, each seed's time read by the
+report's rule (steps to target where the line through the checks around it reaches the target,
+analysis/crossing.py, x that cell's seconds per step). Per batch size, from its seeds' times T_i:
+- with n >= 2 seeds, Student's t on log T_i: their mean, standard error s / sqrt(n), n - 1 degrees
+  of freedom. This is the small-sample correction: with 2 seeds the 95th percentile of t is 6.31
+  standard errors, not 1.645, because s itself is guessed from 2 numbers. Each seed's crossing
+  error and timing noise are inside the seeds' spread, so they are not added again;
+- with one seed, normal on log T: the crossing's standard error (its checks' scatter about the
+  line) and the standard error of the cell's mean seconds per step from its timing windows.
+  Seed-to-seed variation, which one seed cannot show, is not in it (the report says so);
+- a reading at the first check at the target (epoch ends, or too few checks to fit a line) only
+  says the crossing lies between the check before it and it: that span is drawn uniformly, the
+  same for every seed (they share the schedule).
+RESAMPLES draws of each batch size's mean time follow that distribution, independently across
+batch sizes: the 90% interval is their 5th to 95th percentile. The seeds' mean accuracy is drawn
+the same way (t on the accuracies; one seed: as measured). A batch size stays eligible when in at
+least TIE_SHARE of the draws it is within `tolerance` of the most accurate batch size (seed noise
+alone drops none) and every seed reached the target; its win share is the share of draws in
+which it is the fastest of the eligible. Another batch size is tied with the winner when it is
+no slower in at least TIE_SHARE of the draws: a one-sided 5% test that it is slower does not
+reject. tests/benchmarks/grid_coverage.py measures the coverage on synthetic grids with a known
+truth and on seed subsets of a committed 9-seed grid (docs/measurement.md).
 """
 
 from __future__ import annotations
@@ -29,63 +38,82 @@ TIE_SHARE = (1 - LEVEL) / 2
 
 @dataclass(frozen=True)
 class CellSample:
-    """What a resample may draw from one cell."""
+    """What the draws are made from, for one cell."""
 
     accuracy: float
     reached: bool
-    steps_low: float  # the check before the crossing (0 if none)
-    steps_high: float  # the check at or after it
-    rates: np.ndarray  # seconds per step of each timed window
-    weights: np.ndarray  # steps in each window
-    log_se: float = 0.0  # standard error of log steps to target (0: none known)
+    time: float = math.nan  # its time to target (s): steps to target x seconds per step
+    steps_low: float = math.nan  # the check before the crossing (0 if none)
+    steps_high: float = math.nan  # the check at or after it
+    log_se: float = 0.0  # standard error of log steps to target (0: not fitted, read at a check)
+    rates: np.ndarray = field(default_factory=lambda: np.array([]))  # seconds per step of each timing window
+    weights: np.ndarray = field(default_factory=lambda: np.array([]))  # steps in each window
 
 
 @dataclass
 class Bootstrap:
+    """Draws of each batch size's mean time to target and mean accuracy (draws x batches)."""
+
     batches: list[int]
-    times: np.ndarray  # resamples x batches: mean time to target (nan where a drawn seed missed it)
-    accuracies: np.ndarray  # resamples x batches
-    winners: np.ndarray  # resamples: the winning batch size (0: no winner)
-    share: dict[int, float] = field(default_factory=dict)
+    times: np.ndarray  # nan for a batch size where not every seed reached the target
+    accuracies: np.ndarray
+    share: dict[int, float] = field(default_factory=dict)  # win share among the eligible
+    eligible: list[int] = field(default_factory=list)
 
 
 def resample(by_batch: dict[int, list[CellSample]], tolerance: float, resamples: int = RESAMPLES,
              seed: int = 0) -> Bootstrap:
+    """The draws for every batch size, which of them stay eligible, and their win shares."""
     rng = np.random.default_rng(seed)
     batches = sorted(by_batch)
     times = np.full((resamples, len(batches)), np.nan)
     accuracies = np.full((resamples, len(batches)), np.nan)
     for j, batch in enumerate(batches):
         cells = by_batch[batch]
-        n = len(cells)
-        # resample x drawn seed -> cell index; one seed is kept as it is (no seed noise to draw)
-        drawn = rng.integers(n, size=(resamples, n)) if n > 1 else np.zeros((resamples, 1), dtype=int)
-        per_cell = np.stack([_times(c, resamples, rng, fit_noise=n == 1) for c in cells])  # cells x resamples
-        accuracy = np.array([c.accuracy for c in cells])
-        reached = np.array([c.reached for c in cells])
-        accuracies[:, j] = accuracy[drawn].mean(axis=1)
-        cell_times = per_cell[drawn, np.arange(resamples)[:, None]]
-        times[:, j] = np.where(reached[drawn].all(axis=1), cell_times.mean(axis=1), np.nan)
-    winners = np.array([_winner(batches, t, a, tolerance) for t, a in zip(times, accuracies)])
-    share = {b: float(np.mean(winners == b)) for b in batches}
-    return Bootstrap(batches=batches, times=times, accuracies=accuracies, winners=winners, share=share)
+        accuracies[:, j] = _mean_draws(np.array([c.accuracy for c in cells]), resamples, rng)
+        if all(c.reached for c in cells):
+            times[:, j] = _time_draws(cells, resamples, rng)
+    boot = Bootstrap(batches=batches, times=times, accuracies=accuracies)
+    boot.eligible = [b for b in batches if accuracy_noise_keeps(boot, b, tolerance)
+                     and not np.isnan(times[0, batches.index(b)])]
+    boot.share = win_shares(boot, boot.eligible)
+    return boot
+
+
+def _mean_draws(values: np.ndarray, resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """Draws of the mean of `values` (one per seed): mean + s / sqrt(n) x Student's t with n - 1
+    degrees of freedom; one value is taken as it is."""
+    n = len(values)
+    if n < 2:
+        return np.full(resamples, float(values[0]))
+    return values.mean() + values.std(ddof=1) / math.sqrt(n) * rng.standard_t(n - 1, resamples)
+
+
+def _time_draws(cells: list[CellSample], resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """Draws of a batch size's mean time to target (module docstring)."""
+    y = np.log([c.time for c in cells])
+    if len(cells) > 1:
+        log_mean = _mean_draws(y, resamples, rng)
+    else:
+        spread = math.hypot(cells[0].log_se, _timing_se(cells[0]))
+        log_mean = y[0] + spread * rng.standard_normal(resamples)
+    # a crossing read at a check lies between the check before and it, the same span for every seed
+    span = np.mean([c.steps_low / c.steps_high if c.log_se == 0 and c.steps_high > 0 else 1.0 for c in cells])
+    # clipped at 10x either way: no draw overflows (a finite, very wide interval says the same)
+    log_mean = np.clip(log_mean, y.min() - LOG_TEN, y.max() + LOG_TEN)
+    return np.exp(log_mean) * (rng.uniform(span, 1.0, resamples) if span < 1 else 1.0)
 
 
 LOG_TEN = float(np.log(10.0))
 
 
-def _times(cell: CellSample, resamples: int, rng: np.random.Generator, fit_noise: bool) -> np.ndarray:
-    """`resamples` draws of the cell's time to target (nan if it never reached the target)."""
-    if not cell.reached or not len(cell.rates):
-        return np.full(resamples, np.nan)
-    steps = rng.uniform(cell.steps_low, cell.steps_high, resamples) if cell.steps_high > cell.steps_low \
-        else np.full(resamples, cell.steps_high)
-    if fit_noise and cell.log_se > 0:
-        # a crossing read from a few scattered checks may carry a huge error: at most 10x either way,
-        # so that no draw overflows to an infinite time (a finite, wide interval says the same)
-        steps = steps * np.exp(np.clip(rng.normal(0.0, cell.log_se, resamples), -LOG_TEN, LOG_TEN))
-    rates = rng.choice(cell.rates, size=resamples, p=cell.weights / cell.weights.sum())
-    return steps * rates
+def _timing_se(cell: CellSample) -> float:
+    """Standard error of the log of a cell's mean seconds per step, from its timing windows."""
+    if len(cell.rates) < 2:
+        return 0.0
+    logs, w = np.log(cell.rates), cell.weights / cell.weights.sum()
+    mean = float(np.sum(w * logs))
+    return math.sqrt(float(np.sum(w * (logs - mean) ** 2)) / (len(cell.rates) - 1))
 
 
 def near_best(accuracy, best, tolerance: float):
@@ -94,42 +122,44 @@ def near_best(accuracy, best, tolerance: float):
     return accuracy >= best - tolerance - 1e-12
 
 
-def _winner(batches: list[int], times: np.ndarray, accuracies: np.ndarray, tolerance: float) -> int:
-    ok = near_best(accuracies, np.nanmax(accuracies), tolerance) & ~np.isnan(times)
-    if not ok.any():
-        return 0
-    return batches[int(np.nanargmin(np.where(ok, times, np.inf)))]
+def win_shares(boot: Bootstrap, eligible: list[int]) -> dict[int, float]:
+    """Per batch size, the share of draws in which it has the shortest time of the eligible ones
+    (0 for the others; equal times go to the smaller batch)."""
+    share = dict.fromkeys(boot.batches, 0.0)
+    if not eligible:
+        return share
+    columns = boot.times[:, [boot.batches.index(b) for b in eligible]]
+    winners = np.argmin(columns, axis=1)  # eligible are in increasing batch order: ties to the smaller
+    for k, batch in enumerate(eligible):
+        share[batch] = float(np.mean(winners == k))
+    return share
 
 
 def interval(boot: Bootstrap, batch: int) -> tuple[float | None, float | None]:
-    """The 90% interval of a batch size's time to target over the resamples where it reached it."""
+    """The 90% interval of a batch size's mean time to target (None where not every seed reached it)."""
     column = boot.times[:, boot.batches.index(batch)]
-    column = column[~np.isnan(column)]
-    if not len(column):
+    if np.isnan(column).any():
         return None, None
     low, high = np.quantile(column, [TIE_SHARE, 1 - TIE_SHARE])
     return float(low), float(high)
 
 
 def accuracy_noise_keeps(boot: Bootstrap, batch: int, tolerance: float) -> bool:
-    """Whether the batch size is within `tolerance` of the best accuracy in at least TIE_SHARE of
-    the resamples: not dropped for a difference smaller than seed noise."""
-    j = boot.batches.index(batch)
-    best = np.nanmax(boot.accuracies, axis=1)
-    return float(np.mean(near_best(boot.accuracies[:, j], best, tolerance))) >= TIE_SHARE
+    """Whether the batch size is within `tolerance` of the most accurate batch size (by its mean) in
+    at least TIE_SHARE of the draws: not dropped for a difference smaller than seed noise."""
+    means = np.median(boot.accuracies, axis=0)
+    best = boot.accuracies[:, int(np.argmax(means))]
+    return float(np.mean(near_best(boot.accuracies[:, boot.batches.index(batch)], best, tolerance))) >= TIE_SHARE
 
 
 def tied_with(boot: Bootstrap, winner: int, candidates: list[int]) -> list[int]:
     """Candidates that reach the target no later than the winner in at least TIE_SHARE of the
-    paired resamples (the 90% interval of time / winner's time includes 1)."""
+    draws (a one-sided 5% test that they are slower does not reject)."""
     w = boot.times[:, boot.batches.index(winner)]
     tied = []
     for batch in candidates:
-        if batch == winner:
-            continue
         t = boot.times[:, boot.batches.index(batch)]
-        both = ~np.isnan(t) & ~np.isnan(w)
-        if both.any() and float(np.mean(t[both] <= w[both])) >= TIE_SHARE:
+        if batch != winner and not np.isnan(t).any() and float(np.mean(t <= w)) >= TIE_SHARE:
             tied.append(batch)
     return tied
 

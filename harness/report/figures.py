@@ -235,8 +235,8 @@ def time_to_target(d: FigureData) -> Figure | None:
     _mark(ax, d, data, "time_to_target_s")
     fig.tight_layout()
     return Figure("Time to target vs batch size", "Steps to target x time per step, at each batch size's learning "
-                  "rate. Bars: the bootstrap's 90% interval (seeds, timing windows, check resolution; with one seed, "
-                  "the crossing's standard error). Red ring: the "
+                  "rate. Bars: the 90% interval (Student's t over seeds; with one seed, the crossing's standard "
+                  "error and timing only). Red ring: the "
                   "sweet spot, the lowest point among accurate enough batch sizes; orange: tied with it; grey x: "
                   "never reached the target.", _encode(fig), table)
 

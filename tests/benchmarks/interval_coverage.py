@@ -6,11 +6,10 @@
    B_noise drawn at random, steps = S(B) x lognormal seed noise (sd 0.25 in log: ±25%), short runs
    at 32, 128 and 512 with 2 and 3 seeds; the share of trials whose interval holds the true S(B),
    per batch size of the grid 8..1024, and for S_min and B_noise.
-2. The grid's own bootstrap intervals of time to target (analysis/stats.py) on synthetic cells:
-   n seeds of lognormal steps, checks 10% apart; the share holding the true mean time.
-3. Each GRID_FOLDER (a grid run in full with its predict.json beside it): per batch size, the
+2. Each GRID_FOLDER (a grid run in full with its predict.json beside it): per batch size, the
    grid's mean steps to target (fitted crossing) and whether it lies in predict's 90% interval for
    the mean of the grid's seeds (`steps_grid_interval`).
+The grid's own intervals (analysis/stats.py) are measured by tests/benchmarks/grid_coverage.py.
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.analysis import per_batch, stats
+from harness.analysis import per_batch
 from harness.analysis.collect import collect
 from harness.prediction import forecast
 
@@ -58,20 +57,6 @@ def predict_coverage(trials: int, seeds: int) -> dict[str, np.ndarray | float]:
             params[name] += fitted[f"{name}_interval"][0] <= value <= fitted[f"{name}_interval"][1]
     return {"per_batch": inside / fits, "pooled": float(inside.sum() / fits / len(GRID)), "fits": fits,
             **{name: count / fits for name, count in params.items()}}
-
-
-def bootstrap_coverage(trials: int, seeds: int) -> float:
-    """The grid's interval of a batch size's mean time to target against the true mean."""
-    rng = np.random.default_rng(100 + seeds)
-    inside = 0
-    for _ in range(trials):
-        steps = 1000 * np.exp(rng.normal(0, NOISE, seeds))
-        cells = [stats.CellSample(accuracy=0.98, reached=True, steps_low=s * 0.95, steps_high=s * 1.05,
-                                  rates=np.array([1e-3]), weights=np.array([1.0])) for s in steps]
-        boot = stats.resample({64: cells}, tolerance=0.005, resamples=1000, seed=int(rng.integers(1 << 31)))
-        low, high = stats.interval(boot, 64)
-        inside += low <= 1000 * np.exp(NOISE**2 / 2) * 1e-3 <= high
-    return inside / trials
 
 
 def grid_coverage(folder: Path) -> str:
@@ -112,10 +97,6 @@ def main() -> None:
         c = predict_coverage(args.trials, seeds)
         print(f"| {seeds} | {c['fits']} | " + " | ".join(f"{v:.0%}" for v in c["per_batch"])
               + f" | {c['pooled']:.1%} | {c['s_min']:.0%} | {c['b_noise']:.0%} |")
-    print(f"\nthe grid's bootstrap 90% interval of mean time to target, synthetic, {args.trials} trials:")
-    print("| seeds per batch size | coverage |\n| ---: | ---: |")
-    for seeds in (2, 3, 4, 8):
-        print(f"| {seeds} | {bootstrap_coverage(args.trials, seeds):.0%} |")
     for folder in args.folders:
         print("\n" + grid_coverage(folder))
 
