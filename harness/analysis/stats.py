@@ -8,7 +8,8 @@ analysis/crossing.py, x that cell's seconds per step). Per batch size, from its 
   standard errors, not 1.645, because s itself is guessed from 2 numbers. Each seed's crossing
   error and timing noise are inside the seeds' spread, so they are not added again;
 - with one seed, normal on log T: the crossing's standard error (its checks' scatter about the
-  line) and the standard error of the cell's mean seconds per step from its timing windows.
+  line) and the standard error of the cell's mean seconds per step from its timing windows
+  (neighbouring windows counted as partly the same, by their autocorrelation).
   Seed-to-seed variation, which one seed cannot show, is not in it (the report says so);
 - a reading at the first check at the target (epoch ends, or too few checks to fit a line) only
   says the crossing lies between the check before it and it: that span is drawn uniformly, the
@@ -108,12 +109,19 @@ LOG_TEN = float(np.log(10.0))
 
 
 def _timing_se(cell: CellSample) -> float:
-    """Standard error of the log of a cell's mean seconds per step, from its timing windows."""
-    if len(cell.rates) < 2:
+    """Standard error of the log of a cell's mean seconds per step, from its timing windows in the
+    order they ran. Neighbouring windows share the machine's moods (a load burst spans several), so
+    the windows count as k (1 - r) / (1 + r) independent ones, r their lag-1 autocorrelation."""
+    k = len(cell.rates)
+    if k < 2:
         return 0.0
     logs, w = np.log(cell.rates), cell.weights / cell.weights.sum()
-    mean = float(np.sum(w * logs))
-    return math.sqrt(float(np.sum(w * (logs - mean) ** 2)) / (len(cell.rates) - 1))
+    centred = logs - float(np.sum(w * logs))
+    variance = float(np.sum(w * centred**2)) * k / (k - 1)
+    if not variance > 0:
+        return 0.0
+    r = float(np.clip(np.sum(centred[1:] * centred[:-1]) / np.sum(centred**2), 0.0, 0.99)) if k > 2 else 0.0
+    return math.sqrt(variance / max(1.0, k * (1 - r) / (1 + r)))
 
 
 def near_best(accuracy, best, tolerance: float):
