@@ -166,9 +166,9 @@ def sample(steps: float, rate: float, accuracy: float, noise: float = 0.03, seed
 def test_a_clear_winner_is_the_fastest_in_almost_every_draw():
     by_batch = {b: [sample(s, r, 0.978 - 0.0005 * i, seed=i) for i in range(3)]
                 for b, s, r in ((16, 4000, 1e-3), (64, 1000, 1.2e-3), (256, 600, 4e-3))}
-    boot = stats.resample(by_batch, tolerance=0.005)
-    assert boot.share[64] > 0.95 and stats.tied_with(boot, 64, [16, 64, 256]) == []
-    low, high = stats.interval(boot, 64)
+    draws = stats.draw(by_batch, tolerance=0.005)
+    assert draws.share[64] > 0.95 and stats.tied_with(draws, 64, [16, 64, 256]) == []
+    low, high = stats.interval(draws, 64)
     # read at a check (no line fitted): the crossing lies in the 8% before it, so the time just below
     point = np.mean([c.time for c in by_batch[64]])
     assert point * 0.92 < low < high <= point * 1.0001 and high / low < 1.1
@@ -176,27 +176,27 @@ def test_a_clear_winner_is_the_fastest_in_almost_every_draw():
 
 def test_two_equal_batch_sizes_are_tied():
     by_batch = {b: [sample(1000, 1e-3, 0.978, seed=b + i) for i in range(3)] for b in (64, 128)}
-    boot = stats.resample(by_batch, tolerance=0.005)
-    assert 0.2 < boot.share[64] < 0.8 and 0.2 < boot.share[128] < 0.8
-    winner = max(boot.share, key=boot.share.get)
-    assert stats.tied_with(boot, winner, [64, 128]) == [128 if winner == 64 else 64]
+    draws = stats.draw(by_batch, tolerance=0.005)
+    assert 0.2 < draws.share[64] < 0.8 and 0.2 < draws.share[128] < 0.8
+    winner = max(draws.share, key=draws.share.get)
+    assert stats.tied_with(draws, winner, [64, 128]) == [128 if winner == 64 else 64]
 
 
 def test_one_seed_intervals_cover_timing_noise_and_resolution_only():
-    boot = stats.resample({64: [sample(1000, 1e-3, 0.978, noise=0.0)]}, tolerance=0.005)
-    low, high = stats.interval(boot, 64)
+    draws = stats.draw({64: [sample(1000, 1e-3, 0.978, noise=0.0)]}, tolerance=0.005)
+    low, high = stats.interval(draws, 64)
     # no timing noise: the width is the check resolution (steps 920..1000) alone
     assert low == pytest.approx(0.92 * 1000 * 1e-3, rel=0.01) and high == pytest.approx(1.0, rel=0.01)
-    assert np.all(boot.accuracies == 0.978)  # one seed: nothing to resample
+    assert np.all(draws.accuracies == 0.978)  # one seed: nothing to resample
 
 
 def test_accuracy_within_seed_noise_is_kept_and_beyond_it_dropped():
     noisy = [sample(1000, 1e-3, a) for a in (0.960, 0.975, 0.990)]  # mean 0.975, wide spread
     steady = [sample(2000, 1e-3, a) for a in (0.9815, 0.982, 0.9825)]  # mean 0.982
     poor = [sample(500, 1e-3, a) for a in (0.950, 0.951, 0.952)]
-    boot = stats.resample({64: noisy, 128: steady, 256: poor}, tolerance=0.005)
-    assert stats.accuracy_noise_keeps(boot, 64, 0.005)  # 0.007 below, but within seed noise
-    assert not stats.accuracy_noise_keeps(boot, 256, 0.005)  # 0.03 below, every resample
+    draws = stats.draw({64: noisy, 128: steady, 256: poor}, tolerance=0.005)
+    assert stats.accuracy_noise_keeps(draws, 64, 0.005)  # 0.007 below, but within seed noise
+    assert not stats.accuracy_noise_keeps(draws, 256, 0.005)  # 0.03 below, every resample
 
 
 # --- every kind of sweep -----------------------------------------------------------------------
@@ -313,10 +313,10 @@ def test_one_seed_draws_its_crossing_within_its_standard_error():
         return stats.CellSample(accuracy=0.98, reached=True, time=steps * 1e-3, steps_low=steps, steps_high=steps,
                                 rates=np.array([1e-3]), weights=np.array([100.0]), log_se=log_se)
 
-    one = stats.resample({64: [cell(1000, 0.1)]}, tolerance=0.01)
+    one = stats.draw({64: [cell(1000, 0.1)]}, tolerance=0.01)
     low, high = stats.interval(one, 64)
     assert abs(low / 1.0 - np.exp(-1.645 * 0.1)) < 0.02 and abs(high / 1.0 - np.exp(1.645 * 0.1)) < 0.02
-    two = stats.resample({64: [cell(1000, 0.1), cell(1000, 0.1)]}, tolerance=0.01)
+    two = stats.draw({64: [cell(1000, 0.1), cell(1000, 0.1)]}, tolerance=0.01)
     assert stats.interval(two, 64) == pytest.approx((1.0, 1.0))
 
 
@@ -330,7 +330,7 @@ def test_two_seeds_take_students_t_with_one_degree_of_freedom():
     times = np.array([1.0, 1.2])
     cells = [stats.CellSample(accuracy=0.98, reached=True, time=float(t), steps_low=900.0, steps_high=1000.0,
                               log_se=0.05, rates=np.array([1e-3]), weights=np.array([1.0])) for t in times]
-    low, high = stats.interval(stats.resample({64: cells}, tolerance=0.01, resamples=200_000), 64)
+    low, high = stats.interval(stats.draw({64: cells}, tolerance=0.01, resamples=200_000), 64)
     centre, half = np.log(times).mean(), 6.314 * np.log(times).std(ddof=1) / np.sqrt(2)
     assert np.log([low, high]) == pytest.approx([centre - half, centre + half], abs=0.02)
     assert high / low > 3  # what two seeds 20% apart can say about their mean
@@ -395,7 +395,7 @@ def test_a_crossing_with_a_huge_standard_error_gives_a_finite_interval():
 
     cell = stats.CellSample(accuracy=0.98, reached=True, time=1.0, steps_low=90.0, steps_high=100.0, log_se=400.0,
                             rates=np.array([0.01]), weights=np.array([1.0]))
-    times = stats.resample({64: [cell]}, tolerance=0.01).times[:, 0]
+    times = stats.draw({64: [cell]}, tolerance=0.01).times[:, 0]
     assert np.isfinite(times).all() and times.min() >= 0.1 - 1e-9 and times.max() <= 10.0 + 1e-9
     assert times.max() > 5 * times.min()  # still wide: the error is kept, only bounded
 

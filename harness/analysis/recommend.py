@@ -88,15 +88,15 @@ def _fit_error(pick: pd.Series) -> str:
     return f" ± {se:,.0f} (fit)" if se is not None and se > 0 else ""
 
 
-def add_intervals(per_batch: pd.DataFrame, boot: stats.Bootstrap | None) -> pd.DataFrame:
+def add_intervals(per_batch: pd.DataFrame, draws: stats.Draws | None) -> pd.DataFrame:
     """The 90% interval of time to target and the win share, per batch size."""
     per_batch = per_batch.copy()
     if per_batch.empty:
         return per_batch.assign(time_to_target_low_s=[], time_to_target_high_s=[], win_share=[])
-    bounds = [stats.interval(boot, b) if boot else (None, None) for b in per_batch["batch_size"]]
+    bounds = [stats.interval(draws, b) if draws else (None, None) for b in per_batch["batch_size"]]
     per_batch["time_to_target_low_s"] = [low for low, _ in bounds]
     per_batch["time_to_target_high_s"] = [high for _, high in bounds]
-    per_batch["win_share"] = [boot.share.get(b) if boot else None for b in per_batch["batch_size"]]
+    per_batch["win_share"] = [draws.share.get(b) if draws else None for b in per_batch["batch_size"]]
     return per_batch
 
 
@@ -116,15 +116,15 @@ def recommend(variant: str, per_batch: pd.DataFrame, cells: pd.DataFrame, window
     if per_batch.empty:
         return Recommendation(variant=variant, batch_size=None,
                               explanation="No cell finished, so there is no sweet spot."), per_batch
-    boot = stats.resample(samples(cells, windows), tolerance)
-    per_batch = add_intervals(per_batch, boot)
+    draws = stats.draw(samples(cells, windows), tolerance)
+    per_batch = add_intervals(per_batch, draws)
     flat = flat_point(per_batch, flat_threshold) if len(per_batch) > 1 else None
     disturbed = _disturbed_caveat(cells)
     caveats = [*_conditions_caveat(cells), *_seed_caveat(per_batch), *_epoch_caveat(cells),
                *_rate_caveats(per_batch, lr_rule)]
     details = _rate_details(per_batch)
     best = per_batch[ACCURACY].max()
-    eligible = per_batch[per_batch["batch_size"].isin(boot.eligible) & per_batch["time_to_target_s"].notna()]
+    eligible = per_batch[per_batch["batch_size"].isin(draws.eligible) & per_batch["time_to_target_s"].notna()]
     if eligible.empty:
         return Recommendation(variant=variant, batch_size=None, explanation=(
             f"No batch size within {within} of the best test {name} ({shown(best)}) reached the target "
@@ -133,20 +133,20 @@ def recommend(variant: str, per_batch: pd.DataFrame, cells: pd.DataFrame, window
             secondary=_flat_notes(per_batch, flat, flat_threshold, planned, None, unit)), per_batch
     pick = eligible.sort_values(["time_to_target_s", "batch_size"]).iloc[0]
     winner = int(pick["batch_size"])
-    ties = stats.tied_with(boot, winner, [int(b) for b in eligible["batch_size"]])
+    ties = stats.tied_with(draws, winner, [int(b) for b in eligible["batch_size"]])
     explanation = (
         f"It reaches {shown(target, 3)} validation {name} in {pick['time_to_target_s']:.3g} s of training "
         f"(90% interval {pick['time_to_target_low_s']:.3g}-{pick['time_to_target_high_s']:.3g} s; "
         f"{int(pick['steps_to_target']):,} steps{_fit_error(pick)}, resolution "
         f"{int(pick['target_resolution_steps']):,} steps), "
         f"the fastest of the {len(eligible)} batch size(s) whose test {name} is within {within} of the best "
-        f"({shown(best)}); it is the fastest in {boot.share[winner]:.0%} of {stats.RESAMPLES:,} draws.")
+        f"({shown(best)}); it is the fastest in {draws.share[winner]:.0%} of {stats.RESAMPLES:,} draws.")
     caveats = [*_edge_caveats(per_batch, winner, planned), *caveats]
     power, more_seeds = _seeds_for_power(cells, eligible, winner)
     explanation += f" {power}" if power else ""
     caveats += [more_seeds] if more_seeds else []
     return Recommendation(variant=variant, batch_size=winner, explanation=explanation, ties=ties, flat=flat,
-                          tie_note=_tie_sentence(winner, ties, boot),
+                          tie_note=_tie_sentence(winner, ties, draws),
                           caveats=_ranked([*disturbed, *caveats]), details=details,
                           secondary=_flat_notes(per_batch, flat, flat_threshold, planned, winner, unit)), per_batch
 
@@ -156,12 +156,12 @@ def _ranked(caveats: list[Caveat]) -> list[Caveat]:
     return sorted(caveats, key=lambda c: -c.weight)
 
 
-def _tie_sentence(winner: int, ties: list[int], boot: stats.Bootstrap) -> str:
+def _tie_sentence(winner: int, ties: list[int], draws: stats.Draws) -> str:
     test = (f"Student's t over seeds, with each crossing's error and timing: in at least "
             f"{stats.TIE_SHARE:.0%} of draws it reaches the target no later than batch {winner}")
     if not ties:
         return f"No other batch size is statistically tied with it ({test})."
-    named = ", ".join(f"{b} (wins {boot.share[b]:.0%})" for b in ties)
+    named = ", ".join(f"{b} (wins {draws.share[b]:.0%})" for b in ties)
     return f"Statistically tied with it: batch size {named} ({test})."
 
 

@@ -52,7 +52,7 @@ class CellSample:
 
 
 @dataclass
-class Bootstrap:
+class Draws:
     """Draws of each batch size's mean time to target and mean accuracy (draws x batches)."""
 
     batches: list[int]
@@ -62,8 +62,8 @@ class Bootstrap:
     eligible: list[int] = field(default_factory=list)
 
 
-def resample(by_batch: dict[int, list[CellSample]], tolerance: float, resamples: int = RESAMPLES,
-             seed: int = 0) -> Bootstrap:
+def draw(by_batch: dict[int, list[CellSample]], tolerance: float, resamples: int = RESAMPLES,
+         seed: int = 0) -> Draws:
     """The draws for every batch size, which of them stay eligible, and their win shares."""
     rng = np.random.default_rng(seed)
     batches = sorted(by_batch)
@@ -74,11 +74,11 @@ def resample(by_batch: dict[int, list[CellSample]], tolerance: float, resamples:
         accuracies[:, j] = _mean_draws(np.array([c.accuracy for c in cells]), resamples, rng)
         if all(c.reached for c in cells):
             times[:, j] = _time_draws(cells, resamples, rng)
-    boot = Bootstrap(batches=batches, times=times, accuracies=accuracies)
-    boot.eligible = [b for b in batches if accuracy_noise_keeps(boot, b, tolerance)
+    draws = Draws(batches=batches, times=times, accuracies=accuracies)
+    draws.eligible = [b for b in batches if accuracy_noise_keeps(draws, b, tolerance)
                      and not np.isnan(times[0, batches.index(b)])]
-    boot.share = win_shares(boot, boot.eligible)
-    return boot
+    draws.share = win_shares(draws, draws.eligible)
+    return draws
 
 
 def _mean_draws(values: np.ndarray, resamples: int, rng: np.random.Generator) -> np.ndarray:
@@ -130,43 +130,43 @@ def near_best(accuracy, best, tolerance: float):
     return accuracy >= best - tolerance - 1e-12
 
 
-def win_shares(boot: Bootstrap, eligible: list[int]) -> dict[int, float]:
+def win_shares(draws: Draws, eligible: list[int]) -> dict[int, float]:
     """Per batch size, the share of draws in which it has the shortest time of the eligible ones
     (0 for the others; equal times go to the smaller batch)."""
-    share = dict.fromkeys(boot.batches, 0.0)
+    share = dict.fromkeys(draws.batches, 0.0)
     if not eligible:
         return share
-    columns = boot.times[:, [boot.batches.index(b) for b in eligible]]
+    columns = draws.times[:, [draws.batches.index(b) for b in eligible]]
     winners = np.argmin(columns, axis=1)  # eligible are in increasing batch order: ties to the smaller
     for k, batch in enumerate(eligible):
         share[batch] = float(np.mean(winners == k))
     return share
 
 
-def interval(boot: Bootstrap, batch: int) -> tuple[float | None, float | None]:
+def interval(draws: Draws, batch: int) -> tuple[float | None, float | None]:
     """The 90% interval of a batch size's mean time to target (None where not every seed reached it)."""
-    column = boot.times[:, boot.batches.index(batch)]
+    column = draws.times[:, draws.batches.index(batch)]
     if np.isnan(column).any():
         return None, None
     low, high = np.quantile(column, [TIE_SHARE, 1 - TIE_SHARE])
     return float(low), float(high)
 
 
-def accuracy_noise_keeps(boot: Bootstrap, batch: int, tolerance: float) -> bool:
+def accuracy_noise_keeps(draws: Draws, batch: int, tolerance: float) -> bool:
     """Whether the batch size is within `tolerance` of the most accurate batch size (by its mean) in
     at least TIE_SHARE of the draws: not dropped for a difference smaller than seed noise."""
-    means = np.median(boot.accuracies, axis=0)
-    best = boot.accuracies[:, int(np.argmax(means))]
-    return float(np.mean(near_best(boot.accuracies[:, boot.batches.index(batch)], best, tolerance))) >= TIE_SHARE
+    centres = np.median(draws.accuracies, axis=0)  # the seeds' mean accuracy (t's draws are centred on it)
+    best = draws.accuracies[:, int(np.argmax(centres))]
+    return float(np.mean(near_best(draws.accuracies[:, draws.batches.index(batch)], best, tolerance))) >= TIE_SHARE
 
 
-def tied_with(boot: Bootstrap, winner: int, candidates: list[int]) -> list[int]:
+def tied_with(draws: Draws, winner: int, candidates: list[int]) -> list[int]:
     """Candidates that reach the target no later than the winner in at least TIE_SHARE of the
     draws (a one-sided 5% test that they are slower does not reject)."""
-    w = boot.times[:, boot.batches.index(winner)]
+    w = draws.times[:, draws.batches.index(winner)]
     tied = []
     for batch in candidates:
-        t = boot.times[:, boot.batches.index(batch)]
+        t = draws.times[:, draws.batches.index(batch)]
         if batch != winner and not np.isnan(t).any() and float(np.mean(t <= w)) >= TIE_SHARE:
             tied.append(batch)
     return tied

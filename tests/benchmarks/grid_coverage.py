@@ -99,7 +99,7 @@ def interval_coverage(trials: int, seeds: int, bent: bool) -> tuple[float, float
         cells, truth, curve_time = batch_cells(1000.0, 1e-3, seeds, scenario(rng, bent), rng)
         if cells is None:
             continue
-        low, high = stats.interval(stats.resample({64: cells}, 0.005, seed=done), 64)
+        low, high = stats.interval(stats.draw({64: cells}, 0.005, seed=done), 64)
         inside, crossed, done = inside + (low <= truth <= high), crossed + (low <= curve_time <= high), done + 1
     return inside / trials, crossed / trials
 
@@ -115,10 +115,10 @@ def tie_coverage(trials: int, seeds: int, bent: bool) -> tuple[float, float]:
         if any(cells is None for cells, _, _ in drawn.values()):
             continue
         by_batch = {b: cells for b, (cells, _, _) in drawn.items()}
-        boot = stats.resample(by_batch, 0.005, seed=done)
+        draws = stats.draw(by_batch, 0.005, seed=done)
         winner = min(TIE_BATCHES, key=lambda b: (np.mean([c.time for c in by_batch[b]]), b))
         fastest = min(TIE_BATCHES, key=lambda b: drawn[b][1])
-        tie_set = (winner, *stats.tied_with(boot, winner, list(TIE_BATCHES)))
+        tie_set = (winner, *stats.tied_with(draws, winner, list(TIE_BATCHES)))
         held, size, done = held + (fastest in tie_set), size + len(tie_set), done + 1
     return held / trials, size / trials
 
@@ -140,7 +140,7 @@ def subset_coverage(folder: Path, sizes: tuple[int, ...], subsets: int, target: 
         for batch, all_seeds in everyone.items():
             truth = float(np.mean([c.time for c in all_seeds]))
             picks = [rng.choice(len(all_seeds), size, replace=False) for _ in range(subsets)]
-            bounds = [stats.interval(stats.resample({batch: [all_seeds[i] for i in p]}, 0.005, seed=k), batch)
+            bounds = [stats.interval(stats.draw({batch: [all_seeds[i] for i in p]}, 0.005, seed=k), batch)
                       for k, p in enumerate(picks)]
             held[batch] = np.mean([low <= truth <= high for low, high in bounds])
         per = ", ".join(f"{b}: {v:.0%}" for b, v in held.items())
