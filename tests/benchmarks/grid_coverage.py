@@ -4,7 +4,7 @@
 
 1. Synthetic cells with a known truth, read by the report's own code: each seed's learning curve
    crosses the target at S_i = S x lognormal seed noise (sd 0.03-0.15 in log, like the committed
-   grids' 0.03-0.13), checked on the log schedule (25 per decade) with check noise (sd 0.002-0.008
+   grids' 0.03-0.13), checked on the harness's own log schedule (harness/checks.py) with check noise (sd 0.002-0.008
    of accuracy) and a slope of 0.008-0.04 per e-fold of steps (the committed grids' ranges); its
    crossing read by analysis/crossing.py; its seconds per step r_i = r x lognormal run noise (sd
    0.01-0.06), timed in 20 windows (sd 0.01-0.1). Two curve shapes: "bent", flattening as real
@@ -27,9 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
+from harness import checks
 from harness.analysis import per_batch, stats
 from harness.analysis.collect import collect
 from harness.analysis.crossing import crossing
+from harness.config import CheckSettings
 
 TARGET = 0.9
 SEED_COUNTS = (1, 2, 3, 4, 8)
@@ -37,8 +39,10 @@ TIE_BATCHES = (16, 32, 64, 128)
 
 
 def schedule(last: float) -> np.ndarray:
-    """The harness's log schedule: 25 checks per decade from step 10, to `last`."""
-    return np.unique(np.round(10 * 10 ** (np.arange(0, int(25 * np.log10(last / 10)) + 1) / 25)))
+    """The harness's own log schedule (harness/checks.py, the default 25 per decade from step 10)
+    for a run of `last` steps in one epoch."""
+    defaults = CheckSettings()
+    return np.array(checks.schedule(int(last), int(last), defaults.per_decade, defaults.first_step), dtype=float)
 
 
 def scenario(rng: np.random.Generator, bent: bool) -> dict[str, float]:
