@@ -6,6 +6,7 @@
     harness report   one self-contained HTML report from results folders
     harness status   the state of every cell under a results folder
     harness bench    the training step against the loop users write, side by side
+    harness capacity the largest micro-batch that fits, every process agreeing (capacity.json)
     harness slurm submit   the cells not done yet, as one Slurm array job
 
 run, predict, report and status (once every cell is done) end with the answer in one line, or with
@@ -340,8 +341,14 @@ def train_and_report(config: SweepConfig, cells: list[plan.Cell], all_cells: lis
     return Outcome(outcome.exit_code)
 
 
+def capacity_command(args) -> Outcome:
+    from harness.training.capacity_job import capacity_command as measure  # torch loads only here
+
+    return Outcome(*measure(args))
+
+
 COMMANDS = {"run": run_command, "predict": predict_command, "plan": plan_command, "report": report_command,
-            "bench": bench_command, "retime": retime_command,
+            "bench": bench_command, "retime": retime_command, "capacity": capacity_command,
             "slurm": slurm_submit_command, "status": status_command}
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AliasChoices,
@@ -24,6 +24,7 @@ from pydantic import (
 
 from harness import builtins, yamlsafe
 from harness.errors import ConfigError
+from harness.field_errors import field_error
 from harness.numbers import Count, Real
 from harness.optim import OptimSettings
 from harness.renamed import rename_old_keys
@@ -70,6 +71,10 @@ class DataSettings(_Frozen):
 
 class TrainSettings(_Frozen):
     batch_size: Count = Field(64, ge=1, le=MAX_BATCH, description="GLOBAL batch: each of P processes takes B/P")
+    # per process: an optimizer step's B/P examples run as (B/P) / micro micro-batches whose gradients
+    # accumulate (DDP syncs on the last); auto: the largest that fits on the device (harness capacity)
+    micro_batch_size: Annotated[Count, Field(ge=1, le=MAX_BATCH)] | Literal["auto"] | None = Field(
+        None, description="per process; default: B/P, no accumulation")
     epochs: Count = Field(5, ge=1, le=MAX_EPOCHS)
     # an epoch's order of example indices is drawn whole (8 bytes each): 2^31 of them are 16 GiB
     images_per_epoch: Count | None = Field(None, ge=1, le=MAX_EPOCH_EXAMPLES,
@@ -136,6 +141,9 @@ class CellSettings(_Frozen):
     @property
     def images_per_epoch(self) -> int:
         return self.train.images_per_epoch or self.train_split_size
+
+    def local_batch(self, processes: int) -> int:
+        return self.train.batch_size // processes
 
     @property
     def steps_per_epoch(self) -> int:
@@ -360,40 +368,14 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> SweepConfig:
     return config
 
 
+def describe(error: dict) -> str:
+    """One line for pydantic's first error: the dotted field, what is wrong, how to fix it."""
+    return field_error(error, SweepConfig)
+
+
 def parse(model: type[BaseModel], raw: dict, source: str) -> Any:
     """`raw` as the typed `model`; ConfigError names the first bad field."""
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(f"{source}: {describe(exc.errors()[0])}") from None
-
-
-def describe(error: dict) -> str:
-    """One line for pydantic's first error: the dotted field, what is wrong, how to fix it."""
-    loc = ".".join(_printable(part) for part in error["loc"])
-    if error["type"] == "extra_forbidden":
-        section = ".".join(str(p) for p in error["loc"][:-1])
-        return f"unknown key '{loc}'; valid keys: {', '.join(_valid_keys(section))}"
-    if error["loc"] and error["loc"][-1] == "[key]":  # a mapping's key YAML read as a number or a boolean
-        key, parent = error.get("input"), ".".join(_printable(part) for part in error["loc"][:-2])
-        typed = str(key).lower() if isinstance(key, bool) else short(key)
-        return (f"{parent}: the key {typed} is read as a {type(key).__name__}, not a name; quote it in the config "
-                f"('{typed}': VALUE)")
-    message = error["msg"].removeprefix("Value error, ")
-    got = error.get("input")
-    shown = f" (got {short(got)})" if not isinstance(got, dict) and error["type"] != "value_error" else ""
-    where = f"{loc}: " if loc else ""
-    return f"{where}{message}{shown}; fix it in the config file or with --set {loc or 'KEY'}=VALUE"
-
-
-def _printable(part: Any) -> str:
-    """A key as typed, or quoted where it holds a newline or another unprintable character."""
-    text = str(part)
-    return text if text.isprintable() else repr(text)
-
-
-def _valid_keys(section: str) -> list[str]:
-    model: Any = SweepConfig
-    for part in filter(None, section.split(".")):
-        model = model.model_fields[part].annotation
-    return list(model.model_fields)

@@ -48,6 +48,7 @@ def build_parser(prog: str = "harness") -> argparse.ArgumentParser:
     _report(sub)
     _retime(sub)
     _bench(sub)
+    _capacity(sub)
     _slurm(sub)
     status = sub.add_parser("status", help="status of every cell under a results folder",
                             description="Per cell, by batch size then seed: done / running / failed / oom / diverged, "
@@ -154,6 +155,25 @@ def _bench(sub) -> None:
     bench.add_argument("--out", type=Path, default=Path("results/bench"),
                        help="folder for bench.json and bench.csv (default: results/bench)")
     bench.add_argument("--data-dir", help=f"MNIST folder (default: ${images.DATA_DIR_ENV}, else download)")
+
+
+def _capacity(sub) -> None:
+    cap = sub.add_parser("capacity", help="the largest micro-batch per process that fits, every process agreeing",
+                         description="Doubling, then bisection, on the micro-batch of the config's first cell; each "
+                                     "trial a few real optimizer steps (forward, backward, update) in its engine mode "
+                                     "and precision; after each, one all-reduce of 'fits' (the smallest wins). Writes "
+                                     "RESULTS_DIR/<sweep>/capacity.json (every trial, a memory model, the largest that "
+                                     "fits less the margin), which train.micro_batch_size=auto reads. Several "
+                                     "processes: accelerate launch --multi_gpu --num_processes P -m harness.cli "
+                                     "capacity ...")
+    add_config_args(cap)
+    cap.add_argument("--data-dir", help=DATA_DIR_HELP)
+    cap.add_argument("--margin", type=float, default=0.1, help="safety margin below the largest that fits (default "
+                                                               "0.1: 10%%)")
+    cap.add_argument("--memory-limit", metavar="SIZE[,SIZE...]",
+                     help="a limit on each process's memory (RLIMIT_DATA; e.g. 2GiB, or one per process: 3GiB,1GiB): "
+                          "on a CPU, what stands in for device memory")
+    cap.add_argument("--json", action="store_true", help=JSON_HELP)
 
 
 def _slurm(sub) -> None:

@@ -48,7 +48,7 @@ ADDED_LATER = {("data", "dataset"): "mnist", ("train", "threads"): None, ("data"
                ("data", "split_seed"): None, ("train", "diagnostics"): "full", ("optim", "nesterov"): False,
                ("optim", "schedule"): "constant", ("optim", "lr_warmup_steps"): 0, ("optim", "lr_warmup_fraction"): 0.0,
                ("optim", "lr_final_fraction"): 0.0,
-               ("train", "diagnostics_budget"): 0.05}
+               ("train", "diagnostics_budget"): 0.05, ("train", "micro_batch_size"): None}
 # Values a cell id's hash reads as another: `auto` runs eager on every CPU and wherever graphs cannot
 # run, so it names the eager cell; on a GPU the record says it ran cuda_graphs, and the report says when modes differ.
 HASHED_AS = {("train", "mode"): {"auto": "eager"}}
@@ -179,6 +179,11 @@ def check_divisible(cells: list[Cell], num_processes: int) -> None:
                 f"{num_processes} processes; use batch sizes that are multiples of {num_processes} "
                 f"or launch a number of processes that divides every batch size"
             )
+        micro, local = cell.settings.train.micro_batch_size, cell.batch_size // num_processes
+        if isinstance(micro, int) and micro < local and local % micro:
+            raise ConfigError(f"train.micro_batch_size={micro} (cell {cell.id}) does not divide the "
+                              f"{local} examples per process of batch {cell.batch_size} on {num_processes} "
+                              f"process(es); use a divisor of it, or train.micro_batch_size=auto")
 
 
 PLAN_SCHEMA_VERSION = 1

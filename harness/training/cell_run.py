@@ -49,6 +49,14 @@ class RunContext:
     stop: StopRequest
     checks: CheckSettings
     environment: dict[str, Any]
+    capacity: dict[str, Any] | None = None  # capacity.json, for train.micro_batch_size auto
+
+    def micro_batch(self, cell: Cell, failed_micro: int | None = None) -> int:
+        """The cell's micro-batch per process (training/capacity_job.micro_batch_for)."""
+        from harness.training.capacity_job import micro_batch_for
+
+        local = cell.settings.local_batch(self.accelerator.num_processes)
+        return micro_batch_for(cell.settings.train.micro_batch_size, local, self.capacity, failed_micro)
 
 
 @dataclass(frozen=True)
@@ -85,11 +93,13 @@ class CellRun:
     the clocks, with the loop's phases as methods (warm_up, timed_window, check, end_epoch,
     checkpoint, summary)."""
 
-    def __init__(self, cell: Cell, ctx: RunContext, course: Course, cell_dir: Path | None = None):
+    def __init__(self, cell: Cell, ctx: RunContext, course: Course, cell_dir: Path | None = None,
+                 micro_batch: int | None = None):
         self.cell, self.ctx, self.course, self.cell_dir = cell, ctx, course, cell_dir
         self.settings = cell.settings.sized(ctx.splits.n_train)
         self.accelerator, train = ctx.accelerator, self.settings.train
-        self.engine = build_engine(self.settings, self.accelerator, ctx.splits, workloads.resolve(cell))
+        self.engine = build_engine(self.settings, self.accelerator, ctx.splits, workloads.resolve(cell),
+                                   micro_batch=micro_batch or ctx.micro_batch(cell))
         self.engine.step = faults.wrap(self.engine.step, cell.id)
         self.stream = IndexStream(ctx.splits.n_train, train.sampling, train.seed)
         self.local = rank_slice(train.batch_size, self.accelerator.process_index, self.accelerator.num_processes)

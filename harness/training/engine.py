@@ -7,6 +7,7 @@ tensor: it gathers the batch from the on-device dataset, and never reads a value
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -42,6 +43,8 @@ class Engine:
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None  # optim.schedule or the user's; None: constant
     augmenter: Augmenter | None = None  # workload.augment, applied to each training batch
     schedule_ran: str = "constant"  # the learning-rate schedule, in words (optim.describe_schedule, or the user's)
+    micro_batch: int = 0  # examples per forward and backward on this process (B/P without accumulation)
+    accumulation: int = 1  # micro-batches per optimizer step
 
     def learning_rate(self) -> float:
         """The rate the next step will use."""
@@ -61,7 +64,7 @@ class Engine:
         """The fields a cell's summary records about its engine: a graph that fell back ran eager."""
         refused = self.graph.refused if self.graph is not None else None
         return {"engine_mode": "eager" if refused else self.mode, "engine_mode_reason": refused or self.mode_reason,
-                "step_path": self.path}
+                "step_path": self.path, "micro_batch_size": self.micro_batch, "accumulation_steps": self.accumulation}
 
 
 def hyperparameters(settings: CellSettings) -> Hyperparameters:
@@ -138,9 +141,11 @@ def lean_path_applies(accelerator: Accelerator) -> bool:
 
 
 def build_engine(settings: CellSettings, accelerator: Accelerator, splits: Splits, workload: Workload,
-                 lean: bool = True) -> Engine:
+                 lean: bool = True, micro_batch: int | None = None) -> Engine:
     """`lean=False` keeps Accelerate's wrappers even where they are not needed (bench's
-    eager_accelerate, the step as it was)."""
+    eager_accelerate, the step as it was). `micro_batch` (per process, dividing B/P; default B/P):
+    the step accumulates B/P / micro_batch micro-batches' gradients, one optimizer step."""
+    micro_batch = micro_batch or settings.local_batch(accelerator.num_processes)
     apply_threads(settings.train.threads)
     mode, reason = resolve_mode(settings, accelerator)
     # Same seed on every rank: identical initial weights (DDP also broadcasts rank 0's).
@@ -165,11 +170,25 @@ def build_engine(settings: CellSettings, accelerator: Accelerator, splits: Split
     augmenter = Augmenter(workload.augment, settings.train.seed, accelerator.process_index, accelerator.device,
                           workload.call) if workload.augment else None
 
+    accumulation = settings.local_batch(accelerator.num_processes) // micro_batch
+    micro_steps = _micro_steps(accumulation, micro_batch)
+
     def step(idx: torch.Tensor) -> torch.Tensor:
-        inputs = batches.take(splits.train_x, idx)
-        outputs = batches.call(forward, augmenter(inputs) if augmenter else inputs)
-        loss = workload.train_loss(outputs, batches.take(splits.train_y, idx))
-        backward(loss)  # Accelerate's path: DDP gradient sync, mixed-precision scaling
+        if accumulation == 1:
+            inputs = batches.take(splits.train_x, idx)
+            outputs = batches.call(forward, augmenter(inputs) if augmenter else inputs)
+            loss = workload.train_loss(outputs, batches.take(splits.train_y, idx))
+            backward(loss)  # Accelerate's path: DDP gradient sync, mixed-precision scaling
+        else:  # the whole batch's augmentation draws once, as without accumulation
+            inputs = augmenter(batches.take(splits.train_x, idx)) if augmenter else splits.train_x
+            losses = []
+            for part, synced in micro_steps:
+                x = batches.take(inputs, part) if augmenter else batches.take(inputs, idx[part])
+                with contextlib.nullcontext() if synced else accelerator.no_sync(model):
+                    micro_loss = workload.train_loss(batches.call(forward, x), batches.take(splits.train_y, idx[part]))
+                    backward(micro_loss / accumulation)  # the mean over the batch, as one step takes it
+                losses.append(micro_loss.detach())
+            loss = torch.stack(losses).mean()
         if norms is not None:
             norms.after_backward()  # the synced gradient, before clipping
         if clip is not None:
@@ -180,13 +199,20 @@ def build_engine(settings: CellSettings, accelerator: Accelerator, splits: Split
         clear_grads()
         return loss.detach()
 
-    graph = CudaGraphStep(step, settings.train.batch_size, accelerator.device, settings.train.mode == "auto") \
-        if mode == "cuda_graphs" else None
+    graph = CudaGraphStep(step, settings.local_batch(accelerator.num_processes), accelerator.device,
+                          settings.train.mode == "auto") if mode == "cuda_graphs" else None
     return Engine(accelerator=accelerator, model=model, eval_model=accelerator.unwrap_model(model), optimizer=optimizer,
                   step=graph or step, workload=workload, norms=norms, mode=mode, mode_reason=reason,
                   path="lean" if lean else "accelerate", graph=graph, scheduler=scheduler, augmenter=augmenter,
                   schedule_ran=f"{type(own_scheduler).__name__} (workload.optimizer)" if own_scheduler else
-                  settings.optim.describe_schedule(settings.total_steps))
+                  settings.optim.describe_schedule(settings.total_steps), micro_batch=micro_batch,
+                  accumulation=accumulation)
+
+
+def _micro_steps(accumulation: int, micro_batch: int) -> list[tuple[slice, bool]]:
+    """Each micro-batch's slice of the local batch, and whether its backward syncs the gradients:
+    only the last one's (DDP's no_sync on the others; one process has nothing to sync)."""
+    return [(slice(k * micro_batch, (k + 1) * micro_batch), k == accumulation - 1) for k in range(accumulation)]
 
 
 def _then(first: Callable[[], object], second: Callable[[], object]) -> Callable[[], None]:

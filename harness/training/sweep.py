@@ -12,6 +12,7 @@ from harness import plan, timing
 from harness.config import SweepConfig, flatten
 from harness.errors import EXIT_PREEMPTED
 from harness.record import locks, results
+from harness.training import capacity_job
 from harness.training.cell_run import RunContext
 from harness.training.launch import load_data, make_accelerator
 from harness.training.measure import environment_command
@@ -60,12 +61,13 @@ def run_sweep(config: SweepConfig, cells: list[plan.Cell], sweep_dir: Path, fold
         # trackers such as TensorBoard take flat scalar hyperparameters
         accelerator.init_trackers(config.name, config={k: v if isinstance(v, (int, float, str, bool)) else str(v)
                                                        for k, v in flatten(config.model_dump(mode="json")).items()})
+    capacity_doc = _capacity(config, todo, accelerator, device_data, sweep_dir, progress)
     stop = StopRequest().install()
     progress.start_sweep([c.settings.sized(device_data.for_cell(c).n_train).total_steps for c in todo])
     statuses, held = {}, []
     for cell in todo:
         ctx = RunContext(accelerator=accelerator, splits=device_data.for_cell(cell), progress=progress, stop=stop,
-                         checks=config.checks, environment=environment)
+                         checks=config.checks, environment=environment, capacity=capacity_doc)
         status = train_if_free(cell, ctx, sweep_dir)
         if status in ("held", "lost"):  # lost: taken over while this run trained it (it said so)
             held.append(cell.id)
@@ -88,6 +90,22 @@ def run_sweep(config: SweepConfig, cells: list[plan.Cell], sweep_dir: Path, fold
         progress.message(f"{len(held)} cell(s) not trained here: another live process holds them "
                          f"({', '.join(held)}); run again later to train any it leaves unfinished")
     return _outcome(accelerator, statuses)
+
+
+def _capacity(config: SweepConfig, todo: list[plan.Cell], accelerator: Accelerator, device_data, sweep_dir: Path,
+              progress: Progress) -> dict | None:
+    """capacity.json for the cells with train.micro_batch_size auto: the one on record for this kind
+    of launch, or measured now (in this process, before the first cell) where none covers them."""
+    auto = [c for c in todo if c.settings.train.micro_batch_size == "auto"]
+    if not auto:
+        return None
+    doc = capacity_job.read_capacity(sweep_dir, accelerator)
+    if doc is not None and (not doc["bounded_by_need"] or doc["upper"] >= capacity_job.upper_bound(auto,
+                                                                                                  accelerator.num_processes)):
+        return doc
+    progress.message(f"train.micro_batch_size=auto: measuring the largest micro-batch that fits "
+                     f"({capacity_job.CAPACITY_FILE}; `harness capacity` does this alone)")
+    return capacity_job.measure_capacity(config, auto, accelerator, device_data, sweep_dir)
 
 
 def keep_unreadable(todo: list[plan.Cell], sweep_dir: Path, progress: Progress) -> None:

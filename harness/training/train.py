@@ -24,6 +24,7 @@ def run_cell(cell: Cell, ctx: RunContext, sweep_dir: Path) -> str:
     cell_dir = sweep_dir / cell.id
     main = ctx.accelerator.is_main_process
     environment = ctx.environment | threads.apply(cell.settings.train.threads)  # train.threads may be swept
+    micro_batch = ctx.micro_batch(cell, _failed_micro_batch(cell_dir))
     record = results.start_record(sweep_dir.name, cell.id, cell.index, cell.swept,
                                   cell.settings.model_dump(mode="json"), environment, results.utc_now(), cell.workload)
     if main:
@@ -32,7 +33,7 @@ def run_cell(cell: Cell, ctx: RunContext, sweep_dir: Path) -> str:
     error = None
     try:
         course = Course.of_cell(cell, ctx.checks, ctx.splits.n_train)
-        status, summary = CellRun(cell, ctx, course, cell_dir).run()
+        status, summary = CellRun(cell, ctx, course, cell_dir, micro_batch).run()
     except HarnessError:
         raise  # the results folder itself failed (disk full...): stop the sweep with one line
     except Interrupted as exc:  # a second SIGTERM ended a step that hung: recorded, then the run stops
@@ -52,6 +53,8 @@ def run_cell(cell: Cell, ctx: RunContext, sweep_dir: Path) -> str:
         error = f"{type(exc).__name__}: {exc}" if not isinstance(exc, SystemExit) else (
             f"SystemExit: sys.exit({exc.code!r}) was called while the cell trained (the workload's code: its "
             f"forward, loss or metric); a workload returns its answer or raises")
+        if status == "oom":  # a rerun with train.micro_batch_size auto accumulates smaller micro-batches
+            record["oom_micro_batch_size"] = micro_batch
         if main:
             results.write_atomic(cell_dir / "traceback.txt", traceback.format_exc())
         exc.__traceback__ = None  # drop the frames that hold the model and optimizer
@@ -68,3 +71,12 @@ def run_cell(cell: Cell, ctx: RunContext, sweep_dir: Path) -> str:
         results.write_result(cell_dir, record)
     return status
 
+
+
+def _failed_micro_batch(cell_dir: Path) -> int | None:
+    """The micro-batch a previous run of the cell ran out of memory with, if that is how it ended."""
+    previous = results.read_result(cell_dir)
+    if previous is None or previous.get("status") != "oom":
+        return None
+    failed = previous.get("oom_micro_batch_size")
+    return failed if isinstance(failed, int) else None
