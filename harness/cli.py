@@ -21,6 +21,7 @@ import os
 import shlex
 import sys
 import time
+from importlib import import_module
 from pathlib import Path
 from typing import NamedTuple
 
@@ -341,15 +342,10 @@ def train_and_report(config: SweepConfig, cells: list[plan.Cell], all_cells: lis
     return Outcome(outcome.exit_code)
 
 
-def capacity_command(args) -> Outcome:
-    from harness.training.capacity_job import capacity_command as measure  # torch loads only here
-
-    return Outcome(*measure(args))
-
-
 COMMANDS = {"run": run_command, "predict": predict_command, "plan": plan_command, "report": report_command,
-            "bench": bench_command, "retime": retime_command, "capacity": capacity_command,
-            "slurm": slurm_submit_command, "status": status_command}
+            "bench": bench_command, "retime": retime_command, "slurm": slurm_submit_command, "status": status_command,
+            "capacity": lambda a: Outcome(*import_module("harness.training.capacity_job").capacity_command(
+                a, *load_plan(a)))}
 
 
 def main(argv: list[str] | None = None, prog: str = "harness") -> int:

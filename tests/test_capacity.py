@@ -68,8 +68,8 @@ def test_micro_batch_for_each_setting():
 
 
 def test_a_micro_batch_that_does_not_divide_the_batch_is_refused(tmp_path):
-    config = write_config(tmp_path, {"name": "m", "train": {"epochs": 1, "images_per_epoch": 960,
-                                                           "micro_batch_size": 48}, "sweep": {"train.batch_size": [64]}})
+    train = {"epochs": 1, "images_per_epoch": 960, "micro_batch_size": 48}
+    config = write_config(tmp_path, {"name": "m", "train": train, "sweep": {"train.batch_size": [64]}})
     done = harness("run", "--config", str(config), "--results-dir", str(tmp_path / "r"), timeout=300)
     assert done.returncode == 2, done.stderr
     assert "train.micro_batch_size=48" in done.stderr and "divisor" in done.stderr
@@ -133,3 +133,34 @@ def test_two_processes_agree_on_the_lower_limit_whichever_rank_has_it(tmp_path):
         assert any(t["fits_by_rank"][1 - binding] for t in failures)  # the other rank alone would have fitted
     step = max(d["first_fails"] - d["largest_fits"] for d in (low_second, low_first))
     assert abs(low_second["largest_fits"] - low_first["largest_fits"]) <= step
+
+
+@pytest.mark.slow
+def test_a_cell_out_of_memory_trains_with_accumulation_on_its_rerun(tmp_path):
+    """capacity.json from an unlimited search says the whole batch fits; under a limit the cell runs
+    out of memory and says with what micro-batch; its rerun, with micro_batch_size auto, accumulates."""
+    settings = {"name": "auto", "train": {"epochs": 1, "images_per_epoch": 2 * 16384, "untimed_steps": 0,
+                                          "diagnostics": "off", "micro_batch_size": "auto"},
+                "data": {"train_eval_size": 1000}, "sweep": {"train.batch_size": [16384]}}
+    config = write_config(tmp_path, settings)
+    unlimited = harness("capacity", "--config", str(config), "--results-dir", str(tmp_path), timeout=900)
+    assert unlimited.returncode == 0 and "no cell needs accumulation" in unlimited.stderr + unlimited.stdout
+    limit = parse_limits(LIMIT, 1)[0]
+    cmd = ["prlimit", f"--data={limit}", str(BIN / "harness"), "run", "--config", str(config), "--results-dir",
+           str(tmp_path), "--no-report", "--quiet"]
+    env = {**os.environ, "HARNESS_DATA_DIR": str(DATA_DIR), "MALLOC_MMAP_THRESHOLD_": str(128 * 1024)}
+    first = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    (path,) = (tmp_path / "auto").glob("*/result.json")
+    record = json.loads(path.read_text())
+    assert first.returncode == 1 and record["status"] == "oom", first.stderr[-2000:]
+    assert record["oom_micro_batch_size"] == 16384
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    record = json.loads(path.read_text())
+    assert again.returncode == 0 and record["status"] == "done", again.stderr[-2000:]
+    assert (record["summary"]["micro_batch_size"], record["summary"]["accumulation_steps"]) == (8192, 2)
+    page = tmp_path / "report.html"
+    built = harness("report", str(tmp_path / "auto"), "-o", str(page), "--target", "0.3", timeout=600)
+    assert built.returncode == 0, built.stderr[-2000:]
+    html = page.read_text()
+    assert "The sweet spot needs accumulation here: batch 16384 = 2 x 8192 micro-batches." in html
+    assert "capacity.json&#39;s trials" in html or "capacity.json's trials" in html  # the memory figure reads it

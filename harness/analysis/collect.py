@@ -32,6 +32,7 @@ class Collected:
     plans: dict[tuple[str, str], dict] = field(default_factory=dict)  # (source, sweep) -> plan.json
     predictions: dict[tuple[str, str], dict] = field(default_factory=dict)  # (source, sweep) -> predict.json
     retimes: dict[tuple[str, str], dict] = field(default_factory=dict)  # (source, sweep) -> retime.json
+    capacities: dict[tuple[str, str], dict] = field(default_factory=dict)  # (source, sweep) -> capacity.json
     unregistered: list[str] = field(default_factory=list)  # summary keys record/metrics.py does not know
 
 
@@ -157,12 +158,14 @@ def _seen_before(record: dict, label: str, path: Path, seen: dict, warnings: lis
 
 
 def _documents(folder: Path, label: str, found: Collected) -> None:
-    """plan.json, predict.json and retime.json of each sweep under the folder, checked (record/documents.py);
-    one that fails is a warning naming the file and the field, and is left out."""
+    """plan.json, predict.json, retime.json and capacity.json of each sweep under the folder, checked
+    (record/documents.py); one that fails is a warning naming the file and the field, and is left out."""
     for name, held, read, sweep_of in (("plan.json", found.plans, documents.read_plan, lambda d: d["sweep"]),
                                        ("predict.json", found.predictions, documents.read_prediction,
                                         lambda d: d["config"]["name"]),
-                                       ("retime.json", found.retimes, documents.read_retime, lambda d: d["sweep"])):
+                                       ("retime.json", found.retimes, documents.read_retime, lambda d: d["sweep"]),
+                                       ("capacity.json", found.capacities, documents.read_capacity,
+                                        lambda d: d["sweep"])):
         for path in files.find(folder, name):  # the walk result.json is found by, dangling links included
             try:
                 document = read(path, found.warnings)

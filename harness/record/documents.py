@@ -140,6 +140,40 @@ class RetimeDocument(_Open):
     timings: Annotated[list[Retiming], Len(min_length=1)]
 
 
+CAPACITY_SCHEMA_VERSION = 1
+
+
+class CapacityTrial(_Open):
+    micro_batch_size: Positive
+    fits: StrictBool
+    fits_by_rank: list[StrictBool] = []
+    seconds: Finite | None = None
+
+
+class CapacityDocument(_Open):
+    """capacity.json (`harness capacity`): the largest micro-batch per process that fits."""
+    schema_version: Annotated[StrictInt, Field(ge=1)]
+    sweep: StrictStr
+    device: StrictStr
+    device_type: StrictStr
+    num_processes: Positive
+    mixed_precision: StrictStr
+    trials: Annotated[list[CapacityTrial], Len(min_length=1)]
+    largest_fits: Count
+    first_fails: Positive | None
+    bounded_by_need: StrictBool
+    upper: Positive
+    margin: Annotated[Finite, Field(ge=0, lt=1)]
+    safe_micro_batch_size: Count
+    memory_model: dict[str, Any] | None = None
+    memory_limit_bytes: Positive | None = None
+    predicted_largest: StrictInt | None = None
+
+
+def read_capacity(path: Path, notes: list[str] | None = None) -> dict[str, Any]:
+    return _read(path, CapacityDocument, CAPACITY_SCHEMA_VERSION, notes)
+
+
 def read_retime(path: Path, notes: list[str] | None = None) -> dict[str, Any]:
     return _read(path, RetimeDocument, RETIME_SCHEMA_VERSION, notes)
 

@@ -55,6 +55,7 @@ class FigureData:
     ties: dict[str, list[int]] = field(default_factory=dict)  # variant -> batch sizes tied with its sweet spot
     quality: Quality = DEFAULT_QUALITY  # the workload's metric: its name on the axes, its direction
     unit: str = "image"  # what one example is called
+    capacity: dict | None = None  # capacity.json, where the folder has one
 
     def words(self, text: str) -> str:
         """Text written for accuracy and images, in the metric's name and the workload's unit."""
@@ -307,23 +308,57 @@ def pareto(d: FigureData) -> Figure | None:
 
 
 def peak_memory(d: FigureData) -> Figure | None:
-    """Peak memory from zero; on a CPU (RSS only) drawn only where it varies by more than 5%."""
-    table = d.table
+    """Peak memory from zero, batch sizes that accumulated marked; with capacity.json, its trials,
+    the fitted memory model and the capacity. On a CPU without capacity.json drawn only where it
+    varies by more than 5%."""
+    table, cap = d.table, d.capacity
     column = "peak_allocated_bytes" if table["peak_allocated_bytes"].notna().any() else "peak_rss_bytes"
-    data = table.dropna(subset=[column])[["variant", "batch_size", column]]
-    if data.empty or (column == "peak_rss_bytes" and data[column].max() < 1.05 * data[column].min()):
+    data = table.dropna(subset=[column])[["variant", "batch_size", column, "accumulation_steps"]]
+    if data.empty or (cap is None and column == "peak_rss_bytes" and data[column].max() < 1.05 * data[column].min()):
         return None
     label = "torch.cuda peak allocated" if column == "peak_allocated_bytes" else "process peak RSS"
     fig, ax = plt.subplots(figsize=(WIDE, 4.2))
     shown = data.assign(mib=data[column] / 2**20)
     sns.lineplot(data=shown, x="batch_size", y="mib", hue=split(data), marker="o", ax=ax)
-    ax.set(ylabel=f"{label} (MiB)", title="Peak memory vs batch size", ylim=(0, shown["mib"].max() * 1.1))
+    accumulated = shown[shown["accumulation_steps"].fillna(1) > 1]
+    if len(accumulated):
+        ax.scatter(accumulated["batch_size"], accumulated["mib"], s=140, facecolors="none", edgecolors="black",
+                   label="with accumulation", zorder=5)
+    top = shown["mib"].max()
+    if cap is not None:
+        top = max(top, _draw_capacity(ax, cap))
+    ax.set(ylabel=f"{label} (MiB)", title="Peak memory vs batch size", ylim=(0, top * 1.1))
     batch_axis(ax, data["batch_size"])
     _mark(ax, d, shown, "mib")
+    ax.legend(fontsize=8)
     fig.tight_layout()
+    extra = "" if cap is None else (
+        f" Crosses: capacity.json's trials ({cap['device']}, {cap['num_processes']} process(es)), at micro-batch x "
+        f"processes; the dashed line is its fitted memory model (fixed + per-example bytes), the dotted one the "
+        f"memory it could use. Circled: batch sizes that ran as accumulated micro-batches (their peak is a "
+        f"micro-batch's).")
     return Figure("Peak memory vs batch size", f"Measured as {label}, reset at the start of each cell; the axis "
-                  "starts at zero. On CPU the RSS includes the dataset and the Python process, so it grows slowly.",
-                  _encode(fig), data)
+                  "starts at zero. On CPU the RSS includes the dataset and the Python process, so it grows slowly."
+                  + extra, _encode(fig), data)
+
+
+def _draw_capacity(ax, cap: dict) -> float:
+    """capacity.json on the memory figure: its trials, its line, its limit; returns the top in MiB."""
+    processes, model = cap["num_processes"], cap.get("memory_model") or {}
+    reads = model.get("reads", "peak_rss_bytes")
+    trials = [t for t in cap["trials"] if t.get(reads)]
+    xs = [t["micro_batch_size"] * processes for t in trials]
+    ax.scatter(xs, [t[reads] / 2**20 for t in trials], marker="x", c=["tab:green" if t["fits"] else "tab:red"
+                                                                      for t in trials], label="capacity trials")
+    top = max((t[reads] / 2**20 for t in trials), default=0.0)
+    if model and xs:
+        line = [min(xs), max(xs)]
+        ax.plot(line, [(model["fixed_bytes"] + model["per_example_bytes"] * x / processes) / 2**20 for x in line],
+                "--", color="gray", label="fitted memory model")
+    if cap.get("memory_limit_bytes"):
+        ax.axhline(cap["memory_limit_bytes"] / 2**20, ls=":", color="black", label="capacity")
+        top = max(top, cap["memory_limit_bytes"] / 2**20)
+    return top
 
 
 def scaling_figure(scaling: pd.DataFrame) -> Figure | None:
@@ -344,46 +379,6 @@ def scaling_figure(scaling: pd.DataFrame) -> Figure | None:
     fig.tight_layout()
     return Figure("Scaling with processes", "Per batch size, relative to the fewest processes measured. Small "
                   "batches split across processes rarely scale: each rank's share is too small.", _encode(fig), scaling)
-
-
-COLLAPSE_PANELS = [
-    ("accuracy", ["train_accuracy", "val_accuracy", "test_accuracy"], "linear"),
-    ("gradient norm (mean over steps; dashed: max)", "grad_norm_mean", "log"),
-    ("largest update / weights", "update_ratio_max", "log"),
-    ("dead units (hidden layers)", "dead_fraction", "linear"),
-    ("Adam sqrt(v): median (dashed: min; 0 not drawn)", "adam_sqrt_v_median", "log"),
-    ("gradient noise scale B_simple", ["noise_scale"], "log"),
-]
-PARTNER = {"grad_norm_mean": "grad_norm_max", "adam_sqrt_v_median": "adam_sqrt_v_min"}
-
-
-def collapse_curves(cell: pd.DataFrame, title: str, peak_epoch: int) -> Figure:
-    """One collapsed cell: accuracies, gradient and update norms, dead units, Adam state, B_simple.
-    A panel whose numbers were not recorded (per-step norms switched off) is left out."""
-    panels = []
-    for name, columns, yscale in COLLAPSE_PANELS:
-        prefix = columns if isinstance(columns, str) else ""
-        names = sorted(c for c in cell if c.startswith(prefix + "_l")) if prefix else columns
-        recorded = [c for c in names if c in cell and cell[c].notna().any()]
-        if recorded:
-            panels.append((name, prefix, recorded, yscale))
-    fig, axes = _grid(len(panels))
-    for ax, (name, prefix, columns, yscale) in zip(axes, panels):
-        for column in columns:  # epochs not measured (B_simple beyond its budget) are skipped, not gaps
-            measured = cell[cell[column].notna()]
-            line, = ax.plot(measured["epoch"], measured[column], marker=".", label=column.removeprefix(prefix + "_"))
-            if prefix in PARTNER:
-                ax.plot(measured["epoch"], measured[column.replace(prefix, PARTNER[prefix])], "--",
-                        color=line.get_color())
-        ax.axvline(peak_epoch, color="red", linewidth=1, alpha=0.6)
-        ax.set(title=name, xlabel="epoch", yscale=yscale)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.legend(fontsize="x-small")
-    fig.suptitle(title)
-    fig.tight_layout()
-    return Figure(f"Collapse of {title}", "The red line is the epoch of peak test accuracy. Overfitting shows train "
-                  "accuracy rising while held-out accuracy falls; instability shows growing updates and shrinking "
-                  "sqrt(v); dead units show a rising dead fraction.", _encode(fig), cell)
 
 
 # add a figure: write a function FigureData -> Figure | None and list it here

@@ -23,6 +23,7 @@ from harness.quality import Quality
 from harness.record.metrics import Column, columns
 from harness.record.results import write_atomic
 from harness.report import figures
+from harness.report.collapse_figure import collapse_curves
 
 MAX_COLLAPSE_FIGURES = 4  # curves for the first few collapsed cells; the table lists them all
 
@@ -172,7 +173,7 @@ def _collapse_section(cells: pd.DataFrame, epochs: pd.DataFrame, drop: float, pl
         "evidence": collapse.evidence(found),
         "cells": rendered_table(per_cell[per_cell["collapsed"]], columns("collapse")),
         "variants": rendered_table(by_variant, columns("variants")) if ablation else None,
-        "figures": [figures.collapse_curves(epochs[epochs["cell_id"] == c.cell_id].sort_values("epoch"),
+        "figures": [collapse_curves(epochs[epochs["cell_id"] == c.cell_id].sort_values("epoch"),
                                             c.cell_id, c.peak_epoch) for c in found[:MAX_COLLAPSE_FIGURES]],
         "not_drawn": max(0, len(found) - MAX_COLLAPSE_FIGURES),
     }
@@ -204,7 +205,7 @@ def _section(found: Collected, key: tuple[str, str], overrides: dict[str, float]
     drawn = figures.FigureData(epochs=_only(epochs, tuned), checks=_only(checks, tuned), table=by_batch,
                                sweet_spots=spots, target=rules.target_accuracy,
                                prediction=prediction, ties={r.variant: r.ties for r in verdicts}, quality=got.quality,
-                               unit=got.unit)
+                               unit=got.unit, capacity=found.capacities.get(key))
     return {
         "title": f"{source} / {sweep}" if source != sweep else sweep,
         "device": records[0].get("environment", {}).get("device_name"),
@@ -215,6 +216,7 @@ def _section(found: Collected, key: tuple[str, str], overrides: dict[str, float]
         # an ablation (every variant one batch size): its question is the collapse, not a sweet spot
         "ablation_first": len(verdicts) > 1 and by_batch.groupby("variant")["batch_size"].nunique().max() == 1,
         "memory_limit": per_batch.memory_limit(cells),
+        "accumulation": _accumulation(verdicts, by_batch, found.capacities.get(key)),
         "target": rules.target_accuracy, "tolerance": rules.tolerance, "flat_threshold": rules.flat_threshold,
         "check_spacing": _check_spacing(plan),
         "per_batch": rendered_table(by_batch, columns("batch"), got.quality, got.unit),
@@ -242,6 +244,21 @@ def _section(found: Collected, key: tuple[str, str], overrides: dict[str, float]
 
 
 GROUP_RATE = [*per_batch.GROUP, "learning_rate"]
+
+
+def _accumulation(verdicts, by_batch: pd.DataFrame, capacity: dict | None) -> str | None:
+    """One sentence where the first sweet spot ran as accumulated micro-batches on this device."""
+    spot = verdicts[0].batch_size if verdicts else None
+    rows = by_batch[(by_batch["batch_size"] == spot) & (by_batch["accumulation_steps"].fillna(1) > 1)]
+    if spot is None or rows.empty:
+        return None
+    micro, steps = int(rows["micro_batch_size"].iloc[0]), int(rows["accumulation_steps"].iloc[0])
+    processes = spot // (micro * steps)
+    per = f" on each of {processes} processes" if processes > 1 else ""
+    why = "" if capacity is None or capacity["bounded_by_need"] else (
+        f": {capacity['safe_micro_batch_size']} is the largest that fits with the {capacity['margin']:.0%} margin "
+        f"({capacity['largest_fits']} fitted, {capacity['first_fails']} did not, {capacity['device']})")
+    return f"The sweet spot needs accumulation here: batch {spot} = {steps} x {micro} micro-batches{per}{why}."
 
 
 def _prediction(doc: dict, by_batch: pd.DataFrame, cells: pd.DataFrame,

@@ -38,7 +38,6 @@ try:
 except OSError:  # not glibc
     _LIBC = None
 M_MMAP_THRESHOLD = -3  # glibc's mallopt: a fixed threshold also stops its dynamic raising
-CAPACITY_SCHEMA_VERSION = 1
 DEFAULT_MARGIN = 0.10
 # bisection stops once the bracket is within this share of the batch that fits (at least 1 example)
 RESOLUTION = 1 / 16
@@ -96,7 +95,8 @@ def trial(settings: CellSettings, accelerator: Accelerator, splits: Splits, work
     del engine
     release(accelerator)
     by_rank = _by_rank(accelerator, error is None)
-    return Trial(micro_batch, all(by_rank), by_rank, _worst(accelerator, peaks), seconds, error)
+    return Trial(micro_batch=micro_batch, fits=all(by_rank), fits_by_rank=by_rank, peaks=_worst(accelerator, peaks),
+                 seconds=seconds, error=error)
 
 
 def search(settings: CellSettings, accelerator: Accelerator, splits: Splits, workload: Workload, upper: int,

@@ -13,7 +13,8 @@ from accelerate import Accelerator
 from harness import plan
 from harness.config import SweepConfig
 from harness.errors import ConfigError
-from harness.record import results
+from harness.record import documents, results
+from harness.record.schema import Invalid
 from harness.training import capacity, measure, workloads
 from harness.training.launch import DeviceData
 
@@ -63,7 +64,7 @@ def measure_capacity(config: SweepConfig, cells: list[plan.Cell], accelerator: A
     # the limit in the memory model's currency: RLIMIT_DATA counts mapped data, the model resident
     # bytes, so the mapped-but-not-resident part at the start (torch's libraries) comes off it
     device_bytes = limit - (baseline["VmData"] - baseline["VmRSS"]) if limit is not None else _device_bytes(accelerator)
-    doc = {"schema_version": capacity.CAPACITY_SCHEMA_VERSION, "sweep": config.name, "cell": cell.id,
+    doc = {"schema_version": documents.CAPACITY_SCHEMA_VERSION, "sweep": config.name, "cell": cell.id,
            "device": environment.get("gpu_name") or environment.get("cpu_model") or str(accelerator.device),
            "device_type": accelerator.device.type, "num_processes": accelerator.num_processes,
            "mixed_precision": accelerator.mixed_precision, "engine_mode": cell.settings.train.mode,
@@ -96,10 +97,12 @@ def _device_bytes(accelerator: Accelerator) -> int | None:
 def read_capacity(sweep_dir: Path, accelerator: Accelerator) -> dict | None:
     """capacity.json where it was measured on this kind of launch (device type, processes,
     precision); None otherwise."""
-    try:
-        doc = json.loads((sweep_dir / CAPACITY_FILE).read_text())
-    except (OSError, ValueError):
+    if not (sweep_dir / CAPACITY_FILE).is_file():
         return None
+    try:
+        doc = documents.read_capacity(sweep_dir / CAPACITY_FILE)
+    except Invalid as exc:
+        raise ConfigError(f"{exc}; delete it or run `harness capacity` again") from None
     same = (doc.get("device_type") == accelerator.device.type and doc.get("num_processes") == accelerator.num_processes
             and doc.get("mixed_precision") == accelerator.mixed_precision)
     return doc if same and isinstance(doc.get("safe_micro_batch_size"), int) else None
@@ -122,13 +125,11 @@ def micro_batch_for(setting: int | str | None, local_batch: int, capacity_doc: d
     return next(d for d in range(cap, 0, -1) if local_batch % d == 0)
 
 
-def capacity_command(args) -> tuple[int, dict | None]:
+def capacity_command(args, config: SweepConfig, cells: list[plan.Cell], sweep_dir: Path) -> tuple[int, dict | None]:
     """`harness capacity`: the search for the config's first cell, capacity.json, one line."""
-    from harness.cli import load_plan
     from harness.training import images, threads
     from harness.training.launch import load_data, make_accelerator
 
-    config, cells, sweep_dir = load_plan(args)
     results.check_writable(sweep_dir)
     if not 0 <= args.margin < 1:
         raise ConfigError(f"--margin {args.margin}: a share of the largest batch that fits, in [0, 1); e.g. 0.1")
