@@ -161,11 +161,11 @@ def _capacity(sub) -> None:
     cap = sub.add_parser("capacity", help="the largest micro-batch per process that fits, every process agreeing",
                          description="Doubling, then bisection, on the micro-batch of the config's first cell; each "
                                      "trial a few real optimizer steps (forward, backward, update) in its engine mode "
-                                     "and precision; after each, one all-reduce of 'fits' (the smallest wins). Writes "
-                                     "RESULTS_DIR/<sweep>/capacity.json (every trial, a memory model, the largest that "
-                                     "fits less the margin), which train.micro_batch_size=auto reads. Several "
-                                     "processes: accelerate launch --multi_gpu --num_processes P -m harness.cli "
-                                     "capacity ...")
+                                     "and precision; after each, one all-gather of 'fits' (it fits where every "
+                                     "rank's did). Writes RESULTS_DIR/<sweep>/capacity.json (every trial, a memory "
+                                     "model, the largest that fits less the margin), which "
+                                     "train.micro_batch_size=auto reads. Several processes: accelerate launch "
+                                     "--multi_gpu --num_processes P -m harness.cli capacity ...")
     add_config_args(cap)
     cap.add_argument("--data-dir", help=DATA_DIR_HELP)
     cap.add_argument("--margin", type=float, default=0.1, help="safety margin below the largest that fits (default "
