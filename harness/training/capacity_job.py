@@ -65,7 +65,7 @@ def measure_capacity(config: SweepConfig, cells: list[plan.Cell], accelerator: A
     # bytes, so the mapped-but-not-resident part at the start (torch's libraries) comes off it
     device_bytes = limit - (baseline["VmData"] - baseline["VmRSS"]) if limit is not None else _device_bytes(accelerator)
     doc = {"schema_version": documents.CAPACITY_SCHEMA_VERSION, "sweep": config.name, "cell": cell.id,
-           "device": environment.get("gpu_name") or environment.get("cpu_model") or str(accelerator.device),
+           "device": environment.get("device_name") or str(accelerator.device),
            "device_type": accelerator.device.type, "num_processes": accelerator.num_processes,
            "mixed_precision": accelerator.mixed_precision, "engine_mode": cell.settings.train.mode,
            "memory_limits_bytes": limits, "start_data_bytes": baseline["VmData"], "measured_utc": results.utc_now(),
