@@ -28,8 +28,8 @@ SLEEP_S = 0.02
 
 
 def slowed(build):
-    def build_engine(settings, accelerator, splits, workload):
-        engine = build(settings, accelerator, splits, workload)
+    def build_engine(settings, accelerator, splits, workload, **options):
+        engine = build(settings, accelerator, splits, workload, **options)
         step = engine.step
         if accelerator.process_index == 1:
             engine.step = lambda idx: (time.sleep(SLEEP_S), step(idx))[1]
