@@ -32,7 +32,7 @@ def write_atomic(path: Path, data: str | bytes, option: str = "--results-dir") -
     A failing disk (full, read-only, gone) becomes a one-line ResultsError naming `option`, the
     command-line option that chose where it goes."""
     tmp = None
-    _refuse_special(path, option)
+    refuse_special(path, option)
     remove_stale_temps(path.parent)  # any writer's temp left by a kill: gone at the folder's next write
     try:
         faults.before_write(path)
@@ -52,7 +52,7 @@ def write_atomic(path: Path, data: str | bytes, option: str = "--results-dir") -
         raise
 
 
-def _refuse_special(path: Path, option: str) -> None:
+def refuse_special(path: Path, option: str) -> None:
     """Only a regular file is ever replaced: os.replace over a device node, a FIFO or a symlink
     would swap the node or the link itself (as root, /dev/null)."""
     try:

@@ -330,7 +330,8 @@ def peak_memory(d: FigureData) -> Figure | None:
     ax.set(ylabel=f"{label} (MiB)", title="Peak memory vs batch size", ylim=(0, top * 1.1))
     batch_axis(ax, data["batch_size"])
     _mark(ax, d, shown, "mib")
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
     fig.tight_layout()
     extra = "" if cap is None else (
         f" Crosses: capacity.json's trials ({cap['device']}, {cap['num_processes']} process(es)), at micro-batch x "

@@ -21,7 +21,7 @@ from harness.config import CheckSettings
 from harness.errors import ConfigError, ResultsError
 from harness.quality import Quality
 from harness.record.metrics import Column, columns
-from harness.record.results import write_atomic
+from harness.record.results import refuse_special, write_atomic
 from harness.report import figures
 from harness.report.collapse_figure import collapse_curves
 
@@ -90,6 +90,8 @@ class Built:
 def build_report(folders: list[Path], out: Path, target: float | None = None, tolerance: float | None = None) -> Built:
     """Writes the HTML and, next to it, the tidy CSV of all cells; returns each sweep's answer (the
     headlines of analysis/answer.py, by folder and sweep) and the warnings."""
+    for target_file in (out, out.with_suffix(".csv")):  # refused before the rendering, not after
+        refuse_special(target_file, "-o")
     for folder in folders:
         if not folder.is_dir():
             raise ResultsError(f"{folder} is not a folder; pass a results folder such as results/default")
