@@ -67,6 +67,16 @@ class DataSettings(_Frozen):
     split_seed: Count | None = Field(None, ge=0, le=MAX_SEED, description="data.val_split=random: its seed (default 0)")
     # train accuracy is measured on this fixed prefix of the training split after each epoch
     train_eval_size: Count = Field(10_000, ge=1)
+    # device: every split held on the training device, each step gathers its batch there; loader: the
+    # training split streamed by a DataLoader per process (docs/workloads.md), timed with the step
+    input: Literal["device", "loader"] = "device"
+    workers: Count = Field(0, ge=0, le=256, description="data.input=loader: DataLoader worker processes")
+
+    @model_validator(mode="after")
+    def _workers_need_the_loader(self) -> DataSettings:
+        if self.workers and self.input == "device":
+            raise ValueError(f"data.workers={self.workers} feeds a DataLoader; set data.input: loader or drop it")
+        return self
 
 
 class TrainSettings(_Frozen):
@@ -172,6 +182,8 @@ class CellSettings(_Frozen):
         if self.optim.varies_lr:
             return ("train.mode=cuda_graphs holds the learning rate fixed in the captured step; a schedule or a "
                     "warm-up (optim.schedule, optim.lr_warmup_*) needs train.mode=eager or compile")
+        if self.data.input == "loader":
+            return "train.mode=cuda_graphs replays one input buffer; data.input=loader needs eager or compile"
         if self.train.untimed_steps <= CUDA_GRAPH_EAGER_STEPS:
             return (f"train.mode=cuda_graphs needs train.untimed_steps >= {CUDA_GRAPH_EAGER_STEPS + 1}, "
                     f"so that the graph capture happens outside the timed window")

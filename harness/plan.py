@@ -48,7 +48,8 @@ ADDED_LATER = {("data", "dataset"): "mnist", ("train", "threads"): None, ("data"
                ("data", "split_seed"): None, ("train", "diagnostics"): "full", ("optim", "nesterov"): False,
                ("optim", "schedule"): "constant", ("optim", "lr_warmup_steps"): 0, ("optim", "lr_warmup_fraction"): 0.0,
                ("optim", "lr_final_fraction"): 0.0,
-               ("train", "diagnostics_budget"): 0.05, ("train", "micro_batch_size"): None}
+               ("train", "diagnostics_budget"): 0.05, ("train", "micro_batch_size"): None,
+               ("data", "input"): "device", ("data", "workers"): 0}
 # Values a cell id's hash reads as another: `auto` runs eager on every CPU and wherever graphs cannot
 # run, so it names the eager cell; on a GPU the record says it ran cuda_graphs, and the report says when modes differ.
 HASHED_AS = {("train", "mode"): {"auto": "eager"}}

@@ -24,7 +24,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 from harness import builtins, code_identity, quality
 from harness.errors import ConfigError
 
-ROLES = ("model", "data", "loss", "metric", "augment", "optimizer")
+ROLES = ("model", "data", "loss", "metric", "augment", "optimizer", "collate")
 CROP_FLIP = "crop_flip"  # the built-in augmentation (training/augment.py)
 IN_PROCESS = "<python-"  # a callable handed over in this Python process (harness.sweep), not from a file
 # FILE.py:NAME with the file's path as it is (a folder may have spaces, or a colon: the name ends
@@ -80,6 +80,8 @@ class WorkloadSettings(BaseModel):
     augment: Annotated[str, AfterValidator(_an_augment)] | None = None
     # make(parameters, options, hyper) -> optimizer or (optimizer, scheduler); default: optim.name
     optimizer: Spec | None = None
+    # collate(examples) -> (inputs, targets): the DataLoader's collate_fn (data.input=loader); default torch's
+    collate: Spec | None = None
     metric_name: Annotated[str, Field(min_length=1, max_length=60)] | None = None  # how the report names it
     metric_mode: Literal["max", "min"] | None = None  # higher or lower is better; default max (loss: min)
     # what one example is called in the report (image, sequence, token...); default: image for a

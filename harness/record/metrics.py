@@ -114,6 +114,9 @@ METRICS: tuple[Metric, ...] = (
     Metric("cpu_share", "epoch", "1", doc="CPU time of the timed steps / (their wall time x intra-op threads), "
                                           "the least-served rank's (harness/timing.py)"),
     Metric("load_at_end", "epoch", "threads", doc="the machine's 1-minute load average at the epoch's end"),
+    Metric("input_wait_seconds", "epoch", "s", ranks="max",
+           doc="of train_seconds, the time the steps waited for their batch from the DataLoader, the "
+               "longest-waiting rank's (data.input=loader; empty on the device path)"),
     *DIAGNOSTICS,
 
     # per validation check within training (evals.csv; harness/checks.py says when)
@@ -257,6 +260,12 @@ METRICS: tuple[Metric, ...] = (
            doc="examples per forward and backward on each process (train.micro_batch_size resolved; B/P without it)"),
     Metric("accumulation_steps", "cell", "micro-batches", header="accum.", fmt="d", seeds=("max",),
            tables=("cells", "batch"), integer=True, doc="micro-batches whose gradients make one optimizer step"),
+    Metric("input_mode", "cell", "text", header="input", fmt="s", seeds=("first",),
+           tables=("cells", "batch", "compare"),
+           doc="device (every split on the training device) or loader (the training split streamed by a DataLoader)"),
+    Metric("input_wait_share", "cell", "1", header="input wait", fmt=".0%", seeds=("max",),
+           tables=("cells", "batch"),
+           doc="the share of the timed steps' wall time spent waiting for input (data.input=loader)"),
     Metric("final_noise_scale", "cell", "images", doc="noise_scale at the last epoch"),
     Metric("cpu_share", "cell", "1", header="CPU share", fmt=".0%", seeds=("min",), tables=("cells",),
            doc="the timed steps' CPU time / (wall time x threads), over the cell (harness/timing.py)"),

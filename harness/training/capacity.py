@@ -82,9 +82,9 @@ def trial(settings: CellSettings, accelerator: Accelerator, splits: Splits, work
         engine = build_engine(sized, accelerator, splits, workload)
         generator = torch.Generator().manual_seed(settings.train.seed + accelerator.process_index)
         for _ in range(steps):
-            idx = torch.randint(splits.n_train, (micro_batch,), generator=generator).to(accelerator.device)
+            batch = splits.trial_batch(micro_batch, generator, accelerator.device)
             with accelerator.no_sync(engine.model):  # no collective that a failed rank would leave waiting
-                engine.step(idx)
+                engine.step(batch)
         measure.synchronize(accelerator.device)
     except Exception as exc:  # only an allocation failure is an answer; anything else is raised
         if not should_reduce_batch_size(exc):

@@ -27,7 +27,7 @@ from harness.plan import Cell
 from harness.quality import unit_of
 from harness.record import faults, locks, results
 from harness.record.metrics import DIAGNOSTIC_COLUMNS, STEP_NORM_COLUMNS
-from harness.training import checkpoint, diagnostics, measure, workloads
+from harness.training import checkpoint, diagnostics, measure, streamed, workloads
 from harness.training.checkpoint import LoopState, Window
 from harness.training.data import IndexStream, Splits, rank_slice
 from harness.training.engine import Engine, build_engine
@@ -110,7 +110,7 @@ class CellRun:
         # a stretch but not the window evals.csv records, which runs on to the next check
         self.windows: list[Window] = []
         self._stretch_start = copy.copy(self.state.window)
-        self.order: torch.Tensor | None = None  # this rank's columns of the epoch's order, on the device
+        self.batch_at: Callable[[int], Any] | None = None  # step -> this rank's batch, for the epoch begun
         self.losses: torch.Tensor | None = None  # each step's loss this epoch, on the device
         self.stopped_by_rule = False
         self.diverged = False
@@ -126,7 +126,7 @@ class CellRun:
             self.monitor.start()
         try:
             while not self.finished:
-                if self.order is None:
+                if self.batch_at is None:
                     self.start_epoch()
                 course_end = self.course.next_end(self.state.global_step)
                 end = min(course_end - self.state.steps_done, self.settings.steps_per_epoch)  # within this epoch
@@ -153,14 +153,16 @@ class CellRun:
 
     def start_epoch(self) -> None:
         """The epoch's global order, drawn once (a checkpoint may have brought it), goes to the
-        device once: no host round-trip inside the steps. Each step's loss lands in a device
+        device once (no host round-trip inside the steps), or to the loader (training/streamed.py),
+        from the step the epoch is at. Each step's loss lands in a device
         buffer: one copy, like a running sum, but it keeps which step first went non-finite."""
         state, steps = self.state, self.settings.steps_per_epoch
         if state.order is None:
             state.order = self.stream.next(steps * self.settings.train.batch_size).view(steps, -1)
             state.step, state.epoch_seconds, state.epoch_joules, state.epoch_cpu_seconds = 0, 0.0, None, 0.0
-            state.losses = torch.zeros(steps)
-        self.order = state.order[:, self.local].to(self.accelerator.device)
+            state.losses, state.epoch_input_wait = torch.zeros(steps), None
+        self.batch_at = streamed.feed(self.ctx.splits, state.order[:, self.local], state.step, self.settings,
+                                      self.accelerator, state.epoch)
         self.losses = state.losses.to(self.accelerator.device)
 
     def _stopper(self) -> Callable[[int], bool]:
@@ -177,7 +179,7 @@ class CellRun:
             state.first_losses.append(self.accelerator.reduce(loss.clone(), "mean").item())
             self.ctx.progress.advance_step()
 
-        span = run_steps(self.engine, self.order.__getitem__, state.step, min(end, state.step + state.warmup_left),
+        span = run_steps(self.engine, self.batch_at, state.step, min(end, state.step + state.warmup_left),
                          stop=self._stopper(), on_loss=keep_first)
         if span.steps:  # an empty warm-up (the usual case) adds nothing
             state.step, state.warmup_left = state.step + span.steps, state.warmup_left - span.steps
@@ -193,12 +195,14 @@ class CellRun:
             self.losses[step] = loss
             self.ctx.progress.advance_step()
 
-        span = run_steps(self.engine, self.order.__getitem__, state.step, end, monitor=self.monitor,
+        span = run_steps(self.engine, self.batch_at, state.step, end, monitor=self.monitor,
                          stop=self._stopper(), on_loss=keep)
         state.step += span.steps
         state.epoch_seconds += span.seconds
         state.epoch_joules = measure.add_energy(state.epoch_joules, span.joules, span.steps == 0)
         state.epoch_cpu_seconds += span.cpu_seconds or 0.0
+        if span.input_wait_seconds is not None:
+            state.epoch_input_wait = (state.epoch_input_wait or 0.0) + span.input_wait_seconds
         state.window.add(span)
         if span.joules is not None and span.seconds > (state.energy_window or [0.0])[0]:
             state.energy_window = [span.seconds, span.joules, span.steps * self.settings.train.batch_size]
@@ -259,7 +263,7 @@ class CellRun:
         if self.course.records:
             self.ensure_held()
             self.record_epoch()
-        state.epoch, state.order, self.order = state.epoch + 1, None, None
+        state.epoch, state.order, self.batch_at = state.epoch + 1, None, None
         if self.course.records and not self.finished:  # a kill from here on resumes at this epoch's end
             self.checkpoint()
 

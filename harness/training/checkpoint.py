@@ -71,6 +71,7 @@ class LoopState:
     epoch_seconds: float = 0.0  # timed seconds of this epoch so far (all runs of the task added)
     epoch_joules: float | None = None
     epoch_cpu_seconds: float = 0.0  # the process's CPU time in this epoch's timed steps
+    epoch_input_wait: float | None = None  # of epoch_seconds, the wait for the loader's batches; None: no loader
     first_losses: list[float] = field(default_factory=list)
     rows: list[dict[str, Any]] = field(default_factory=list)
     order: torch.Tensor | None = None  # this epoch's GLOBAL order (steps x batch), CPU

@@ -40,7 +40,11 @@ class Splits:
 
     def record(self) -> dict[str, Any]:
         """What a cell's summary says of its validation split."""
-        return {"val_examples": self.n_val, "validation_split": self.validation}
+        return {"val_examples": self.n_val, "validation_split": self.validation, "input_mode": "device"}
+
+    def trial_batch(self, count: int, generator: torch.Generator, device: torch.device) -> Any:
+        """A capacity trial's batch, drawn with replacement: sample indices, which the step gathers."""
+        return torch.randint(self.n_train, (count,), generator=generator).to(device)
 
     @property
     def n_train(self) -> int:

@@ -1,8 +1,9 @@
 """The training step, built once per cell in its execution mode: eager, compile or cuda_graphs
 (`auto`: cuda_graphs where it applies, else eager).
 
-A step takes the device tensor of this rank's sample indices and returns the loss as a device
-tensor: it gathers the batch from the on-device dataset, and never reads a value back to the host.
+A step takes this rank's batch and returns the loss as a device tensor, never reading a value back
+to the host: on the device path the batch is its sample indices, gathered from the on-device
+dataset; on the loader path (training/streamed.py) the (inputs, targets) already on the device.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from accelerate import Accelerator
@@ -21,10 +23,12 @@ from harness.training import batches
 from harness.training.augment import Augmenter
 from harness.training.data import Splits
 from harness.training.diagnostics import StepNorms
+from harness.training.streamed import StreamedSplits
 from harness.training.threads import apply as apply_threads
 from harness.training.workloads import Workload, WorkloadError, build_model
 
-Step = Callable[[torch.Tensor], torch.Tensor]
+Batch = Any  # a step's input: this rank's sample indices (device path), or the loader's (inputs, targets)
+Step = Callable[[Batch], torch.Tensor]
 
 
 @dataclass
@@ -173,19 +177,22 @@ def build_engine(settings: CellSettings, accelerator: Accelerator, splits: Split
     accumulation = settings.local_batch(accelerator.num_processes) // micro_batch
     micro_steps = _micro_steps(accumulation, micro_batch)
 
-    def step(idx: torch.Tensor) -> torch.Tensor:
+    select = _selector(splits)
+
+    def step(batch: Batch) -> torch.Tensor:
         if accumulation == 1:
-            inputs = batches.take(splits.train_x, idx)
+            inputs, targets = select(batch, None)
             outputs = batches.call(forward, augmenter(inputs) if augmenter else inputs)
-            loss = workload.train_loss(outputs, batches.take(splits.train_y, idx))
+            loss = workload.train_loss(outputs, targets)
             backward(loss)  # Accelerate's path: DDP gradient sync, mixed-precision scaling
         else:  # the whole batch's augmentation draws once, as without accumulation
-            inputs = augmenter(batches.take(splits.train_x, idx)) if augmenter else splits.train_x
+            augmented = augmenter(select(batch, None)[0]) if augmenter else None
             losses = []
             for part, synced in micro_steps:
-                x = batches.take(inputs, part) if augmenter else batches.take(inputs, idx[part])
+                x, y = select(batch, part)
+                x = batches.take(augmented, part) if augmenter else x
                 with contextlib.nullcontext() if synced else accelerator.no_sync(model):
-                    micro_loss = workload.train_loss(batches.call(forward, x), batches.take(splits.train_y, idx[part]))
+                    micro_loss = workload.train_loss(batches.call(forward, x), y)
                     backward(micro_loss / accumulation)  # the mean over the batch, as one step takes it
                 losses.append(micro_loss.detach())
             loss = torch.stack(losses).mean()
@@ -207,6 +214,18 @@ def build_engine(settings: CellSettings, accelerator: Accelerator, splits: Split
                   schedule_ran=f"{type(own_scheduler).__name__} (workload.optimizer)" if own_scheduler else
                   settings.optim.describe_schedule(settings.total_steps), micro_batch=micro_batch,
                   accumulation=accumulation)
+
+
+def _selector(splits: Splits) -> Callable[[Batch, slice | None], tuple[batches.Tree, batches.Tree]]:
+    """(inputs, targets) of a step's batch, or of one micro-batch's slice of it: gathered from the
+    splits on the device by the sample indices, or sliced from the pair the loader brought."""
+    if isinstance(splits, StreamedSplits):
+        return lambda pair, part: pair if part is None else (batches.take(pair[0], part), batches.take(pair[1], part))
+
+    def gather(idx: torch.Tensor, part: slice | None) -> tuple[batches.Tree, batches.Tree]:
+        idx = idx if part is None else idx[part]
+        return batches.take(splits.train_x, idx), batches.take(splits.train_y, idx)
+    return gather
 
 
 def _micro_steps(accumulation: int, micro_batch: int) -> list[tuple[slice, bool]]:

@@ -13,9 +13,9 @@ from accelerate import Accelerator
 from accelerate.utils import AutocastKwargs
 
 from harness import plan
-from harness.config import SweepConfig
-from harness.errors import ConfigError
-from harness.training import data, images, measure, threads, workloads
+from harness.config import DataSettings, SweepConfig
+from harness.errors import ConfigError, DataError
+from harness.training import data, images, measure, streamed, threads, workloads
 from harness.training.engine import check_launch, own_optimizer
 
 
@@ -51,27 +51,46 @@ class DeviceData:
         self.splits: dict[tuple[str, int], data.Splits] = {}
 
     def for_cell(self, cell: plan.Cell) -> data.Splits:
-        settings = cell.settings
+        settings, given = cell.settings, cell.settings.data
         name = settings.dataset or _data_key(cell)
-        held_out = (settings.data.val_size, settings.data.val_split, settings.data.split_seed)
-        key = (name, *held_out)
+        key = (name, given.val_size, given.val_split, given.split_seed, given.input,
+               given.train_eval_size if given.input == "loader" else None)
         if key not in self.splits:
-            self.splits[key] = (self._images(name, *held_out) if settings.dataset else
-                                self._own(workloads.resolve(cell), *held_out))
+            self.splits[key] = self._images(name, given) if settings.dataset else \
+                self._own(workloads.resolve(cell), given)
         return self.splits[key]
 
-    def _images(self, name: str, val_size: int, how: str, seed: int | None) -> data.Splits:
+    def _images(self, name: str, given: DataSettings) -> data.Splits:
         if name not in self.arrays:
             if name not in self.folders:
                 with self.accelerator.main_process_first():  # one download; the others then find it verified
                     self.folders[name] = images.download(images.CACHE_DIR, name)
             self.arrays[name] = images.load_mnist(self.folders[name])
-        return data.to_device(self.arrays[name], val_size, self.accelerator.device, how, seed)
+        held_out = (given.val_size, self._host(given), given.val_split, given.split_seed)
+        return self._streamed(data.to_device(self.arrays[name], *held_out), given)
 
-    def _own(self, workload: workloads.Workload, val_size: int, how: str, seed: int | None) -> data.Splits:
+    def _own(self, workload: workloads.Workload, given: DataSettings) -> data.Splits:
         where = f"workload.data: {workload.specs['data']}"
         raw = workload.call("data", workload.load, dict(workload.options))
-        return data.own_splits(raw, val_size, self.accelerator.device, where, how, seed)
+        if streamed.is_datasets(raw):
+            if given.input != "loader":
+                raise DataError(f"{where} returned Datasets; they are streamed: set data.input: loader (the device "
+                                f"path holds tensors)")
+            return streamed.from_datasets(raw, given.val_size, self.accelerator.device, where, given.val_split,
+                                          given.split_seed, streamed.resident_size(given.train_eval_size),
+                                          workload.collate, workload.call)
+        held_out = (given.val_size, self._host(given), where, given.val_split, given.split_seed)
+        return self._streamed(data.own_splits(raw, *held_out), given, workload.collate)
+
+    def _host(self, given: DataSettings) -> torch.device:
+        """Where the splits are built: the training device, or the host for the loader to stream."""
+        return torch.device("cpu") if given.input == "loader" else self.accelerator.device
+
+    def _streamed(self, splits: data.Splits, given: DataSettings, collate=None) -> data.Splits:
+        if given.input != "loader":
+            return splits
+        return streamed.from_host(splits, self.accelerator.device, streamed.resident_size(given.train_eval_size),
+                                  collate)
 
 
 def _data_key(cell: plan.Cell) -> str:

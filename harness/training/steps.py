@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -30,20 +31,22 @@ class Span:
     cpu_seconds: float | None = None  # CPU time over the span: the least-served rank's share x seconds x threads
     loads: tuple[float | None, float | None] = (None, None)  # the load average at its two edges
     gpu_util_pct: float | None = None  # NVML's mean GPU utilisation over the span, the busiest rank's
+    input_wait_seconds: float | None = None  # of `seconds`, the time spent waiting for the loader; None: no loader
 
 
-def run_steps(engine: Engine, batch_at: Callable[[int], torch.Tensor], start: int, end: int, *, timed: bool = True,
+def run_steps(engine: Engine, batch_at: Callable[[int], Any], start: int, end: int, *, timed: bool = True,
               monitor: NvmlMonitor | None = None, stop: Callable[[int], bool] | None = None,
               on_loss: Callable[[int, torch.Tensor], None] | None = None) -> Span:
-    """Steps `start`..`end - 1`: step i trains on `batch_at(i)`, this rank's sample indices on the
-    device. Before step i, `stop(i)` may end the span early (every rank must agree). `on_loss(i,
-    loss)` gets each step's loss as a device tensor. Untimed (`timed=False`), the span has no clock
-    and no sync at all. An empty span costs nothing, not even its syncs."""
+    """Steps `start`..`end - 1`: step i trains on `batch_at(i)`, this rank's batch (its sample
+    indices on the device, or a loader's pair). Before step i, `stop(i)` may end the span early
+    (every rank must agree). `on_loss(i, loss)` gets each step's loss as a device tensor. Untimed
+    (`timed=False`), the span has no clock and no sync at all. An empty span costs nothing, not even its syncs."""
     if start >= end:
         return Span(0, 0.0 if timed else None, None)
     accelerator = engine.accelerator
     clock = SyncedTimer(accelerator.device, monitor) if timed else contextlib.nullcontext()
     step = start
+    waited = getattr(batch_at, "wait_seconds", None)  # a loader's feed (training/streamed.py) counts its waits
     with clock:
         while step < end and not (stop is not None and stop(step)):
             loss = engine.step(batch_at(step))
@@ -56,9 +59,10 @@ def run_steps(engine: Engine, batch_at: Callable[[int], torch.Tensor], start: in
     share = cpu_share(clock.cpu_seconds, clock.seconds, threads)
     across = over_ranks(accelerator, {"window_seconds": clock.seconds, "energy_j": clock.joules,
                                       "window_cpu_share": share, "window_load_start": clock.load_start,
-                                      "window_load_end": clock.load_end, "window_gpu_util_pct": clock.gpu_util_pct})
+                                      "window_load_end": clock.load_end, "window_gpu_util_pct": clock.gpu_util_pct,
+                                      "input_wait_seconds": None if waited is None else batch_at.wait_seconds - waited})
     share, seconds = across["window_cpu_share"], across["window_seconds"]
     return Span(step - start, seconds, across["energy_j"],
                 cpu_seconds=share * seconds * threads if share is not None else None,
                 loads=(across["window_load_start"], across["window_load_end"]),
-                gpu_util_pct=across["window_gpu_util_pct"])
+                gpu_util_pct=across["window_gpu_util_pct"], input_wait_seconds=across["input_wait_seconds"])

@@ -50,6 +50,7 @@ def summarize(rows: list[dict[str, Any]], settings: CellSettings, first_losses: 
         "warmup_seconds": warmup_seconds,
         "first_step_losses": first_losses,
         **timing,
+        "input_wait_share": _input_wait_share(rows),
         "tokens_per_second": _tokens_per_second(timing["images_per_second"], settings.workload.tokens_per_example),
         "eval_seconds": sum(r["eval_seconds"] for r in rows),
         "checks": len(evals),
@@ -83,6 +84,13 @@ def _timing(rows: list[dict[str, Any]], batch: int) -> dict[str, Any]:
         "time_per_image_s": seconds / images if images else None,
         "images_per_second": images / seconds if images and seconds > 0 else None,
     }
+
+
+def _input_wait_share(rows: list[dict[str, Any]]) -> float | None:
+    """The timed steps' wait for the loader over their wall time; None on the device path."""
+    timed = [r for r in rows if r["timed_steps"] and r.get("input_wait_seconds") is not None]
+    seconds = sum(r["train_seconds"] for r in timed)
+    return sum(r["input_wait_seconds"] for r in timed) / seconds if seconds > 0 else None
 
 
 def _energy(window: list[float] | None, timing: dict[str, Any]) -> dict[str, float | None]:
@@ -127,6 +135,7 @@ def epoch_row(state: LoopState, settings, accelerator: Accelerator, correct: lis
         "cpu_share": cpu_share(state.epoch_cpu_seconds, state.epoch_seconds, torch.get_num_threads())
         if timed_steps else None,
         "load_at_end": load_average(),
+        "input_wait_seconds": state.epoch_input_wait if timed_steps else None,
     }
 
 

@@ -67,6 +67,7 @@ class Workload:
     specs: dict[str, str] = field(default_factory=dict)  # role -> where its code was found
     augment: Callable | None = None  # each training batch's inputs: augment(inputs, generator) -> inputs
     optimizer: Callable | None = None  # make(parameters, options, hyper); None: optim.name
+    collate: Callable | None = None  # the DataLoader's collate_fn (data.input=loader); None: torch's default
 
     def call(self, role: str, fn: Callable, *args: Any) -> Any:
         """Run the user's code; any exception becomes one line naming the role and where it broke."""
@@ -175,7 +176,8 @@ def resolve(cell: Cell) -> Workload:
 
 def _common(settings: CellSettings, cell: Cell | None) -> dict[str, Any]:
     """A Workload's fields other than the model and the data."""
-    own = {role: _optional(cell, role) if cell else None for role in ("loss", "metric", "augment", "optimizer")}
+    own = {role: _optional(cell, role) if cell else None
+           for role in ("loss", "metric", "augment", "optimizer", "collate")}
     if settings.workload.augment == CROP_FLIP:
         own["augment"] = crop_flip
     return own | {"options": dict(settings.workload.options), "metric_is_loss": settings.workload.metric == LOSS,
