@@ -11,7 +11,8 @@ import pandas as pd
 
 # cell column (analysis/collect.cell_row) -> how the report names it
 FACTORS = {"env.device_name": "device", "num_processes": "processes", "env.torch": "torch",
-           "threads": "CPU threads", "engine_mode": "engine"}
+           "threads": "CPU threads", "engine_mode": "engine",
+           "input_mode": "input"}
 
 
 def differing(cells: pd.DataFrame) -> dict[str, list]:
@@ -26,7 +27,8 @@ def caveat_text(found: dict[str, list], what: str = "These cells") -> str | None
         return None
     listed = "; ".join(f"{name} {' and '.join(map(str, values))}" for name, values in found.items())
     return (f"{what} were not measured alike ({listed}): time per image, and so the sweet spot, moves with each; "
-            f"compare runs made under one setting (e.g. --threads N, one train.mode).")
+            f"compare runs made under one setting (e.g. --threads N, one train.mode, "
+            f"one data.input).")
 
 
 def summary(cells: pd.DataFrame) -> str | None:

@@ -81,6 +81,9 @@ def rendered_table(frame: pd.DataFrame, spec: list[Column], quality: Quality | N
     }
 
 
+INPUT_BOUND = 0.2  # a share of the timed steps' wall time spent waiting for input
+
+
 @dataclass(frozen=True)
 class Built:
     warnings: list[str]
@@ -219,6 +222,7 @@ def _section(found: Collected, key: tuple[str, str], overrides: dict[str, float]
         "ablation_first": len(verdicts) > 1 and by_batch.groupby("variant")["batch_size"].nunique().max() == 1,
         "memory_limit": per_batch.memory_limit(cells),
         "accumulation": _accumulation(verdicts, by_batch, found.capacities.get(key)),
+        "input_bound": input_bound(by_batch),
         "target": rules.target_accuracy, "tolerance": rules.tolerance, "flat_threshold": rules.flat_threshold,
         "check_spacing": _check_spacing(plan),
         "per_batch": rendered_table(by_batch, columns("batch"), got.quality, got.unit),
@@ -261,6 +265,23 @@ def _accumulation(verdicts, by_batch: pd.DataFrame, capacity: dict | None) -> st
         f": {capacity['safe_micro_batch_size']} is the largest that fits with the {capacity['margin']:.0%} margin "
         f"({capacity['largest_fits']} fitted, {capacity['first_fails']} did not, {capacity['device']})")
     return f"The sweet spot needs accumulation here: batch {spot} = {steps} x {micro} micro-batches{per}{why}."
+
+
+def input_bound(by_batch: pd.DataFrame) -> str | None:
+    """Where the steps waited for the loader more than INPUT_BOUND of their wall time, in one sentence:
+    there the time per example measures the input pipeline, not the model."""
+    if "input_wait_share" not in by_batch:
+        return None
+    bound = by_batch[by_batch["input_wait_share"] > INPUT_BOUND]
+    if bound.empty:
+        return None
+    sizes = sorted(set(bound["batch_size"].astype(int)))
+    every = sorted(set(by_batch.loc[by_batch["input_wait_share"].notna(), "batch_size"].astype(int)))
+    where = f"<= {sizes[-1]}" if sizes == every[:len(sizes)] else ", ".join(map(str, sizes))
+    worst = float(bound["input_wait_share"].max())
+    return (f"Input-bound at batch {where}: those steps waited for the DataLoader more than {INPUT_BOUND:.0%} of "
+            f"their time (up to {worst:.0%}), so their time per example is the input pipeline's, not the model's; "
+            f"raise data.workers or make the Dataset's items cheaper.")
 
 
 def _prediction(doc: dict, by_batch: pd.DataFrame, cells: pd.DataFrame,
