@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -164,3 +165,27 @@ def test_a_cell_out_of_memory_trains_with_accumulation_on_its_rerun(tmp_path):
     html = page.read_text()
     assert "The sweet spot needs accumulation here: batch 16384 = 2 x 8192 micro-batches." in html
     assert "capacity.json&#39;s trials" in html or "capacity.json's trials" in html  # the memory figure reads it
+    shot = _memory_figure_in_a_browser(page, tmp_path)
+    if os.environ.get("HARNESS_KEEP_SCREENSHOT"):  # docs/capacity-memory-figure.png comes from here
+        shutil.copy(shot, os.environ["HARNESS_KEEP_SCREENSHOT"])
+
+
+def _memory_figure_in_a_browser(page, tmp_path):
+    """Headless Chromium shows the memory figure decoded, without console errors; its screenshot."""
+    from browser import chromium
+    from selenium.webdriver.common.by import By
+
+    driver = chromium(tmp_path / "profile")
+    try:
+        driver.get(page.as_uri())
+        assert not [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        (figure,) = [img for img in driver.find_elements(By.TAG_NAME, "img")
+                     if img.get_attribute("alt") == "Peak memory vs batch size"]
+        assert driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth", figure) > 0
+        driver.execute_script("arguments[0].scrollIntoView()", figure)
+        shot = tmp_path / "memory-figure.png"
+        figure.screenshot(str(shot))
+    finally:
+        driver.quit()
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    return shot

@@ -55,7 +55,7 @@ def measure_capacity(config: SweepConfig, cells: list[plan.Cell], accelerator: A
     splits = device_data.for_cell(cell)
     limit = (limits or [None] * accelerator.num_processes)[accelerator.process_index]
     capacity.apply_memory_limit(limit)
-    baseline = _status_bytes("VmData", "VmRSS")
+    baseline = measure.status_bytes("VmData", "VmRSS")
     upper = upper_bound(cells, accelerator.num_processes)
     trials = capacity.search(cell.settings.sized(splits.n_train), accelerator, splits, workloads.resolve(cell), upper,
                              log=log)
@@ -75,15 +75,6 @@ def measure_capacity(config: SweepConfig, cells: list[plan.Cell], accelerator: A
         sweep_dir.mkdir(parents=True, exist_ok=True)
         results.write_atomic(sweep_dir / CAPACITY_FILE, json.dumps(doc, indent=2) + "\n")
     return doc
-
-
-def _status_bytes(*keys: str) -> dict[str, int]:
-    found = dict.fromkeys(keys, 0)
-    for line in Path("/proc/self/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in found:
-            found[key] = int(value.split()[0]) * 1024
-    return found
 
 
 def _device_bytes(accelerator: Accelerator) -> int | None:
@@ -127,7 +118,7 @@ def micro_batch_for(setting: int | str | None, local_batch: int, capacity_doc: d
 
 def capacity_command(args, config: SweepConfig, cells: list[plan.Cell], sweep_dir: Path) -> tuple[int, dict | None]:
     """`harness capacity`: the search for the config's first cell, capacity.json, one line."""
-    from harness.training import images, threads
+    from harness.training import images
     from harness.training.launch import load_data, make_accelerator
 
     results.check_writable(sweep_dir)
@@ -135,7 +126,6 @@ def capacity_command(args, config: SweepConfig, cells: list[plan.Cell], sweep_di
         raise ConfigError(f"--margin {args.margin}: a share of the largest batch that fits, in [0, 1); e.g. 0.1")
     accelerator = make_accelerator(config, cells, sweep_dir)
     limits = parse_limits(args.memory_limit, accelerator.num_processes)
-    threads.apply(cells[0].settings.train.threads)
     device_data, _ = load_data(accelerator, images.data_folders({c.settings.dataset for c in cells}, args.data_dir),
                                cells[:1])
     main = accelerator.is_main_process

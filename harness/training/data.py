@@ -123,7 +123,7 @@ def own_splits(raw: Any, val_size: int, device: torch.device, where: str, how: s
     free = free_bytes(device)
     if free is not None and size > free:
         raise DataError(f"{where}: the data takes {size / 2**30:.2f} GiB and {device} has {free / 2**30:.2f} GiB free; "
-                        f"the harness holds the whole dataset on the device: load fewer or smaller examples")
+                        f"data.input=device holds the whole dataset there: stream it (data.input: loader) or load less")
     return Splits(*(batches.move(t, lambda leaf: leaf.to(device)) for key in ("train", "val", "test")
                     for t in pairs[key]), validation="workload" if "val" in raw else "held_out")
 

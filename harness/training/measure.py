@@ -99,13 +99,20 @@ def memory_peaks(device: torch.device) -> dict[str, int | None]:
 
 
 def peak_rss_bytes() -> int | None:
+    return status_bytes("VmHWM")["VmHWM"]
+
+
+def status_bytes(*keys: str) -> dict[str, int | None]:
+    """Fields of /proc/self/status in bytes (VmHWM, VmRSS, VmData...); None where not known."""
+    found: dict[str, int | None] = dict.fromkeys(keys)
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
+            key, _, value = line.partition(":")
+            if key in found:
+                found[key] = int(value.split()[0]) * 1024
     except OSError:
         pass
-    return None
+    return found
 
 
 def environment(device: torch.device, num_processes: int, distributed_type: str, mixed_precision: str) -> dict:
