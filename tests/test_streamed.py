@@ -74,6 +74,10 @@ def test_mnist_through_the_loader_trains_the_device_path_s_50_steps(tmp_path, pr
     got, want = loader["summary"]["first_step_losses"], device["summary"]["first_step_losses"]
     assert len(got) == 50 and got == pytest.approx(want, abs=1e-6)
     assert want[0] - want[-1] > 0.5  # it trained
+    if processes == 1:  # side by side, the report says they were not measured alike
+        both = harness("report", str(tmp_path / "d" / "device"), str(tmp_path / "l" / "loader"), "-o",
+                       str(tmp_path / "both.html"))
+        assert both.returncode == 0 and "input device and loader" in both.stderr, both.stderr[-2000:]
     print(f"{processes} process(es): max |loss difference| over 50 steps "
           f"{max(abs(a - b) for a, b in zip(got, want)):.2e}")
 
