@@ -89,3 +89,24 @@ def test_auto_mode_runs_cuda_graphs_on_a_gpu(tmp_path):
     record = read_json(path)
     assert record["settings"]["train"]["mode"] == "auto"
     assert record["summary"]["engine_mode"] == "cuda_graphs" and record["summary"]["engine_mode_reason"] is None
+
+
+def test_the_loader_path_on_cuda_trains_the_device_path_s_steps(tmp_path):
+    """Pinned host batches copied on a side stream (training/streamed.LoaderFeed) against the
+    on-device gather: the same 50 losses, with 2 workers; and capacity on CUDA's real OOM."""
+    losses = {}
+    for name, data_settings in (("device", {}), ("loader", {"input": "loader", "workers": 2})):
+        config = write_config(tmp_path, {"name": name, "data": data_settings, "train": {
+            "epochs": 1, "images_per_epoch": 3200, "untimed_steps": 50, "mode": "eager", "diagnostics": "off"},
+            "sweep": {"train.batch_size": [64]}}, f"{name}.yaml")
+        proc = harness("run", "--config", str(config), "--results-dir", str(tmp_path / "r"), "--no-report")
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        (path,) = (tmp_path / "r" / name).glob("*/result.json")
+        losses[name] = read_json(path)["summary"]["first_step_losses"]
+    assert len(losses["loader"]) == 50 and losses["loader"] == pytest.approx(losses["device"], abs=1e-5)
+    config = write_config(tmp_path, {"name": "cap", "train": {"micro_batch_size": "auto"},
+                                     "sweep": {"train.batch_size": [1024]}}, "cap.yaml")
+    proc = harness("capacity", "--config", str(config), "--results-dir", str(tmp_path / "c"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = read_json(tmp_path / "c" / "cap" / "capacity.json")
+    print("capacity on", doc["device"], ":", [(t["micro_batch"], t["fits"]) for t in doc["trials"]])
