@@ -1,4 +1,4 @@
-"""`harness.sweep` and `harness.predict`, for people who live in notebooks: the same cells as
+"""`harness.sweep`, `harness.predict` and `harness.capacity`, for people who live in notebooks: the same cells as
 `harness run` and `harness predict` (the same ids, the same files), trained in this process.
 
     import harness
@@ -70,6 +70,18 @@ def predict(spec: SweepSpec | Any = None, data: Any = None, *, force: bool = Fal
                                "first to replace its plan.json")
     results.check_writable(spec.sweep_dir)
     return runs.predict_sweep(spec.config, spec.cells, spec.sweep_dir, _folders(spec), Progress(True, True), force)
+
+
+def capacity(spec: SweepSpec | Any = None, data: Any = None, *, margin: float = 0.1, memory_limit: str | None = None,
+             quiet: bool = True, **keywords: Any) -> dict:
+    """`harness capacity` on the spec's first cell: the largest micro-batch that fits, by doubling
+    then bisection on real optimizer steps in this process; writes and returns capacity.json's
+    document ("largest_fits", "safe_micro_batch_size", the trials). `memory_limit` as the option:
+    "2GiB" caps this process's data segment (RLIMIT_DATA, for good: run it in a process of its own)."""
+    from harness.training.capacity_job import run_capacity
+
+    spec = _spec(spec, data, keywords)
+    return run_capacity(spec.config, spec.cells, spec.sweep_dir, _folders(spec), margin, memory_limit, quiet)
 
 
 def _spec(spec: SweepSpec | Any, data: Any, keywords: dict[str, Any]) -> SweepSpec:

@@ -189,3 +189,17 @@ def _memory_figure_in_a_browser(page, tmp_path):
         driver.quit()
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     return shot
+
+
+def test_harness_capacity_from_python_answers_what_the_command_writes(tmp_path):
+    """harness.capacity(spec) runs the command's search in this process (no limit: every micro-batch
+    the grid needs fits) and returns the document it wrote."""
+    import harness
+
+    settings = {"name": "py", "train": {"epochs": 1, "images_per_epoch": 512, "micro_batch_size": "auto"},
+                "sweep": {"train.batch_size": [256]}}
+    spec = harness.SweepSpec.from_config(write_config(tmp_path, settings), results_dir=tmp_path, data_dir=DATA_DIR)
+    doc = harness.capacity(spec)
+    assert doc == read_json(tmp_path / "py" / "capacity.json")
+    assert doc["bounded_by_need"] and doc["largest_fits"] == 256 and [t["micro_batch_size"] for t in doc["trials"]] == [
+        1, 2, 4, 8, 16, 32, 64, 128, 256]

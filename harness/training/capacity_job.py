@@ -119,29 +119,37 @@ def micro_batch_for(setting: int | str | None, local_batch: int, capacity_doc: d
 def capacity_command(args, config: SweepConfig, cells: list[plan.Cell], sweep_dir: Path) -> tuple[int, dict | None]:
     """`harness capacity`: the search for the config's first cell, capacity.json, one line."""
     from harness.training import images
+
+    doc = run_capacity(config, cells, sweep_dir, images.data_folders({c.settings.dataset for c in cells},
+                                                                     args.data_dir), args.margin, args.memory_limit)
+    answer = {key: doc[key] for key in ("device", "num_processes", "largest_fits", "first_fails", "bounded_by_need",
+                                        "safe_micro_batch_size", "margin", "predicted_largest")}
+    return 0, answer
+
+
+def run_capacity(config: SweepConfig, cells: list[plan.Cell], sweep_dir: Path, folders, margin: float = 0.1,
+                 memory_limit: str | None = None, quiet: bool = False) -> dict:
+    """The search in this process (one rank of a launch), capacity.json written; its document."""
     from harness.training.launch import load_data, make_accelerator
 
     results.check_writable(sweep_dir)
-    if not 0 <= args.margin < 1:
-        raise ConfigError(f"--margin {args.margin}: a share of the largest batch that fits, in [0, 1); e.g. 0.1")
+    if not 0 <= margin < 1:
+        raise ConfigError(f"--margin {margin}: a share of the largest batch that fits, in [0, 1); e.g. 0.1")
     accelerator = make_accelerator(config, cells, sweep_dir)
-    limits = parse_limits(args.memory_limit, accelerator.num_processes)
-    device_data, _ = load_data(accelerator, images.data_folders({c.settings.dataset for c in cells}, args.data_dir),
-                               cells[:1])
-    main = accelerator.is_main_process
+    limits = parse_limits(memory_limit, accelerator.num_processes)
+    device_data, _ = load_data(accelerator, folders, cells[:1])
+    main = accelerator.is_main_process and not quiet
 
     def say(t: capacity.Trial) -> None:
         if main:
             print(f"micro-batch {t.micro_batch}: {'fits' if t.fits else 'does not fit'} ({t.seconds:.1f} s)",
                   file=sys.stderr)
 
-    doc = measure_capacity(config, cells, accelerator, device_data, sweep_dir, args.margin, limits, say)
-    answer = {key: doc[key] for key in ("device", "num_processes", "largest_fits", "first_fails", "bounded_by_need",
-                                        "safe_micro_batch_size", "margin", "predicted_largest")}
+    doc = measure_capacity(config, cells, accelerator, device_data, sweep_dir, margin, limits, say)
     if main:
         print(describe(doc))
     accelerator.wait_for_everyone()
-    return 0, answer
+    return doc
 
 
 def describe(doc: dict) -> str:

@@ -109,4 +109,4 @@ def test_the_loader_path_on_cuda_trains_the_device_path_s_steps(tmp_path):
     proc = harness("capacity", "--config", str(config), "--results-dir", str(tmp_path / "c"))
     assert proc.returncode == 0, proc.stderr[-2000:]
     doc = read_json(tmp_path / "c" / "cap" / "capacity.json")
-    print("capacity on", doc["device"], ":", [(t["micro_batch"], t["fits"]) for t in doc["trials"]])
+    print("capacity on", doc["device"], ":", [(t["micro_batch_size"], t["fits"]) for t in doc["trials"]])
