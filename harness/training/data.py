@@ -42,6 +42,12 @@ class Splits:
         """What a cell's summary says of its validation split."""
         return {"val_examples": self.n_val, "validation_split": self.validation, "input_mode": "device"}
 
+    def select(self, idx: torch.Tensor, part: slice | None = None) -> tuple[Tree, Tree]:
+        """(inputs, targets) of a step's batch, this rank's sample indices on the device, gathered
+        from the training split; or of one micro-batch's slice of it."""
+        idx = idx if part is None else idx[part]
+        return batches.take(self.train_x, idx), batches.take(self.train_y, idx)
+
     def trial_batch(self, count: int, generator: torch.Generator, device: torch.device) -> Any:
         """A capacity trial's batch, drawn with replacement: sample indices, which the step gathers."""
         return torch.randint(self.n_train, (count,), generator=generator).to(device)
@@ -78,11 +84,15 @@ def hold_out(x: Tree, y: Tree, val_size: int, how: str = "first",
     if how == "last":
         return (take(x, slice(-val_size, None)), take(y, slice(-val_size, None))), \
             (take(x, slice(None, -val_size)), take(y, slice(None, -val_size)))
-    order = np.random.default_rng(seed or 0).permutation(batches.count(x))
     device = batches.leaves(x)[0].device
-    val = torch.from_numpy(np.sort(order[:val_size])).to(device)
-    train = torch.from_numpy(np.sort(order[val_size:])).to(device)
+    val, train = (torch.from_numpy(i).to(device) for i in random_held_out(batches.count(x), val_size, seed))
     return (take(x, val), take(y, val)), (take(x, train), take(y, train))
+
+
+def random_held_out(n: int, val_size: int, seed: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """data.val_split=random: (validation, training) indices of `n` examples, each sorted."""
+    order = np.random.default_rng(seed or 0).permutation(n)
+    return np.sort(order[:val_size]), np.sort(order[val_size:])
 
 
 def to_device(arrays: MnistArrays, val_size: int, device: torch.device, how: str = "first",

@@ -23,7 +23,6 @@ from harness.training import batches
 from harness.training.augment import Augmenter
 from harness.training.data import Splits
 from harness.training.diagnostics import StepNorms
-from harness.training.streamed import StreamedSplits
 from harness.training.threads import apply as apply_threads
 from harness.training.workloads import Workload, WorkloadError, build_model
 
@@ -177,7 +176,7 @@ def build_engine(settings: CellSettings, accelerator: Accelerator, splits: Split
     accumulation = settings.local_batch(accelerator.num_processes) // micro_batch
     micro_steps = _micro_steps(accumulation, micro_batch)
 
-    select = _selector(splits)
+    select = splits.select  # (inputs, targets) of the batch, or of a micro-batch's slice of it
 
     def step(batch: Batch) -> torch.Tensor:
         if accumulation == 1:
@@ -214,18 +213,6 @@ def build_engine(settings: CellSettings, accelerator: Accelerator, splits: Split
                   schedule_ran=f"{type(own_scheduler).__name__} (workload.optimizer)" if own_scheduler else
                   settings.optim.describe_schedule(settings.total_steps), micro_batch=micro_batch,
                   accumulation=accumulation)
-
-
-def _selector(splits: Splits) -> Callable[[Batch, slice | None], tuple[batches.Tree, batches.Tree]]:
-    """(inputs, targets) of a step's batch, or of one micro-batch's slice of it: gathered from the
-    splits on the device by the sample indices, or sliced from the pair the loader brought."""
-    if isinstance(splits, StreamedSplits):
-        return lambda pair, part: pair if part is None else (batches.take(pair[0], part), batches.take(pair[1], part))
-
-    def gather(idx: torch.Tensor, part: slice | None) -> tuple[batches.Tree, batches.Tree]:
-        idx = idx if part is None else idx[part]
-        return batches.take(splits.train_x, idx), batches.take(splits.train_y, idx)
-    return gather
 
 
 def _micro_steps(accumulation: int, micro_batch: int) -> list[tuple[slice, bool]]:

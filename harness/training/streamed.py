@@ -16,7 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils import _pytree as pytree
 from torch.utils.data import DataLoader, Dataset, Subset, default_collate
@@ -24,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset, Subset, default_collate
 from harness.errors import DataError
 from harness.training import batches
 from harness.training.batches import Tree
-from harness.training.data import Splits
+from harness.training.data import Splits, random_held_out
 from harness.training.diagnostics import NOISE_IMAGES
 
 PREFETCH = 4  # batches each worker keeps ready (DataLoader's prefetch_factor)
@@ -45,6 +44,10 @@ class StreamedSplits(Splits):
 
     def record(self) -> dict[str, Any]:
         return super().record() | {"input_mode": "loader"}
+
+    def select(self, pair: tuple[Tree, Tree], part: slice | None = None) -> tuple[Tree, Tree]:
+        """The loader's (inputs, targets), already on the device; or one micro-batch's slice of it."""
+        return pair if part is None else (batches.take(pair[0], part), batches.take(pair[1], part))
 
     def trial_batch(self, count: int, generator: torch.Generator, device: torch.device) -> Any:
         """A capacity trial's batch: `count` resident examples, drawn with replacement, on the device."""
@@ -136,8 +139,7 @@ def _held_out(n: int, val_size: int, how: str, seed: int | None) -> tuple[list[i
         return list(range(val_size)), list(range(val_size, n))
     if how == "last":
         return list(range(n - val_size, n)), list(range(n - val_size))
-    order = np.random.default_rng(seed or 0).permutation(n)
-    return np.sort(order[:val_size]).tolist(), np.sort(order[val_size:]).tolist()
+    return tuple(i.tolist() for i in random_held_out(n, val_size, seed))
 
 
 def feed(splits: Splits, rows: torch.Tensor, start: int, settings, accelerator, epoch: int) -> Callable[[int], Any]:
