@@ -27,13 +27,15 @@ import math
 
 
 def schedule(total_steps: int, steps_per_epoch: int, per_decade: int, first_step: int,
-             max_interval: int | None = None, every: int | None = None) -> list[int]:
+             max_interval: int | None = None, every: int | None = None,
+             epoch_ends: tuple[int, ...] | None = None) -> list[int]:
     """The steps after which validation is checked: log-spaced from `first_step`, every epoch end,
     at least every `max_interval` steps (default: one epoch), and every `every` steps if given (a
-    dense schedule beside the log one, to compare readings); sorted, within 1..total_steps."""
+    dense schedule beside the log one, to compare readings); sorted, within 1..total_steps.
+    `epoch_ends`: where epochs end when they differ in steps (train.batch_schedule)."""
     ratio = 10 ** (1 / per_decade)
     cap = max_interval or steps_per_epoch
-    steps = set(range(steps_per_epoch, total_steps + 1, steps_per_epoch))
+    steps = set(epoch_ends or range(steps_per_epoch, total_steps + 1, steps_per_epoch))
     steps |= set(range(every, total_steps + 1, every)) if every else set()
     step = first_step
     while step <= total_steps:
@@ -46,8 +48,9 @@ def schedule(total_steps: int, steps_per_epoch: int, per_decade: int, first_step
 def for_cell(settings, cfg) -> list[int]:
     """The schedule of one cell (CellSettings) under the sweep's `checks:` section (CheckSettings)."""
     every = max(1, round(cfg.every_images / settings.train.batch_size)) if cfg.every_images else None
+    plan = settings.batch_plan
     return schedule(settings.total_steps, settings.steps_per_epoch, cfg.per_decade, cfg.first_step,
-                    cfg.max_interval_steps, every)
+                    cfg.max_interval_steps, every, plan.epoch_starts[1:] if plan.scheduled else None)
 
 
 def relative_resolution(per_decade: int) -> float:

@@ -22,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from harness import builtins, yamlsafe
+from harness import batch_plan, builtins, yamlsafe
 from harness.errors import ConfigError
 from harness.field_errors import field_error
 from harness.numbers import Count, Real
@@ -109,6 +109,36 @@ class TrainSettings(_Frozen):
     # epoch always, between them only while within it; null: every epoch
     diagnostics_budget: Real | None = Field(0.05, gt=0, le=10)
     step_diagnostics: bool = False  # norms at every step: costs time per image (results/diagnostics-overhead-cpu/)
+    # [[at, batch], ...]: the global batch from each point on (harness/batch_plan.py), the first at 0, each
+    # batch a larger integer multiple of the one before; the rate moves by optim.lr_scaling at each switch
+    batch_schedule: list[tuple[Count, Annotated[Count, Field(ge=1, le=MAX_BATCH)]]] | None = Field(
+        None, description="e.g. [[0, 32], [2000, 128]]; train.batch_size is its first batch")
+    batch_schedule_unit: Literal["steps", "examples"] = "steps"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _batch_size_from_schedule(cls, raw: Any) -> Any:
+        schedule = raw.get("batch_schedule") if isinstance(raw, dict) else None
+        if isinstance(schedule, list) and schedule and isinstance(schedule[0], (list, tuple)) and len(schedule[0]) == 2:
+            first = schedule[0][1]
+            if raw.get("batch_size", first) != first:
+                raise ValueError(f"train.batch_size={raw['batch_size']} but train.batch_schedule starts at batch "
+                                 f"{first}; drop train.batch_size (the schedule's first batch is it)")
+            raw = {**raw, "batch_size": first}
+        return raw
+
+    @model_validator(mode="after")
+    def _schedule_runs(self) -> TrainSettings:
+        if self.batch_schedule is None:
+            if self.batch_schedule_unit != "steps":
+                raise ValueError("train.batch_schedule_unit needs train.batch_schedule; set one or drop it")
+            return self
+        if found := batch_plan.problem(self.batch_schedule, self.batch_schedule_unit):
+            raise ValueError(f"train.batch_schedule: {found}")
+        if self.micro_batch_size is not None:
+            raise ValueError("train.batch_schedule changes B/P at each switch; train.micro_batch_size cannot "
+                             "follow it yet: drop one of them")
+        return self
 
 
 class CellSettings(_Frozen):
@@ -156,12 +186,24 @@ class CellSettings(_Frozen):
         return self.train.batch_size // processes
 
     @property
+    def batch_plan(self) -> batch_plan.BatchPlan:
+        """The batch of every step and the steps of every epoch (train.batch_schedule, or fixed)."""
+        train = self.train
+        if train.batch_schedule is None:
+            return batch_plan.BatchPlan.fixed(train.batch_size, self.images_per_epoch, train.epochs)
+        return batch_plan.BatchPlan(batch_plan.in_steps(train.batch_schedule, train.batch_schedule_unit),
+                                    self.images_per_epoch, train.epochs)
+
+    @property
     def steps_per_epoch(self) -> int:
+        """A fixed batch's steps per epoch; with a schedule, the first epoch's (batch_plan has each)."""
         return self.images_per_epoch // self.train.batch_size
 
     @property
     def total_steps(self) -> int:
-        """The cell's step budget: epochs x steps per epoch."""
+        """The cell's step budget: epochs x steps per epoch, or the schedule's steps over its epochs."""
+        if self.train.batch_schedule is not None:
+            return self.batch_plan.total_steps
         return self.train.epochs * self.steps_per_epoch
 
     def cuda_graphs_obstacle(self) -> str | None:
@@ -184,6 +226,8 @@ class CellSettings(_Frozen):
                     "warm-up (optim.schedule, optim.lr_warmup_*) needs train.mode=eager or compile")
         if self.data.input == "loader":
             return "train.mode=cuda_graphs replays one input buffer; data.input=loader needs eager or compile"
+        if self.train.batch_schedule is not None:
+            return "train.mode=cuda_graphs replays one batch shape; train.batch_schedule needs eager or compile"
         if self.train.untimed_steps <= CUDA_GRAPH_EAGER_STEPS:
             return (f"train.mode=cuda_graphs needs train.untimed_steps >= {CUDA_GRAPH_EAGER_STEPS + 1}, "
                     f"so that the graph capture happens outside the timed window")
@@ -203,6 +247,10 @@ class CellSettings(_Frozen):
         if self.train.batch_size > self.images_per_epoch:
             raise ValueError(f"train.batch_size={self.train.batch_size} exceeds train.images_per_epoch="
                              f"{self.images_per_epoch}, so an epoch would have no step")
+        if self.train.batch_schedule is not None and (largest := self.train.batch_schedule[-1][1]) > \
+                self.images_per_epoch:
+            raise ValueError(f"train.batch_schedule reaches batch {largest}, more than an epoch's "
+                             f"{self.images_per_epoch} examples; end it lower or raise train.images_per_epoch")
         if self.data.train_eval_size > split:
             raise ValueError(f"data.train_eval_size must be at most the training split ({split})")
 

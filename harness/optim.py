@@ -72,19 +72,38 @@ class OptimSettings(BaseModel):
         steps = f"{schedule.warmup} step{'s' if schedule.warmup > 1 else ''}"
         return words + (f", warm-up {steps}" if schedule.warmup else "")
 
-    def schedule_for(self, total_steps: int) -> Schedule:
+    def describe_switches(self, switches: tuple[tuple[int, int], ...]) -> str:
+        """', x4 from step 2,000 (batch 128)': the rate at a batch schedule's switches (lr_scaling)."""
+        return "".join(f", x{self.lr_for(b) / self.lr_for(switches[0][1]):g} from step {s:,} (batch {b})"
+                       for s, b in switches[1:] if self.lr_scaling != "none")
+
+    def schedule_for(self, total_steps: int, switches: tuple[tuple[int, int], ...] = ()) -> Schedule:
+        """The rate over the cell; `switches`: a batch schedule's (step, batch), where the rate moves
+        by lr_scaling from the first batch's."""
         warmup = self.lr_warmup_steps or math.ceil(self.lr_warmup_fraction * total_steps)
-        return Schedule(self.schedule, min(warmup, total_steps), total_steps, self.lr_final_fraction)
+        factors = [[step, self.lr_for(batch) / self.lr_for(switches[0][1])] for step, batch in switches[1:]]
+        return Schedule(self.schedule, min(warmup, total_steps), total_steps, self.lr_final_fraction,
+                        [f for f in factors if f[1] != 1.0])
 
 
 class Schedule:
     """The rate of step `step` (0-based) as a fraction of the peak: a callable torch's LambdaLR
     takes, whose plain attributes its state_dict saves."""
 
-    def __init__(self, shape: str, warmup: int, total: int, final: float):
+    def __init__(self, shape: str, warmup: int, total: int, final: float, factors: list[list[float]] = ()):
         self.shape, self.warmup, self.total, self.final = shape, warmup, total, final
+        self.factors = [list(f) for f in factors]  # [step, x]: from that step on, x times the rate (batch switches)
+
+    @property
+    def moves(self) -> bool:
+        """Whether the rate ever changes."""
+        return bool(self.factors) or self.shape != "constant" or self.warmup > 0
 
     def __call__(self, step: int) -> float:
+        factor = next((x for at, x in reversed(self.factors) if step >= at), 1.0)
+        return factor * self._shape(step)
+
+    def _shape(self, step: int) -> float:
         if step < self.warmup:
             return (step + 1) / self.warmup
         if self.shape == "constant" or self.total <= self.warmup:

@@ -49,7 +49,8 @@ ADDED_LATER = {("data", "dataset"): "mnist", ("train", "threads"): None, ("data"
                ("optim", "schedule"): "constant", ("optim", "lr_warmup_steps"): 0, ("optim", "lr_warmup_fraction"): 0.0,
                ("optim", "lr_final_fraction"): 0.0,
                ("train", "diagnostics_budget"): 0.05, ("train", "micro_batch_size"): None,
-               ("data", "input"): "device", ("data", "workers"): 0}
+               ("data", "input"): "device", ("data", "workers"): 0, ("train", "batch_schedule"): None,
+               ("train", "batch_schedule_unit"): "steps"}
 # Values a cell id's hash reads as another: `auto` runs eager on every CPU and wherever graphs cannot
 # run, so it names the eager cell; on a GPU the record says it ran cuda_graphs, and the report says when modes differ.
 HASHED_AS = {("train", "mode"): {"auto": "eager"}}
@@ -110,14 +111,19 @@ def expand(config: SweepConfig) -> list[Cell]:
     seen: dict[str, dict] = {}
     identities: dict[str, dict[str, Any] | None] = {}  # one look at the files per distinct workload
     for variant, overrides in variants:
+        ramp = "train.batch_schedule" in overrides  # its own batches: crossed with every swept key but the batch
         for combo in itertools.product(*(config.sweep[k] for k in keys)):
             assignments = {**overrides, **dict(zip(keys, combo))}
+            if ramp:
+                assignments.pop("train.batch_size", None)
             settings = _validated(config, assignments, variant)
             key = settings.workload.model_dump_json()
             if key not in identities:
                 identities[key] = workload.identity(settings.workload, config.base_dir)
             cid = cell_id(settings, keys, variant, identities[key])
             swept = {k: get_setting(settings, k) for k in keys} | ({"variant": variant} if variant else {})
+            if cid in seen and ramp:
+                continue
             if cid in seen:
                 raise ConfigError(f"sweep lists the same cell twice ({seen[cid]} and {swept}); remove the repeat")
             seen[cid] = swept
@@ -141,6 +147,8 @@ def _check_often_enough(config: SweepConfig, cells: list[Cell]) -> None:
 
 def _validated(config: SweepConfig, assignments: dict[str, Any], variant: str | None) -> CellSettings:
     raw = config.base_settings().model_dump(mode="json")
+    if "train.batch_schedule" in assignments:  # the schedule's first batch is the cell's batch size
+        del raw["train"]["batch_size"]
     for key, value in assignments.items():
         group, field, *option = key.split(".")
         if option:  # workload.options.NAME

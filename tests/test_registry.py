@@ -59,14 +59,14 @@ def test_an_epoch_row_has_exactly_the_registered_columns(tiny, tmp_path, step_di
     run = cell_run(tiny, tmp_path, step_diagnostics)
     state = LoopState(epoch=1, steps_done=run.settings.steps_per_epoch, epoch_seconds=0.5)
     row = epoch_row(state, run.settings, run.accelerator, [900, 4500, 9000], 0.1, 0.2, torch.tensor(3.0),
-                    run.ctx.splits) | run.diagnose()
+                    run.ctx.splits, run.plan) | run.diagnose()
     assert mismatch(row, EPOCH_COLUMNS) == NONE
 
 
 def test_a_summary_has_exactly_the_registered_keys(tiny, tmp_path):
     run = cell_run(tiny, tmp_path)
     row = epoch_row(LoopState(epoch=1, steps_done=10, epoch_seconds=0.5), run.settings, run.accelerator,
-                    [900, 4500, 9000], 0.1, 0.2, torch.tensor(3.0), run.ctx.splits) | run.diagnose()
+                    [900, 4500, 9000], 0.1, 0.2, torch.tensor(3.0), run.ctx.splits, run.plan) | run.diagnose()
     run.state = LoopState(rows=[row], evals=[dict.fromkeys(CHECK_COLUMNS, 0.0)], first_losses=[2.3, 2.2])
     status, summary = run.summary(flops=1000)
     assert status == "done" and mismatch(summary, WRITTEN - ONLY_WHEN_DIVERGED) == NONE

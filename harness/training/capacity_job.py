@@ -43,7 +43,7 @@ def parse_limits(text: str | None, processes: int) -> list[int | None]:
 
 def upper_bound(cells: list[plan.Cell], processes: int) -> int:
     """The largest micro-batch any cell could use: its B/P."""
-    return max(c.settings.local_batch(processes) for c in cells)
+    return max(c.settings.batch_plan.switches[-1][1] // processes for c in cells)
 
 
 def measure_capacity(config: SweepConfig, cells: list[plan.Cell], accelerator: Accelerator, device_data: DeviceData,

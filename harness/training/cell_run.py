@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import bisect
 import copy
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,6 +98,7 @@ class CellRun:
                  micro_batch: int | None = None):
         self.cell, self.ctx, self.course, self.cell_dir = cell, ctx, course, cell_dir
         self.settings = cell.settings.sized(ctx.splits.n_train)
+        self.plan = self.settings.batch_plan  # each step's batch and each epoch's steps (train.batch_schedule)
         self.accelerator, train = ctx.accelerator, self.settings.train
         self.engine = build_engine(self.settings, self.accelerator, ctx.splits, workloads.resolve(cell),
                                    micro_batch=micro_batch or ctx.micro_batch(cell))
@@ -129,7 +131,7 @@ class CellRun:
                 if self.batch_at is None:
                     self.start_epoch()
                 course_end = self.course.next_end(self.state.global_step)
-                end = min(course_end - self.state.steps_done, self.settings.steps_per_epoch)  # within this epoch
+                end = min(course_end - self.state.steps_done, self.epoch_steps)  # within this epoch
                 self.engine.seek(self.state.global_step)  # the augmentation draws by the cell's step
                 self.warm_up(end)
                 self.timed_window(end)
@@ -137,7 +139,7 @@ class CellRun:
                     return self.preempt()
                 if self.state.global_step == course_end:  # else the epoch ended first: the window runs on
                     self.window_closed()
-                if self.state.step == self.settings.steps_per_epoch:
+                if self.state.step == self.epoch_steps:
                     self.end_epoch()
         finally:
             if self.monitor is not None:
@@ -151,18 +153,26 @@ class CellRun:
         at_cap = self.course.cap_steps is not None and self.state.global_step >= self.course.cap_steps
         return at_cap or self.stopped_by_rule or self.diverged
 
+    @property
+    def epoch_steps(self) -> int:
+        """Steps in the epoch under way (they differ across a batch switch)."""
+        return self.plan.steps_in(self.state.epoch - 1) if self.plan.scheduled else self.settings.steps_per_epoch
+
     def start_epoch(self) -> None:
         """The epoch's global order, drawn once (a checkpoint may have brought it), goes to the
         device once (no host round-trip inside the steps), or to the loader (training/streamed.py),
         from the step the epoch is at. Each step's loss lands in a device
         buffer: one copy, like a running sum, but it keeps which step first went non-finite."""
-        state, steps = self.state, self.settings.steps_per_epoch
+        state, steps = self.state, self.epoch_steps
+        sizes = self.plan.epoch_batches(state.epoch - 1) if self.plan.scheduled else None
         if state.order is None:
-            state.order = self.stream.next(steps * self.settings.train.batch_size).view(steps, -1)
+            drawn = self.stream.next(sum(sizes) if sizes else steps * self.settings.train.batch_size)
+            state.order = drawn if sizes else drawn.view(steps, -1)
             state.step, state.epoch_seconds, state.epoch_joules, state.epoch_cpu_seconds = 0, 0.0, None, 0.0
             state.losses, state.epoch_input_wait = torch.zeros(steps), None
-        self.batch_at = streamed.feed(self.ctx.splits, state.order[:, self.local], state.step, self.settings,
-                                      self.accelerator, state.epoch)
+        rows = state.order[:, self.local] if sizes is None else \
+            scheduled_rows(state.order, sizes, self.accelerator.process_index, self.accelerator.num_processes)
+        self.batch_at = streamed.feed(self.ctx.splits, rows, state.step, self.settings, self.accelerator, state.epoch)
         self.losses = state.losses.to(self.accelerator.device)
 
     def _stopper(self) -> Callable[[int], bool]:
@@ -197,6 +207,7 @@ class CellRun:
 
         span = run_steps(self.engine, self.batch_at, state.step, end, monitor=self.monitor,
                          stop=self._stopper(), on_loss=keep)
+        start = state.global_step
         state.step += span.steps
         state.epoch_seconds += span.seconds
         state.epoch_joules = measure.add_energy(state.epoch_joules, span.joules, span.steps == 0)
@@ -205,7 +216,7 @@ class CellRun:
             state.epoch_input_wait = (state.epoch_input_wait or 0.0) + span.input_wait_seconds
         state.window.add(span)
         if span.joules is not None and span.seconds > (state.energy_window or [0.0])[0]:
-            state.energy_window = [span.seconds, span.joules, span.steps * self.settings.train.batch_size]
+            state.energy_window = [span.seconds, span.joules, self.plan.examples_in(start, state.global_step)]
 
     def window_closed(self) -> None:
         """One of the course's ends: a check where the course validates and the checks' budget
@@ -242,7 +253,7 @@ class CellRun:
         check_seconds = measure.over_ranks(self.accelerator, {"check_seconds": clock.seconds})["check_seconds"]
         n = self.ctx.splits.n_val
         step = state.global_step
-        state.evals.append({"step": step, "epoch": state.epoch, "images_seen": step * self.settings.train.batch_size,
+        state.evals.append({"step": step, "epoch": state.epoch, "images_seen": self.plan.examples_before(step),
                             "train_seconds": state.trained_seconds, **state.window.columns(torch.get_num_threads()),
                             "val_accuracy": correct / n, "val_loss": loss / n,
                             "lr_at_check": self.engine.learning_rate(), "check_seconds": check_seconds})
@@ -250,16 +261,17 @@ class CellRun:
 
     def end_epoch(self) -> None:
         """Diverged or not; a grid cell's epoch is then evaluated, diagnosed, written and checkpointed."""
-        settings, state = self.settings, self.state
+        state = self.state
         bad = diagnostics.first_nonfinite(self.accelerator, self.losses)
+        steps = self.epoch_steps
         if bad is None and not diagnostics.weights_finite(self.engine.eval_model):
-            bad = settings.steps_per_epoch  # the epoch's last update broke the weights: its loss was still finite
+            bad = steps  # the epoch's last update broke the weights: its loss was still finite
         if bad is not None:  # diverged: say where it broke; the finite epochs are kept
-            state.diverged_at_step = state.steps_done + min(bad + 1, settings.steps_per_epoch)
+            state.diverged_at_step = state.steps_done + min(bad + 1, steps)
             state.last_finite_loss = float(self.losses[bad - 1]) if bad else None
             self.diverged = True
             return
-        state.steps_done, state.step = state.steps_done + settings.steps_per_epoch, 0
+        state.steps_done, state.step = state.steps_done + steps, 0
         if self.course.records:
             self.ensure_held()
             self.record_epoch()
@@ -277,7 +289,7 @@ class CellRun:
         with measure.SyncedTimer(accelerator.device) as diagnosis:
             found = self.diagnose()
         row = epoch_row(state, self.settings, accelerator, correct, evaluation.seconds, diagnosis.seconds,
-                        self.losses.sum(), splits) | found
+                        self.losses.sum(), splits, self.plan) | found
         state.rows.append(row)
         if accelerator.is_main_process:
             results.write_epochs(self.cell_dir, state.rows)
@@ -386,6 +398,12 @@ class CellRun:
         self.ctx.progress.message(f"resumed {self.cell_dir.name} from its checkpoint after optimizer step "
                                   f"{state.steps_done + step:,} (epoch {state.epoch}, step {step})")
         return state
+
+
+def scheduled_rows(order: torch.Tensor, sizes: list[int], rank: int, world: int) -> list[torch.Tensor]:
+    """This rank's indices of each step of an epoch whose steps take `sizes` examples of `order`."""
+    starts = [0, *itertools.accumulate(sizes)]
+    return [order[start:start + size][rank_slice(size, rank, world)] for start, size in zip(starts, sizes)]
 
 
 def diagnose(engine: Engine, splits: Splits, level: str = "full") -> dict[str, Any]:

@@ -92,6 +92,9 @@ def own_optimizer(settings: CellSettings, workload: Workload, params) -> tuple[t
     if scheduler is not None and settings.optim.varies_lr:
         raise ConfigError(f"{where} returned a scheduler, and optim.schedule / optim.lr_warmup_* set one too; "
                           f"keep one of them")
+    if scheduler is not None and settings.train.batch_schedule and settings.optim.lr_scaling != "none":
+        raise ConfigError(f"{where} returned a scheduler; train.batch_schedule moves the rate by optim.lr_scaling "
+                          f"at each switch through the harness's own: return the optimizer alone, or lr_scaling none")
     return optimizer, scheduler
 
 
@@ -166,7 +169,9 @@ def build_engine(settings: CellSettings, accelerator: Accelerator, splits: Split
     clip_norm = torch.nn.utils.clip_grad_norm_ if lean else accelerator.clip_grad_norm_
     raw = optimizer.optimizer if lean else optimizer  # under AcceleratedOptimizer: torch's fused Adam
     fused = FusedAdamUpdate(raw) if lean and FusedAdamUpdate.applies(raw) else None
-    schedule = settings.optim.schedule_for(settings.total_steps) if settings.optim.varies_lr else None
+    switches = settings.batch_plan.switches
+    schedule = settings.optim.schedule_for(settings.total_steps, switches)
+    schedule = schedule if schedule.moves else None
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer.optimizer, schedule) if schedule else own_scheduler
     update = _then(fused or raw.step, scheduler.step) if scheduler else (fused or raw.step)
     clear_grads = fused.clear_grads if fused else lambda: raw.zero_grad(set_to_none=True)
@@ -211,7 +216,8 @@ def build_engine(settings: CellSettings, accelerator: Accelerator, splits: Split
                   step=graph or step, workload=workload, norms=norms, mode=mode, mode_reason=reason,
                   path="lean" if lean else "accelerate", graph=graph, scheduler=scheduler, augmenter=augmenter,
                   schedule_ran=f"{type(own_scheduler).__name__} (workload.optimizer)" if own_scheduler else
-                  settings.optim.describe_schedule(settings.total_steps), micro_batch=micro_batch,
+                  settings.optim.describe_schedule(settings.total_steps) + settings.optim.describe_switches(switches),
+                  micro_batch=micro_batch,
                   accumulation=accumulation)
 
 
@@ -236,8 +242,7 @@ class FusedAdamUpdate:
 
     def __init__(self, optimizer: torch.optim.Optimizer):
         self.optimizer = optimizer
-        self.group = optimizer.param_groups[0]
-        self.params: list[torch.Tensor] = list(self.group["params"])
+        self.params: list[torch.Tensor] = list(optimizer.param_groups[0]["params"])
         self.lists: tuple[list[torch.Tensor], ...] | None = None
 
     @staticmethod
@@ -257,7 +262,7 @@ class FusedAdamUpdate:
                 self.lists = tuple([s[k] for s in states] for k in ("exp_avg", "exp_avg_sq", "step"))
             return
         exp_avgs, exp_avg_sqs, steps = self.lists
-        g = self.group
+        g = self.optimizer.param_groups[0]  # read each step: load_state_dict replaces the group, a scheduler moves it
         torch._foreach_add_(steps, 1)
         torch._fused_adam_(self.params, grads, exp_avgs, exp_avg_sqs, [], steps, amsgrad=False, lr=g["lr"],
                            beta1=g["betas"][0], beta2=g["betas"][1], weight_decay=g["weight_decay"], eps=g["eps"],

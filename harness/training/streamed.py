@@ -142,11 +142,12 @@ def _held_out(n: int, val_size: int, how: str, seed: int | None) -> tuple[list[i
     return tuple(i.tolist() for i in random_held_out(n, val_size, seed))
 
 
-def feed(splits: Splits, rows: torch.Tensor, start: int, settings, accelerator, epoch: int) -> Callable[[int], Any]:
+def feed(splits: Splits, rows: torch.Tensor | list[torch.Tensor], start: int, settings, accelerator, epoch: int) -> Callable[[int], Any]:
     """step -> this rank's batch for an epoch whose order's columns for this rank are `rows`: its
     sample indices on the device, or the loader's pair (from step `start` on)."""
-    if not isinstance(splits, StreamedSplits):
-        return rows.to(accelerator.device).__getitem__
+    if not isinstance(splits, StreamedSplits):  # a list: each step's own indices (train.batch_schedule)
+        return [r.to(accelerator.device) for r in rows].__getitem__ if isinstance(rows, list) else \
+            rows.to(accelerator.device).__getitem__
     seed = hash((settings.train.seed, epoch, accelerator.process_index)) & (2**62 - 1)  # ints hash alike everywhere
     return LoaderFeed(splits, rows, start, settings.data.workers, accelerator.device, seed)
 
@@ -160,11 +161,12 @@ class LoaderFeed:
     """One epoch's batches for this rank from step `start` on: `feed(step)` is step's (inputs,
     targets) on the device. `wait_seconds` adds up the time spent waiting for the DataLoader."""
 
-    def __init__(self, splits: StreamedSplits, rows: torch.Tensor, start: int, workers: int,
+    def __init__(self, splits: StreamedSplits, rows: torch.Tensor | list[torch.Tensor], start: int, workers: int,
                  device: torch.device, seed: int):
         pinned = device.type == "cuda"
         # the workers' seeds come from this generator, never from torch's global one (a model's dropout)
-        self.loader = DataLoader(splits.train_set, batch_sampler=rows[start:].tolist(), num_workers=workers,
+        sampler = rows[start:].tolist() if isinstance(rows, torch.Tensor) else [r.tolist() for r in rows[start:]]
+        self.loader = DataLoader(splits.train_set, batch_sampler=sampler, num_workers=workers,
                                  collate_fn=splits.collate, pin_memory=pinned, prefetch_factor=PREFETCH if workers
                                  else None, generator=torch.Generator().manual_seed(seed))
         self.batches, self.device = iter(self.loader), device

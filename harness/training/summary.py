@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 
+from harness.batch_plan import BatchPlan
 from harness.config import CellSettings
 from harness.record.metrics import energy_resolved
 from harness.timing import conditions as timing_conditions
@@ -30,11 +31,11 @@ def summarize(rows: list[dict[str, Any]], settings: CellSettings, first_losses: 
     oriented = settings.workload.quality.oriented
     best = max(rows, key=lambda r: oriented(r["val_accuracy"]))  # max keeps the earliest of equals
     last = rows[-1]
-    timing = _timing(rows, settings.train.batch_size)
+    timing = _timing(rows, settings.batch_plan, settings.train.untimed_steps)
     peak = peak_flops(env.get("device_name"), precision) if env.get("device_type") == "cuda" else None
     return {
         "epochs_completed": len(rows),
-        "steps_per_epoch": settings.steps_per_epoch,
+        "steps_per_epoch": settings.batch_plan.steps_in(0),
         "local_batch_size": settings.train.batch_size // world,
         "learning_rate": settings.optim.lr_for(settings.train.batch_size),
         "optimizer_steps": last["optimizer_steps"],
@@ -73,11 +74,13 @@ def _tokens_per_second(examples_per_second: float | None, tokens: int | None) ->
     return examples_per_second * tokens if examples_per_second is not None and tokens else None
 
 
-def _timing(rows: list[dict[str, Any]], batch: int) -> dict[str, Any]:
-    """Time per image over every timed step of the cell (warm-up excluded)."""
+def _timing(rows: list[dict[str, Any]], plan: BatchPlan, untimed: int) -> dict[str, Any]:
+    """Time per image over every timed step of the cell (warm-up excluded): the steps after the
+    first `untimed`, each with its own batch where a schedule switches."""
     timed = [r for r in rows if r["timed_steps"]]
     seconds = sum(r["train_seconds"] for r in timed)
-    images = sum(r["timed_steps"] for r in timed) * batch
+    done = rows[-1]["optimizer_steps"] if rows else 0
+    images = plan.examples_in(min(untimed, done), done) if timed else 0
     return {
         "train_seconds": seconds if timed else None,
         "timed_images": images,
@@ -110,12 +113,14 @@ def _finite(value: float) -> float | None:
 
 
 def epoch_row(state: LoopState, settings, accelerator: Accelerator, correct: list[int], eval_seconds: float,
-              diagnostics_seconds: float, loss_sum: torch.Tensor, splits: Splits) -> dict[str, Any]:
+              diagnostics_seconds: float, loss_sum: torch.Tensor, splits: Splits, plan: BatchPlan) -> dict[str, Any]:
     """One epochs.csv row (record/metrics.py, level epoch) once `state.steps_done` counts the epoch;
     `loss_sum` is this rank's summed step losses. The epoch's seconds and joules come from its
-    spans, already combined over ranks."""
-    steps_per_epoch, batch = settings.steps_per_epoch, settings.train.batch_size
-    timed_steps = steps_per_epoch - _warm_steps_in(state, settings)
+    spans, already combined over ranks; its examples from the batch plan (train.batch_schedule)."""
+    steps_per_epoch = plan.steps_in(state.epoch - 1)
+    start, end = state.steps_done - steps_per_epoch, state.steps_done
+    timed_steps = end - max(start, min(settings.train.untimed_steps, end))
+    timed_images = plan.examples_in(end - timed_steps, end)
     across = measure.over_ranks(accelerator, {"train_loss": loss_sum.item() / steps_per_epoch,
                                               "eval_seconds": eval_seconds, **measure.memory_peaks(accelerator.device),
                                               "diagnostics_seconds": diagnostics_seconds})
@@ -125,21 +130,15 @@ def epoch_row(state: LoopState, settings, accelerator: Accelerator, correct: lis
         "train_accuracy": correct[0] / min(settings.data.train_eval_size, splits.n_train),
         "val_accuracy": correct[1] / splits.n_val,
         "test_accuracy": correct[2] / splits.n_test,
-        "images_seen": state.steps_done * batch,
+        "images_seen": plan.examples_before(end),
         "optimizer_steps": state.steps_done,
         "timed_steps": timed_steps,
         **across,
         "train_seconds": state.epoch_seconds if timed_steps else None,
-        "time_per_image_s": state.epoch_seconds / (timed_steps * batch) if timed_steps else None,
+        "time_per_image_s": state.epoch_seconds / timed_images if timed_steps else None,
         "energy_j": state.epoch_joules if timed_steps else None,
         "cpu_share": cpu_share(state.epoch_cpu_seconds, state.epoch_seconds, torch.get_num_threads())
         if timed_steps else None,
         "load_at_end": load_average(),
         "input_wait_seconds": state.epoch_input_wait if timed_steps else None,
     }
-
-
-def _warm_steps_in(state: LoopState, settings) -> int:
-    """How many of this epoch's steps were warm-up: the cell's first untimed_steps steps."""
-    before = min(settings.train.untimed_steps, (state.epoch - 1) * settings.steps_per_epoch)
-    return min(settings.train.untimed_steps - before, settings.steps_per_epoch)
