@@ -7,6 +7,7 @@
     harness status   the state of every cell under a results folder
     harness bench    the training step against the loop users write, side by side
     harness capacity the largest micro-batch that fits, every process agreeing (capacity.json)
+    harness branch   the critical batch over training, by branching; proposes a batch schedule (--verify trains it)
     harness slurm submit   the cells not done yet, as one Slurm array job
 
 run, predict, report and status (once every cell is done) end with the answer in one line, or with
@@ -25,7 +26,7 @@ from importlib import import_module
 from pathlib import Path
 from typing import NamedTuple
 
-from harness import plan
+from harness import commands, plan
 from harness.config import SweepConfig
 from harness.errors import EXIT_PREEMPTED, ConfigError, HarnessError, Interrupted, ResultsError, StopRequested
 from harness.parser import build_parser
@@ -260,33 +261,6 @@ def answer_with(args, answers: dict[tuple[str, str], list[dict]], report: Path |
                        for (source, sweep), found in answers.items()]}
 
 
-def predict_command(args) -> Outcome:
-    from harness.prediction import output, runs  # torch and accelerate load only when predicting
-    from harness.training.progress import Progress
-
-    config, cells, sweep_dir = load_plan(args)
-    runs.check_grid(config, cells)
-    documents.check_one_config(sweep_dir, config, False, "or `harness run --force` with this config first to replace "
-                               "its plan.json (predict's --force is for its doubts)")
-    results.check_writable(sweep_dir)
-    folders = images.data_folders({c.settings.dataset for c in cells}, args.data_dir)
-    main_process = os.environ.get("RANK", "0") == "0"
-    doc = output.reusable(config, sweep_dir, args.force) if args.verify else None
-    if doc is None:
-        doc = runs.predict_sweep(config, cells, sweep_dir, folders, Progress(main_process, True), args.force)
-    answer = output.headline(doc, sweep_dir / "predict.json") if main_process else None
-    if main_process:
-        print(output.format_prediction(doc))
-        if not args.json:
-            print(output.line(answer))
-    if not args.verify:
-        return Outcome(0, answer)
-    chosen = {int(b): lr for b, lr in doc["inputs"]["chosen_rates"].items()}
-    batches = [doc["sweet_spot"]["batch_size"], *doc["sweet_spot"]["neighbours"]]
-    verified = train_and_report(config, runs.cells_at(cells, batches, chosen), cells, sweep_dir, folders, args)
-    return Outcome(verified.code, verified.answer or answer)
-
-
 def run_command(args) -> Outcome:
     # Everything the user can get wrong is checked before any process trains.
     config, all_cells, sweep_dir = load_plan(args)
@@ -342,7 +316,8 @@ def train_and_report(config: SweepConfig, cells: list[plan.Cell], all_cells: lis
     return Outcome(outcome.exit_code)
 
 
-COMMANDS = {"run": run_command, "predict": predict_command, "plan": plan_command, "report": report_command,
+COMMANDS = {"run": run_command, "predict": commands.predict_command, "branch": commands.branch_command,
+            "plan": plan_command, "report": report_command,
             "bench": bench_command, "retime": retime_command, "slurm": slurm_submit_command, "status": status_command,
             "capacity": lambda a: Outcome(*import_module("harness.training.capacity_job").capacity_command(
                 a, *load_plan(a)))}

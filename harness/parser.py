@@ -49,6 +49,7 @@ def build_parser(prog: str = "harness") -> argparse.ArgumentParser:
     _retime(sub)
     _bench(sub)
     _capacity(sub)
+    _branch(sub)
     _slurm(sub)
     status = sub.add_parser("status", help="status of every cell under a results folder",
                             description="Per cell, by batch size then seed: done / running / failed / oom / diverged, "
@@ -174,6 +175,32 @@ def _capacity(sub) -> None:
                      help="a limit on each process's memory (RLIMIT_DATA; e.g. 2GiB, or one per process: 3GiB,1GiB): "
                           "on a CPU, what stands in for device memory")
     cap.add_argument("--json", action="store_true", help=JSON_HELP)
+
+
+def _branch(sub) -> None:
+    br = sub.add_parser("branch", help="the critical batch over training, by branching; proposes a batch schedule",
+                        description="Per seed of the grid, one base run at a small batch; at log-spaced steps of it, "
+                                    "branches at several batch sizes train the same examples from the same weights "
+                                    "and optimizer state (the rate held at the base's, moved by optim.lr_scaling); "
+                                    "their held-out loss gains give B_crit there (McCandlish et al.'s relation), "
+                                    "beside B_simple. Writes RESULTS_DIR/<sweep>/branch.json and proposes the "
+                                    "train.batch_schedule that follows B_crit(t); --verify trains it beside the "
+                                    "grid's fixed batch sizes (docs/critical-batch.md).")
+    add_config_args(br)
+    br.add_argument("--data-dir", help=DATA_DIR_HELP)
+    br.add_argument("--points", type=_positive, default=6, help="branch points, log-spaced over the base run "
+                                                                "(default 6)")
+    br.add_argument("--base-batch", type=_positive, help="the base run's batch (default: the grid's second smallest)")
+    br.add_argument("--factors", help="branch batch sizes as multiples of the centre batch, which follows B_crit "
+                                      "(default 0.25,0.5,1,2,4)")
+    br.add_argument("--branch-steps", type=_positive, default=16,
+                    help="steps of the largest branch; every branch trains as many examples (default 16)")
+    br.add_argument("--threshold", type=float, default=0.05,
+                    help="switch only where the predicted time saved is at least this share (default 0.05)")
+    br.add_argument("--verify", action="store_true", help="then train the proposed schedule beside the grid")
+    br.add_argument("--quiet", action="store_true", help="no progress bars")
+    br.add_argument("--no-report", action="store_true", help="with --verify: do not rebuild the report")
+    br.add_argument("--json", action="store_true", help=JSON_HELP)
 
 
 def _slurm(sub) -> None:

@@ -142,7 +142,8 @@ def _held_out(n: int, val_size: int, how: str, seed: int | None) -> tuple[list[i
     return tuple(i.tolist() for i in random_held_out(n, val_size, seed))
 
 
-def feed(splits: Splits, rows: torch.Tensor | list[torch.Tensor], start: int, settings, accelerator, epoch: int) -> Callable[[int], Any]:
+def feed(splits: Splits, rows: torch.Tensor | list[torch.Tensor], start: int, settings, accelerator,
+         epoch: int) -> Callable[[int], Any]:
     """step -> this rank's batch for an epoch whose order's columns for this rank are `rows`: its
     sample indices on the device, or the loader's pair (from step `start` on)."""
     if not isinstance(splits, StreamedSplits):  # a list: each step's own indices (train.batch_schedule)

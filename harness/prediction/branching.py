@@ -1,0 +1,366 @@
+"""`harness branch`: the critical batch over training, measured by branching (Merrill et al. 2025).
+
+Per seed, one base run at a small batch (the grid's cell, the same loop: training/cell_run.py). At
+log-spaced steps of it, the weights and the optimizer state are copied into branches at several
+batch sizes; each trains the same number of examples (the same examples: one stream seed per point)
+at the rate the base had there, moved by the config's scaling rule, and the held-out loss it gains
+gives B_crit at that point (analysis/critical.py). B_simple is measured on the same weights. The
+proposal is the batch schedule that follows B_crit(t); `--verify` trains it beside the grid.
+Nothing here writes a cell's result; branch.json holds every number.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import gc
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from harness import checks
+from harness.analysis import critical
+from harness.config import MAX_SEED, SweepConfig
+from harness.errors import ConfigError, StopRequested
+from harness.plan import Cell
+from harness.record import results
+from harness.training import diagnostics
+from harness.training.cell_run import CellRun, Course, RunContext
+from harness.training.evaluation import validate
+
+BRANCH_FILE = "branch.json"
+FACTORS = (0.25, 0.5, 1, 2, 4)  # branch batch sizes, as multiples of the centre (Plan)
+POINTS = 6
+BRANCH_STEPS = 16  # steps of the LARGEST branch; every branch trains its examples
+CHECKS = 16  # held-out loss checks along each branch
+HELD = {"schedule": "constant", "lr_warmup_steps": 0, "lr_warmup_fraction": 0.0, "lr_final_fraction": 0.0}
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What one `harness branch` measures. Branches go around a centre batch that follows B_crit:
+    the base batch at the first point, then the largest power-of-2 multiple of it within the last
+    point's B_crit (never lower; four times higher where B_crit lay above every branch)."""
+
+    base_batch: int
+    factors: tuple[float, ...]  # branch batch sizes, as multiples of the centre
+    points: tuple[int, ...]  # base steps where branches start
+    branch_steps: int  # the largest branch's steps; every branch at a point trains as many examples
+    seeds: tuple[int, ...]
+    max_batch: int  # no branch above the grid's largest batch
+    processes: int = 1
+
+    def around(self, centre: int) -> tuple[int, ...]:
+        sizes = {int(centre * f) for f in self.factors if centre * f == int(centre * f)}
+        return tuple(sorted(b for b in sizes if self.processes <= b <= self.max_batch and b % self.processes == 0))
+
+    def examples(self, batches: tuple[int, ...]) -> int:
+        return self.branch_steps * max(batches)
+
+    def next_centre(self, centre: int, b_crit: float | None, bound: str | None) -> int:
+        highest = max(b for b in (self.base_batch * 2**k for k in range(40)) if b * max(self.factors) <= self.max_batch
+                      or b == self.base_batch)
+        if b_crit is not None:
+            wanted = max([b for b in (self.base_batch * 2**k for k in range(40)) if b <= b_crit] or [centre])
+        else:
+            wanted = centre * 4 if bound and bound.startswith("above") else centre
+        return min(max(wanted, centre), max(highest, centre))
+
+
+def make_plan(cells: list[Cell], n_train: int, points: int = POINTS, factors=FACTORS, branch_steps: int = BRANCH_STEPS,
+              base_batch: int | None = None, processes: int = 1) -> Plan:
+    grid = sorted({c.batch_size for c in cells})
+    base = base_batch or (grid[1] if len(grid) > 1 else grid[0])
+    first = min(cells, key=lambda c: abs(c.batch_size - base)).settings.sized(n_train)
+    total = first.model_copy(update={"train": first.train.model_copy(update={"batch_size": base})}) \
+        .sized(n_train).total_steps
+    seeds = tuple(sorted({c.settings.train.seed for c in cells}))
+    spec = Plan(base, tuple(factors), log_points(total, points), branch_steps, seeds,
+                max(grid[-1], base), processes)
+    if base not in spec.around(base) or len(spec.around(base)) < 3:
+        raise ConfigError(f"harness branch: base batch {base} with --factors gives {list(spec.around(base))}; need "
+                          f"the base and at least 3 batch sizes up to {spec.max_batch}, each divisible by the "
+                          f"{processes} process(es)")
+    return spec
+
+
+def log_points(horizon: int, count: int) -> tuple[int, ...]:
+    """`count` log-spaced base steps from horizon / 64 (at least 10) to the horizon."""
+    return tuple(sorted({int(s) for s in np.geomspace(max(10, horizon / 64), max(horizon, 11), count).round()}))
+
+
+def steps_to_target(base: Cell, ctx: RunContext, target: float) -> int | None:
+    """The base run's first check (the grid's check schedule, every check run) at the target, or None."""
+    settings = base.settings.sized(ctx.splits.n_train)
+    metric = settings.workload.quality
+    hit = lambda run: bool(run.state.evals) and metric.reached(run.state.evals[-1]["val_accuracy"], target)  # noqa: E731
+    course = Course(ends=tuple(checks.for_cell(settings, ctx.checks)), warmup_steps=settings.train.untimed_steps,
+                    cap_steps=settings.total_steps, records=False, done=hit)
+    run = CellRun(base, ctx, course)
+    status, _ = run.run()
+    if status == "preempted":
+        raise StopRequested(f"{ctx.stop.signal_name} received during the base run; branch keeps nothing: run it again")
+    return run.state.global_step if hit(run) else None
+
+
+def with_settings(cell: Cell, **train: Any) -> Cell:
+    """The cell's settings with train fields changed (a branch, a base run at another seed)."""
+    settings = cell.settings.model_copy(update={"train": cell.settings.train.model_copy(update=train)})
+    return dataclasses.replace(cell, id=f"{cell.id}-branch", settings=settings)
+
+
+def base_run(base: Cell, ctx: RunContext, spec: Plan, progress) -> list[dict[str, Any]]:
+    """The base run to the last point, branching at each: one record per point."""
+    found: list[dict[str, Any]] = []
+    centre = [spec.base_batch]
+
+    def at_point(run: CellRun) -> bool:
+        step = run.state.global_step
+        if step in spec.points and all(p["step"] != step for p in found):
+            rng = torch.get_rng_state()
+            found.append(branch_point(run, ctx, spec, len(found), spec.around(centre[0])))
+            torch.set_rng_state(rng)
+            progress.message(_point_line(found[-1]))
+            centre[0] = spec.next_centre(centre[0], found[-1]["b_crit"], found[-1]["b_crit_bound"])
+        return False
+
+    course = Course(ends=spec.points, warmup_steps=base.settings.train.untimed_steps, cap_steps=spec.points[-1],
+                    validates=False, records=False, done=at_point)
+    run = CellRun(base, ctx, course)
+    status, _ = run.run()
+    if status == "preempted":
+        raise StopRequested(f"{ctx.stop.signal_name} received during the base run; branch keeps nothing: run it again")
+    found_seconds = sum(w.seconds + w.warmup_seconds for w in run.windows)
+    for point in found:
+        point["base_seconds"] = found_seconds
+    return found
+
+
+def branch_point(run: CellRun, ctx: RunContext, spec: Plan, index: int, batches: tuple[int, ...]) -> dict[str, Any]:
+    """Every branch from the base run's weights and optimizer state at this step."""
+    engine, splits = run.engine, ctx.splits
+    weights = copy.deepcopy(engine.eval_model.state_dict())
+    state = copy.deepcopy(engine.optimizer.state_dict())
+    rate = engine.learning_rate()
+    before = validate(engine.eval_model, splits, ctx.accelerator, engine.workload)[1] / splits.n_val
+    noise = diagnostics.noise_scale(engine.eval_model, *splits.train_prefix(diagnostics.NOISE_IMAGES),
+                                    engine.workload.summed_loss)["noise_scale"]
+    optim = run.settings.optim
+    seed = (run.settings.train.seed * 1009 + index + 1) % MAX_SEED
+    branches = []
+    for batch in batches:
+        lr = rate * optim.lr_for(batch) / optim.lr_for(spec.base_batch)
+        branches.append(one_branch(run.cell, ctx, batch, spec.examples(batches) // batch, weights, state, lr,
+                                   seed) | {"learning_rate": lr})
+    for b in branches:
+        b["improvement"] = [[examples, before - loss] for examples, loss in b.pop("val_losses")]
+    fit = critical.fit_point({b["batch_size"]: b["improvement"] for b in branches})
+    return {"step": run.state.global_step, "examples": run.plan.examples_before(run.state.global_step),
+            "val_loss": before, "learning_rate": rate, "b_simple": noise, "branches": branches,
+            "branch_examples": spec.examples(batches),
+            "b_crit": fit.b_crit, "b_crit_bound": fit.bound, "fit_low": fit.low, "fit_high": fit.high,
+            "target_improvement": fit.target, "examples_needed": fit.examples_needed,
+            "e_over_e_min": fit.e_over_e_min, "s_over_s_min": fit.s_over_s_min}
+
+
+def one_branch(cell: Cell, ctx: RunContext, batch: int, steps: int, weights: dict, state: dict, lr: float,
+               seed: int) -> dict[str, Any]:
+    """One branch: `steps` steps at `batch` from the given weights and optimizer state, the rate held."""
+    branch = with_settings(cell, batch_size=batch, batch_schedule=None, seed=seed)
+    branch = dataclasses.replace(branch, settings=branch.settings.model_copy(
+        update={"optim": branch.settings.optim.model_copy(update=HELD)}))
+    warm = min(branch.settings.train.untimed_steps, steps // 4)
+    ends = tuple(sorted({max(1, round(steps * (i + 1) / CHECKS)) for i in range(CHECKS)}))
+    run = CellRun(branch, ctx, Course(ends=ends, warmup_steps=warm, cap_steps=steps, records=False))
+    run.engine.eval_model.load_state_dict(weights)
+    run.engine.optimizer.load_state_dict(copy.deepcopy(state))
+    for group in run.engine.optimizer.param_groups:
+        group["lr"] = lr
+    status, _ = run.run()
+    if status == "preempted":
+        raise StopRequested(f"{ctx.stop.signal_name} received during a branch; branch keeps nothing: run it again")
+    timed = sum(w.steps for w in run.windows)
+    seconds = sum(w.seconds for w in run.windows)
+    losses = [[e["images_seen"], e["val_loss"]] for e in run.state.evals]
+    out = {"batch_size": batch, "steps": steps, "val_losses": losses,
+           "seconds": seconds + sum(w.warmup_seconds for w in run.windows),
+           "check_seconds": sum(e["check_seconds"] for e in run.state.evals),
+           "seconds_per_example": seconds / (timed * batch) if timed and seconds > 0 else None}
+    del run
+    gc.collect()
+    return out
+
+
+def _point_line(point: dict[str, Any]) -> str:
+    crit = f"{point['b_crit']:.0f}" if point["b_crit"] is not None else point["b_crit_bound"]
+    simple = f"{point['b_simple']:.0f}" if point["b_simple"] is not None else "unknown"
+    return (f"branch at step {point['step']:,} ({point['examples']:,} examples): B_crit {crit}, B_simple {simple} "
+            f"(branches at {', '.join(str(b['batch_size']) for b in point['branches'])}, "
+            f"{point['branch_examples']:,} examples each)")
+
+
+def summarize(spec: Plan, by_seed: dict[int, list[dict[str, Any]]], threshold: float) -> dict[str, Any]:
+    """B_crit(t) over seeds, the seconds per example of each batch, and the proposed schedule."""
+    table = []
+    for i, step in enumerate(spec.points):
+        points = [runs[i] for runs in by_seed.values() if i < len(runs)]
+        crit = critical.across_seeds([p["b_crit"] for p in points])
+        simple = [p["b_simple"] for p in points if p["b_simple"] is not None]
+        bounds = sorted({p["b_crit_bound"] for p in points if p["b_crit_bound"]})
+        one = points[0] if len(points) == 1 else None
+        table.append({"step": step, "examples": points[0]["examples"], **crit,
+                      "low": crit["low"] if one is None else one["fit_low"],
+                      "high": crit["high"] if one is None else one["fit_high"],
+                      "interval": "t over seeds (log)" if one is None else "the fit's (one seed, delta method)",
+                      "bounds": bounds, "b_simple": float(np.median(simple)) if simple else None})
+    per_example: dict[int, list[float]] = {}
+    for runs in by_seed.values():
+        for point in runs:
+            for b in point["branches"]:
+                if b["seconds_per_example"] is not None:
+                    per_example.setdefault(b["batch_size"], []).append(b["seconds_per_example"])
+    seconds = {b: float(np.median(v)) for b, v in per_example.items()}
+    proposal = critical.propose([(row["examples"], row["b_crit"]) for row in table], spec.base_batch,
+                                sorted(seconds), seconds, threshold)
+    return {"b_crit": table, "seconds_per_example": {str(b): s for b, s in sorted(seconds.items())},
+            "proposal": proposal, "threshold": threshold}
+
+
+def cost(by_seed: dict[int, list[dict[str, Any]]], spec: Plan, cells: list[Cell], n_train: int,
+         wall_seconds: float) -> dict[str, Any]:
+    """What branching trained, against the grid's cells of the same seeds (in examples)."""
+    branch_examples = sum(len(p["branches"]) * p["branch_examples"] for runs in by_seed.values() for p in runs)
+    base_examples = 0
+    for runs in by_seed.values():
+        base_examples += runs[-1]["examples"] if runs else 0
+    grid = [c for c in cells if c.settings.train.seed in spec.seeds] or cells
+    grid_examples = sum(c.settings.sized(n_train).batch_plan.examples_before(c.settings.sized(n_train).total_steps)
+                        for c in grid)
+    seconds = sum(runs[0]["base_seconds"] + sum(b["seconds"] for p in runs for b in p["branches"])
+                  for runs in by_seed.values() if runs)
+    return {"examples": base_examples + branch_examples, "base_examples": base_examples,
+            "branch_examples": branch_examples, "grid_examples": grid_examples, "grid_cells": len(grid),
+            "share_of_grid_examples": (base_examples + branch_examples) / grid_examples,
+            "train_seconds": seconds, "wall_seconds": wall_seconds}
+
+
+def branch_sweep(config: SweepConfig, cells: list[Cell], sweep_dir: Path, folders: dict[str, Path] | None,
+                 progress, points: int = POINTS, factors=FACTORS, branch_steps: int = BRANCH_STEPS,
+                 base_batch: int | None = None, threshold: float = 0.05) -> dict[str, Any]:
+    """Base runs and branches for every seed of the grid; writes sweep_dir/branch.json (main process)."""
+    from harness.training.launch import load_data, make_accelerator
+    from harness.training.preemption import StopRequest
+
+    began = time.perf_counter()
+    refuse(cells)
+    grid = sorted({c.batch_size for c in cells})
+    wanted = base_batch or (grid[1] if len(grid) > 1 else grid[0])
+    first = min(cells, key=lambda c: (abs(c.batch_size - wanted), c.settings.train.seed))
+    accelerator = make_accelerator(config, [first], sweep_dir)
+    device_data, environment = load_data(accelerator, folders, [first])
+    splits = device_data.for_cell(first)
+    spec = make_plan(cells, splits.n_train, points, factors, branch_steps, wanted, accelerator.num_processes)
+    ctx = RunContext(accelerator=accelerator, splits=splits, progress=progress, stop=StopRequest().install(),
+                     checks=config.checks.model_copy(update={"budget": None}), environment=environment)
+    target = config.report.target_accuracy
+    bases = {seed: with_settings(first, batch_size=spec.base_batch, batch_schedule=None, seed=seed)
+             for seed in spec.seeds}
+    reached = {seed: steps_to_target(base, ctx, target) for seed, base in bases.items()}
+    known = [s for s in reached.values() if s is not None]
+    horizon = int(np.median(known)) if known else spec.points[-1]
+    progress.message(f"base batch {spec.base_batch} reaches {target} at step "
+                     f"{', '.join(_number(s) for s in reached.values())} (seeds {list(spec.seeds)}): branch points up "
+                     f"to step {horizon:,}")
+    spec = dataclasses.replace(spec, points=log_points(horizon, points))
+    by_seed = {}
+    for seed in spec.seeds:
+        progress.message(f"base run at batch {spec.base_batch}, seed {seed}: branches at steps "
+                         f"{', '.join(f'{s:,}' for s in spec.points)}, at {len(spec.factors)} batch sizes around "
+                         f"B_crit")
+        by_seed[seed] = base_run(bases[seed], ctx, spec, progress)
+    doc = {"kind": "branch", "config": config.model_dump(mode="json"), "plan": dataclasses.asdict(spec),
+           "runs": {str(seed): runs for seed, runs in by_seed.items()}, **summarize(spec, by_seed, threshold),
+           "cost": cost(by_seed, spec, cells, splits.n_train, time.perf_counter() - began),
+           "environment": environment, "base_cell": first.id, "target": target,
+           "base_steps_to_target": {str(s): v for s, v in reached.items()}}
+    if accelerator.is_main_process:
+        write(sweep_dir, doc)
+    accelerator.wait_for_everyone()
+    return doc
+
+
+def refuse(cells: list[Cell]) -> None:
+    """What branching cannot measure, before anything trains."""
+    for cell in cells:
+        if cell.settings.train.batch_schedule is not None:
+            raise ConfigError(f"harness branch measures a grid of fixed batch sizes; {cell.id} has train.batch_schedule"
+                              f": drop it (branch proposes one)")
+        if cell.settings.workload.optimizer:
+            raise ConfigError("harness branch holds each branch's rate at the base run's; a workload.optimizer may "
+                              "bring its own scheduler, which it cannot hold: use optim: settings to branch")
+
+
+def ramp_cells(config: SweepConfig, cells: list[Cell], doc: dict[str, Any]) -> list[Cell]:
+    """The proposed schedule as one cell per seed (the base batch's grid cell, ramped), ids as the plan's."""
+    from harness import plan
+
+    proposal = doc["proposal"]
+    if len(proposal) < 2:
+        return []
+    out, base = [], doc["plan"]["base_batch"]
+    nearest = min({c.batch_size for c in cells}, key=lambda b: abs(b - base))
+    for cell in (c for c in cells if c.batch_size == nearest):
+        train = cell.settings.train.model_copy(update={"batch_schedule": [tuple(p) for p in proposal],
+                                                       "batch_size": base, "batch_schedule_unit": "examples"})
+        settings = type(cell.settings).model_validate(cell.settings.model_copy(update={"train": train}).model_dump())
+        cid = plan.cell_id(settings, list(config.sweep), "ramp", cell.workload)
+        out.append(dataclasses.replace(cell, id=cid, settings=settings, index=len(cells) + len(out)))
+    return out
+
+
+def headline(doc: dict[str, Any], path: Path) -> dict[str, Any]:
+    """What `--json` prints: B_crit(t), the proposal and the cost."""
+    return {"base_batch": doc["plan"]["base_batch"], "seeds": len(doc["plan"]["seeds"]),
+            "b_crit": [{k: row[k] for k in ("step", "examples", "b_crit", "low", "high", "bounds", "b_simple")}
+                       for row in doc["b_crit"]],
+            "proposal": doc["proposal"], "threshold": doc["threshold"],
+            "share_of_grid_examples": doc["cost"]["share_of_grid_examples"], "branch_json": str(path)}
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
+def table(doc: dict[str, Any]) -> str:
+    """B_crit(t) as a text table, then the proposal and the cost."""
+    seeds = len(doc["plan"]["seeds"])
+    lines = [f"{'step':>8} {'examples':>10} {'B_crit':>8} {'95% interval':>17} {'B_simple':>9}  ({seeds} seed(s))"]
+    for row in doc["b_crit"]:
+        interval = f"{_number(row['low'])}-{_number(row['high'])}" if row["low"] is not None else "-"
+        crit = _number(row["b_crit"]) + (f" ({', '.join(row['bounds'])})" if row["bounds"] else "")
+        lines.append(f"{row['step']:>8,} {row['examples']:>10,} {crit:>8} {interval:>17} {_number(row['b_simple']):>9}")
+    cost = doc["cost"]
+    lines.append(f"proposed train.batch_schedule (examples): {doc['proposal']}")
+    lines.append(f"cost: {cost['examples']:,} examples, {cost['share_of_grid_examples']:.0%} of the grid's "
+                 f"{cost['grid_examples']:,} ({cost['grid_cells']} cells); {cost['train_seconds']:.0f} s training")
+    return "\n".join(lines)
+
+
+def line(answer: dict[str, Any]) -> str:
+    rows = [r for r in answer["b_crit"] if r["b_crit"] is not None]
+    rise = (f"B_crit {_number(rows[0]['b_crit'])} at {rows[0]['examples']:,} examples, {_number(rows[-1]['b_crit'])} "
+            f"at {rows[-1]['examples']:,}" if rows else "no B_crit could be fitted")
+    switch = " -> ".join(f"{b} from {e:,}" if e else str(b) for e, b in answer["proposal"])
+    return f"branch: {rise}; proposed schedule {switch} examples | {answer['branch_json']}"
+
+
+def write(sweep_dir: Path, doc: dict[str, Any]) -> Path:
+    import json
+
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    path = sweep_dir / BRANCH_FILE
+    results.write_atomic(path, json.dumps(results.finite_or_null(doc), indent=2) + "\n")
+    return path
