@@ -1,4 +1,4 @@
-"""`harness.sweep`, `harness.predict` and `harness.capacity`, for people who live in notebooks: the same cells as
+"""`harness.sweep`, `harness.predict`, `harness.capacity` and `harness.branch`, for people who live in notebooks: the same cells as
 `harness run` and `harness predict` (the same ids, the same files), trained in this process.
 
     import harness
@@ -82,6 +82,36 @@ def capacity(spec: SweepSpec | Any = None, data: Any = None, *, margin: float = 
 
     spec = _spec(spec, data, keywords)
     return run_capacity(spec.config, spec.cells, spec.sweep_dir, _folders(spec), margin, memory_limit, quiet)
+
+
+def branch(spec: SweepSpec | Any = None, data: Any = None, *, points: int = 6, factors: tuple[float, ...] | None = None,
+           branch_steps: int = 16, base_batch: int | None = None, threshold: float = 0.05, verify: bool = False,
+           quiet: bool = True, **keywords: Any) -> dict:
+    """`harness branch` on the spec's grid: B_crit over training from branches off a base run per seed,
+    B_simple beside it, and the proposed batch schedule; writes and returns branch.json's document.
+    `verify`: then train the proposal (one cell per seed) beside the grid and write the report; the
+    comparison is the document's "verified" (analysis/schedules.py's rows)."""
+    from harness.prediction import branching
+    from harness.training.progress import Progress
+
+    spec = _spec(spec, data, keywords)
+    documents.check_one_config(spec.sweep_dir, spec.config, False, "or harness.sweep(..., force=True) first")
+    results.check_writable(spec.sweep_dir)
+    doc = branching.branch_sweep(spec.config, spec.cells, spec.sweep_dir, _folders(spec), Progress(True, quiet),
+                                 points, factors or branching.FACTORS, branch_steps, base_batch, threshold)
+    ramps = branching.ramp_cells(spec.config, spec.cells, doc) if verify else []
+    if ramps:
+        from harness.analysis.answer import answer
+        from harness.analysis.collect import collect
+        from harness.report.page import build_report
+        from harness.training.sweep import run_sweep
+
+        cells = spec.cells + ramps
+        run_sweep(spec.config, cells, spec.sweep_dir, _folders(spec), quiet=quiet, all_cells=cells)
+        build_report([spec.sweep_dir], spec.sweep_dir / "report.html")
+        found = collect([spec.sweep_dir])
+        doc["verified"] = answer(found, (found.cells["source"].iloc[0], found.cells["sweep"].iloc[0])).ramps
+    return doc
 
 
 def _spec(spec: SweepSpec | Any, data: Any, keywords: dict[str, Any]) -> SweepSpec:

@@ -5,13 +5,13 @@ one recommendation per variant. The report renders it; `harness.sweep` returns i
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
 import pandas as pd
 
-from harness.analysis import per_batch, recommend
+from harness.analysis import per_batch, recommend, schedules
 from harness.analysis.collect import Collected, oriented, quality_of, unit_of_records
 from harness.config import ReportSettings
 from harness.paths import DEFAULT_CONFIG
@@ -31,6 +31,7 @@ class Answer:
     per_rate: pd.DataFrame  # per batch size and learning rate
     per_batch: pd.DataFrame  # per batch size at its picked rate, with intervals and win shares
     verdicts: list[recommend.Recommendation]  # one per variant
+    ramps: list[dict] = field(default_factory=list)  # batch schedules against the best fixed batch (schedules.py)
 
 
 def answer(found: Collected, key: tuple[str, str], overrides: dict[str, float] | None = None) -> Answer:
@@ -45,14 +46,19 @@ def answer(found: Collected, key: tuple[str, str], overrides: dict[str, float] |
     judged = rules.model_copy(update={"target_accuracy": quality.oriented(rules.target_accuracy)})
     cells, windows = per_batch.retimed(cells, per_batch.timing_windows(checks, epochs), found.retimes.get(key))
     cells = per_batch.add_time_to_target(cells, checks, epochs, judged.target_accuracy)
-    per_rate = per_batch.by_rate(cells)
+    # a ramp is compared whole (analysis/schedules.py), by its clock
+    ramp = cells.get("batch_schedule", pd.Series(None, index=cells.index, dtype=object)).notna()
+    cells.loc[ramp, "time_to_target_s"] = schedules.clock_to_target(cells[ramp], checks)
+    per_rate = per_batch.by_rate(cells[~ramp])
     planned = sorted({c["swept"].get("train.batch_size") for c in plan.get("cells", [])} - {None})
-    verdicts, by_batch = _verdicts(cells, per_rate, windows, judged, lr_rule(plan), planned, quality,
+    verdicts, by_batch = _verdicts(cells[~ramp], per_rate, windows, judged, lr_rule(plan), planned, quality,
                                    unit_of_records(records))
+    ramps = schedules.compare(cells, checks) if ramp.any() else []
     back = partial(oriented, quality=quality)
     return Answer(rules=rules, quality=quality, unit=unit_of_records(records), plan=plan, records=records,
                   cells=back(cells), epochs=back(epochs),
-                  checks=back(checks), per_rate=back(per_rate), per_batch=back(by_batch), verdicts=verdicts)
+                  checks=back(checks), per_rate=back(per_rate), per_batch=back(by_batch), verdicts=verdicts,
+                  ramps=ramps)
 
 
 def _verdicts(cells: pd.DataFrame, per_rate: pd.DataFrame, windows: pd.DataFrame, rules: ReportSettings, lr_rule: str,

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness.analysis.schedules import schedule_of
 from harness.config import flatten
 from harness.quality import Quality, unit_of
 from harness.record import documents, files
@@ -98,7 +99,9 @@ def _unmeasured_quality(found: Collected) -> None:
 
 
 # set per launch or derived, not what a cell trains: never a reason to keep cells apart
-UNCOMPARED = {"train.batch_size", "train.seed", "optim.lr", "train.threads"}
+# (a batch schedule is compared whole, beside the fixed batch sizes: analysis/schedules.py)
+UNCOMPARED = {"train.batch_size", "train.seed", "optim.lr", "train.threads", "train.batch_schedule",
+              "train.batch_schedule_unit"}
 
 
 def _apart_by_settings(found: Collected) -> None:
@@ -221,6 +224,7 @@ def cell_row(record: dict) -> dict:
         "status": record.get("status"),
         "error": record.get("error"),
         "batch_size": settings.get("train", {}).get("batch_size"),
+        "batch_schedule": schedule_of(settings),  # None: one batch size throughout
         "seed": settings.get("train", {}).get("seed"),
         # what else was swept, so batch sizes are only compared within one variant
         "variant": ", ".join(named + [f"{k}={v}" for k, v in sorted(other.items())]),

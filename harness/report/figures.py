@@ -28,6 +28,7 @@ from harness.analysis.fit import fit_steps
 from harness.analysis.per_batch import ACCURACY
 from harness.quality import DEFAULT as DEFAULT_QUALITY
 from harness.quality import Quality
+from harness.report import ramps
 from harness.report.axes import ACCURACY_SPAN, accuracy_limits, batch_axis, plain_log
 
 MAX_PANELS = 8
@@ -56,6 +57,7 @@ class FigureData:
     quality: Quality = DEFAULT_QUALITY  # the workload's metric: its name on the axes, its direction
     unit: str = "image"  # what one example is called
     capacity: dict | None = None  # capacity.json, where the folder has one
+    ramps: list[dict] = field(default_factory=list)  # batch schedules beside the grid (analysis/schedules.py)
 
     def words(self, text: str) -> str:
         """Text written for accuracy and images, in the metric's name and the workload's unit."""
@@ -221,6 +223,7 @@ def time_to_target(d: FigureData) -> Figure | None:
                                     "time_to_target_high_s": rows["time_to_target_s"]}),
                    "time_to_target_s", "time_to_target_low_s", "time_to_target_high_s", variant or "time to target")
     _predicted(ax, d, "time_to_target_s", "time_interval_s")
+    ramps.draw(ax, d.ramps)
     ax.set(yscale="log", ylabel="training seconds to the target",
            title=d.words(f"Time to {d.target:g} validation accuracy (bars: 90% interval)"))
     plain_log(ax.yaxis)

@@ -22,7 +22,7 @@ from harness.errors import ConfigError, ResultsError
 from harness.quality import Quality
 from harness.record.metrics import Column, columns
 from harness.record.results import refuse_special, write_atomic
-from harness.report import figures
+from harness.report import figures, ramps
 from harness.report.collapse_figure import collapse_curves
 
 MAX_COLLAPSE_FIGURES = 4  # curves for the first few collapsed cells; the table lists them all
@@ -210,7 +210,7 @@ def _section(found: Collected, key: tuple[str, str], overrides: dict[str, float]
     drawn = figures.FigureData(epochs=_only(epochs, tuned), checks=_only(checks, tuned), table=by_batch,
                                sweet_spots=spots, target=rules.target_accuracy,
                                prediction=prediction, ties={r.variant: r.ties for r in verdicts}, quality=got.quality,
-                               unit=got.unit, capacity=found.capacities.get(key))
+                               unit=got.unit, capacity=found.capacities.get(key), ramps=got.ramps)
     return {
         "title": f"{source} / {sweep}" if source != sweep else sweep,
         "device": records[0].get("environment", {}).get("device_name"),
@@ -223,6 +223,7 @@ def _section(found: Collected, key: tuple[str, str], overrides: dict[str, float]
         "memory_limit": per_batch.memory_limit(cells),
         "accumulation": _accumulation(verdicts, by_batch, found.capacities.get(key)),
         "input_bound": input_bound(by_batch),
+        "ramp_first": ramps.first_screen(got.ramps), "ramps": [ramps.words(r) for r in got.ramps],
         "target": rules.target_accuracy, "tolerance": rules.tolerance, "flat_threshold": rules.flat_threshold,
         "check_spacing": _check_spacing(plan),
         "per_batch": rendered_table(by_batch, columns("batch"), got.quality, got.unit),
