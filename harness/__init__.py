@@ -10,8 +10,8 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
-    """`harness.sweep`, `harness.predict`, `harness.capacity`, `harness.branch` and `harness.SweepSpec`, loaded on first use: importing
-    the package stays light for the commands that never train."""
+    """`harness.sweep`, `harness.predict`, `harness.capacity`, `harness.branch` and `harness.SweepSpec`, loaded
+    on first use: importing the package stays light for the commands that never train."""
     if name in ("sweep", "predict", "capacity", "branch"):
         from harness import api
 

@@ -1,4 +1,5 @@
-"""`harness.sweep`, `harness.predict`, `harness.capacity` and `harness.branch`, for people who live in notebooks: the same cells as
+"""`harness.sweep`, `harness.predict`, `harness.capacity` and `harness.branch`, for people who live in
+notebooks: the same cells as
 `harness run` and `harness predict` (the same ids, the same files), trained in this process.
 
     import harness
