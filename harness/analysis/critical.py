@@ -20,6 +20,7 @@ import numpy as np
 from harness.analysis.stats import t_quantile
 
 REACH = 0.7  # the common progress: this share of the smallest improvement any branch made by its end
+BEYOND = 4  # a B_crit further than this factor outside the branch batches is given as a bound
 
 
 @dataclass(frozen=True)
@@ -61,11 +62,11 @@ def fit_point(curves: dict[int, list[tuple[int, float]]]) -> PointFit:
     y = np.array([needed[int(b)] for b in x])
     design = np.column_stack([np.ones_like(x), x])
     (a, slope), *_ = np.linalg.lstsq(design, y, rcond=None)
-    if slope <= 0:
-        return PointFit(None, f"above {int(x.max())}", target=target, examples_needed=needed)
-    if a <= 0:
-        return PointFit(None, f"below {int(x.min())}", target=target, examples_needed=needed)
-    crit = float(a / slope)
+    crit = float(a / slope) if slope > 0 and a > 0 else None
+    if slope <= 0 or (crit is not None and crit > BEYOND * x.max()):  # no curve in what the branches show
+        return PointFit(None, f"above {int(BEYOND * x.max())}", target=target, examples_needed=needed)
+    if a <= 0 or crit < x.min() / BEYOND:
+        return PointFit(None, f"below {int(x.min() / BEYOND)}", target=target, examples_needed=needed)
     low = high = None
     if len(x) > 2:
         residual = y - design @ np.array([a, slope])
