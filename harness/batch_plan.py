@@ -12,6 +12,7 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -113,3 +114,35 @@ def problem(schedule: list[tuple[int, int]], unit: str) -> str | None:
 def describe(switches: tuple[tuple[int, int], ...]) -> str:
     """`32 -> 128 at step 2,000 -> 512 at step 6,000`."""
     return str(switches[0][1]) + "".join(f" -> {b} at step {s:,}" for s, b in switches[1:])
+
+
+def of(train, images_per_epoch: int) -> BatchPlan:
+    """TrainSettings' plan: its schedule, or its one batch size."""
+    if train.batch_schedule is None:
+        return BatchPlan.fixed(train.batch_size, images_per_epoch, train.epochs)
+    return BatchPlan(in_steps(train.batch_schedule, train.batch_schedule_unit), images_per_epoch, train.epochs)
+
+
+def with_first_batch(raw: Any) -> Any:
+    """train settings as given, their batch_size the schedule's first batch (one that differs: refused)."""
+    schedule = raw.get("batch_schedule") if isinstance(raw, dict) else None
+    if isinstance(schedule, list) and schedule and isinstance(schedule[0], (list, tuple)) and len(schedule[0]) == 2:
+        first = schedule[0][1]
+        if raw.get("batch_size", first) != first:
+            raise ValueError(f"train.batch_size={raw['batch_size']} but train.batch_schedule starts at batch "
+                             f"{first}; drop train.batch_size (the schedule's first batch is it)")
+        raw = {**raw, "batch_size": first}
+    return raw
+
+
+def refusal(train) -> str | None:
+    """Why TrainSettings' schedule cannot run, in one line naming the fix, or None."""
+    if train.batch_schedule is None:
+        return None if train.batch_schedule_unit == "steps" else \
+            "train.batch_schedule_unit needs train.batch_schedule; set one or drop it"
+    if found := problem(train.batch_schedule, train.batch_schedule_unit):
+        return f"train.batch_schedule: {found}"
+    if train.micro_batch_size is not None:
+        return ("train.batch_schedule changes B/P at each switch; train.micro_batch_size cannot follow it yet: "
+                "drop one of them")
+    return None

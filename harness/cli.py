@@ -316,7 +316,8 @@ def train_and_report(config: SweepConfig, cells: list[plan.Cell], all_cells: lis
     return Outcome(outcome.exit_code)
 
 
-COMMANDS = {"run": run_command, "predict": commands.predict_command, "branch": commands.branch_command,
+COMMANDS = {"run": run_command, "predict": lambda a: Outcome(*commands.predict_command(a, load_plan, train_and_report)),
+            "branch": lambda a: Outcome(*commands.branch_command(a, load_plan, train_and_report)),
             "plan": plan_command, "report": report_command,
             "bench": bench_command, "retime": retime_command, "slurm": slurm_submit_command, "status": status_command,
             "capacity": lambda a: Outcome(*import_module("harness.training.capacity_job").capacity_command(

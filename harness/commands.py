@@ -1,18 +1,17 @@
 """The commands that train ahead of a grid: `harness predict` (the sweet spot from short runs) and
 `harness branch` (the critical batch over training, and the schedule that follows it); each
-`--verify` then trains what it proposes through the grid's own path (cli.train_and_report)."""
+`--verify` then trains what it proposes through the grid's own path (cli.train_and_report, which
+the command passes in with cli.load_plan)."""
 
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from harness.record import documents, results
 from harness.training import images
 
 
-def predict_command(args) -> Any:
-    from harness.cli import Outcome, load_plan, train_and_report
+def predict_command(args, load_plan, train_and_report) -> tuple[int, dict | None]:
     from harness.prediction import output, runs  # torch and accelerate load only when predicting
     from harness.training.progress import Progress
 
@@ -32,15 +31,14 @@ def predict_command(args) -> Any:
         if not args.json:
             print(output.line(answer))
     if not args.verify:
-        return Outcome(0, answer)
+        return 0, answer
     chosen = {int(b): lr for b, lr in doc["inputs"]["chosen_rates"].items()}
     batches = [doc["sweet_spot"]["batch_size"], *doc["sweet_spot"]["neighbours"]]
     verified = train_and_report(config, runs.cells_at(cells, batches, chosen), cells, sweep_dir, folders, args)
-    return Outcome(verified.code, verified.answer or answer)
+    return verified.code, verified.answer or answer
 
 
-def branch_command(args) -> Any:
-    from harness.cli import Outcome, load_plan, train_and_report
+def branch_command(args, load_plan, train_and_report) -> tuple[int, dict | None]:
     from harness.prediction import branching
     from harness.training.progress import Progress
 
@@ -59,6 +57,9 @@ def branch_command(args) -> Any:
             print(branching.line(answer))
     ramps = branching.ramp_cells(config, cells, doc) if args.verify else []
     if not ramps:
-        return Outcome(0, answer)
+        return 0, answer
     verified = train_and_report(config, cells + ramps, cells + ramps, sweep_dir, folders, args)
-    return Outcome(verified.code, verified.answer or answer)
+    if main_process:  # the grid's cost is known now
+        records = [results.read_result(p.parent) for p in sorted(sweep_dir.glob("*/result.json"))]
+        branching.write(sweep_dir, branching.add_grid_cost(doc, [r for r in records if r]))
+    return verified.code, verified.answer or answer

@@ -28,6 +28,7 @@ from harness.field_errors import field_error
 from harness.numbers import Count, Real
 from harness.optim import OptimSettings
 from harness.renamed import rename_old_keys
+from harness.rules import CheckSettings, PredictSettings, ReportSettings
 from harness.workload import WorkloadSettings
 from harness.yamlsafe import apply_override, short
 
@@ -118,26 +119,12 @@ class TrainSettings(_Frozen):
     @model_validator(mode="before")
     @classmethod
     def _batch_size_from_schedule(cls, raw: Any) -> Any:
-        schedule = raw.get("batch_schedule") if isinstance(raw, dict) else None
-        if isinstance(schedule, list) and schedule and isinstance(schedule[0], (list, tuple)) and len(schedule[0]) == 2:
-            first = schedule[0][1]
-            if raw.get("batch_size", first) != first:
-                raise ValueError(f"train.batch_size={raw['batch_size']} but train.batch_schedule starts at batch "
-                                 f"{first}; drop train.batch_size (the schedule's first batch is it)")
-            raw = {**raw, "batch_size": first}
-        return raw
+        return batch_plan.with_first_batch(raw)
 
     @model_validator(mode="after")
     def _schedule_runs(self) -> TrainSettings:
-        if self.batch_schedule is None:
-            if self.batch_schedule_unit != "steps":
-                raise ValueError("train.batch_schedule_unit needs train.batch_schedule; set one or drop it")
-            return self
-        if found := batch_plan.problem(self.batch_schedule, self.batch_schedule_unit):
-            raise ValueError(f"train.batch_schedule: {found}")
-        if self.micro_batch_size is not None:
-            raise ValueError("train.batch_schedule changes B/P at each switch; train.micro_batch_size cannot "
-                             "follow it yet: drop one of them")
+        if found := batch_plan.refusal(self):
+            raise ValueError(found)
         return self
 
 
@@ -188,11 +175,7 @@ class CellSettings(_Frozen):
     @property
     def batch_plan(self) -> batch_plan.BatchPlan:
         """The batch of every step and the steps of every epoch (train.batch_schedule, or fixed)."""
-        train = self.train
-        if train.batch_schedule is None:
-            return batch_plan.BatchPlan.fixed(train.batch_size, self.images_per_epoch, train.epochs)
-        return batch_plan.BatchPlan(batch_plan.in_steps(train.batch_schedule, train.batch_schedule_unit),
-                                    self.images_per_epoch, train.epochs)
+        return batch_plan.of(self.train, self.images_per_epoch)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -264,40 +247,6 @@ class CellSettings(_Frozen):
             raise ValueError("train.step_diagnostics cannot use fp16 (its gradients carry the loss scale); "
                              "use bf16 or no mixed precision")
         return self
-
-
-class ReportSettings(_Frozen):
-    # the target on the workload's metric (accuracy by default); `report.target` says the same
-    # any finite number in the metric's units; in (0, 1] for an accuracy (SweepConfig checks it)
-    target_accuracy: Real = Field(0.97, validation_alias=AliasChoices("target_accuracy", "target"),
-                                  description="validation score to reach")
-    tolerance: Real = Field(0.005, ge=0, description="a score within this of the best counts")
-    flat_threshold: Real = Field(0.05, gt=0, lt=1, description="'time per image stops improving'")
-    collapse_drop: Real = Field(0.05, gt=0, lt=1, description="peak-to-final test accuracy drop flagged")
-
-
-class CheckSettings(_Frozen):
-    """When validation accuracy is checked within training (harness/checks.py). Checks measure, they
-    never change what is trained, so they are not part of a cell's settings (nor of its id)."""
-
-    # log-spaced in optimizer steps: 25 per decade bounds each gap by 9.6% of where it lies
-    per_decade: Count = Field(25, ge=1, le=1000)
-    first_step: Count = Field(10, ge=1, description="the first check; before it, steps to target are [0, first_step]")
-    # also at least this often; default one epoch (every epoch end is a check in any case)
-    max_interval_steps: Count | None = Field(None, ge=1)
-    # also every this many training images (rounded to whole steps): a dense schedule on top of the
-    # log one, e.g. to compare what each reads on the same runs
-    every_images: Count | None = Field(None, ge=1)
-    # the share of training time the checks may cost; a scheduled check that would exceed it is
-    # skipped (the first and last always run); null: every scheduled check
-    budget: Real | None = Field(0.25, gt=0, le=10)
-
-
-class PredictSettings(_Frozen):
-    """`harness predict`'s own budget. A short run trains until its crossing is settled, at most
-    `short_run_cap` times its grid cell's train.epochs (train.epochs bounds the grid's cells)."""
-
-    short_run_cap: Real = Field(3.0, ge=1, le=100)
 
 
 class SweepConfig(CellSettings):

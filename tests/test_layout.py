@@ -12,7 +12,7 @@ PACKAGE = REPO / "harness"
 MAX_LINES = 400
 CORE = {"config", "optim", "numbers", "plan", "checks", "errors", "yamlsafe", "workload", "builtins", "spec",
         "paths", "quality", "renamed", "timing", "code_identity", "field_errors",
-        "batch_plan"}  # the top: what a sweep is
+        "batch_plan", "rules"}  # the top: what a sweep is
 # the commands, harness.sweep and the package face that offers it
 ENTRY = {"cli", "commands", "parser", "run", "api", "__init__"}
 # stage -> the stages its modules may import (itself included); "core" is the top-level modules above

@@ -140,7 +140,10 @@ def test_array_sweep_with_a_failing_cell_then_resubmit(slurm, tmp_path):
 
 LONG = {
     "name": "preempt",
-    "train": {"batch_size": 16, "epochs": 3, "images_per_epoch": 16000, "untimed_steps": 5},
+    # a batch-size ramp: epoch 2 switches from 16 to 64 at step 1,500, so the preempted run resumes across it
+    "train": {"batch_size": 16, "epochs": 3, "images_per_epoch": 16000, "untimed_steps": 5,
+              "batch_schedule": [[0, 16], [1500, 64]]},
+    "optim": {"lr_scaling": "sqrt", "lr_reference_batch": 16},
     "data": {"train_eval_size": 1000},
     "checks": {"budget": None},  # every scheduled check: a resumed cell's evals.csv equals an uninterrupted one's
 }
@@ -164,6 +167,7 @@ def test_preempted_task_checkpoints_requeues_and_resumes_identically(slurm, tmp_
     record = read_json(cell_dir / "result.json")
     assert record["status"] == "done", record
     assert record["summary"]["preemptions"] == 1 and record["environment"]["slurm_restart_count"] == "1"
+    assert record["summary"]["optimizer_steps"] == 1000 + 625 + 250  # 16 until step 1,500, then 64
     assert not list(cell_dir.glob("checkpoint-*"))
     log = (sweep / "slurm" / f"{job}_0.out").read_text()
     assert "checkpoint saved" in log and "requeueing" in log and "resumed" in log

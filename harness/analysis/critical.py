@@ -75,8 +75,9 @@ def fit_point(curves: dict[int, list[tuple[int, float]]]) -> PointFit:
         half = t_quantile(0.975, len(x) - 2) * math.sqrt(max(float(grad @ cov @ grad), 0.0))
         low, high = max(crit - half, 0.0), crit + half
     e_ratio = {b: float(e / a) for b, e in needed.items()}
-    return PointFit(crit, None, low, high, float(target), {b: float(e) for b, e in needed.items()}, e_ratio,
-                    {b: float(e / b / slope) for b, e in needed.items()})
+    return PointFit(crit, None, low=low, high=high, target=float(target),
+                    examples_needed={b: float(e) for b, e in needed.items()}, e_over_e_min=e_ratio,
+                    s_over_s_min={b: float(e / b / slope) for b, e in needed.items()})
 
 
 def across_seeds(values: list[float | None]) -> dict[str, float | int | None]:

@@ -78,8 +78,8 @@ def make_plan(cells: list[Cell], n_train: int, points: int = POINTS, factors=FAC
     total = first.model_copy(update={"train": first.train.model_copy(update={"batch_size": base})}) \
         .sized(n_train).total_steps
     seeds = tuple(sorted({c.settings.train.seed for c in cells}))
-    spec = Plan(base, tuple(factors), log_points(total, points), branch_steps, seeds,
-                max(grid[-1], base), processes)
+    spec = Plan(base_batch=base, factors=tuple(factors), points=log_points(total, points), branch_steps=branch_steps,
+                seeds=seeds, max_batch=max(grid[-1], base), processes=processes)
     if base not in spec.around(base) or len(spec.around(base)) < 3:
         raise ConfigError(f"harness branch: base batch {base} with --factors gives {list(spec.around(base))}; need "
                           f"the base and at least 3 batch sizes up to {spec.max_batch}, each divisible by the "
@@ -92,8 +92,9 @@ def log_points(horizon: int, count: int) -> tuple[int, ...]:
     return tuple(sorted({int(s) for s in np.geomspace(max(10, horizon / 64), max(horizon, 11), count).round()}))
 
 
-def steps_to_target(base: Cell, ctx: RunContext, target: float) -> int | None:
-    """The base run's first check (the grid's check schedule, every check run) at the target, or None."""
+def steps_to_target(base: Cell, ctx: RunContext, target: float) -> tuple[int | None, int, float]:
+    """The base run's first check (the grid's check schedule, every check run) at the target (or
+    None), the steps it ran and their training seconds."""
     settings = base.settings.sized(ctx.splits.n_train)
     metric = settings.workload.quality
     hit = lambda run: bool(run.state.evals) and metric.reached(run.state.evals[-1]["val_accuracy"], target)  # noqa: E731
@@ -103,7 +104,8 @@ def steps_to_target(base: Cell, ctx: RunContext, target: float) -> int | None:
     status, _ = run.run()
     if status == "preempted":
         raise StopRequested(f"{ctx.stop.signal_name} received during the base run; branch keeps nothing: run it again")
-    return run.state.global_step if hit(run) else None
+    seconds = sum(w.seconds + w.warmup_seconds for w in run.windows)
+    return (run.state.global_step if hit(run) else None), run.state.global_step, seconds
 
 
 def with_settings(cell: Cell, **train: Any) -> Cell:
@@ -230,17 +232,18 @@ def summarize(spec: Plan, by_seed: dict[int, list[dict[str, Any]]], threshold: f
 
 
 def cost(by_seed: dict[int, list[dict[str, Any]]], spec: Plan, cells: list[Cell], n_train: int,
-         wall_seconds: float) -> dict[str, Any]:
-    """What branching trained, against the grid's cells of the same seeds (in examples)."""
+         wall_seconds: float, first_pass: list[tuple[int, float]]) -> dict[str, Any]:
+    """What branching trained (the base runs' first pass to the target, their second to the horizon,
+    every branch), against the grid's cells of the same seeds (in examples)."""
     branch_examples = sum(len(p["branches"]) * p["branch_examples"] for runs in by_seed.values() for p in runs)
-    base_examples = 0
+    base_examples = sum(examples for examples, _ in first_pass)
     for runs in by_seed.values():
         base_examples += runs[-1]["examples"] if runs else 0
     grid = [c for c in cells if c.settings.train.seed in spec.seeds] or cells
     grid_examples = sum(c.settings.sized(n_train).batch_plan.examples_before(c.settings.sized(n_train).total_steps)
                         for c in grid)
     seconds = sum(runs[0]["base_seconds"] + sum(b["seconds"] for p in runs for b in p["branches"])
-                  for runs in by_seed.values() if runs)
+                  for runs in by_seed.values() if runs) + sum(seconds for _, seconds in first_pass)
     return {"examples": base_examples + branch_examples, "base_examples": base_examples,
             "branch_examples": branch_examples, "grid_examples": grid_examples, "grid_cells": len(grid),
             "share_of_grid_examples": (base_examples + branch_examples) / grid_examples,
@@ -268,7 +271,8 @@ def branch_sweep(config: SweepConfig, cells: list[Cell], sweep_dir: Path, folder
     target = config.report.target_accuracy
     bases = {seed: with_settings(first, batch_size=spec.base_batch, batch_schedule=None, seed=seed)
              for seed in spec.seeds}
-    reached = {seed: steps_to_target(base, ctx, target) for seed, base in bases.items()}
+    first_pass = {seed: steps_to_target(base, ctx, target) for seed, base in bases.items()}
+    reached = {seed: found[0] for seed, found in first_pass.items()}
     known = [s for s in reached.values() if s is not None]
     horizon = int(np.median(known)) if known else spec.points[-1]
     progress.message(f"base batch {spec.base_batch} reaches {target} at step "
@@ -283,7 +287,8 @@ def branch_sweep(config: SweepConfig, cells: list[Cell], sweep_dir: Path, folder
         by_seed[seed] = base_run(bases[seed], ctx, spec, progress)
     doc = {"kind": "branch", "config": config.model_dump(mode="json"), "plan": dataclasses.asdict(spec),
            "runs": {str(seed): runs for seed, runs in by_seed.items()}, **summarize(spec, by_seed, threshold),
-           "cost": cost(by_seed, spec, cells, splits.n_train, time.perf_counter() - began),
+           "cost": cost(by_seed, spec, cells, splits.n_train, time.perf_counter() - began,
+                        [(steps * spec.base_batch, seconds) for _, steps, seconds in first_pass.values()]),
            "environment": environment, "base_cell": first.id, "target": target,
            "base_steps_to_target": {str(s): v for s, v in reached.items()}}
     if accelerator.is_main_process:
@@ -355,6 +360,16 @@ def line(answer: dict[str, Any]) -> str:
             f"at {rows[-1]['examples']:,}" if rows else "no B_crit could be fitted")
     switch = " -> ".join(f"{b} from {e:,}" if e else str(b) for e, b in answer["proposal"])
     return f"branch: {rise}; proposed schedule {switch} examples | {answer['branch_json']}"
+
+
+def add_grid_cost(doc: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Once the grid has run (--verify): its fixed cells' training seconds beside branching's."""
+    grid = [r for r in records if r.get("status") == "done" and not r["settings"]["train"].get("batch_schedule")
+            and r["settings"]["train"]["seed"] in doc["plan"]["seeds"]]
+    seconds = sum((r["summary"].get("train_seconds") or 0) + (r["summary"].get("warmup_seconds") or 0) for r in grid)
+    doc["cost"] |= {"grid_train_seconds": seconds, "grid_cells_done": len(grid),
+                    "share_of_grid_seconds": doc["cost"]["train_seconds"] / seconds if seconds else None}
+    return doc
 
 
 def write(sweep_dir: Path, doc: dict[str, Any]) -> Path:

@@ -242,7 +242,7 @@ def time_to_target(d: FigureData) -> Figure | None:
                   "rate. Bars: the 90% interval (Student's t over seeds; with one seed, the crossing's standard "
                   "error and timing only). Red ring: the "
                   "sweet spot, the lowest point among accurate enough batch sizes; orange: tied with it; grey x: "
-                  "never reached the target.", _encode(fig), table)
+                  "never reached the target." + ramps.caption(d.ramps), _encode(fig), table)
 
 
 def steps_to_target(d: FigureData) -> Figure | None:

@@ -15,6 +15,11 @@ def draw(ax, ramps: list[dict]) -> None:
             ax.axhspan(ramp["time_low_s"], ramp["time_high_s"], color=colour, alpha=0.12)
 
 
+def caption(ramps: list[dict]) -> str:
+    return (" Dashed: a batch-size ramp (train.batch_schedule), its training clock at the crossing, warm-up out; "
+            "band: its 95% interval over seeds." if ramps else "")
+
+
 def _span(value: float | None, low: float | None, high: float | None, digits: str = ".3g") -> str:
     if value is None:
         return "not reached"

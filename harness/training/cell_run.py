@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import bisect
 import copy
-import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,11 +26,10 @@ from harness.config import CheckSettings
 from harness.plan import Cell
 from harness.quality import unit_of
 from harness.record import faults, locks, results
-from harness.record.metrics import DIAGNOSTIC_COLUMNS, STEP_NORM_COLUMNS
-from harness.training import checkpoint, diagnostics, measure, streamed, workloads
+from harness.training import checkpoint, data, diagnostics, measure, streamed, workloads
 from harness.training.checkpoint import LoopState, Window
 from harness.training.data import IndexStream, Splits, rank_slice
-from harness.training.engine import Engine, build_engine
+from harness.training.engine import build_engine
 from harness.training.evaluation import evaluate, validate
 from harness.training.preemption import StopRequest
 from harness.training.progress import Progress
@@ -171,7 +169,7 @@ class CellRun:
             state.step, state.epoch_seconds, state.epoch_joules, state.epoch_cpu_seconds = 0, 0.0, None, 0.0
             state.losses, state.epoch_input_wait = torch.zeros(steps), None
         rows = state.order[:, self.local] if sizes is None else \
-            scheduled_rows(state.order, sizes, self.accelerator.process_index, self.accelerator.num_processes)
+            data.scheduled_rows(state.order, sizes, self.accelerator.process_index, self.accelerator.num_processes)
         self.batch_at = streamed.feed(self.ctx.splits, rows, state.step, self.settings, self.accelerator, state.epoch)
         self.losses = state.losses.to(self.accelerator.device)
 
@@ -303,7 +301,7 @@ class CellRun:
         level = self.settings.train.diagnostics
         if level == "full" and not self.b_simple_affordable():
             level, self.state.b_simple_skipped = "light", self.state.b_simple_skipped + 1
-        return diagnose(self.engine, self.ctx.splits, level)
+        return diagnostics.diagnose(self.engine, self.ctx.splits, level)
 
     def b_simple_affordable(self) -> bool:
         """checks.within_budget's rule for B_simple: the first and the last epoch always; any other
@@ -398,18 +396,3 @@ class CellRun:
         self.ctx.progress.message(f"resumed {self.cell_dir.name} from its checkpoint after optimizer step "
                                   f"{state.steps_done + step:,} (epoch {state.epoch}, step {step})")
         return state
-
-
-def scheduled_rows(order: torch.Tensor, sizes: list[int], rank: int, world: int) -> list[torch.Tensor]:
-    """This rank's indices of each step of an epoch whose steps take `sizes` examples of `order`."""
-    starts = [0, *itertools.accumulate(sizes)]
-    return [order[start:start + size][rank_slice(size, rank, world)] for start, size in zip(starts, sizes)]
-
-
-def diagnose(engine: Engine, splits: Splits, level: str = "full") -> dict[str, Any]:
-    """The epoch's diagnostics at train.diagnostics' `level` (unknown where not measured);
-    identical on every rank (same weights, same probe), no reduction."""
-    found = dict.fromkeys(DIAGNOSTIC_COLUMNS) if level == "off" else diagnostics.epoch_diagnostics(
-        engine.eval_model, engine.optimizer, splits.train_x, splits.train_y, engine.workload.summed_loss,
-        b_simple=level == "full")
-    return found | (engine.norms.read_and_reset() if engine.norms is not None else dict.fromkeys(STEP_NORM_COLUMNS))

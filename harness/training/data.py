@@ -3,6 +3,7 @@ order (identical on every rank), and what a workload's own load() returns made i
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Any
 
@@ -240,3 +241,9 @@ def rank_slice(batch_size: int, rank: int, world: int) -> slice:
     """This rank's columns of a global batch: each of `world` processes takes batch_size / world."""
     per_rank = batch_size // world
     return slice(rank * per_rank, (rank + 1) * per_rank)
+
+
+def scheduled_rows(order: torch.Tensor, sizes: list[int], rank: int, world: int) -> list[torch.Tensor]:
+    """This rank's indices of each step of an epoch whose steps take `sizes` examples of `order`."""
+    starts = [0, *itertools.accumulate(sizes)]
+    return [order[start:start + size][rank_slice(size, rank, world)] for start, size in zip(starts, sizes)]

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from harness.record.metrics import DIAGNOSTIC_COLUMNS, STEP_NORM_COLUMNS
 from harness.training import batches
 from harness.training.batches import Tree
 
@@ -263,3 +264,12 @@ def first_nonfinite(accelerator, losses: torch.Tensor) -> int | None:
     bad = accelerator.reduce(bad, "sum") if accelerator.num_processes > 1 else bad
     nonzero = torch.nonzero(bad).flatten()
     return int(nonzero[0]) if len(nonzero) else None
+
+
+def diagnose(engine, splits, level: str = "full") -> dict[str, Any]:
+    """The epoch's diagnostics at train.diagnostics' `level` (unknown where not measured);
+    identical on every rank (same weights, same probe), no reduction."""
+    found = dict.fromkeys(DIAGNOSTIC_COLUMNS) if level == "off" else epoch_diagnostics(
+        engine.eval_model, engine.optimizer, splits.train_x, splits.train_y, engine.workload.summed_loss,
+        b_simple=level == "full")
+    return found | (engine.norms.read_and_reset() if engine.norms is not None else dict.fromkeys(STEP_NORM_COLUMNS))

@@ -24,8 +24,8 @@ from accelerate import Accelerator
 from harness.config import CellSettings, ModelSettings, TrainSettings
 from harness.training import data, images, measure, workloads
 from harness.training.bench import engine_loop
-from harness.training.cell_run import diagnose
 from harness.training.data import IndexStream
+from harness.training.diagnostics import diagnose
 from harness.training.engine import build_engine
 
 MOTIVATING_EPOCH_STEPS = 10_000
