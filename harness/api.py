@@ -86,7 +86,7 @@ def capacity(spec: SweepSpec | Any = None, data: Any = None, *, margin: float = 
 
 
 def branch(spec: SweepSpec | Any = None, data: Any = None, *, points: int = 6, factors: tuple[float, ...] | None = None,
-           branch_steps: int = 16, base_batch: int | None = None, threshold: float = 0.05, verify: bool = False,
+           branch_steps: int = 12, base_batch: int | None = None, threshold: float = 0.05, verify: bool = False,
            quiet: bool = True, **keywords: Any) -> dict:
     """`harness branch` on the spec's grid: B_crit over training from branches off a base run per seed,
     B_simple beside it, and the proposed batch schedule; writes and returns branch.json's document.

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 
+from harness.errors import ConfigError
 from harness.record import documents, results
 from harness.training import images
 
@@ -47,6 +48,8 @@ def branch_command(args, load_plan, train_and_report) -> tuple[int, dict | None]
     results.check_writable(sweep_dir)
     folders = images.data_folders({c.settings.dataset for c in cells}, args.data_dir)
     main_process = os.environ.get("RANK", "0") == "0"
+    if not -1 <= args.threshold < 1:
+        raise ConfigError(f"--threshold {args.threshold}: a share of time saved in [-1, 1), e.g. 0.05")
     factors = tuple(float(f) for f in args.factors.split(",")) if args.factors else branching.FACTORS
     doc = branching.branch_sweep(config, cells, sweep_dir, folders, Progress(main_process, args.quiet), args.points,
                                  factors, args.branch_steps, args.base_batch, args.threshold)

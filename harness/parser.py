@@ -193,10 +193,11 @@ def _branch(sub) -> None:
     br.add_argument("--base-batch", type=_positive, help="the base run's batch (default: the grid's second smallest)")
     br.add_argument("--factors", help="branch batch sizes as multiples of the centre batch, which follows B_crit "
                                       "(default 0.25,0.5,1,2,4)")
-    br.add_argument("--branch-steps", type=_positive, default=16,
-                    help="steps of the largest branch; every branch trains as many examples (default 16)")
+    br.add_argument("--branch-steps", type=_positive, default=12,
+                    help="steps of the largest branch; every branch trains as many examples (default 12)")
     br.add_argument("--threshold", type=float, default=0.05,
-                    help="switch only where the predicted time saved is at least this share (default 0.05)")
+                    help="switch only where the predicted time saved is at least this share (default 0.05; "
+                         "-1: at every point, to the larger batch predicted best)")
     br.add_argument("--verify", action="store_true", help="then train the proposed schedule beside the grid")
     br.add_argument("--quiet", action="store_true", help="no progress bars")
     br.add_argument("--no-report", action="store_true", help="with --verify: do not rebuild the report")

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from harness import checks
 from harness.analysis import critical
@@ -27,15 +26,17 @@ from harness.config import MAX_SEED, SweepConfig
 from harness.errors import ConfigError, StopRequested
 from harness.plan import Cell
 from harness.record import results
-from harness.training import diagnostics
+from harness.training import batches, diagnostics
 from harness.training.cell_run import CellRun, Course, RunContext
 from harness.training.evaluation import validate
 
 BRANCH_FILE = "branch.json"
 FACTORS = (0.25, 0.5, 1, 2, 4)  # branch batch sizes, as multiples of the centre (Plan)
 POINTS = 6
-BRANCH_STEPS = 16  # steps of the LARGEST branch; every branch trains its examples
-CHECKS = 16  # held-out loss checks along each branch
+BRANCH_STEPS = 12  # steps of the LARGEST branch; every branch trains its examples
+CHECKS = 8  # held-out loss checks along each branch
+BRANCH_VAL = 2000  # on this many validation examples
+CANDIDATES = 24  # base-run steps copied (log-spaced over its budget); the points are the nearest ones
 HELD = {"schedule": "constant", "lr_warmup_steps": 0, "lr_warmup_fraction": 0.0, "lr_final_fraction": 0.0}
 
 
@@ -47,7 +48,7 @@ class Plan:
 
     base_batch: int
     factors: tuple[float, ...]  # branch batch sizes, as multiples of the centre
-    points: tuple[int, ...]  # base steps where branches start
+    points: int  # branch points per base run, log-spaced up to its horizon
     branch_steps: int  # the largest branch's steps; every branch at a point trains as many examples
     seeds: tuple[int, ...]
     max_batch: int  # no branch above the grid's largest batch
@@ -74,11 +75,8 @@ def make_plan(cells: list[Cell], n_train: int, points: int = POINTS, factors=FAC
               base_batch: int | None = None, processes: int = 1) -> Plan:
     grid = sorted({c.batch_size for c in cells})
     base = base_batch or (grid[1] if len(grid) > 1 else grid[0])
-    first = min(cells, key=lambda c: abs(c.batch_size - base)).settings.sized(n_train)
-    total = first.model_copy(update={"train": first.train.model_copy(update={"batch_size": base})}) \
-        .sized(n_train).total_steps
     seeds = tuple(sorted({c.settings.train.seed for c in cells}))
-    spec = Plan(base_batch=base, factors=tuple(factors), points=log_points(total, points), branch_steps=branch_steps,
+    spec = Plan(base_batch=base, factors=tuple(factors), points=points, branch_steps=branch_steps,
                 seeds=seeds, max_batch=max(grid[-1], base), processes=processes)
     if base not in spec.around(base) or len(spec.around(base)) < 3:
         raise ConfigError(f"harness branch: base batch {base} with --factors gives {list(spec.around(base))}; need "
@@ -87,25 +85,10 @@ def make_plan(cells: list[Cell], n_train: int, points: int = POINTS, factors=FAC
     return spec
 
 
-def log_points(horizon: int, count: int) -> tuple[int, ...]:
-    """`count` log-spaced base steps from horizon / 64 (at least 10) to the horizon."""
-    return tuple(sorted({int(s) for s in np.geomspace(max(10, horizon / 64), max(horizon, 11), count).round()}))
-
-
-def steps_to_target(base: Cell, ctx: RunContext, target: float) -> tuple[int | None, int, float]:
-    """The base run's first check (the grid's check schedule, every check run) at the target (or
-    None), the steps it ran and their training seconds."""
-    settings = base.settings.sized(ctx.splits.n_train)
-    metric = settings.workload.quality
-    hit = lambda run: bool(run.state.evals) and metric.reached(run.state.evals[-1]["val_accuracy"], target)  # noqa: E731
-    course = Course(ends=tuple(checks.for_cell(settings, ctx.checks)), warmup_steps=settings.train.untimed_steps,
-                    cap_steps=settings.total_steps, records=False, done=hit)
-    run = CellRun(base, ctx, course)
-    status, _ = run.run()
-    if status == "preempted":
-        raise StopRequested(f"{ctx.stop.signal_name} received during the base run; branch keeps nothing: run it again")
-    seconds = sum(w.seconds + w.warmup_seconds for w in run.windows)
-    return (run.state.global_step if hit(run) else None), run.state.global_step, seconds
+def log_points(horizon: int, count: int, first: float | None = None) -> tuple[int, ...]:
+    """`count` log-spaced base steps from `first` (default horizon / 64, at least 10) to the horizon."""
+    start = first or max(10, horizon / 64)
+    return tuple(sorted({int(s) for s in np.geomspace(start, max(horizon, start + 1), count).round()}))
 
 
 def with_settings(cell: Cell, **train: Any) -> Cell:
@@ -114,39 +97,60 @@ def with_settings(cell: Cell, **train: Any) -> Cell:
     return dataclasses.replace(cell, id=f"{cell.id}-branch", settings=settings)
 
 
-def base_run(base: Cell, ctx: RunContext, spec: Plan, progress) -> list[dict[str, Any]]:
-    """The base run to the last point, branching at each: one record per point."""
-    found: list[dict[str, Any]] = []
-    centre = [spec.base_batch]
+def base_run(base: Cell, ctx: RunContext, spec: Plan, target: float, progress) -> dict[str, Any]:
+    """One pass of the base run, on the grid's check schedule, to its first check at the target (its
+    horizon; else to its end), copying its weights and optimizer state at log-spaced candidate steps
+    (held in memory); then branches from the candidates nearest `spec.points` log-spaced points up
+    to the horizon. Its record: the horizon, its seconds, and one entry per point."""
+    settings = base.settings.sized(ctx.splits.n_train)
+    metric = settings.workload.quality
+    candidates = set(log_points(settings.total_steps, CANDIDATES, first=10))
+    snapshots: dict[int, tuple] = {}
 
-    def at_point(run: CellRun) -> bool:
-        step = run.state.global_step
-        if step in spec.points and all(p["step"] != step for p in found):
-            rng = torch.get_rng_state()
-            found.append(branch_point(run, ctx, spec, len(found), spec.around(centre[0])))
-            torch.set_rng_state(rng)
-            progress.message(_point_line(found[-1]))
-            centre[0] = spec.next_centre(centre[0], found[-1]["b_crit"], found[-1]["b_crit_bound"])
-        return False
+    def at_end(run: CellRun) -> bool:
+        step, engine = run.state.global_step, run.engine
+        if step in candidates:
+            snapshots[step] = (copy.deepcopy(engine.eval_model.state_dict()),
+                               copy.deepcopy(engine.optimizer.state_dict()), engine.learning_rate(),
+                               run.plan.examples_before(step))
+        last = run.state.evals[-1] if run.state.evals else None
+        return last is not None and last["step"] == step and metric.reached(last["val_accuracy"], target)
 
-    course = Course(ends=spec.points, warmup_steps=base.settings.train.untimed_steps, cap_steps=spec.points[-1],
-                    validates=False, records=False, done=at_point)
-    run = CellRun(base, ctx, course)
+    ends = tuple(sorted(set(checks.for_cell(settings, ctx.checks)) | candidates))
+    run = CellRun(base, ctx, Course(ends=ends, warmup_steps=settings.train.untimed_steps,
+                                    cap_steps=settings.total_steps, records=False, done=at_end))
     status, _ = run.run()
     if status == "preempted":
         raise StopRequested(f"{ctx.stop.signal_name} received during the base run; branch keeps nothing: run it again")
-    found_seconds = sum(w.seconds + w.warmup_seconds for w in run.windows)
-    for point in found:
-        point["base_seconds"] = found_seconds
-    return found
+    horizon = run.state.global_step
+    chosen = sorted({min(snapshots, key=lambda s: abs(np.log(s / p))) for p in log_points(horizon, spec.points)})
+    found, centre, held_out = [], spec.base_batch, branch_context(ctx)
+    for index, step in enumerate(chosen):
+        found.append(branch_point(run, held_out, spec, index, spec.around(centre), step, snapshots.pop(step)))
+        progress.message(_point_line(found[-1]))
+        centre = spec.next_centre(centre, found[-1]["b_crit"], found[-1]["b_crit_bound"])
+    return {"reached_target": run.stopped_by_rule, "horizon_step": horizon,
+            "horizon_examples": run.plan.examples_before(horizon), "snapshots_taken": len(snapshots) + len(found),
+            "seconds": sum(w.seconds + w.warmup_seconds for w in run.windows),
+            "check_seconds": sum(e["check_seconds"] for e in run.state.evals), "points": found}
 
 
-def branch_point(run: CellRun, ctx: RunContext, spec: Plan, index: int, batches: tuple[int, ...]) -> dict[str, Any]:
-    """Every branch from the base run's weights and optimizer state at this step."""
+def branch_context(ctx: RunContext) -> RunContext:
+    """Branches are checked on the first BRANCH_VAL validation examples (all of them, every check):
+    each point compares its branches on the same examples, so fewer of them cost less and stay fair."""
+    splits = ctx.splits
+    part = slice(0, min(BRANCH_VAL, splits.n_val))
+    fewer = dataclasses.replace(splits, val_x=batches.take(splits.val_x, part), val_y=batches.take(splits.val_y, part))
+    return dataclasses.replace(ctx, splits=fewer, checks=ctx.checks.model_copy(update={"budget": None}))
+
+
+def branch_point(run: CellRun, ctx: RunContext, spec: Plan, index: int, batches: tuple[int, ...], step: int,
+                 snapshot: tuple) -> dict[str, Any]:
+    """Every branch from the base run's weights and optimizer state at `step` (its snapshot, loaded
+    into the finished base run's model to measure the held-out loss and B_simple there)."""
+    weights, state, rate, examples = snapshot
     engine, splits = run.engine, ctx.splits
-    weights = copy.deepcopy(engine.eval_model.state_dict())
-    state = copy.deepcopy(engine.optimizer.state_dict())
-    rate = engine.learning_rate()
+    engine.eval_model.load_state_dict(weights)
     before = validate(engine.eval_model, splits, ctx.accelerator, engine.workload)[1] / splits.n_val
     noise = diagnostics.noise_scale(engine.eval_model, *splits.train_prefix(diagnostics.NOISE_IMAGES),
                                     engine.workload.summed_loss)["noise_scale"]
@@ -158,11 +162,10 @@ def branch_point(run: CellRun, ctx: RunContext, spec: Plan, index: int, batches:
         branches.append(one_branch(run.cell, ctx, batch, spec.examples(batches) // batch, weights, state, lr,
                                    seed) | {"learning_rate": lr})
     for b in branches:
-        b["improvement"] = [[examples, before - loss] for examples, loss in b.pop("val_losses")]
+        b["improvement"] = [[seen, before - loss] for seen, loss in b.pop("val_losses")]
     fit = critical.fit_point({b["batch_size"]: b["improvement"] for b in branches})
-    return {"step": run.state.global_step, "examples": run.plan.examples_before(run.state.global_step),
-            "val_loss": before, "learning_rate": rate, "b_simple": noise, "branches": branches,
-            "branch_examples": spec.examples(batches),
+    return {"step": step, "examples": examples, "val_loss": before, "learning_rate": rate, "b_simple": noise,
+            "branches": branches, "branch_examples": spec.examples(batches),
             "b_crit": fit.b_crit, "b_crit_bound": fit.bound, "fit_low": fit.low, "fit_high": fit.high,
             "target_improvement": fit.target, "examples_needed": fit.examples_needed,
             "e_over_e_min": fit.e_over_e_min, "s_over_s_min": fit.s_over_s_min}
@@ -204,50 +207,58 @@ def _point_line(point: dict[str, Any]) -> str:
             f"{point['branch_examples']:,} examples each)")
 
 
-def summarize(spec: Plan, by_seed: dict[int, list[dict[str, Any]]], threshold: float) -> dict[str, Any]:
-    """B_crit(t) over seeds, the seconds per example of each batch, and the proposed schedule."""
+def summarize(spec: Plan, by_seed: dict[int, dict[str, Any]], threshold: float) -> dict[str, Any]:
+    """B_crit(t) over seeds (point i of every seed: each seed's points lie up to its own horizon),
+    the seconds per example of each batch, and the proposed schedule."""
     table = []
-    for i, step in enumerate(spec.points):
-        points = [runs[i] for runs in by_seed.values() if i < len(runs)]
+    for i in range(max(len(run["points"]) for run in by_seed.values())):
+        points = [run["points"][i] for run in by_seed.values() if i < len(run["points"])]
         crit = critical.across_seeds([p["b_crit"] for p in points])
         simple = [p["b_simple"] for p in points if p["b_simple"] is not None]
-        bounds = sorted({p["b_crit_bound"] for p in points if p["b_crit_bound"]})
         one = points[0] if len(points) == 1 else None
-        table.append({"step": step, "examples": points[0]["examples"], **crit,
+        table.append({"step": int(np.median([p["step"] for p in points])),
+                      "examples": int(np.median([p["examples"] for p in points])), **crit,
                       "low": crit["low"] if one is None else one["fit_low"],
                       "high": crit["high"] if one is None else one["fit_high"],
                       "interval": "t over seeds (log)" if one is None else "the fit's (one seed, delta method)",
-                      "bounds": bounds, "b_simple": float(np.median(simple)) if simple else None})
+                      "bounds": sorted({p["b_crit_bound"] for p in points if p["b_crit_bound"]}),
+                      "b_simple": float(np.median(simple)) if simple else None})
     per_example: dict[int, list[float]] = {}
-    for runs in by_seed.values():
-        for point in runs:
-            for b in point["branches"]:
-                if b["seconds_per_example"] is not None:
-                    per_example.setdefault(b["batch_size"], []).append(b["seconds_per_example"])
+    for run in by_seed.values():
+        for b in (b for point in run["points"] for b in point["branches"] if b["seconds_per_example"] is not None):
+            per_example.setdefault(b["batch_size"], []).append(b["seconds_per_example"])
     seconds = {b: float(np.median(v)) for b, v in per_example.items()}
-    proposal = critical.propose([(row["examples"], row["b_crit"]) for row in table], spec.base_batch,
-                                sorted(seconds), seconds, threshold)
+    proposal = critical.propose([(row["examples"], row["b_crit"] or _bound(row["bounds"])) for row in table],
+                                spec.base_batch, sorted(seconds), seconds, threshold)
     return {"b_crit": table, "seconds_per_example": {str(b): s for b, s in sorted(seconds.items())},
             "proposal": proposal, "threshold": threshold}
 
 
-def cost(by_seed: dict[int, list[dict[str, Any]]], spec: Plan, cells: list[Cell], n_train: int,
-         wall_seconds: float, first_pass: list[tuple[int, float]]) -> dict[str, Any]:
-    """What branching trained (the base runs' first pass to the target, their second to the horizon,
-    every branch), against the grid's cells of the same seeds (in examples)."""
-    branch_examples = sum(len(p["branches"]) * p["branch_examples"] for runs in by_seed.values() for p in runs)
-    base_examples = sum(examples for examples, _ in first_pass)
-    for runs in by_seed.values():
-        base_examples += runs[-1]["examples"] if runs else 0
+def _bound(bounds: list[str]) -> float | None:
+    """Where no seed gave a number, the proposal reads a bound as its value: 'above 512' as 512."""
+    values = [float(b.split()[1]) for b in bounds if len(b.split()) == 2 and b.split()[1].isdigit()]
+    return min(values) if values else None
+
+
+def cost(by_seed: dict[int, dict[str, Any]], spec: Plan, cells: list[Cell], n_train: int,
+         wall_seconds: float) -> dict[str, Any]:
+    """What branching trained (each base run to its horizon, every branch), against the grid's cells
+    of the same seeds (in examples; add_grid_cost adds seconds once the grid has run)."""
+    points = [p for run in by_seed.values() for p in run["points"]]
+    branch_examples = sum(len(p["branches"]) * p["branch_examples"] for p in points)
+    base_examples = sum(run["horizon_examples"] for run in by_seed.values())
     grid = [c for c in cells if c.settings.train.seed in spec.seeds] or cells
     grid_examples = sum(c.settings.sized(n_train).batch_plan.examples_before(c.settings.sized(n_train).total_steps)
                         for c in grid)
-    seconds = sum(runs[0]["base_seconds"] + sum(b["seconds"] for p in runs for b in p["branches"])
-                  for runs in by_seed.values() if runs) + sum(seconds for _, seconds in first_pass)
+    base_seconds = sum(run["seconds"] for run in by_seed.values())
+    branch_seconds = sum(b["seconds"] for p in points for b in p["branches"])
+    checks = sum(run["check_seconds"] for run in by_seed.values()) + \
+        sum(b["check_seconds"] for p in points for b in p["branches"])
     return {"examples": base_examples + branch_examples, "base_examples": base_examples,
             "branch_examples": branch_examples, "grid_examples": grid_examples, "grid_cells": len(grid),
             "share_of_grid_examples": (base_examples + branch_examples) / grid_examples,
-            "train_seconds": seconds, "wall_seconds": wall_seconds}
+            "base_seconds": base_seconds, "branch_seconds": branch_seconds,
+            "train_seconds": base_seconds + branch_seconds, "check_seconds": checks, "wall_seconds": wall_seconds}
 
 
 def branch_sweep(config: SweepConfig, cells: list[Cell], sweep_dir: Path, folders: dict[str, Path] | None,
@@ -267,30 +278,18 @@ def branch_sweep(config: SweepConfig, cells: list[Cell], sweep_dir: Path, folder
     splits = device_data.for_cell(first)
     spec = make_plan(cells, splits.n_train, points, factors, branch_steps, wanted, accelerator.num_processes)
     ctx = RunContext(accelerator=accelerator, splits=splits, progress=progress, stop=StopRequest().install(),
-                     checks=config.checks.model_copy(update={"budget": None}), environment=environment)
+                     checks=config.checks, environment=environment)
     target = config.report.target_accuracy
-    bases = {seed: with_settings(first, batch_size=spec.base_batch, batch_schedule=None, seed=seed)
-             for seed in spec.seeds}
-    first_pass = {seed: steps_to_target(base, ctx, target) for seed, base in bases.items()}
-    reached = {seed: found[0] for seed, found in first_pass.items()}
-    known = [s for s in reached.values() if s is not None]
-    horizon = int(np.median(known)) if known else spec.points[-1]
-    progress.message(f"base batch {spec.base_batch} reaches {target} at step "
-                     f"{', '.join(_number(s) for s in reached.values())} (seeds {list(spec.seeds)}): branch points up "
-                     f"to step {horizon:,}")
-    spec = dataclasses.replace(spec, points=log_points(horizon, points))
     by_seed = {}
     for seed in spec.seeds:
-        progress.message(f"base run at batch {spec.base_batch}, seed {seed}: branches at steps "
-                         f"{', '.join(f'{s:,}' for s in spec.points)}, at {len(spec.factors)} batch sizes around "
-                         f"B_crit")
-        by_seed[seed] = base_run(bases[seed], ctx, spec, progress)
+        progress.message(f"base run at batch {spec.base_batch}, seed {seed}, to {target}: then {spec.points} "
+                         f"branch points, {len(spec.factors)} batch sizes around B_crit each")
+        base = with_settings(first, batch_size=spec.base_batch, batch_schedule=None, seed=seed)
+        by_seed[seed] = base_run(base, ctx, spec, target, progress)
     doc = {"kind": "branch", "config": config.model_dump(mode="json"), "plan": dataclasses.asdict(spec),
-           "runs": {str(seed): runs for seed, runs in by_seed.items()}, **summarize(spec, by_seed, threshold),
-           "cost": cost(by_seed, spec, cells, splits.n_train, time.perf_counter() - began,
-                        [(steps * spec.base_batch, seconds) for _, steps, seconds in first_pass.values()]),
-           "environment": environment, "base_cell": first.id, "target": target,
-           "base_steps_to_target": {str(s): v for s, v in reached.items()}}
+           "runs": {str(seed): run for seed, run in by_seed.items()}, **summarize(spec, by_seed, threshold),
+           "cost": cost(by_seed, spec, cells, splits.n_train, time.perf_counter() - began),
+           "environment": environment, "base_cell": first.id, "target": target}
     if accelerator.is_main_process:
         write(sweep_dir, doc)
     accelerator.wait_for_everyone()
