@@ -213,7 +213,10 @@ def summarize(spec: Plan, by_seed: dict[int, dict[str, Any]], threshold: float) 
     table = []
     for i in range(max(len(run["points"]) for run in by_seed.values())):
         points = [run["points"][i] for run in by_seed.values() if i < len(run["points"])]
-        crit = critical.across_seeds([p["b_crit"] for p in points])
+        # a seed whose fit gave a bound counts at the bound ('above 512' as 512): left out, the
+        # seeds that saw the curve alone would pull B_crit down where the others saw it beyond the branches
+        crit = critical.across_seeds([p["b_crit"] or _bound([p["b_crit_bound"] or ""]) for p in points])
+        crit["fitted"] = sum(p["b_crit"] is not None for p in points)
         simple = [p["b_simple"] for p in points if p["b_simple"] is not None]
         one = points[0] if len(points) == 1 else None
         table.append({"step": int(np.median([p["step"] for p in points])),
