@@ -324,7 +324,8 @@ def ramp_cells(config: SweepConfig, cells: list[Cell], doc: dict[str, Any]) -> l
                                                        "batch_size": base, "batch_schedule_unit": "examples"})
         settings = type(cell.settings).model_validate(cell.settings.model_copy(update={"train": train}).model_dump())
         cid = plan.cell_id(settings, list(config.sweep), "ramp", cell.workload)
-        out.append(dataclasses.replace(cell, id=cid, settings=settings, index=len(cells) + len(out)))
+        out.append(dataclasses.replace(cell, id=cid, settings=settings, index=len(cells) + len(out),
+                                       swept={**cell.swept, "variant": "ramp"}))
     return out
 
 
