@@ -110,6 +110,7 @@ def branch(spec: SweepSpec | Any = None, data: Any = None, *, points: int = 6, f
         cells = spec.cells + ramps
         run_sweep(spec.config, cells, spec.sweep_dir, _folders(spec), quiet=quiet, all_cells=cells)
         build_report([spec.sweep_dir], spec.sweep_dir / "report.html")
+        branching.record_grid_cost(spec.sweep_dir, doc)
         found = collect([spec.sweep_dir])
         doc["verified"] = answer(found, (found.cells["source"].iloc[0], found.cells["sweep"].iloc[0])).ramps
     return doc

@@ -63,6 +63,5 @@ def branch_command(args, load_plan, train_and_report) -> tuple[int, dict | None]
         return 0, answer
     verified = train_and_report(config, cells + ramps, cells + ramps, sweep_dir, folders, args)
     if main_process:  # the grid's cost is known now
-        records = [results.read_result(p.parent) for p in sorted(sweep_dir.glob("*/result.json"))]
-        branching.write(sweep_dir, branching.add_grid_cost(doc, [r for r in records if r]))
+        branching.record_grid_cost(sweep_dir, doc)
     return verified.code, verified.answer or answer

@@ -6,14 +6,16 @@ proposes a schedule that validates, and --verify trains it beside the grid into 
 
 from __future__ import annotations
 
+import json
 import math
 
 import pandas as pd
 import pytest
-from conftest import harness, read_json, write_config
+from conftest import DATA_DIR, harness, read_json, write_config
 
 from harness.analysis import critical, schedules
 from harness.config import TrainSettings
+from harness.record.results import finite_or_null
 from harness.report import ramps
 
 
@@ -103,3 +105,18 @@ def test_branch_on_mnist_proposes_a_schedule_and_verify_trains_it_beside_the_gri
     page = (tmp_path / "r" / "br" / "report.html").read_text()
     assert "Batch-size ramps against the fixed batch sizes" in page and "Dashed: a batch-size ramp" in page
     assert read_json(tmp_path / "r" / "br" / "branch.json")["cost"]["grid_train_seconds"] > 0
+
+
+@pytest.mark.slow
+def test_branch_from_python_writes_and_returns_branch_json(tmp_path):
+    import harness
+
+    config = write_config(tmp_path, {
+        "name": "py", "train": {"epochs": 1, "images_per_epoch": 4096, "untimed_steps": 2, "diagnostics": "off"},
+        "sweep": {"train.batch_size": [16, 32, 64]}, "report": {"target_accuracy": 0.8}})
+    spec = harness.SweepSpec.from_config(str(config), results_dir=tmp_path / "r", data_dir=DATA_DIR)
+    doc = harness.branch(spec, points=2, branch_steps=4)
+    written = read_json(tmp_path / "r" / "py" / "branch.json")
+    assert json.loads(json.dumps(finite_or_null(doc))) == written  # what it returns is what it wrote
+    assert doc["plan"]["base_batch"] == 32 and len(doc["b_crit"]) == 2 and doc["proposal"][0] == [0, 32]
+    assert not list((tmp_path / "r" / "py").glob("*/result.json"))  # branching writes no cell result

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.analysis.stats import t_quantile
+from harness.analysis.stats import geometric_interval, t_quantile
 
 REACH = 0.7  # the common progress: this share of the smallest improvement any branch made by its end
 BEYOND = 4  # a B_crit further than this factor outside the branch batches is given as a bound
@@ -81,17 +81,11 @@ def fit_point(curves: dict[int, list[tuple[int, float]]]) -> PointFit:
 
 
 def across_seeds(values: list[float | None]) -> dict[str, float | int | None]:
-    """B_crit at one point over seeds: the geometric mean and a 95% t-interval of log B_crit (seeds
-    whose fit gave a bound are counted out and said: `fitted` of `seeds`)."""
-    finite = np.log([v for v in values if v is not None and v > 0])
-    out = {"seeds": len(values), "fitted": len(finite), "b_crit": None, "low": None, "high": None}
-    if len(finite) == 0:
-        return out
-    out["b_crit"] = float(np.exp(finite.mean()))
-    if len(finite) >= 2:
-        half = t_quantile(0.975, len(finite) - 1) * finite.std(ddof=1) / math.sqrt(len(finite))
-        out["low"], out["high"] = float(np.exp(finite.mean() - half)), float(np.exp(finite.mean() + half))
-    return out
+    """B_crit at one point over seeds: the geometric mean and a 95% t-interval of log B_crit; `fitted`
+    of `seeds` gave a value."""
+    mean, low, high = geometric_interval(values)
+    return {"seeds": len(values), "fitted": sum(v is not None and v > 0 for v in values), "b_crit": mean,
+            "low": low, "high": high}
 
 
 def gain(b_crit: float, old: int, new: int, seconds_per_example: dict[int, float]) -> float:

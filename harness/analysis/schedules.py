@@ -16,9 +16,7 @@ import numpy as np
 import pandas as pd
 
 from harness import batch_plan
-from harness.analysis.stats import t_quantile
-
-KEY = ["source", "sweep", "cell_id"]
+from harness.analysis.stats import geometric_interval
 
 
 def schedule_of(settings: dict) -> str | None:
@@ -31,31 +29,19 @@ def schedule_of(settings: dict) -> str | None:
 
 
 def clock_to_target(cells: pd.DataFrame, checks: pd.DataFrame) -> pd.Series:
-    """Per cell: the training clock (warm-up out) at its fitted steps to target, from its checks."""
+    """Per cell: the training clock at its fitted steps to target, interpolated over its checks, the
+    warm-up left out where the clock has passed it (checks come from one sweep: by cell id)."""
+    by_cell = dict(tuple(checks.sort_values("step").groupby("cell_id"))) if not checks.empty else {}
     out = {}
     for row in cells.itertuples():
-        step = getattr(row, "steps_to_target", math.nan)
-        mine = checks[checks["cell_id"] == row.cell_id] if not checks.empty else checks
-        if mine.empty or not np.isfinite(step):
+        mine, step = by_cell.get(row.cell_id), getattr(row, "steps_to_target", math.nan)
+        if mine is None or not np.isfinite(step):
             out[row.Index] = math.nan
             continue
-        mine = mine.sort_values("step")
-        clock = np.interp(step, [0.0, *mine["step"]], [0.0, *mine["train_seconds"]])
-        out[row.Index] = float(clock) - float(row.warmup_seconds or 0.0) if clock > (row.warmup_seconds or 0) \
-            else float(clock)
+        clock = float(np.interp(step, [0.0, *mine["step"]], [0.0, *mine["train_seconds"]]))
+        warm = float(row.warmup_seconds or 0.0)
+        out[row.Index] = clock - warm if clock > warm else clock
     return pd.Series(out, dtype=float)
-
-
-def spread(values) -> tuple[float | None, float | None, float | None]:
-    """Geometric mean and 95% t-interval over seeds (None where fewer than 2 for the interval)."""
-    logs = np.log([v for v in values if v is not None and np.isfinite(v) and v > 0])
-    if not len(logs):
-        return None, None, None
-    mean = float(np.exp(logs.mean()))
-    if len(logs) < 2:
-        return mean, None, None
-    half = t_quantile(0.975, len(logs) - 1) * logs.std(ddof=1) / math.sqrt(len(logs))
-    return mean, float(np.exp(logs.mean() - half)), float(np.exp(logs.mean() + half))
 
 
 def compare(cells: pd.DataFrame, checks: pd.DataFrame) -> list[dict]:
@@ -71,16 +57,16 @@ def compare(cells: pd.DataFrame, checks: pd.DataFrame) -> list[dict]:
         if (fixed["variant"] == variant).any() or fixed["variant"].nunique() > 1:  # a ramp variant: the fixed one
             fixed = fixed[fixed["variant"] == variant]
         best = _best_fixed(fixed)
-        time, time_low, time_high = spread(ramp["clock_to_target_s"])
-        steps, steps_low, steps_high = spread(ramp["steps_to_target"])
+        time, time_low, time_high = geometric_interval(ramp["clock_to_target_s"])
+        steps, steps_low, steps_high = geometric_interval(ramp["steps_to_target"])
         row = {"variant": variant, "schedule": schedule, "seeds": len(ramp),
                "reached": int(ramp["clock_to_target_s"].notna().sum()), "time_s": time, "time_low_s": time_low,
                "time_high_s": time_high, "steps": steps, "steps_low": steps_low, "steps_high": steps_high,
                "best_batch": None, "saving": None, "beats": False}
         if best is not None:
             batch, group = best
-            b_time, b_low, b_high = spread(group["clock_to_target_s"])
-            b_steps, b_steps_low, b_steps_high = spread(group["steps_to_target"])
+            b_time, b_low, b_high = geometric_interval(group["clock_to_target_s"])
+            b_steps, b_steps_low, b_steps_high = geometric_interval(group["steps_to_target"])
             row |= {"best_batch": int(batch), "best_seeds": len(group), "best_time_s": b_time, "best_time_low_s": b_low,
                     "best_time_high_s": b_high, "best_steps": b_steps, "best_steps_low": b_steps_low,
                     "best_steps_high": b_steps_high}
@@ -97,7 +83,7 @@ def _best_fixed(fixed: pd.DataFrame) -> tuple[int, pd.DataFrame] | None:
     for (batch, _), group in fixed.groupby(["batch_size", "learning_rate"]):
         if group["clock_to_target_s"].isna().any():
             continue
-        mean = spread(group["clock_to_target_s"])[0]
+        mean = geometric_interval(group["clock_to_target_s"])[0]
         if mean is not None and (best is None or mean < best[0]):
             best = (mean, batch, group)
     return None if best is None else (best[1], best[2])

@@ -194,6 +194,19 @@ def seeds_needed(times_a: list[float], times_b: list[float]) -> int | None:
     return min(MAX_SEEDS + 1, max(2, int(np.ceil(2 * Z_POWER**2 * pooled / gap**2))))
 
 
+def geometric_interval(values) -> tuple[float | None, float | None, float | None]:
+    """Over seeds: the geometric mean of the positive finite values and the 95% Student's t interval
+    of their logs (n - 1 degrees of freedom); None where there is none, no interval below 2 values."""
+    logs = np.log([v for v in values if v is not None and np.isfinite(v) and v > 0])
+    if not len(logs):
+        return None, None, None
+    mean = float(np.exp(logs.mean()))
+    if len(logs) < 2:
+        return mean, None, None
+    half = t_quantile(0.975, len(logs) - 1) * logs.std(ddof=1) / math.sqrt(len(logs))
+    return mean, float(np.exp(logs.mean() - half)), float(np.exp(logs.mean() + half))
+
+
 def t_quantile(p: float, df: float) -> float:
     """Student's t quantile (scipy is not a dependency): bisection on the CDF, integrated from the
     density on a fine grid. Accurate to ~1e-4 for df >= 1, plenty for an interval's width."""

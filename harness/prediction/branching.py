@@ -71,10 +71,16 @@ class Plan:
         return min(max(wanted, centre), max(highest, centre))
 
 
-def make_plan(cells: list[Cell], n_train: int, points: int = POINTS, factors=FACTORS, branch_steps: int = BRANCH_STEPS,
+def base_batch_of(cells: list[Cell], given: int | None) -> int:
+    """The base run's batch: `given` (--base-batch), else the grid's second smallest."""
+    grid = sorted({c.batch_size for c in cells})
+    return given or (grid[1] if len(grid) > 1 else grid[0])
+
+
+def make_plan(cells: list[Cell], points: int = POINTS, factors=FACTORS, branch_steps: int = BRANCH_STEPS,
               base_batch: int | None = None, processes: int = 1) -> Plan:
     grid = sorted({c.batch_size for c in cells})
-    base = base_batch or (grid[1] if len(grid) > 1 else grid[0])
+    base = base_batch_of(cells, base_batch)
     seeds = tuple(sorted({c.settings.train.seed for c in cells}))
     spec = Plan(base_batch=base, factors=tuple(factors), points=points, branch_steps=branch_steps,
                 seeds=seeds, max_batch=max(grid[-1], base), processes=processes)
@@ -273,13 +279,12 @@ def branch_sweep(config: SweepConfig, cells: list[Cell], sweep_dir: Path, folder
 
     began = time.perf_counter()
     refuse(cells)
-    grid = sorted({c.batch_size for c in cells})
-    wanted = base_batch or (grid[1] if len(grid) > 1 else grid[0])
+    wanted = base_batch_of(cells, base_batch)
     first = min(cells, key=lambda c: (abs(c.batch_size - wanted), c.settings.train.seed))
     accelerator = make_accelerator(config, [first], sweep_dir)
     device_data, environment = load_data(accelerator, folders, [first])
     splits = device_data.for_cell(first)
-    spec = make_plan(cells, splits.n_train, points, factors, branch_steps, wanted, accelerator.num_processes)
+    spec = make_plan(cells, points, factors, branch_steps, wanted, accelerator.num_processes)
     ctx = RunContext(accelerator=accelerator, splits=splits, progress=progress, stop=StopRequest().install(),
                      checks=config.checks, environment=environment)
     target = config.report.target_accuracy
@@ -365,6 +370,13 @@ def line(answer: dict[str, Any]) -> str:
     return f"branch: {rise}; proposed schedule {switch} examples | {answer['branch_json']}"
 
 
+def record_grid_cost(sweep_dir: Path, doc: dict[str, Any]) -> dict[str, Any]:
+    """After --verify (the command's or harness.branch's): branch.json gains the grid's cost."""
+    records = [results.read_result(p.parent) for p in sorted(sweep_dir.glob("*/result.json"))]
+    write(sweep_dir, add_grid_cost(doc, [r for r in records if r]))
+    return doc
+
+
 def add_grid_cost(doc: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, Any]:
     """Once the grid has run (--verify): its fixed cells' training seconds beside branching's."""
     grid = [r for r in records if r.get("status") == "done" and not r["settings"]["train"].get("batch_schedule")
@@ -376,9 +388,6 @@ def add_grid_cost(doc: dict[str, Any], records: list[dict[str, Any]]) -> dict[st
 
 
 def write(sweep_dir: Path, doc: dict[str, Any]) -> Path:
-    import json
-
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    path = sweep_dir / BRANCH_FILE
-    results.write_atomic(path, json.dumps(results.finite_or_null(doc), indent=2) + "\n")
-    return path
+    results.write_document(sweep_dir / BRANCH_FILE, doc)
+    return sweep_dir / BRANCH_FILE

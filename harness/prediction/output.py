@@ -3,7 +3,6 @@ few lines that end the command."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ def write(sweep_dir: Path, doc: dict[str, Any], vouched: bool = True) -> Path:
     path = sweep_dir / "predict.json"
     if not vouched and _has_sweet_spot(path):
         path = sweep_dir / "predict.doubted.json"
-    results.write_atomic(path, json.dumps(results.finite_or_null(doc), indent=2) + "\n")
+    results.write_document(path, doc)
     return path
 
 

@@ -10,7 +10,6 @@ same statistics.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -71,7 +70,7 @@ def retime(sweep_dir: Path, folders: dict[str, Path] | None, progress: Progress)
     doc = {"schema_version": documents.RETIME_SCHEMA_VERSION, "sweep": config.name, "created_utc": results.utc_now(),
            "environment": environment, "timings": timings}
     if accelerator.is_main_process:
-        results.write_atomic(sweep_dir / "retime.json", json.dumps(results.finite_or_null(doc), indent=2) + "\n")
+        results.write_document(sweep_dir / "retime.json", doc)
     accelerator.wait_for_everyone()
     return doc
 

@@ -116,6 +116,11 @@ def write_result(cell_dir: Path, result: dict[str, Any]) -> None:
     write_atomic(cell_dir / "result.json", json.dumps(finite_or_null(result), indent=2, allow_nan=False) + "\n")
 
 
+def write_document(path: Path, doc: dict[str, Any]) -> None:
+    """A sweep's JSON document (predict.json, retime.json, branch.json): strict JSON, atomic."""
+    write_atomic(path, json.dumps(finite_or_null(doc), indent=2) + "\n")
+
+
 def finite_or_null(value: Any) -> Any:
     """NaN and infinity become null: strict JSON, and a non-number is not a measurement."""
     if isinstance(value, float) and not math.isfinite(value):
