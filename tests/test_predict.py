@@ -290,7 +290,9 @@ def test_a_target_no_short_run_reaches_stops_says_so_and_keeps_what_was_measured
     assert "raise predict's cap with --set predict.short_run_cap=6" in proc.stderr and "predict.json" in proc.stderr
     doc = read_json(tmp_path / "r" / "small" / "predict.json")
     assert doc["fit"] is None and doc["failure"] and len(doc["short_runs"]) == 3 and len(doc["timing"]) == 3
-    assert [d["kind"] for d in doc["doubts"]] == ["cap"] and doc["inputs"]["short_run_cap"] == 3.0
+    # a busy machine adds its own doubt (disturbed_timing); the cap's is there either way
+    kinds = [d["kind"] for d in doc["doubts"]]
+    assert kinds[0] == "cap" and set(kinds[1:]) <= {"disturbed_timing"} and doc["inputs"]["short_run_cap"] == 3.0
     assert [(r["steps_done"], r["cap_steps"]) for r in doc["short_runs"]] == [(120, 120), (60, 60), (30, 30)]
     assert not list((tmp_path / "r").rglob("result.json"))
 
