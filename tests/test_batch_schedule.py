@@ -65,6 +65,12 @@ def test_a_ramp_cell_moves_its_rate_at_the_switch_and_resumes_across_it_exactly(
     assert min(rates) < 60 < max(rates) == 95
     images = {int(c["step"]): int(c["images_seen"]) for c in checks}
     assert all(images[s] == (32 * s if s <= 60 else 1920 + 128 * (s - 60)) for s in images)
+    # harness retime times both of the ramp's batches (its settings, each batch fixed), no training
+    retimed = harness("retime", str(tmp_path / "whole" / "ramp"), timeout=900)
+    assert retimed.returncode == 0, retimed.stderr[-2000:]
+    timings = read_json(tmp_path / "whole" / "ramp" / "retime.json")["timings"]
+    assert [t["batch_size"] for t in timings] == [32, 128] and all(t["seconds_per_step"] > 0 for t in timings)
+    assert {t["cell_id"] for t in timings} == {f"{cell.name}-at-32", f"{cell.name}-at-128"}
     stopped = harness("run", "--config", config, "--results-dir", str(tmp_path / "cut"), "--no-report",
                       env={"HARNESS_FAULT": "usr1@50"})  # ten steps before the switch
     assert stopped.returncode == 3, stopped.stderr[-3000:]

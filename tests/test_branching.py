@@ -60,6 +60,7 @@ def ramp_frames(ramp_times: list[float], fixed_times: dict[int, list[float]]):
         cid = f"{kind}-{batch}-{i}"
         cells.append({"source": "r", "sweep": "s", "cell_id": cid, "status": "done", "variant": "",
                       "batch_size": batch, "learning_rate": 1e-3, "batch_schedule": schedule,
+                      "batch_switches": ((0, 32), (50, 128)) if schedule else None,
                       "steps_to_target": 100.0, "warmup_seconds": 0.0})
         checks += [{"source": "r", "sweep": "s", "cell_id": cid, "step": s, "train_seconds": seconds * s / 100}
                    for s in (50, 100, 200)]
@@ -75,6 +76,21 @@ def test_a_ramp_reaches_the_first_screen_only_when_faster_outside_both_intervals
     close = schedules.compare(*ramp_frames([5.0, 9.0, 7.0], {128: [8.0, 6.0, 7.5]}))
     assert not close[0]["beats"] and ramps.first_screen(close) is None
     assert "not faster outside the intervals" in ramps.words(close[0])
+
+
+def test_a_retime_of_every_batch_times_the_ramp_phase_by_phase_and_the_grid_alike():
+    """With harness retime's seconds per step for every batch the cells train at, both sides are
+    steps x re-timed seconds per step (a ramp's 50 steps at 32, then 50 at 128); the clocks are unread."""
+    frames = ramp_frames([50.0, 60.0, 55.0], {32: [1.0, 1.0, 1.0], 128: [2.0, 2.0, 2.0]})
+    retime = {"timings": [{"batch_size": 32, "seconds_per_step": 0.01}, {"batch_size": 128, "seconds_per_step": 0.03}]}
+    (row,) = schedules.compare(*frames, retime)
+    assert row["retimed"] and row["time_s"] == pytest.approx(50 * 0.01 + 50 * 0.03)
+    assert row["best_batch"] == 32 and row["best_time_s"] == pytest.approx(100 * 0.01) and row["saving"] < 0
+    assert "re-timed side by side by harness retime" in ramps.words(row)
+    # a retime that missed the ramp's batch 128: the clocks, said as such
+    (clocked,) = schedules.compare(*frames, {"timings": retime["timings"][:1]})
+    assert not clocked["retimed"] and clocked["best_time_s"] == pytest.approx(1.0, rel=0.01)
+    assert "training clock at the crossing" in ramps.words(clocked)
 
 
 @pytest.mark.slow
@@ -104,7 +120,10 @@ def test_branch_on_mnist_proposes_a_schedule_and_verify_trains_it_beside_the_gri
     assert ramped["settings"]["train"]["batch_schedule"] == proposal
     page = (tmp_path / "r" / "br" / "report.html").read_text()
     assert "Batch-size ramps against the fixed batch sizes" in page and "Dashed: a batch-size ramp" in page
-    assert read_json(tmp_path / "r" / "br" / "branch.json")["cost"]["grid_train_seconds"] > 0
+    cost = read_json(tmp_path / "r" / "br" / "branch.json")["cost"]
+    assert cost["grid_train_seconds"] > 0 and cost["grid_cells_done"] == 4
+    assert cost["grid_wall_seconds"] >= cost["grid_train_seconds"] - 4  # stamped to the second, cell by cell
+    assert cost["share_of_grid_wall"] == pytest.approx(cost["wall_seconds"] / cost["grid_wall_seconds"])
 
 
 @pytest.mark.slow

@@ -53,7 +53,7 @@ def answer(found: Collected, key: tuple[str, str], overrides: dict[str, float] |
     planned = sorted({c["swept"].get("train.batch_size") for c in plan.get("cells", [])} - {None})
     verdicts, by_batch = _verdicts(cells[~ramp], per_rate, windows, judged, lr_rule(plan), planned, quality,
                                    unit_of_records(records))
-    ramps = schedules.compare(cells, checks) if ramp.any() else []
+    ramps = schedules.compare(cells, checks, found.retimes.get(key)) if ramp.any() else []
     back = partial(oriented, quality=quality)
     return Answer(rules=rules, quality=quality, unit=unit_of_records(records), plan=plan, records=records,
                   cells=back(cells), epochs=back(epochs),

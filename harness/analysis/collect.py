@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.analysis.schedules import schedule_of
+from harness.analysis.schedules import schedule_of, switches_of
 from harness.config import flatten
 from harness.quality import Quality, unit_of
 from harness.record import documents, files
@@ -225,6 +225,7 @@ def cell_row(record: dict) -> dict:
         "error": record.get("error"),
         "batch_size": settings.get("train", {}).get("batch_size"),
         "batch_schedule": schedule_of(settings),  # None: one batch size throughout
+        "batch_switches": switches_of(settings),  # the same as (first step, batch) pairs
         "seed": settings.get("train", {}).get("seed"),
         # what else was swept, so batch sizes are only compared within one variant
         "variant": ", ".join(named + [f"{k}={v}" for k, v in sorted(other.items())]),

@@ -111,8 +111,11 @@ def retimed(cells: pd.DataFrame, windows: pd.DataFrame, retime: dict | None) -> 
         return cells.assign(retimed=False), windows
     per_step = {t["batch_size"]: t for t in retime["timings"]}
     cells = cells.copy()
-    hit = (cells["status"] == "done") & cells["batch_size"].isin(list(per_step))
+    fixed = cells["batch_schedule"].isna() if "batch_schedule" in cells else True  # a ramp: analysis/schedules.py
+    hit = (cells["status"] == "done") & cells["batch_size"].isin(list(per_step)) & fixed
     cells["retimed"] = hit
+    if not hit.any():  # only ramps (analysis/schedules.py reads the retime for them)
+        return cells, windows
     timing = [per_step[int(b)] for b in cells.loc[hit, "batch_size"]]
     cells.loc[hit, "time_per_image_s"] = [t["seconds_per_step"] / t["batch_size"] for t in timing]
     cells.loc[hit, "timing_disturbed"] = [bool(t.get("timing_disturbed_reason")) for t in timing]

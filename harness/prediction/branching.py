@@ -15,6 +15,7 @@ import copy
 import dataclasses
 import gc
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ FACTORS = (0.25, 0.5, 1, 2, 4)  # branch batch sizes, as multiples of the centre
 POINTS = 6
 BRANCH_STEPS = 12  # steps of the LARGEST branch; every branch trains its examples
 CHECKS = 8  # held-out loss checks along each branch
-BRANCH_VAL = 2000  # on this many validation examples
+BRANCH_VAL = 1000  # on this many validation examples (the same ones for every branch at a point)
 CANDIDATES = 24  # base-run steps copied (log-spaced over its budget); the points are the nearest ones
 HELD = {"schedule": "constant", "lr_warmup_steps": 0, "lr_warmup_fraction": 0.0, "lr_final_fraction": 0.0}
 
@@ -133,6 +134,7 @@ def base_run(base: Cell, ctx: RunContext, spec: Plan, target: float, progress) -
     found, centre, held_out = [], spec.base_batch, branch_context(ctx)
     for index, step in enumerate(chosen):
         found.append(branch_point(run, held_out, spec, index, spec.around(centre), step, snapshots.pop(step)))
+        gc.collect()  # the point's branches (a full collection costs ~0.1 s of a large heap: once per point)
         progress.message(_point_line(found[-1]))
         centre = spec.next_centre(centre, found[-1]["b_crit"], found[-1]["b_crit_bound"])
     return {"reached_target": run.stopped_by_rule, "horizon_step": horizon,
@@ -201,7 +203,8 @@ def one_branch(cell: Cell, ctx: RunContext, batch: int, steps: int, weights: dic
            "check_seconds": sum(e["check_seconds"] for e in run.state.evals),
            "seconds_per_example": seconds / (timed * batch) if timed and seconds > 0 else None}
     del run
-    gc.collect()
+    if ctx.accelerator.device.type == "cuda":  # a GPU's memory is scarce: free each branch's at once
+        gc.collect()
     return out
 
 
@@ -382,9 +385,21 @@ def add_grid_cost(doc: dict[str, Any], records: list[dict[str, Any]]) -> dict[st
     grid = [r for r in records if r.get("status") == "done" and not r["settings"]["train"].get("batch_schedule")
             and r["settings"]["train"]["seed"] in doc["plan"]["seeds"]]
     seconds = sum((r["summary"].get("train_seconds") or 0) + (r["summary"].get("warmup_seconds") or 0) for r in grid)
+    wall = sum(_record_wall(r) for r in grid)
     doc["cost"] |= {"grid_train_seconds": seconds, "grid_cells_done": len(grid),
-                    "share_of_grid_seconds": doc["cost"]["train_seconds"] / seconds if seconds else None}
+                    "share_of_grid_seconds": doc["cost"]["train_seconds"] / seconds if seconds else None,
+                    "grid_wall_seconds": wall,
+                    "share_of_grid_wall": doc["cost"]["wall_seconds"] / wall if wall else None}
     return doc
+
+
+def _record_wall(record: dict[str, Any]) -> float:
+    """A cell's wall seconds, start to finish as its record stamps them (to the second)."""
+    stamps = [record.get(k) for k in ("started_utc", "finished_utc")]
+    if not all(stamps):
+        return 0.0
+    started, finished = (datetime.strptime(s, "%Y-%m-%dT%H:%M:%SZ") for s in stamps)
+    return max(0.0, (finished - started).total_seconds())
 
 
 def write(sweep_dir: Path, doc: dict[str, Any]) -> Path:

@@ -10,11 +10,12 @@ same statistics.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
 
-from harness import timing
+from harness import batch_plan, timing
 from harness.config import CellSettings, SweepConfig
 from harness.errors import ResultsError
 from harness.plan import Cell
@@ -29,23 +30,42 @@ from harness.training.progress import Progress
 
 def cells_to_time(sweep_dir: Path) -> tuple[SweepConfig, list[Cell]]:
     """The folder's config (plan.json) and, per batch size, the done cell whose settings are timed:
-    the first by seed and id; its workload is found where the record says it ran."""
+    the first fixed-batch cell by seed and id; its workload is found where the record says it ran.
+    A batch a ramp (train.batch_schedule) trains at is timed too, at the ramp's settings with that
+    batch fixed, so the report can time the ramp and the grid side by side."""
     try:
         config = SweepConfig.model_validate(documents.read_plan(sweep_dir / "plan.json")["config"])
     except (Invalid, ValueError) as exc:
         raise ResultsError(f"{sweep_dir}: no usable plan.json ({' '.join(str(exc).split())[:160]}); retime a sweep "
                            f"folder that `harness run` wrote (RESULTS_DIR/<sweep>)") from None
-    done = {}
+    done, ramped = {}, {}
     for path in sorted(files.find(sweep_dir, "result.json")):
         record, _ = results.record_state(path.parent)
         if record and record.get("status") == "done" and path.parent.name == record["cell_id"]:
             cell = Cell(index=record.get("cell_index", 0), id=record["cell_id"],
                         settings=CellSettings.model_validate(record["settings"]), swept=record.get("swept", {}),
                         workload=record.get("workload"))
-            done.setdefault(cell.batch_size, []).append(cell)
+            for batch, at_batch in _at_each_batch(cell):
+                (ramped if at_batch is not cell else done).setdefault(batch, []).append(at_batch)
+    for batch, found in ramped.items():
+        done.setdefault(batch, found)
     if not done:
         raise ResultsError(f"no done cell under {sweep_dir}; retime times the batch sizes of finished cells")
     return config, [min(found, key=lambda c: (c.settings.train.seed, c.id)) for _, found in sorted(done.items())]
+
+
+def _at_each_batch(cell: Cell) -> list[tuple[int, Cell]]:
+    """(batch, the cell to time it with): a fixed cell itself; a ramp, once per batch of its
+    schedule, its settings with that batch and no schedule."""
+    train = cell.settings.train
+    if train.batch_schedule is None:
+        return [(cell.batch_size, cell)]
+    out = []
+    for _, batch in batch_plan.in_steps(train.batch_schedule, train.batch_schedule_unit):
+        fixed = train.model_copy(update={"batch_size": batch, "batch_schedule": None})
+        out.append((batch, dataclasses.replace(cell, id=f"{cell.id}-at-{batch}",
+                                               settings=cell.settings.model_copy(update={"train": fixed}))))
+    return out
 
 
 def retime(sweep_dir: Path, folders: dict[str, Path] | None, progress: Progress) -> dict[str, Any]:

@@ -10,14 +10,23 @@ def draw(ax, ramps: list[dict]) -> None:
     for i, ramp in enumerate(r for r in ramps if r["time_s"] is not None):
         colour = f"C{(i + 5) % 10}"
         ax.axhline(ramp["time_s"], color=colour, linestyle="--", linewidth=1.5,
-                   label=f"ramp {ramp['schedule']} (its clock)")
+                   label=f"ramp {ramp['schedule']} ({'re-timed' if ramp.get('retimed') else 'its clock'})")
         if ramp["time_low_s"] is not None:
             ax.axhspan(ramp["time_low_s"], ramp["time_high_s"], color=colour, alpha=0.12)
 
 
 def caption(ramps: list[dict]) -> str:
-    return (" Dashed: a batch-size ramp (train.batch_schedule), its training clock at the crossing, warm-up out; "
-            "band: its 95% interval over seeds." if ramps else "")
+    if not ramps:
+        return ""
+    return f" Dashed: a batch-size ramp (train.batch_schedule), {_how(ramps[0])}; band: its 95% interval over seeds."
+
+
+def _how(ramp: dict) -> str:
+    """How the ramp's and the fixed batches' times to target were read (analysis/schedules.py)."""
+    if ramp.get("retimed"):
+        return ("its steps to target at each batch times that batch's seconds per step, re-timed side by side by "
+                "harness retime (so are the fixed batches' in this comparison)")
+    return "its training clock at the crossing, warm-up out (so are the fixed batches' in this comparison)"
 
 
 def _span(value: float | None, low: float | None, high: float | None, digits: str = ".3g") -> str:
@@ -41,8 +50,8 @@ def words(ramp: dict, unit: str = "s") -> str:
             f"({ramp['reached']} of {ramp['seeds']} seeds) against the best fixed batch {ramp['best_batch']}: "
             f"{_span(ramp['best_time_s'], ramp['best_time_low_s'], ramp['best_time_high_s'])} {unit} and "
             f"{_span(ramp['best_steps'], ramp['best_steps_low'], ramp['best_steps_high'], ',.0f')} steps "
-            f"({ramp['best_seeds']} seeds){': ' + share if share else ''}, {verdict}. Times: each cell's training "
-            f"clock at its fitted crossing, warm-up out; 95% t-intervals over seeds.")
+            f"({ramp['best_seeds']} seeds){': ' + share if share else ''}, {verdict}. Times: {_how(ramp)}; "
+            f"95% t-intervals over seeds.")
 
 
 def first_screen(ramps: list[dict]) -> str | None:
