@@ -15,7 +15,6 @@ import copy
 import dataclasses
 import gc
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from harness.analysis import critical
 from harness.config import MAX_SEED, SweepConfig
 from harness.errors import ConfigError, StopRequested
 from harness.plan import Cell
+from harness.prediction import branch_cost
 from harness.record import results
 from harness.training import batches, diagnostics
 from harness.training.cell_run import CellRun, Course, RunContext
@@ -252,27 +252,6 @@ def _bound(bounds: list[str]) -> float | None:
     return min(values) if values else None
 
 
-def cost(by_seed: dict[int, dict[str, Any]], spec: Plan, cells: list[Cell], n_train: int,
-         wall_seconds: float) -> dict[str, Any]:
-    """What branching trained (each base run to its horizon, every branch), against the grid's cells
-    of the same seeds (in examples; add_grid_cost adds seconds once the grid has run)."""
-    points = [p for run in by_seed.values() for p in run["points"]]
-    branch_examples = sum(len(p["branches"]) * p["branch_examples"] for p in points)
-    base_examples = sum(run["horizon_examples"] for run in by_seed.values())
-    grid = [c for c in cells if c.settings.train.seed in spec.seeds] or cells
-    grid_examples = sum(c.settings.sized(n_train).batch_plan.examples_before(c.settings.sized(n_train).total_steps)
-                        for c in grid)
-    base_seconds = sum(run["seconds"] for run in by_seed.values())
-    branch_seconds = sum(b["seconds"] for p in points for b in p["branches"])
-    checks = sum(run["check_seconds"] for run in by_seed.values()) + \
-        sum(b["check_seconds"] for p in points for b in p["branches"])
-    return {"examples": base_examples + branch_examples, "base_examples": base_examples,
-            "branch_examples": branch_examples, "grid_examples": grid_examples, "grid_cells": len(grid),
-            "share_of_grid_examples": (base_examples + branch_examples) / grid_examples,
-            "base_seconds": base_seconds, "branch_seconds": branch_seconds,
-            "train_seconds": base_seconds + branch_seconds, "check_seconds": checks, "wall_seconds": wall_seconds}
-
-
 def branch_sweep(config: SweepConfig, cells: list[Cell], sweep_dir: Path, folders: dict[str, Path] | None,
                  progress, points: int = POINTS, factors=FACTORS, branch_steps: int = BRANCH_STEPS,
                  base_batch: int | None = None, threshold: float = 0.05) -> dict[str, Any]:
@@ -299,7 +278,7 @@ def branch_sweep(config: SweepConfig, cells: list[Cell], sweep_dir: Path, folder
         by_seed[seed] = base_run(base, ctx, spec, target, progress)
     doc = {"kind": "branch", "config": config.model_dump(mode="json"), "plan": dataclasses.asdict(spec),
            "runs": {str(seed): run for seed, run in by_seed.items()}, **summarize(spec, by_seed, threshold),
-           "cost": cost(by_seed, spec, cells, splits.n_train, time.perf_counter() - began),
+           "cost": branch_cost.of_branching(by_seed, spec.seeds, cells, splits.n_train, time.perf_counter() - began),
            "environment": environment, "base_cell": first.id, "target": target}
     if accelerator.is_main_process:
         write(sweep_dir, doc)
@@ -376,30 +355,8 @@ def line(answer: dict[str, Any]) -> str:
 def record_grid_cost(sweep_dir: Path, doc: dict[str, Any]) -> dict[str, Any]:
     """After --verify (the command's or harness.branch's): branch.json gains the grid's cost."""
     records = [results.read_result(p.parent) for p in sorted(sweep_dir.glob("*/result.json"))]
-    write(sweep_dir, add_grid_cost(doc, [r for r in records if r]))
+    write(sweep_dir, branch_cost.add_grid_cost(doc, [r for r in records if r]))
     return doc
-
-
-def add_grid_cost(doc: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, Any]:
-    """Once the grid has run (--verify): its fixed cells' training seconds beside branching's."""
-    grid = [r for r in records if r.get("status") == "done" and not r["settings"]["train"].get("batch_schedule")
-            and r["settings"]["train"]["seed"] in doc["plan"]["seeds"]]
-    seconds = sum((r["summary"].get("train_seconds") or 0) + (r["summary"].get("warmup_seconds") or 0) for r in grid)
-    wall = sum(_record_wall(r) for r in grid)
-    doc["cost"] |= {"grid_train_seconds": seconds, "grid_cells_done": len(grid),
-                    "share_of_grid_seconds": doc["cost"]["train_seconds"] / seconds if seconds else None,
-                    "grid_wall_seconds": wall,
-                    "share_of_grid_wall": doc["cost"]["wall_seconds"] / wall if wall else None}
-    return doc
-
-
-def _record_wall(record: dict[str, Any]) -> float:
-    """A cell's wall seconds, start to finish as its record stamps them (to the second)."""
-    stamps = [record.get(k) for k in ("started_utc", "finished_utc")]
-    if not all(stamps):
-        return 0.0
-    started, finished = (datetime.strptime(s, "%Y-%m-%dT%H:%M:%SZ") for s in stamps)
-    return max(0.0, (finished - started).total_seconds())
 
 
 def write(sweep_dir: Path, doc: dict[str, Any]) -> Path:
