@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from harness.plan import Cell
+from harness.record.results import STAMP_FORMAT
 
 
 def of_branching(by_seed: dict[int, dict[str, Any]], seeds: tuple[int, ...], cells: list[Cell], n_train: int,
@@ -47,5 +48,5 @@ def _record_wall(record: dict[str, Any]) -> float:
     stamps = [record.get(k) for k in ("started_utc", "finished_utc")]
     if not all(stamps):
         return 0.0
-    started, finished = (datetime.strptime(s, "%Y-%m-%dT%H:%M:%SZ") for s in stamps)
+    started, finished = (datetime.strptime(s, STAMP_FORMAT) for s in stamps)
     return max(0.0, (finished - started).total_seconds())

@@ -89,9 +89,11 @@ def remove_stale_temps(folder: Path) -> None:
             continue
 
 
+STAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # the time stamps of records: UTC, to the second
+
+
 def utc_now() -> str:
-    """The time stamps of records: UTC, to the second."""
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return time.strftime(STAMP_FORMAT, time.gmtime())
 
 
 def start_record(sweep: str, cell_id: str, cell_index: int, swept: dict[str, Any], settings: dict[str, Any],
